@@ -1,0 +1,316 @@
+"""INI configuration → typed objects, with FrUCToSA 0.3.2's keys and defaults.
+
+Both daemons read one INI file (configparser syntax, ``#`` comments, keys
+with spaces). Problems that would make the daemon misbehave raise
+:class:`ConfigError` with one line naming file, section, key and value;
+harmless oddities (unknown sensors or keys, a ``[Graphite]`` section in the
+agent's file) become warnings that the daemon logs once logging is set up.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .graphite_paths import is_valid_path, short_hostname
+from .sensors import REGISTRY
+from .sensors.base import TIME_INTERVAL, parse_positive_float
+
+DEFAULT_AGENT_CONFIG = "/etc/fructosa/lagent.conf"
+DEFAULT_MASTER_CONFIG = "/etc/fructosa/lmaster.conf"
+SENSOR_SECTION_PREFIX = "sensor:"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A configuration the daemon refuses to run with; ``str()`` is one line."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    filename: str = "/var/log/fructosa.log"
+    max_bytes: int = 134217728
+    backup_count: int = 5
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    name: str
+    interval: float
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GraphiteConfig:
+    host: str = "localhost"
+    port: int = 2004
+    prefix: str = ""
+    max_queued_datapoints: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: str
+    master_host: str = "127.0.0.1"
+    master_port: int = 7888
+    hostname: str = field(default_factory=lambda: short_hostname(socket.gethostname()))
+    max_queued_samples: int = 20_000
+    sensors: tuple[SensorConfig, ...] = ()
+    logging: LoggingConfig = LoggingConfig()
+    warnings: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    path: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 7888
+    peer_timeout: float = 10.0
+    graphite: GraphiteConfig = GraphiteConfig()
+    logging: LoggingConfig = LoggingConfig()
+    warnings: tuple[str, ...] = ()
+
+
+class _Reader:
+    """Typed access to one parsed file, producing one-line errors and warnings."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.parser = configparser.ConfigParser(interpolation=None)
+        self.warnings: list[str] = []
+        try:
+            with open(path, encoding="utf-8") as stream:
+                self.parser.read_file(stream)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except PermissionError:
+            raise ConfigError(f"{path}: configuration file not readable (permission denied)") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a configuration file") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not a text file ({error.reason})") from None
+        except configparser.Error as error:
+            first_line = str(error).splitlines()[0]
+            raise ConfigError(f"{path}: malformed INI: {first_line}") from None
+
+    def error(self, section: str, key: str, value: str, reason: str) -> ConfigError:
+        return ConfigError(f"{self.path}: [{section}] {key} = {value!r}: {reason}")
+
+    def get(self, section: str, key: str, parse: Callable[[str], Any], default: Any) -> Any:
+        if not self.parser.has_option(section, key):
+            return default
+        raw = self.parser.get(section, key)
+        try:
+            return parse(raw)
+        except ValueError as reason:
+            raise self.error(section, key, raw, str(reason)) from None
+
+    def warn_unknown_keys(self, section: str, known: Iterable[str]) -> None:
+        known = list(known)
+        for key in self.parser.options(section):
+            if key not in known:
+                self.warnings.append(f"{self.path}: [{section}] unknown key {key!r} ignored{did_you_mean(key, known)}")
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_port(text: str) -> int:
+    port = parse_int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError("not a TCP port (1-65535)")
+    return port
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def parse_positive_int(text: str) -> int:
+    value = parse_int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def parse_host(text: str) -> str:
+    host = text.strip()
+    if not host or any(char.isspace() for char in host):
+        raise ValueError("not a host name or address")
+    return host
+
+
+def parse_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"not a log level ({', '.join(LOG_LEVELS)})")
+    return level
+
+
+def parse_hostname(text: str) -> str:
+    name = short_hostname(text.strip())
+    if not text.strip() or name == "_":
+        raise ValueError("not a usable host name")
+    return name
+
+
+def parse_prefix(text: str) -> str:
+    prefix = text.strip().strip(".")
+    if prefix and not is_valid_path(prefix):
+        raise ValueError("a Graphite prefix is dot-separated words of letters, digits, _ and -")
+    return prefix
+
+
+def _logging(reader: _Reader) -> LoggingConfig:
+    section, defaults = "logging", LoggingConfig()
+    if not reader.parser.has_section(section):
+        return defaults
+    reader.warn_unknown_keys(section, ("filename", "maxbytes", "backupcount", "level"))
+    filename = reader.get(section, "filename", str.strip, defaults.filename)
+    if not filename:
+        raise reader.error(section, "filename", filename, "empty file name")
+    return LoggingConfig(
+        filename=filename,
+        max_bytes=reader.get(section, "maxBytes", parse_int, defaults.max_bytes),
+        backup_count=reader.get(section, "backupCount", parse_int, defaults.backup_count),
+        level=reader.get(section, "level", parse_level, defaults.level),
+    )
+
+
+def _master_section(reader: _Reader) -> str | None:
+    """``[lmaster]``, or the ``[qmaster]`` of files written for qagent/qmaster."""
+    if reader.parser.has_section("lmaster"):
+        if reader.parser.has_section("qmaster"):
+            reader.warnings.append(f"{reader.path}: both [lmaster] and [qmaster]; [qmaster] ignored")
+        return "lmaster"
+    return "qmaster" if reader.parser.has_section("qmaster") else None
+
+
+def _master_address(reader: _Reader, section: str | None, extra_keys: tuple[str, ...] = ()) -> tuple[str, int]:
+    if section is None:
+        return "127.0.0.1", 7888
+    reader.warn_unknown_keys(section, ("host", "incoming data port", *extra_keys))
+    return (
+        reader.get(section, "host", parse_host, "127.0.0.1"),
+        reader.get(section, "incoming data port", parse_port, 7888),
+    )
+
+
+def _sensors(reader: _Reader) -> tuple[SensorConfig, ...]:
+    sensors = []
+    for section in reader.parser.sections():
+        if not section.startswith(SENSOR_SECTION_PREFIX):
+            continue
+        name = section[len(SENSOR_SECTION_PREFIX) :].strip()
+        sensor_class = REGISTRY.get(name)
+        if sensor_class is None:
+            reader.warnings.append(
+                f"{reader.path}: [{section}] invalid sensor name; ignored{did_you_mean(name, REGISTRY)}"
+            )
+            continue
+        options = {option.key.lower(): option for option in sensor_class.options}
+        reader.warn_unknown_keys(section, [TIME_INTERVAL, *options])
+        interval = reader.get(section, TIME_INTERVAL, parse_positive_float, sensor_class.default_interval)
+        settings = {
+            option.key: reader.get(section, key, option.parse, option.default) for key, option in options.items()
+        }
+        sensors.append(SensorConfig(name, interval, settings))
+    return tuple(sensors)
+
+
+KNOWN_AGENT_SECTIONS = ("lmaster", "qmaster", "lagent", "Graphite", "logging")
+KNOWN_MASTER_SECTIONS = ("lmaster", "qmaster", "Graphite", "logging")
+
+
+def _warn_unknown_sections(reader: _Reader, known: tuple[str, ...]) -> None:
+    for section in reader.parser.sections():
+        if section not in known and not section.startswith(SENSOR_SECTION_PREFIX):
+            reader.warnings.append(f"{reader.path}: unknown section [{section}] ignored{did_you_mean(section, known)}")
+
+
+def load_agent_config(path: str = DEFAULT_AGENT_CONFIG) -> AgentConfig:
+    reader = _Reader(path)
+    _warn_unknown_sections(reader, KNOWN_AGENT_SECTIONS)
+    master_host, master_port = _master_address(reader, _master_section(reader))
+    defaults = AgentConfig(path=path)
+    hostname, max_queued = defaults.hostname, defaults.max_queued_samples
+    if reader.parser.has_section("lagent"):
+        reader.warn_unknown_keys("lagent", ("hostname", "max queued samples"))
+        hostname = reader.get("lagent", "hostname", parse_hostname, hostname)
+        max_queued = reader.get("lagent", "max queued samples", parse_positive_int, max_queued)
+    notices = []
+    if reader.parser.has_section("Graphite"):
+        notices.append(f"{path}: [Graphite] is not used by lagent: lmaster relays the samples to Graphite")
+    sensors = _sensors(reader)
+    return AgentConfig(
+        path=path,
+        master_host=master_host,
+        master_port=master_port,
+        hostname=hostname,
+        max_queued_samples=max_queued,
+        sensors=sensors,
+        logging=_logging(reader),
+        warnings=tuple(reader.warnings),
+        notices=tuple(notices),
+    )
+
+
+def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
+    reader = _Reader(path)
+    _warn_unknown_sections(reader, KNOWN_MASTER_SECTIONS)
+    for section in reader.parser.sections():
+        if section.startswith(SENSOR_SECTION_PREFIX):
+            reader.warnings.append(f"{path}: [{section}] ignored: sensors run in lagent, not lmaster")
+    section = _master_section(reader)
+    listen_host, listen_port = _master_address(reader, section, extra_keys=("peer timeout",))
+    peer_timeout = reader.get(section, "peer timeout", parse_positive_float, 10.0) if section else 10.0
+    graphite = GraphiteConfig()
+    if reader.parser.has_section("Graphite"):
+        section = "Graphite"
+        reader.warn_unknown_keys(section, ("host", "carbon receiver pickle port", "prefix", "max queued datapoints"))
+        graphite = GraphiteConfig(
+            host=reader.get(section, "host", parse_host, graphite.host),
+            port=reader.get(section, "carbon receiver pickle port", parse_port, graphite.port),
+            prefix=reader.get(section, "prefix", parse_prefix, graphite.prefix),
+            max_queued_datapoints=reader.get(
+                section, "max queued datapoints", parse_positive_int, graphite.max_queued_datapoints
+            ),
+        )
+    return MasterConfig(
+        path=path,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        peer_timeout=peer_timeout,
+        graphite=graphite,
+        logging=_logging(reader),
+        warnings=tuple(reader.warnings),
+    )
+
+
+def log_findings(cfg: AgentConfig | MasterConfig, logger: logging.Logger) -> None:
+    """Log what loading noticed, once logging is set up."""
+    for notice in getattr(cfg, "notices", ()):
+        logger.info("%s", notice)
+    for warning in cfg.warnings:
+        logger.warning("%s", warning)
+
+
+def resolvable(host: str, port: int) -> str | None:
+    """None when ``host`` resolves, else the resolver's reason."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        return str(error)
+    return None

@@ -1,0 +1,135 @@
+"""Pidfiles, daemonizing and the start/stop/status actions of both daemons.
+
+The pidfile is held with ``flock`` for the daemon's whole life: the kernel
+releases the lock when the process dies, even by ``kill -9``, so "is it
+running?" is answered by the lock, never by a pid that may have been reused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Iterable
+
+import daemon
+
+
+class AlreadyRunning(Exception):
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+
+class PidFile:
+    """A locked pidfile; ``acquire`` before daemonizing so errors reach the terminal."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.stale_pid: int | None = None
+
+    def acquire(self) -> None:
+        """Lock and claim the pidfile; raises AlreadyRunning or OSError."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(read_pid(self.path)) from None
+        self.stale_pid = _parse_pid(os.pread(fd, 64, 0))
+        self.fd = fd
+        self.write_pid()
+
+    def write_pid(self) -> None:
+        """(Re)write our pid: after daemonizing the pid has changed."""
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def _parse_pid(data: bytes) -> int | None:
+    try:
+        pid = int(data.decode("ascii", "replace").strip() or "x")
+    except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        with open(path, "rb") as stream:
+            return _parse_pid(stream.read(64))
+    except OSError:
+        return None
+
+
+def running_pid(path: str) -> int | None:
+    """The pid of the live daemon holding ``path``, or None (no file, or stale)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _parse_pid(os.pread(fd, 64, 0)) or -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def daemonize(pidfile: PidFile, keep_fds: Iterable[int]) -> None:
+    """Detach (double fork, new session, umask 022, cwd /, stdio to /dev/null).
+
+    SIGTERM keeps its default until the event loop installs its own handler.
+    """
+    context = daemon.DaemonContext(
+        working_directory="/",
+        umask=0o022,
+        files_preserve=[pidfile.fd, *keep_fds],
+        signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
+    )
+    context.open()
+    pidfile.write_pid()
+
+
+def stop(path: str, timeout: float) -> tuple[bool, str]:
+    """SIGTERM the daemon and wait until it is gone. (ok, message)."""
+    pid = running_pid(path)
+    if pid is None:
+        if os.path.exists(path):
+            os.unlink(path)
+            return True, f"not running (stale pidfile {path} removed)"
+        return True, f"not running (no pidfile {path})"
+    if pid < 0:
+        return False, f"pidfile {path} is locked but holds no valid pid"
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False, f"not allowed to signal pid {pid} (run as the daemon's user or root)"
+    deadline = time.monotonic() + timeout
+    while running_pid(path) is not None:
+        if time.monotonic() > deadline:
+            return False, f"pid {pid} did not stop within {timeout:g} s"
+        time.sleep(0.05)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return True, f"stopped (pid {pid})"

@@ -1,0 +1,148 @@
+"""Samples → Graphite paths: the one flattening function of FrUCToSA.
+
+A sample is ``{"host": str, "sensor": str, "time": float, "value": V}`` where
+``V`` is a number, a bool, a string, ``None``, or a dict/list nesting those.
+Every numeric leaf becomes one datapoint whose path is the host, the sensor
+and the keys leading to the leaf::
+
+    {"host": "node01", "sensor": "CPUPercent", "value": {0: 3.5, 1: 7.0}}
+    -> node01.CPUPercent.0 3.5, node01.CPUPercent.1 7.0
+    {"host": "node01", "sensor": "BootTime", "value": 1.7e9}
+    -> node01.BootTime 1.7e9
+
+Rules (documented in README, relied on by dashboards):
+
+* flat dicts keep FrUCToSA 0.3.2's paths exactly: ``HOST.SENSOR.KEY``;
+* nested dicts add one component per level; list items use their index;
+* booleans become 0/1; strings, bytes and ``None`` are not metrics and are
+  skipped; NaN and infinities are skipped (carbon would store garbage);
+* every component is sanitized to ``[A-Za-z0-9_-]+`` (anything else becomes
+  ``_``, leading/trailing ``_`` trimmed, empty becomes ``_``), and two keys of
+  one dict that sanitize alike are told apart with ``_2``, ``_3``… in sorted
+  key order, so no datapoint silently overwrites another.
+
+The master runs this on bytes from the network, so the walk is bounded in
+depth and in leaves: a hostile sample cannot make it recurse forever or
+expand a shared-reference pickle into billions of paths.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+Datapoint = tuple[str, tuple[float, float]]
+
+MAX_DEPTH = 8
+"""Nesting levels below the sensor; psutil shapes need at most three."""
+
+MAX_LEAVES_PER_SAMPLE = 10_000
+"""Leaves visited per sample; a 1,000-CPU node with per-CPU times stays below."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_component_cache: dict[object, str] = {}
+
+
+class SampleError(ValueError):
+    """A sample that cannot be turned into datapoints (malformed or hostile)."""
+
+
+def sanitize_component(key: object) -> str:
+    """One path component from a dict key, host or sensor name: ``[A-Za-z0-9_-]+``."""
+    cached = _component_cache.get(key)
+    if cached is not None and type(key) in (str, int):
+        return cached
+    text = str(key) if not isinstance(key, bytes) else key.decode("utf-8", "replace")
+    component = _UNSAFE.sub("_", text).strip("_") or "_"
+    if type(key) in (str, int) and len(_component_cache) < 65_536:
+        _component_cache[key] = component
+    return component
+
+
+def short_hostname(name: str) -> str:
+    """The agent's name in paths: the hostname before the first dot, sanitized."""
+    return sanitize_component(name.split(".", 1)[0])
+
+
+def is_valid_path(path: str) -> bool:
+    """True for a dotted path of non-empty sanitized components."""
+    return all(part and not _UNSAFE.search(part) for part in path.split("."))
+
+
+def _components(mapping: dict) -> Iterable[tuple[str, object]]:
+    """(component, value) pairs of a dict with collisions resolved deterministically."""
+    pairs = [(sanitize_component(key), value) for key, value in mapping.items()]
+    if len({component for component, _ in pairs}) == len(pairs):
+        return pairs
+    ordered = sorted(mapping.items(), key=lambda item: str(item[0]))
+    taken: set[str] = set()
+    resolved = []
+    for key, value in ordered:
+        base = sanitize_component(key)
+        component, suffix = base, 1
+        while component in taken:
+            suffix += 1
+            component = f"{base}_{suffix}"
+        taken.add(component)
+        resolved.append((component, value))
+    return resolved
+
+
+def flatten_value(prefix: str, timestamp: float, value: object, out: list[Datapoint]) -> None:
+    """Append the datapoints of ``value`` below ``prefix`` to ``out``."""
+    budget = [MAX_LEAVES_PER_SAMPLE]
+
+    def walk(path: str, node: object, depth: int) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SampleError(f"more than {MAX_LEAVES_PER_SAMPLE} values in one sample")
+        node_type = type(node)
+        if node_type is float or node_type is int:
+            try:
+                number = float(node)
+            except OverflowError:
+                return
+            if math.isfinite(number):
+                out.append((path, (timestamp, number)))
+        elif node_type is bool:
+            out.append((path, (timestamp, 1.0 if node else 0.0)))
+        elif node_type is dict:
+            if depth >= MAX_DEPTH:
+                raise SampleError(f"value nested deeper than {MAX_DEPTH} levels")
+            for component, child in _components(node):
+                walk(f"{path}.{component}", child, depth + 1)
+        elif node_type is list or node_type is tuple:
+            if depth >= MAX_DEPTH:
+                raise SampleError(f"value nested deeper than {MAX_DEPTH} levels")
+            for index, child in enumerate(node):
+                walk(f"{path}.{index}", child, depth + 1)
+        # str, bytes, None and anything else: not a metric.
+
+    walk(prefix, value, 0)
+
+
+def sample_to_datapoints(
+    sample: object, prefix: str | None = None, out: list[Datapoint] | None = None
+) -> list[Datapoint]:
+    """Datapoints ``(path, (time, value))`` of one sample, optionally below ``prefix``.
+
+    Raises :class:`SampleError` for anything that is not a well-formed sample.
+    """
+    if type(sample) is not dict:
+        raise SampleError(f"sample is a {type(sample).__name__}, not a dict")
+    try:
+        host, sensor, timestamp = sample["host"], sample["sensor"], sample["time"]
+    except KeyError as missing:
+        raise SampleError(f"sample has no {missing.args[0]!r}") from None
+    if type(host) is not str or type(sensor) is not str:
+        raise SampleError("sample host and sensor must be strings")
+    if type(timestamp) not in (int, float) or not math.isfinite(timestamp):
+        raise SampleError(f"sample time {timestamp!r} is not a finite number")
+    path = f"{short_hostname(host)}.{sanitize_component(sensor)}"
+    if prefix:
+        path = f"{prefix}.{path}"
+    if out is None:
+        out = []
+    flatten_value(path, float(timestamp), sample.get("value"), out)
+    return out

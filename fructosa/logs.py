@@ -1,0 +1,76 @@
+"""Logging set-up shared by both daemons, from the ``[logging]`` section."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import time
+
+from .config import LoggingConfig
+
+FORMAT = "%(asctime)s %(program)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+class _ProgramFilter(logging.Filter):
+    """Stamps each record with the program name: both daemons may share one file."""
+
+    def __init__(self, program: str) -> None:
+        super().__init__()
+        self.program = program
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.program = self.program
+        return True
+
+
+def open_log_file(config: LoggingConfig) -> logging.Handler:
+    """The rotating file handler; raises OSError (caller reports it) when unwritable."""
+    return logging.handlers.RotatingFileHandler(
+        config.filename, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8"
+    )
+
+
+def configure(program: str, config: LoggingConfig, file_handler: logging.Handler, to_stderr: bool) -> None:
+    """Route the ``fructosa`` loggers to the file (and stderr in the foreground)."""
+    handlers = [file_handler]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    formatter = logging.Formatter(FORMAT)
+    program_filter = _ProgramFilter(program)
+    root = logging.getLogger("fructosa")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(program_filter)
+        root.addHandler(handler)
+    root.setLevel(config.level)
+    root.propagate = False
+
+
+class RateLimitedLog:
+    """Logs a message once per key (e.g. a peer address) per ``period`` seconds.
+
+    A flapping or hostile peer must not flood the log; the count of
+    suppressed repeats is reported with the next message that gets through.
+    """
+
+    def __init__(self, logger: logging.Logger, period: float = 300.0, max_keys: int = 10_000) -> None:
+        self.logger = logger
+        self.period = period
+        self.max_keys = max_keys
+        self._last: dict[object, tuple[float, int]] = {}
+
+    def log(self, level: int, key: object, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(key, (float("-inf"), 0))
+        if now - last < self.period:
+            self._last[key] = (last, suppressed + 1)
+            return
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        if suppressed:
+            message += f" ({suppressed} similar messages suppressed)"
+        self.logger.log(level, message, *args)

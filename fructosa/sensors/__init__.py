@@ -1,0 +1,10 @@
+"""The sensor registry: every sensor module registers its classes on import.
+
+``REGISTRY`` maps a sensor name (as in ``[sensor:NAME]``) to its class. A new
+sensor is a class decorated with :func:`register` in one of these modules.
+"""
+
+from . import cpu, disk, hardware, memory, network, system  # noqa: F401  (registration)
+from .base import REGISTRY, Option, Sensor, SensorUnsupported, as_plain, register
+
+__all__ = ["REGISTRY", "Option", "Sensor", "SensorUnsupported", "as_plain", "register"]

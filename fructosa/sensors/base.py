@@ -1,0 +1,151 @@
+"""What a sensor is, how it declares its options, and the one registry.
+
+A sensor reads one psutil call and *shapes* its output into plain nested
+dicts of numbers (see :mod:`fructosa.graphite_paths` for how those become
+paths). Reading and shaping are separate so the golden tests can feed
+recorded psutil output to ``shape`` and check the resulting paths.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class SensorUnsupported(Exception):
+    """This host cannot provide the sensor's data (no battery, no fans…)."""
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (yes/no, true/false, on/off, 1/0)")
+
+
+def parse_positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
+def parse_word_list(text: str) -> tuple[str, ...]:
+    """Whitespace- or comma-separated words, e.g. mount points or NIC names."""
+    words = tuple(word for word in text.replace(",", " ").split() if word)
+    if not words:
+        raise ValueError("empty list")
+    return words
+
+
+PARSERS: dict[type, Callable[[str], Any]] = {
+    bool: parse_bool,
+    float: parse_positive_float,
+    tuple: parse_word_list,
+    str: str.strip,
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``key = value`` a sensor accepts in its ``[sensor:NAME]`` section."""
+
+    key: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+
+    def parse(self, text: str) -> Any:
+        value = PARSERS[self.type](text)
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(self.choices)}")
+        return value
+
+    def format_default(self) -> str:
+        if self.type is bool:
+            return "yes" if self.default else "no"
+        if self.type is tuple:
+            return " ".join(self.default)
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+
+TIME_INTERVAL = "time_interval"
+
+
+class Sensor:
+    """Base class: subclasses set the class attributes and implement read/shape.
+
+    ``description`` is one line for ``lagent sensors``; the class docstring
+    may say more. ``options`` lists the keys of its config section besides
+    ``time_interval``; their parsed values are in ``self.settings``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    default_interval: ClassVar[float] = 60.0
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        self.settings = {option.key: option.default for option in self.options}
+        self.settings.update(settings or {})
+
+    def start(self) -> None:
+        """Called once before the first read: prime rate-based psutil calls."""
+
+    def read(self) -> Any:
+        """The raw psutil output (may block briefly; runs in a worker thread)."""
+        raise NotImplementedError
+
+    def shape(self, raw: Any) -> Any:
+        """Plain nested dict (or number) from :func:`as_plain` of ``read()``."""
+        return raw
+
+    def measure(self) -> Any:
+        raw = self.read()
+        if raw is None:
+            raise SensorUnsupported(f"psutil returned no data for {self.name}")
+        return self.shape(as_plain(raw))
+
+    @classmethod
+    def sample_section(cls) -> str:
+        """An example ``[sensor:NAME]`` section with every option at its default."""
+        lines = [f"[sensor:{cls.name}]", f"{TIME_INTERVAL} = {cls.default_interval:g}"]
+        lines += [f"{option.key} = {option.format_default()}" for option in cls.options]
+        return "\n".join(lines)
+
+
+REGISTRY: dict[str, type[Sensor]] = {}
+
+
+def register(cls: type[Sensor]) -> type[Sensor]:
+    """Class decorator: make the sensor available under its class name."""
+    cls.name = cls.__name__
+    if cls.name in REGISTRY:
+        raise RuntimeError(f"sensor {cls.name} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def as_plain(obj: Any) -> Any:
+    """psutil output as plain data: namedtuples → dicts, enums → their names.
+
+    Recorded golden inputs are stored in this form (JSON), so shaping code
+    sees the same thing whether the data is live or recorded.
+    """
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
+        return {key: as_plain(value) for key, value in obj._asdict().items()}
+    if isinstance(obj, dict):
+        return {key: as_plain(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [as_plain(value) for value in obj]
+    return obj

@@ -1,0 +1,140 @@
+"""CPU sensors: utilisation, times, counts, kernel statistics, frequency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psutil
+
+from .base import Option, Sensor, SensorUnsupported, register
+
+PERCPU_TIMES = Option("percpu", bool, False, "also send one series per CPU below cpuN (N from 0)")
+
+
+def _with_per_cpu(total: dict, per_cpu: list | None) -> dict:
+    """Total fields flat (0.3.2 paths) plus ``cpuN`` dicts when asked for."""
+    shaped = dict(total)
+    for index, fields in enumerate(per_cpu or ()):
+        shaped[f"cpu{index}"] = fields
+    return shaped
+
+
+@register
+class CPUPercent(Sensor):
+    """Utilisation of each CPU in percent since the previous sample.
+
+    Paths: ``HOST.CPUPercent.N`` per CPU (as 0.3.2), ``HOST.CPUPercent.total``
+    with ``total = yes``. Measured between two samples, never blocking.
+    """
+
+    description = "CPU utilisation in percent, per CPU and optionally in total"
+    default_interval = 10.0
+    options = (
+        Option("percpu", bool, True, "one series per CPU: HOST.CPUPercent.N"),
+        Option("total", bool, False, "also the average over all CPUs: HOST.CPUPercent.total"),
+    )
+
+    def start(self) -> None:
+        psutil.cpu_percent(percpu=True)
+
+    def read(self) -> Any:
+        # One per-CPU reading serves both series, so the total needs no second
+        # call (which would reset psutil's reference point).
+        return psutil.cpu_percent(percpu=True)
+
+    def shape(self, raw: list[float]) -> dict:
+        shaped: dict[Any, float] = {}
+        if self.settings["percpu"]:
+            shaped.update(enumerate(raw))
+        if self.settings["total"] and raw:
+            shaped["total"] = sum(raw) / len(raw)
+        return shaped
+
+
+@register
+class CPUTimes(Sensor):
+    """Seconds the CPUs spent in each mode since boot (counters).
+
+    Paths: ``HOST.CPUTimes.FIELD`` (user, system, idle, iowait, steal…), and
+    ``HOST.CPUTimes.cpuN.FIELD`` with ``percpu = yes``. Graph them with
+    ``perSecond()``.
+    """
+
+    description = "cumulative CPU time per mode (user, system, idle, iowait…)"
+    default_interval = 30.0
+    options = (PERCPU_TIMES,)
+
+    def read(self) -> Any:
+        per_cpu = psutil.cpu_times(percpu=True) if self.settings["percpu"] else None
+        return {"total": psutil.cpu_times(), "per_cpu": per_cpu}
+
+    def shape(self, raw: dict) -> dict:
+        return _with_per_cpu(raw["total"], raw["per_cpu"])
+
+
+@register
+class CPUTimesPercent(Sensor):
+    """Share of CPU time per mode in percent since the previous sample.
+
+    Paths: ``HOST.CPUTimesPercent.FIELD``, plus ``cpuN.FIELD`` with ``percpu = yes``.
+    """
+
+    description = "CPU time per mode in percent since the previous sample"
+    default_interval = 10.0
+    options = (PERCPU_TIMES,)
+
+    def start(self) -> None:
+        self.read()
+
+    def read(self) -> Any:
+        per_cpu = psutil.cpu_times_percent(percpu=True) if self.settings["percpu"] else None
+        return {"total": psutil.cpu_times_percent(), "per_cpu": per_cpu}
+
+    def shape(self, raw: dict) -> dict:
+        return _with_per_cpu(raw["total"], raw["per_cpu"])
+
+
+@register
+class CPUCount(Sensor):
+    """Number of CPUs: ``HOST.CPUCount`` (logical CPUs, or cores with ``logical = no``)."""
+
+    description = "number of logical CPUs (or physical cores)"
+    default_interval = 300.0
+    options = (Option("logical", bool, True, "count logical CPUs (hyperthreads); no: physical cores"),)
+
+    def read(self) -> Any:
+        return psutil.cpu_count(logical=self.settings["logical"])
+
+
+@register
+class CPUStats(Sensor):
+    """Kernel counters since boot: ``HOST.CPUStats.ctx_switches``, ``interrupts``,
+    ``soft_interrupts``, ``syscalls``. Graph them with ``perSecond()``."""
+
+    description = "context switches, interrupts, soft interrupts and syscalls (counters)"
+    default_interval = 30.0
+
+    def read(self) -> Any:
+        return psutil.cpu_stats()
+
+
+@register
+class CPUFreq(Sensor):
+    """CPU frequency in MHz: ``HOST.CPUFreq.current``, ``min``, ``max``
+    (0.3.2 paths), plus ``cpuN.current`` per CPU with ``percpu = yes``.
+    Hosts without cpufreq support (some VMs) report it once and idle."""
+
+    description = "CPU frequency in MHz (current, min, max)"
+    default_interval = 300.0
+    options = (Option("percpu", bool, False, "also the frequency of each CPU below cpuN"),)
+
+    def read(self) -> Any:
+        if not hasattr(psutil, "cpu_freq"):
+            raise SensorUnsupported("psutil has no cpu_freq on this platform")
+        per_cpu = psutil.cpu_freq(percpu=True) if self.settings["percpu"] else None
+        return {"total": psutil.cpu_freq(), "per_cpu": per_cpu}
+
+    def shape(self, raw: dict) -> dict:
+        if not raw["total"]:
+            raise SensorUnsupported("the kernel reports no CPU frequency")
+        return _with_per_cpu(raw["total"], raw["per_cpu"])

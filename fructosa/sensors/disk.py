@@ -1,0 +1,99 @@
+"""Disk sensors: partitions, usage per mount point, I/O counters."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import psutil
+
+from ..graphite_paths import sanitize_component
+from .base import Option, Sensor, register
+
+log = logging.getLogger(__name__)
+
+
+def mount_point_name(path: str) -> str:
+    """Readable path component for a mount point: ``/`` → ``root``,
+    ``/scratch/local`` → ``scratch_local``."""
+    stripped = path.strip("/")
+    return "root" if not stripped else sanitize_component(stripped)
+
+
+@register
+class DiskPartitions(Sensor):
+    """Mounted partitions. Device names, mount points and options are strings,
+    which Graphite cannot store, so the sensor sends the numeric facts:
+    ``HOST.DiskPartitions.count``, ``read_only`` (mounted ``ro``) and
+    ``fstype.TYPE`` (partitions per file system type)."""
+
+    description = "number of mounted partitions, read-only ones, and per file system type"
+    default_interval = 60.0
+    options = (Option("all", bool, False, "include pseudo file systems (proc, sysfs, tmpfs…)"),)
+
+    def read(self) -> Any:
+        return psutil.disk_partitions(all=self.settings["all"])
+
+    def shape(self, raw: list[dict]) -> dict:
+        read_only = sum(1 for part in raw if "ro" in part.get("opts", "").split(","))
+        by_type = Counter(part.get("fstype") or "unknown" for part in raw)
+        return {"count": len(raw), "read_only": read_only, "fstype": dict(by_type)}
+
+
+@register
+class DiskUsage(Sensor):
+    """Space on mount points in bytes and percent.
+
+    With one ``path`` (default ``/``) the paths are 0.3.2's
+    ``HOST.DiskUsage.total|used|free|percent``; with several, each mount point
+    gets its own level: ``HOST.DiskUsage.root.free``, ``HOST.DiskUsage.home.free``,
+    ``HOST.DiskUsage.scratch_local.free``. A path that cannot be read (not
+    mounted, no permission) is skipped and logged by the agent.
+    """
+
+    description = "used, free and total space and percent used per mount point"
+    default_interval = 30.0
+    options = (Option("path", tuple, ("/",), "mount points to measure, separated by spaces or commas"),)
+
+    def start(self) -> None:
+        self._unreadable: set[str] = set()
+
+    def read(self) -> Any:
+        usage = {}
+        for path in self.settings["path"]:
+            try:
+                usage[path] = psutil.disk_usage(path)
+            except OSError as error:
+                if path not in self._unreadable:
+                    log.warning("DiskUsage: cannot measure %s: %s", path, error.strerror or error)
+                    self._unreadable.add(path)
+            else:
+                self._unreadable.discard(path)
+        return usage
+
+    def shape(self, raw: dict[str, dict]) -> dict:
+        if len(self.settings["path"]) == 1:
+            return next(iter(raw.values()), {})
+        return {mount_point_name(path): fields for path, fields in raw.items()}
+
+
+@register
+class DiskIOCounters(Sensor):
+    """Disk I/O counters since boot (reads, writes, bytes, times):
+    ``HOST.DiskIOCounters.FIELD`` for all disks together (0.3.2 paths), plus
+    ``HOST.DiskIOCounters.DISK.FIELD`` per disk with ``perdisk = yes``.
+    Graph them with ``perSecond()``."""
+
+    description = "disk reads, writes, bytes and busy time (counters), total and per disk"
+    default_interval = 20.0
+    options = (Option("perdisk", bool, False, "also one set of series per disk: HOST.DiskIOCounters.DISK.FIELD"),)
+
+    def read(self) -> Any:
+        per_disk = psutil.disk_io_counters(perdisk=True) if self.settings["perdisk"] else None
+        return {"total": psutil.disk_io_counters(), "per_disk": per_disk}
+
+    def shape(self, raw: dict) -> dict:
+        shaped = dict(raw["total"] or {})
+        shaped.update(raw["per_disk"] or {})
+        return shaped

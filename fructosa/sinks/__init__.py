@@ -1,0 +1,34 @@
+"""Where the master delivers datapoints: the sink interface.
+
+The master flattens each sample once and hands the datapoints to every
+enabled sink. A sink must never block or raise in :meth:`Sink.submit` (one
+slow destination must not stall agents or other sinks); it queues, and its
+own :meth:`Sink.run` task delivers. Graphite's carbon pickle receiver is the
+first sink; HTTP, streaming and Prometheus sinks plug in the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from ..graphite_paths import Datapoint
+
+
+class Sink(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def submit(self, datapoints: list[Datapoint]) -> None:
+        """Queue datapoints for delivery; never blocks, never raises."""
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Deliver until cancelled, reconnecting as needed."""
+
+    @abc.abstractmethod
+    async def close(self, timeout: float) -> None:
+        """Deliver what is queued within ``timeout`` seconds, then stop."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, int]:
+        """Counters for logs and self-metrics (queued, sent, dropped…)."""
