@@ -236,7 +236,7 @@ class Agent:
 def next_tick(origin: float, interval: float, now: float, tick: int) -> int:
     """The next grid point after ``now``; ticks missed (suspend, overload) are skipped."""
     due = tick + 1
-    if origin + due * interval <= now:
+    if origin + due * interval < now:
         skipped = math.floor((now - origin) / interval) + 1 - due
         log.debug("%d ticks skipped (measurement slower than its interval)", skipped)
         due += skipped

@@ -92,19 +92,48 @@ def running_pid(path: str) -> int | None:
         os.close(fd)
 
 
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited daemon whose
+    parent, often a container's init, has not reaped it yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 def daemonize(pidfile: PidFile, keep_fds: Iterable[int]) -> None:
     """Detach (double fork, new session, umask 022, cwd /, stdio to /dev/null).
 
+    The process that called ``start`` waits until the daemon has written its
+    pid, so an init system (or a test) that reads the pidfile right after
+    ``lagent start`` returns finds the daemon's pid, never its parent's.
     SIGTERM keeps its default until the event loop installs its own handler.
     """
+    ready_read, ready_write = os.pipe()
+    if os.fork() > 0:
+        os.close(ready_write)
+        with os.fdopen(ready_read, "rb") as ready:
+            word = ready.read()
+        # _exit: the parent must not run the daemon's cleanup (pidfile removal).
+        os._exit(0 if word == b"ready" else 1)
+    os.close(ready_read)
     context = daemon.DaemonContext(
         working_directory="/",
         umask=0o022,
-        files_preserve=[pidfile.fd, *keep_fds],
+        files_preserve=[pidfile.fd, ready_write, *keep_fds],
         signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
     )
     context.open()
     pidfile.write_pid()
+    os.write(ready_write, b"ready")
+    os.close(ready_write)
 
 
 def stop(path: str, timeout: float) -> tuple[bool, str]:
@@ -124,7 +153,7 @@ def stop(path: str, timeout: float) -> tuple[bool, str]:
     except PermissionError:
         return False, f"not allowed to signal pid {pid} (run as the daemon's user or root)"
     deadline = time.monotonic() + timeout
-    while running_pid(path) is not None:
+    while running_pid(path) is not None or process_alive(pid):
         if time.monotonic() > deadline:
             return False, f"pid {pid} did not stop within {timeout:g} s"
         time.sleep(0.05)

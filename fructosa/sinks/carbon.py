@@ -64,6 +64,10 @@ class CarbonPickleSink(Sink):
         self._connect_log = RateLimitedLog(log, period=300.0)
 
     @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
