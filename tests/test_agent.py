@@ -11,7 +11,7 @@ import pytest
 from fructosa import protocol
 from fructosa.agent import Agent, SampleQueue, next_tick
 from fructosa.config import AgentConfig, SensorConfig
-from fructosa.sensors import REGISTRY, Sensor, register
+from fructosa.sensors import Sensor, register
 
 
 class Receiver:
@@ -53,7 +53,6 @@ class SlowTestSensor(Sensor):
     def read(self) -> float:
         time.sleep(1.0)
         return 1.0
-
 
 
 def agent_config(port: int, *sensors: SensorConfig) -> AgentConfig:

@@ -78,7 +78,9 @@ def test_start_status_second_start_stop(tmp_path: Path, daemon_pids: list[int]) 
 def test_restart_replaces_the_process(tmp_path: Path, daemon_pids: list[int]) -> None:
     (port,) = free_ports(1)
     conf = tmp_path / "lmaster.conf"
-    conf.write_text(f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\n[logging]\nfilename = {tmp_path}/m.log\n")
+    conf.write_text(
+        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\n[logging]\nfilename = {tmp_path}/m.log\n"
+    )
     pidfile = str(tmp_path / "lmaster.pid")
     assert run("lmaster", "-c", str(conf), "-p", pidfile, "start").returncode == 0
     first = running_pid(pidfile)
@@ -157,16 +159,28 @@ def test_version() -> None:
 
 BAD_AGENT_CONFIGS = {
     "missing file": (None, "configuration file not found"),
-    "bad port": ("[lmaster]\nincoming data port = seventy\n", "[lmaster] incoming data port = 'seventy': not an integer"),
+    "bad port": (
+        "[lmaster]\nincoming data port = seventy\n",
+        "[lmaster] incoming data port = 'seventy': not an integer",
+    ),
     "port range": ("[lmaster]\nincoming data port = 70000\n", "[lmaster] incoming data port = '70000': not a TCP port"),
     "negative interval": ("[sensor:CPUPercent]\ntime_interval = -5\n", "[sensor:CPUPercent] time_interval = '-5'"),
     "bad option": ("[sensor:DiskIOCounters]\nperdisk = maybe\n", "[sensor:DiskIOCounters] perdisk = 'maybe'"),
-    "bad choice": ("[sensor:NetConnections]\nkind = sctp\n", "[sensor:NetConnections] kind = 'sctp': 'sctp' is not one of"),
+    "bad choice": (
+        "[sensor:NetConnections]\nkind = sctp\n",
+        "[sensor:NetConnections] kind = 'sctp': 'sctp' is not one of",
+    ),
     "malformed ini": ("[lmaster\nhost = x\n", "malformed INI"),
     "no section header": ("host = x\n", "malformed INI"),
     "bad level": ("[logging]\nlevel = LOUD\n", "[logging] level = 'LOUD': not a log level"),
-    "unwritable log": ("[logging]\nfilename = /nonexistent/dir/x.log\n", "[logging] filename = '/nonexistent/dir/x.log'"),
-    "unresolvable master": ("[lmaster]\nhost = no-such-host.invalid\n", "[lmaster] host = 'no-such-host.invalid': cannot resolve"),
+    "unwritable log": (
+        "[logging]\nfilename = /nonexistent/dir/x.log\n",
+        "[logging] filename = '/nonexistent/dir/x.log'",
+    ),
+    "unresolvable master": (
+        "[lmaster]\nhost = no-such-host.invalid\n",
+        "[lmaster] host = 'no-such-host.invalid': cannot resolve",
+    ),
 }
 
 
@@ -192,7 +206,9 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         conf = tmp_path / "lmaster.conf"
-        conf.write_text(f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\n[logging]\nfilename = {tmp_path}/m.log\n")
+        conf.write_text(
+            f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\n[logging]\nfilename = {tmp_path}/m.log\n"
+        )
         result = run("lmaster", "-c", str(conf), "-p", str(tmp_path / "m.pid"), "start")
     assert result.returncode == 2
     assert one_line_error(result) == (

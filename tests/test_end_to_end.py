@@ -53,7 +53,6 @@ def test_seed_configs_deliver_every_sensor_to_whisper(tmp_path: Path, carbon: Ca
     assert "connected to carbon" in log
 
 
-
 def wait_for_log(path: Path, text: str, timeout: float = 20.0) -> None:
     """Poll the shared log file until ``text`` appears (the daemons' own report)."""
     deadline = time.monotonic() + timeout

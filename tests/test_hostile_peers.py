@@ -68,7 +68,7 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
     try:
         while sock.recv(65536):
             pass
-    except socket.timeout:
+    except TimeoutError:
         return False
     except ConnectionResetError:
         pass

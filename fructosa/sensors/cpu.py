@@ -121,7 +121,8 @@ class CPUStats(Sensor):
 @register
 class CPUFreq(Sensor):
     """CPU frequency in MHz: ``HOST.CPUFreq.current``, ``min``, ``max``
-    (0.3.2 paths), plus ``cpuN.current`` per CPU with ``percpu = yes``.
+    (0.3.2 paths; min and max only where the kernel knows them), plus
+    ``cpuN.current`` per CPU with ``percpu = yes``.
     Hosts without cpufreq support (some VMs) report it once and idle."""
 
     description = "CPU frequency in MHz (current, min, max)"
@@ -137,4 +138,7 @@ class CPUFreq(Sensor):
     def shape(self, raw: dict) -> dict:
         if not raw["total"]:
             raise SensorUnsupported("the kernel reports no CPU frequency")
-        return _with_per_cpu(raw["total"], raw["per_cpu"])
+        # psutil reports an unknown min/max (typical in VMs) as 0.
+        total = {key: value for key, value in raw["total"].items() if value or key == "current"}
+        per_cpu = [{"current": cpu["current"]} for cpu in raw["per_cpu"] or ()]
+        return _with_per_cpu(total, per_cpu)

@@ -21,6 +21,11 @@ def mount_point_name(path: str) -> str:
     return "root" if not stripped else sanitize_component(stripped)
 
 
+NETWORK_FILE_SYSTEMS = frozenset(
+    {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "cifs", "smb3", "glusterfs", "fuse.glusterfs"}
+)
+
+
 @register
 class DiskPartitions(Sensor):
     """Mounted partitions. Device names, mount points and options are strings,
@@ -30,12 +35,22 @@ class DiskPartitions(Sensor):
 
     description = "number of mounted partitions, read-only ones, and per file system type"
     default_interval = 60.0
-    options = (Option("all", bool, False, "include pseudo file systems (proc, sysfs, tmpfs…)"),)
+    options = (
+        Option("all", bool, False, "include pseudo file systems (proc, sysfs, tmpfs…); network ones always count"),
+    )
 
     def read(self) -> Any:
-        return psutil.disk_partitions(all=self.settings["all"])
+        return psutil.disk_partitions(all=True)
 
     def shape(self, raw: list[dict]) -> dict:
+        if not self.settings["all"]:
+            # Like psutil's all=False (device-backed file systems only), but
+            # keeping what a cluster cares about most: NFS, Lustre, GPFS…
+            raw = [
+                part
+                for part in raw
+                if part.get("device", "").startswith("/") or part.get("fstype") in NETWORK_FILE_SYSTEMS
+            ]
         read_only = sum(1 for part in raw if "ro" in part.get("opts", "").split(","))
         by_type = Counter(part.get("fstype") or "unknown" for part in raw)
         return {"count": len(raw), "read_only": read_only, "fstype": dict(by_type)}
@@ -56,7 +71,8 @@ class DiskUsage(Sensor):
     default_interval = 30.0
     options = (Option("path", tuple, ("/",), "mount points to measure, separated by spaces or commas"),)
 
-    def start(self) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
         self._unreadable: set[str] = set()
 
     def read(self) -> Any:
@@ -75,7 +91,14 @@ class DiskUsage(Sensor):
     def shape(self, raw: dict[str, dict]) -> dict:
         if len(self.settings["path"]) == 1:
             return next(iter(raw.values()), {})
-        return {mount_point_name(path): fields for path, fields in raw.items()}
+        shaped: dict[str, dict] = {}
+        for path, fields in raw.items():
+            name, suffix = mount_point_name(path), 1
+            while name in shaped:  # "/root" next to "/", "/a_b" next to "/a/b"
+                suffix += 1
+                name = f"{mount_point_name(path)}_{suffix}"
+            shaped[name] = fields
+        return shaped
 
 
 @register

@@ -1,0 +1,63 @@
+"""Wire protocol: frames, hello, and the restricted unpickler."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fructosa import protocol
+
+
+def test_samples_round_trip_through_a_frame() -> None:
+    samples = [{"host": "n", "sensor": "S", "time": 1.5, "value": {"a": [1, 2.5, True, None, "x"]}}]
+    frame = protocol.encode_samples(samples)
+    length = protocol.frame_length(frame[:4])
+    kind, payload = protocol.split_frame(frame[4 : 4 + length])
+    assert kind == protocol.SAMPLES
+    assert protocol.decode_samples(payload) == samples
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pickle.dumps([pickle.Pickler], protocol=2),  # any global
+        pickle.dumps([{1, 2}], protocol=2),  # set needs builtins.set in protocol 2
+        b"cos\nsystem\n(S'true'\ntR.",  # protocol 0 reduce
+        b"\x80\x02K\x01Q.",  # persistent id
+        b"garbage",
+    ],
+)
+def test_restricted_unpickler_refuses_anything_but_plain_data(payload: bytes) -> None:
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_samples(payload)
+
+
+def test_size_cap_and_unknown_kinds() -> None:
+    with pytest.raises(protocol.ProtocolError, match="outside"):
+        protocol.frame_length((protocol.MAX_FRAME + 1).to_bytes(4, "big"))
+    with pytest.raises(protocol.ProtocolError, match="outside"):
+        protocol.frame_length(b"\0\0\0\0")
+    with pytest.raises(ValueError):
+        protocol.encode_frame(protocol.SAMPLES, b"x" * protocol.MAX_FRAME)
+    with pytest.raises(protocol.ProtocolError, match="unknown frame kind"):
+        protocol.split_frame(b"Xabc")
+
+
+def test_hello_checks() -> None:
+    hello = protocol.hello("node01", "lagent 1")
+    assert protocol.check_hello(hello[5:])["host"] == "node01"
+    for bad in (b'{"protocol": "fructosa", "version": 99, "host": "n"}', b'{"protocol": "http"}', b"[1]", b"\xff"):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.check_hello(bad)
+
+
+@given(st.binary(max_size=512))
+def test_random_bytes_never_escape_as_anything_but_protocol_error(data: bytes) -> None:
+    try:
+        samples = protocol.decode_samples(data)
+    except protocol.ProtocolError:
+        return
+    assert type(samples) is list
