@@ -153,6 +153,7 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
         return _fail(spec.program, f"already running (pid {running.pid}, pidfile {pidfile_path})", EXIT_FAILURE)
     except OSError as error:
         return _fail(spec.program, f"pidfile {pidfile_path}: {error.strerror or error}", EXIT_FAILURE)
+    early_stop = _catch_stop_signals()
     try:
         if not foreground:
             daemon.daemonize(pidfile, [log_handler.stream.fileno(), *prepared.keep_fds])
@@ -161,7 +162,7 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
         if pidfile.stale_pid:
             log.info("replaced stale pidfile %s of pid %d, which is gone", pidfile_path, pidfile.stale_pid)
         config.log_findings(cfg, log)
-        asyncio.run(_serve(prepared.run))
+        asyncio.run(_serve(prepared.run, early_stop))
     except Exception as error:  # a bug: keep the traceback in the log, one line on the terminal
         log.critical("%s crashed", spec.program, exc_info=True)
         return _fail(spec.program, f"crashed: {type(error).__name__}: {error} (traceback in the log)", EXIT_FAILURE)
@@ -170,11 +171,22 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
     return EXIT_OK
 
 
-async def _serve(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+def _catch_stop_signals() -> list[int]:
+    """Remember SIGTERM/SIGINT arriving before the event loop runs: once the
+    pidfile exists, ``stop`` may signal at any moment and must get a clean exit."""
+    received: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: received.append(number))
+    return received
+
+
+async def _serve(run: Callable[[asyncio.Event], Awaitable[None]], early_stop: list[int]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if early_stop:
+        stop.set()
     await run(stop)
 
 

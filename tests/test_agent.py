@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from fructosa import protocol
 from fructosa.agent import Agent, SampleQueue, next_tick
 from fructosa.config import AgentConfig, SensorConfig
-from fructosa.sensors import Sensor, register
+from fructosa.sensors import REGISTRY, Sensor, register
 
 
 class Receiver:
@@ -44,7 +45,6 @@ class Receiver:
         self.server.close()
 
 
-@register
 class SlowTestSensor(Sensor):
     """Blocks its worker thread for 1 s, like DiskUsage on a hung NFS mount."""
 
@@ -53,6 +53,13 @@ class SlowTestSensor(Sensor):
     def read(self) -> float:
         time.sleep(1.0)
         return 1.0
+
+
+@pytest.fixture
+def slow_sensor_registered() -> Iterator[None]:
+    register(SlowTestSensor)
+    yield
+    del REGISTRY["SlowTestSensor"]
 
 
 def agent_config(port: int, *sensors: SensorConfig) -> AgentConfig:
@@ -69,6 +76,7 @@ async def run_agent_for(config: AgentConfig, seconds: float) -> Agent:
     return agent
 
 
+@pytest.mark.usefixtures("slow_sensor_registered")
 def test_sensors_tick_on_a_grid_without_drift_and_a_slow_one_stalls_nobody() -> None:
     async def scenario() -> tuple[list[dict], list[dict]]:
         receiver = Receiver()

@@ -137,8 +137,10 @@ def test_foreground_logs_to_stderr_and_stops_on_sigterm(tmp_path: Path) -> None:
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        log = tmp_path / "agent.log"
         deadline = time.monotonic() + 10
-        while running_pid(pidfile) != proc.pid and time.monotonic() < deadline:
+        while "sensor CPUPercent started" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "agent did not start its sensor"
             time.sleep(0.05)
         assert running_pid(pidfile) == proc.pid
         proc.send_signal(signal.SIGTERM)
