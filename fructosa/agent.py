@@ -3,9 +3,14 @@
 Each sensor is a coroutine on its own fixed grid of the monotonic clock
 (``start + k·interval``), so intervals do not drift by the time a
 measurement takes; psutil calls run in worker threads so a slow one (a hung
-NFS mount under DiskUsage) stalls only its own sensor. Samples wait in a
-bounded in-memory queue while lmaster is away; the sender reconnects with
-backoff and sends the backlog oldest first. Every drop is counted and logged.
+NFS mount under DiskUsage) stalls only its own sensor.
+
+Delivery is at-least-once. Samples are sent in numbered batches and kept
+until lmaster acknowledges them (it does so once they are safe on its side).
+While lmaster is unreachable, batches go to a disk spool that survives a
+restart of the agent; when lmaster is back, live samples go first and the
+backlog drains in between, oldest first. Without a usable spool the agent
+buffers in memory only. Every drop is counted and logged.
 """
 
 from __future__ import annotations
@@ -13,24 +18,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import ssl
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
+from typing import IO
 
-from . import __version__, protocol
+from . import __version__, auth, protocol
 from .backoff import Backoff
 from .config import AgentConfig, SensorConfig
+from .graphite_paths import sample_to_datapoints
 from .logs import RateLimitedLog
 from .sensors import REGISTRY, SensorUnsupported
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 WELCOME_TIMEOUT = 10.0
-MAX_SAMPLES_PER_FRAME = 1000
+MAX_SAMPLES_PER_BATCH = 1000
+MAX_UNACKNOWLEDGED = 32
+"""Batches in flight before the agent waits for acknowledgements."""
 COALESCE_DELAY = 0.05
 """Seconds the sender waits after a wake-up so samples due at the same
-instant travel in one frame."""
+instant travel in one batch."""
+SPILL_INTERVAL = 1.0
+"""While lmaster is away, queued samples go to the spool this often, so a
+killed agent loses at most this much."""
+SPILL_THRESHOLD = 5000
+"""Samples queued in memory beyond which they go to the spool even while connected."""
 FLUSH_TIMEOUT = 5.0
 
 
@@ -53,12 +70,11 @@ class SampleQueue:
             self._samples.popleft()
             self.dropped += 1
             self._drop_log.log(
-                logging.WARNING,
-                "full",
-                "sample queue full (%d samples, lmaster unreachable?): dropping the oldest; %d dropped in total",
-                self.max_samples,
-                self.dropped,
-            )
+                logging.WARNING, "full",
+                "sample queue full (%d samples, lmaster unreachable and no spool?): "
+                "dropping the oldest; %d dropped in total",
+                self.max_samples, self.dropped,
+            )  # fmt: skip
         self.nonempty.set()
 
     def take(self, limit: int) -> list[dict]:
@@ -79,13 +95,22 @@ class SampleQueue:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, spool: Spool | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.config = config
+        self.spool = spool
+        self.tls = tls
         self.queue = SampleQueue(config.max_queued_samples)
-        self.sent = 0
+        self.session = os.urandom(16)
+        self._next_sequence = 1
+        # batch id → (frame body, spool record id or None for a live batch)
+        self.unacknowledged: OrderedDict[bytes, tuple[bytes, tuple[int, int] | None]] = OrderedDict()
+        self._ready: deque[bytes] = deque()  # live batches encoded, not yet sent
+        self._window_open = asyncio.Event()
         self.connected = asyncio.Event()
+        self.counters = {"batches_sent": 0, "batches_acked": 0, "batches_spooled": 0, "samples": 0}
         self._executor = ThreadPoolExecutor(max_workers=max(1, len(config.sensors)), thread_name_prefix="sensor")
         self._connect_log = RateLimitedLog(log, period=300.0)
+        self._journal: IO[str] | None = None
 
     @property
     def master_address(self) -> str:
@@ -93,19 +118,25 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info(
-            "lagent %s as host %r, sending to lmaster %s, %d sensors",
-            __version__,
-            self.config.hostname,
-            self.master_address,
+            "lagent %s as host %r, sending to lmaster %s%s, %d sensors",
+            __version__, self.config.hostname, self.master_address, " over TLS" if self.tls else "",
             len(self.config.sensors),
-        )
+        )  # fmt: skip
+        if self.config.link.secret is None:
+            log.warning("no secret file configured: lmaster cannot tell this agent from an impostor")
+        if self.spool is not None:
+            log.info("spool %s: %d batches waiting from earlier runs", self.spool.directory, len(self.spool))
+        if self.config.journal_file:
+            self._journal = open(self.config.journal_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         if not self.config.sensors:
             log.warning("no [sensor:NAME] section in %s: nothing to measure", self.config.path)
         sensor_tasks = [
             asyncio.create_task(self._run_sensor(sensor), name=f"sensor-{sensor.name}")
             for sensor in self.config.sensors
         ]
-        sender = asyncio.create_task(self._send_forever(), name="sender")
+        helpers = [asyncio.create_task(self._send_forever(), name="sender")]
+        if self.spool is not None:
+            helpers.append(asyncio.create_task(self._spill_forever(), name="spiller"))
         try:
             await stop.wait()
         finally:
@@ -113,21 +144,46 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*sensor_tasks, return_exceptions=True)
             await self._flush(FLUSH_TIMEOUT)
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._persist()
+            if self._journal:
+                self._journal.close()
             log.info(
-                "lagent stopped: %d samples sent, %d dropped, %d not sent at shutdown",
-                self.sent,
-                self.queue.dropped,
-                len(self.queue),
-            )
+                "lagent stopped: %d samples measured, %d batches sent, %d acknowledged, %d spooled, "
+                "%d samples dropped",
+                self.counters["samples"], self.counters["batches_sent"], self.counters["batches_acked"],
+                self.counters["batches_spooled"], self.queue.dropped + (self.spool.dropped if self.spool else 0),
+            )  # fmt: skip
 
     async def _flush(self, timeout: float) -> None:
+        """On shutdown: give queued and unacknowledged batches a chance to land."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while len(self.queue) and self.connected.is_set() and loop.time() < deadline:
+        while (
+            (len(self.queue) or self._ready or self.unacknowledged)
+            and self.connected.is_set()
+            and loop.time() < deadline
+        ):
             await asyncio.sleep(0.05)
+
+    def _persist(self) -> None:
+        """Whatever is not acknowledged goes to the spool (or is counted lost)."""
+        live = [body for body, record in self.unacknowledged.values() if record is None]
+        live.extend(self._ready)
+        self._ready.clear()
+        self.unacknowledged.clear()
+        if self.spool is None:
+            lost = len(live) + len(self.queue)
+            if lost:
+                log.warning("no spool: %d batches and %d samples not delivered at shutdown", len(live), len(self.queue))
+            return
+        for body in live:
+            self._spool_body(body)
+        self._spill()
+        self.spool.close()
 
     # -- sensors ---------------------------------------------------------
 
@@ -154,11 +210,66 @@ class Agent:
                     logging.ERROR, "measure", "sensor %s failed: %s: %s", config.name, type(error).__name__, error
                 )
             else:
-                self.queue.put(
-                    {"host": self.config.hostname, "sensor": config.name, "time": time.time(), "value": value}
-                )
+                self._record({"host": self.config.hostname, "sensor": config.name, "time": time.time(), "value": value})
             tick = next_tick(origin, config.interval, loop.time(), tick)
             await asyncio.sleep(origin + tick * config.interval - loop.time())
+
+    def _record(self, sample: dict) -> None:
+        self.counters["samples"] += 1
+        self.queue.put(sample)
+        if self._journal is not None:  # debug option: what was measured, for loss checks
+            lines = (f"{path} {value!r} {when!r}\n" for path, (when, value) in sample_to_datapoints(sample))
+            self._journal.writelines(lines)
+
+    # -- batches and the spool -------------------------------------------
+
+    def _new_batches(self, limit: int) -> list[bytes]:
+        """Frame bodies (batch id + pickle) for up to ``limit`` queued samples."""
+        bodies = []
+        for frame in encode_batches(self.queue.take(limit), self.session, self._next_sequence):
+            bodies.append(frame[protocol.HEADER_SIZE + 1 :])
+            self._next_sequence += 1
+        return bodies
+
+    def _spool_body(self, body: bytes) -> None:
+        assert self.spool is not None
+        self.spool.append(body)
+        self.counters["batches_spooled"] += 1
+
+    def _spill(self) -> None:
+        while self._ready:
+            self._spool_body(self._ready.popleft())
+        while len(self.queue):
+            for body in self._new_batches(MAX_SAMPLES_PER_BATCH):
+                self._spool_body(body)
+
+    async def _spill_forever(self) -> None:
+        """Move queued samples to the spool while lmaster is away (or slow)."""
+        while True:
+            await asyncio.sleep(SPILL_INTERVAL)
+            if not self.connected.is_set() or len(self.queue) > SPILL_THRESHOLD:
+                self._spill()
+
+    def _acknowledged(self, batch_id: bytes) -> None:
+        entry = self.unacknowledged.pop(batch_id, None)
+        if entry is None:
+            return
+        self.counters["batches_acked"] += 1
+        if entry[1] is not None and self.spool is not None:
+            self.spool.ack(entry[1])
+        self._window_open.set()
+
+    def _connection_lost(self) -> None:
+        """Unacknowledged live batches go to the spool (or wait in memory);
+        spooled ones will be read again."""
+        if self.spool is None:
+            return  # kept in self.unacknowledged and sent again after reconnecting
+        for batch_id, (body, record) in list(self.unacknowledged.items()):
+            if record is None:
+                self._spool_body(body)
+            del self.unacknowledged[batch_id]
+        self.spool.rewind()
+        self._spill()
 
     # -- sending ---------------------------------------------------------
 
@@ -169,68 +280,137 @@ class Agent:
                 reader, writer = await self._connect()
             except (OSError, asyncio.TimeoutError, protocol.ProtocolError, asyncio.IncompleteReadError) as error:
                 self._connect_log.log(
-                    logging.WARNING,
-                    "connect",
-                    "cannot reach lmaster %s (%s); %d samples queued, retrying",
-                    self.master_address,
-                    str(error) or type(error).__name__,
-                    len(self.queue),
-                )
+                    logging.WARNING, "connect", "cannot reach lmaster %s (%s); %d samples queued, %d batches spooled",
+                    self.master_address, describe_error(error), len(self.queue), len(self.spool or ()),
+                )  # fmt: skip
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
             self._connect_log = RateLimitedLog(log, period=300.0)
-            log.info("connected to lmaster %s (%d samples queued)", self.master_address, len(self.queue))
+            log.info(
+                "connected to lmaster %s (%d samples queued, %d batches spooled)",
+                self.master_address, len(self.queue), len(self.spool or ()),
+            )  # fmt: skip
             self.connected.set()
             try:
                 await self._stream(reader, writer)
-            except (OSError, ConnectionError) as error:
-                log.warning(
-                    "lost connection to lmaster %s: %s; %d samples queued", self.master_address, error, len(self.queue)
-                )
+            except (OSError, ConnectionError, protocol.ProtocolError, asyncio.IncompleteReadError) as error:
+                log.warning("lost connection to lmaster %s: %s", self.master_address, describe_error(error))
             finally:
                 self.connected.clear()
                 writer.close()
+                self._connection_lost()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = self.config.master_host, self.config.master_port
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.config.master_host, self.config.master_port), CONNECT_TIMEOUT
+            asyncio.open_connection(host, port, ssl=self.tls, server_hostname=host if self.tls else None),
+            CONNECT_TIMEOUT,
         )
         try:
-            writer.write(protocol.hello(self.config.hostname, f"lagent {__version__}"))
-            header = await asyncio.wait_for(reader.readexactly(protocol.HEADER_SIZE), WELCOME_TIMEOUT)
-            body = await asyncio.wait_for(reader.readexactly(protocol.frame_length(header)), WELCOME_TIMEOUT)
-            kind, payload = protocol.split_frame(body)
+            kind, payload = await asyncio.wait_for(read_frame(reader), WELCOME_TIMEOUT)
+            if kind != protocol.CHALLENGE:
+                raise protocol.ProtocolError(f"expected a challenge, got frame {kind!r}")
+            challenge = protocol.check_version(protocol.decode_json(payload), "challenge")
+            secret = self.config.link.secret
+            if secret is not None and not challenge.get("auth"):
+                raise protocol.ProtocolError(
+                    "lmaster does not authenticate agents (no secret file there); not sending to it"
+                )
+            nonce = auth.new_nonce()
+            hello = {
+                "protocol": protocol.PROTOCOL_NAME, "version": protocol.PROTOCOL_VERSION,
+                "host": self.config.hostname, "agent": f"lagent {__version__}", "nonce": nonce,
+            }  # fmt: skip
+            if secret is not None:
+                hello["mac"] = auth.agent_mac(secret, str(challenge.get("nonce")), nonce, self.config.hostname)
+            writer.write(protocol.encode_json(protocol.HELLO, hello))
+            kind, payload = await asyncio.wait_for(read_frame(reader), WELCOME_TIMEOUT)
             welcome = protocol.decode_json(payload)
             if kind != protocol.WELCOME or "error" in welcome:
                 raise protocol.ProtocolError(f"lmaster refused: {welcome.get('error', kind)}")
+            if secret is not None:
+                expected = auth.master_mac(secret, nonce, str(challenge.get("nonce")))
+                if not auth.macs_equal(expected, welcome.get("mac")):
+                    raise protocol.ProtocolError("lmaster failed to prove it knows the secret; not sending to it")
         except BaseException:
             writer.close()
             raise
         return reader, writer
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        closed_by_master = asyncio.ensure_future(reader.read(1))
+        acks = asyncio.ensure_future(self._read_acks(reader))
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
         try:
+            for body, _ in list(self.unacknowledged.values()):  # no spool: resend what was in flight
+                writer.write(protocol.encode_frame(protocol.SAMPLES, body))
             while True:
-                if not len(self.queue):
-                    nonempty = asyncio.ensure_future(self.queue.nonempty.wait())
-                    await asyncio.wait({nonempty, closed_by_master}, return_when=asyncio.FIRST_COMPLETED)
-                    nonempty.cancel()
-                    if closed_by_master.done():
+                body, record = self._next_body()
+                if body is None:
+                    await self._wait_for_work(acks, last_sent + self.config.heartbeat_interval - loop.time())
+                    if acks.done():
+                        acks.result()  # raises why the master went away
                         raise ConnectionError("connection closed by lmaster")
-                    await asyncio.sleep(COALESCE_DELAY)
-                batch = self.queue.take(MAX_SAMPLES_PER_FRAME)
-                try:
-                    for frame in encode_batches(batch):
-                        writer.write(frame)
+                    if loop.time() - last_sent >= self.config.heartbeat_interval:
+                        writer.write(protocol.encode_frame(protocol.HEARTBEAT, b""))
                         await writer.drain()
-                except BaseException:
-                    self.queue.put_back(batch)
-                    raise
-                self.sent += len(batch)
+                        last_sent = loop.time()
+                    continue
+                self.unacknowledged[body[: protocol.BATCH_ID_SIZE]] = (body, record)
+                writer.write(protocol.encode_frame(protocol.SAMPLES, body))
+                await writer.drain()
+                self.counters["batches_sent"] += 1
+                last_sent = loop.time()
         finally:
-            closed_by_master.cancel()
+            acks.cancel()
+
+    def _next_body(self) -> tuple[bytes | None, tuple[int, int] | None]:
+        """The next batch to send: live samples first, then the spooled backlog."""
+        if len(self.unacknowledged) >= MAX_UNACKNOWLEDGED:
+            return None, None
+        if not self._ready and len(self.queue):
+            self._ready.extend(self._new_batches(MAX_SAMPLES_PER_BATCH))
+        if self._ready:
+            return self._ready.popleft(), None
+        if self.spool is not None and self.spool.unread():
+            record = self.spool.read_next()
+            if record is not None:
+                record_id, body = record
+                return body, record_id
+        return None, None
+
+    async def _wait_for_work(self, acks: asyncio.Future, timeout: float) -> None:
+        self._window_open.clear()
+        waiters = [asyncio.ensure_future(self._window_open.wait())]
+        if len(self.unacknowledged) < MAX_UNACKNOWLEDGED:
+            waiters.append(asyncio.ensure_future(self.queue.nonempty.wait()))
+        await asyncio.wait([*waiters, acks], timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if len(self.queue) and not acks.done():
+            await asyncio.sleep(COALESCE_DELAY)
+
+    async def _read_acks(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            kind, payload = await read_frame(reader)
+            if kind != protocol.ACK:
+                raise protocol.ProtocolError(f"unexpected frame {kind!r} from lmaster")
+            for batch_id in protocol.decode_acks(payload):
+                self._acknowledged(batch_id)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    header = await reader.readexactly(protocol.HEADER_SIZE)
+    return protocol.split_frame(await reader.readexactly(protocol.frame_length(header)))
+
+
+def describe_error(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate of lmaster not trusted: {error.verify_message}"
+    if isinstance(error, asyncio.IncompleteReadError):
+        return "connection closed by lmaster during the handshake (wrong secret or TLS settings?)"
+    return str(error) or type(error).__name__
 
 
 def next_tick(origin: float, interval: float, now: float, tick: int) -> int:
@@ -243,13 +423,16 @@ def next_tick(origin: float, interval: float, now: float, tick: int) -> int:
     return due
 
 
-def encode_batches(samples: list[dict]) -> list[bytes]:
+def encode_batches(samples: list[dict], session: bytes, first_sequence: int) -> list[bytes]:
     """``S`` frames for the samples, split in halves until each fits the cap."""
+    if not samples:
+        return []
     try:
-        return [protocol.encode_samples(samples)]
+        return [protocol.encode_samples(samples, session, first_sequence)]
     except ValueError:
         if len(samples) == 1:
             log.error("sample of sensor %s too large for one frame; dropped", samples[0].get("sensor"))
             return []
         middle = len(samples) // 2
-        return encode_batches(samples[:middle]) + encode_batches(samples[middle:])
+        first = encode_batches(samples[:middle], session, first_sequence)
+        return first + encode_batches(samples[middle:], session, first_sequence + len(first))

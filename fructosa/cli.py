@@ -14,12 +14,16 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__, config, daemon, logs
+if TYPE_CHECKING:
+    from .spool import Spool
+
+from . import __version__, auth, config, daemon, logs
 
 log = logging.getLogger("fructosa")
 
@@ -37,6 +41,8 @@ class Prepared:
 
     run: Callable[[asyncio.Event], Awaitable[None]]
     keep_fds: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Said in the log once logging is set up."""
 
 
 @dataclass(frozen=True)
@@ -142,10 +148,6 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
             f"{config_path}: [logging] filename = {cfg.logging.filename!r}: cannot open: {error.strerror or error}",
             EXIT_CONFIG,
         )
-    try:
-        prepared = spec.prepare(cfg)
-    except StartError as error:
-        return _fail(spec.program, str(error), EXIT_CONFIG)
     pidfile = daemon.PidFile(pidfile_path)
     try:
         pidfile.acquire()
@@ -153,6 +155,11 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
         return _fail(spec.program, f"already running (pid {running.pid}, pidfile {pidfile_path})", EXIT_FAILURE)
     except OSError as error:
         return _fail(spec.program, f"pidfile {pidfile_path}: {error.strerror or error}", EXIT_FAILURE)
+    try:
+        prepared = spec.prepare(cfg)
+    except StartError as error:
+        pidfile.release()
+        return _fail(spec.program, str(error), EXIT_CONFIG)
     early_stop = _catch_stop_signals()
     try:
         if not foreground:
@@ -162,6 +169,8 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
         if pidfile.stale_pid:
             log.info("replaced stale pidfile %s of pid %d, which is gone", pidfile_path, pidfile.stale_pid)
         config.log_findings(cfg, log)
+        for warning in prepared.warnings:
+            log.warning("%s", warning)
         asyncio.run(_serve(prepared.run, early_stop))
     except Exception as error:  # a bug: keep the traceback in the log, one line on the terminal
         log.critical("%s crashed", spec.program, exc_info=True)
@@ -190,6 +199,35 @@ async def _serve(run: Callable[[asyncio.Event], Awaitable[None]], early_stop: li
     await run(stop)
 
 
+# -- both --------------------------------------------------------------------
+
+
+def open_spool(cfg: config.AgentConfig | config.MasterConfig, section: str, prepared: Prepared) -> Spool | None:
+    """The configured spool; a default location we cannot use (not root, no
+    /var/lib/fructosa) means memory-only buffering with a warning."""
+    from .spool import Spool, SpoolError
+
+    spool_cfg = cfg.spool
+    if spool_cfg is None:
+        return None
+    try:
+        spool = Spool(spool_cfg.directory, spool_cfg.max_bytes)
+    except SpoolError as error:
+        if spool_cfg.explicit:
+            raise StartError(f"{cfg.path}: [{section}] spool dir = {spool_cfg.directory!r}: {error.strerror}") from None
+        prepared.warnings.append(
+            f"no disk spool ({error.strerror}; set [{section}] spool dir): buffering in memory only, "
+            "so a restart while the other end is away loses data"
+        )
+        return None
+    prepared.keep_fds.extend(spool.fds())
+    return spool
+
+
+def _tls_error(cfg: config.AgentConfig | config.MasterConfig, error: Exception) -> StartError:
+    return StartError(f"{cfg.path}: [lmaster] tls: cannot use the certificate settings: {error}")
+
+
 # -- lagent -----------------------------------------------------------------
 
 
@@ -199,7 +237,17 @@ def prepare_agent(cfg: config.AgentConfig) -> Prepared:
     reason = config.resolvable(cfg.master_host, cfg.master_port)
     if reason:
         raise StartError(f"{cfg.path}: [lmaster] host = {cfg.master_host!r}: cannot resolve: {reason}")
-    return Prepared(run=Agent(cfg).run)
+    link = cfg.link
+    tls = None
+    if link.tls or link.tls_ca or link.tls_cert:
+        try:
+            tls = auth.client_context(link.tls_ca, link.tls_cert, link.tls_key)
+        except (OSError, ssl.SSLError) as error:
+            raise _tls_error(cfg, error) from None
+    prepared = Prepared(run=lambda stop: stop.wait())
+    spool = open_spool(cfg, "lagent", prepared)
+    prepared.run = Agent(cfg, spool, tls).run
+    return prepared
 
 
 AGENT = DaemonSpec(
@@ -244,9 +292,16 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
 
 
 def prepare_master(cfg: config.MasterConfig) -> Prepared:
-    from .master import Master
+    from .master import Limits, Master
     from .sinks.carbon import CarbonPickleSink
 
+    link = cfg.link
+    tls = None
+    if link.tls_cert:
+        try:
+            tls = auth.server_context(link.tls_cert, link.tls_key, link.tls_ca)
+        except (OSError, ssl.SSLError) as error:
+            raise _tls_error(cfg, error) from None
     try:
         sockets = listening_sockets(cfg.listen_host, cfg.listen_port)
     except OSError as error:
@@ -254,10 +309,15 @@ def prepare_master(cfg: config.MasterConfig) -> Prepared:
             f"{cfg.path}: [lmaster] host = {cfg.listen_host!r}, incoming data port = {cfg.listen_port}: "
             f"cannot listen: {error.strerror or error}"
         ) from None
+    prepared = Prepared(run=lambda stop: stop.wait(), keep_fds=[sock.fileno() for sock in sockets])
+    spool = open_spool(cfg, "lmaster", prepared)
     graphite = cfg.graphite
-    sink = CarbonPickleSink(graphite.host, graphite.port, graphite.prefix, graphite.max_queued_datapoints)
-    master = Master([sink], sockets, cfg.peer_timeout)
-    return Prepared(run=master.run, keep_fds=[sock.fileno() for sock in sockets])
+    sink = CarbonPickleSink(
+        graphite.host, graphite.port, graphite.prefix, graphite.max_queued_datapoints, spool, graphite.resend_window
+    )
+    limits = Limits(cfg.peer_timeout, cfg.idle_timeout, cfg.max_connections)
+    prepared.run = Master([sink], sockets, limits, link.secret, tls).run
+    return prepared
 
 
 MASTER = DaemonSpec(

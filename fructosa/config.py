@@ -12,14 +12,16 @@ from __future__ import annotations
 import configparser
 import difflib
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import auth
 from .graphite_paths import is_valid_path, short_hostname
 from .sensors import REGISTRY
-from .sensors.base import TIME_INTERVAL, parse_positive_float
+from .sensors.base import TIME_INTERVAL, parse_bool, parse_positive_float
 
 DEFAULT_AGENT_CONFIG = "/etc/fructosa/lagent.conf"
 DEFAULT_MASTER_CONFIG = "/etc/fructosa/lmaster.conf"
@@ -52,6 +54,28 @@ class GraphiteConfig:
     port: int = 2004
     prefix: str = ""
     max_queued_datapoints: int = 1_000_000
+    resend_window: float = 5.0
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """Security of the agent ↔ master connection (``[lmaster]`` in both files)."""
+
+    secret: bytes | None = None
+    secret_file: str | None = None
+    tls: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    directory: str
+    max_bytes: int
+    explicit: bool = False
+    """Configured by the admin (unusable: refuse to start) or the default
+    (unusable, e.g. not root: warn and buffer in memory only)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,10 @@ class AgentConfig:
     master_port: int = 7888
     hostname: str = field(default_factory=lambda: short_hostname(socket.gethostname()))
     max_queued_samples: int = 20_000
+    heartbeat_interval: float = 30.0
+    spool: SpoolConfig | None = None
+    journal_file: str | None = None
+    link: LinkConfig = LinkConfig()
     sensors: tuple[SensorConfig, ...] = ()
     logging: LoggingConfig = LoggingConfig()
     warnings: tuple[str, ...] = ()
@@ -73,6 +101,10 @@ class MasterConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 7888
     peer_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_connections: int = 4096
+    spool: SpoolConfig | None = None
+    link: LinkConfig = LinkConfig()
     graphite: GraphiteConfig = GraphiteConfig()
     logging: LoggingConfig = LoggingConfig()
     warnings: tuple[str, ...] = ()
@@ -145,6 +177,40 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``1048576``, ``512K``, ``64M``, ``1G`` (powers of 1024)."""
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = cleaned, ""
+    if cleaned and cleaned[-1] in SIZE_UNITS:
+        number, unit = cleaned[:-1], cleaned[-1]
+    try:
+        size = int(float(number) * SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError("not a size (bytes, or a number with K, M, G)") from None
+    if size < 64 * 1024:
+        raise ValueError("a spool needs at least 64K")
+    return size
+
+
+def parse_path(text: str) -> str:
+    path = text.strip()
+    if not path:
+        raise ValueError("empty path")
+    return os.path.abspath(path)
+
+
+def parse_existing_file(text: str) -> str:
+    path = parse_path(text)
+    if not os.path.isfile(path):
+        raise ValueError("no such file")
+    if not os.access(path, os.R_OK):
+        raise ValueError("file not readable (permission denied)")
+    return path
+
+
 def parse_host(text: str) -> str:
     host = text.strip()
     if not host or any(char.isspace() for char in host):
@@ -198,13 +264,59 @@ def _master_section(reader: _Reader) -> str | None:
     return "qmaster" if reader.parser.has_section("qmaster") else None
 
 
-def _master_address(reader: _Reader, section: str | None, extra_keys: tuple[str, ...] = ()) -> tuple[str, int]:
+MASTER_ADDRESS_KEYS = ("host", "incoming data port")
+LINK_KEYS = ("secret file", "tls", "tls cert", "tls key", "tls ca")
+
+
+def _master_address(reader: _Reader, section: str | None) -> tuple[str, int]:
     if section is None:
         return "127.0.0.1", 7888
-    reader.warn_unknown_keys(section, ("host", "incoming data port", *extra_keys))
     return (
         reader.get(section, "host", parse_host, "127.0.0.1"),
         reader.get(section, "incoming data port", parse_port, 7888),
+    )
+
+
+def _link(reader: _Reader, section: str | None, program: str) -> LinkConfig:
+    """Secret and TLS settings; the secret file is read now so a problem with
+    it is a start-up error, not a surprise at the first connection."""
+    if section is None:
+        return LinkConfig()
+    secret_file = reader.get(section, "secret file", parse_path, None)
+    secret = None
+    if secret_file:
+        try:
+            secret, warning = auth.read_secret(secret_file)
+        except OSError as error:
+            raise reader.error(section, "secret file", secret_file, error.strerror or str(error)) from None
+        except ValueError as error:
+            raise reader.error(section, "secret file", secret_file, str(error)) from None
+        if warning:
+            reader.warnings.append(warning)
+    link = LinkConfig(
+        secret=secret,
+        secret_file=secret_file,
+        tls=reader.get(section, "tls", parse_bool, False),
+        tls_cert=reader.get(section, "tls cert", parse_existing_file, None),
+        tls_key=reader.get(section, "tls key", parse_existing_file, None),
+        tls_ca=reader.get(section, "tls ca", parse_existing_file, None),
+    )
+    if program == "lmaster" and bool(link.tls_cert) != bool(link.tls_key):
+        key = "tls key" if link.tls_cert else "tls cert"
+        raise ConfigError(f"{reader.path}: [{section}] {key} is missing: TLS needs both tls cert and tls key")
+    if program == "lagent" and link.tls_cert and not link.tls_key:
+        raise ConfigError(f"{reader.path}: [{section}] tls key is missing: a client certificate needs its key")
+    return link
+
+
+def _spool(reader: _Reader, section: str, default_dir: str, default_size: int) -> SpoolConfig:
+    has_dir = reader.parser.has_section(section) and reader.parser.has_option(section, "spool dir")
+    return SpoolConfig(
+        directory=reader.get(section, "spool dir", parse_path, default_dir) if has_dir else default_dir,
+        max_bytes=reader.get(section, "spool max size", parse_size, default_size)
+        if reader.parser.has_section(section)
+        else default_size,
+        explicit=has_dir,
     )
 
 
@@ -240,16 +352,27 @@ def _warn_unknown_sections(reader: _Reader, known: tuple[str, ...]) -> None:
             reader.warnings.append(f"{reader.path}: unknown section [{section}] ignored{did_you_mean(section, known)}")
 
 
+DEFAULT_AGENT_SPOOL = "/var/lib/fructosa/lagent"
+DEFAULT_MASTER_SPOOL = "/var/lib/fructosa/lmaster"
+AGENT_KEYS = ("hostname", "max queued samples", "heartbeat interval", "spool dir", "spool max size", "journal file")
+
+
 def load_agent_config(path: str = DEFAULT_AGENT_CONFIG) -> AgentConfig:
     reader = _Reader(path)
     _warn_unknown_sections(reader, KNOWN_AGENT_SECTIONS)
-    master_host, master_port = _master_address(reader, _master_section(reader))
+    section = _master_section(reader)
+    if section:
+        reader.warn_unknown_keys(section, (*MASTER_ADDRESS_KEYS, *LINK_KEYS))
+    master_host, master_port = _master_address(reader, section)
     defaults = AgentConfig(path=path)
     hostname, max_queued = defaults.hostname, defaults.max_queued_samples
+    heartbeat, journal = defaults.heartbeat_interval, None
     if reader.parser.has_section("lagent"):
-        reader.warn_unknown_keys("lagent", ("hostname", "max queued samples"))
+        reader.warn_unknown_keys("lagent", AGENT_KEYS)
         hostname = reader.get("lagent", "hostname", parse_hostname, hostname)
         max_queued = reader.get("lagent", "max queued samples", parse_positive_int, max_queued)
+        heartbeat = reader.get("lagent", "heartbeat interval", parse_positive_float, heartbeat)
+        journal = reader.get("lagent", "journal file", parse_path, None)
     notices = []
     if reader.parser.has_section("Graphite"):
         notices.append(f"{path}: [Graphite] is not used by lagent: lmaster relays the samples to Graphite")
@@ -260,6 +383,10 @@ def load_agent_config(path: str = DEFAULT_AGENT_CONFIG) -> AgentConfig:
         master_port=master_port,
         hostname=hostname,
         max_queued_samples=max_queued,
+        heartbeat_interval=heartbeat,
+        spool=_spool(reader, "lagent", DEFAULT_AGENT_SPOOL, 64 << 20),
+        journal_file=journal,
+        link=_link(reader, section, "lagent"),
         sensors=sensors,
         logging=_logging(reader),
         warnings=tuple(reader.warnings),
@@ -267,32 +394,46 @@ def load_agent_config(path: str = DEFAULT_AGENT_CONFIG) -> AgentConfig:
     )
 
 
+MASTER_KEYS = ("peer timeout", "idle timeout", "max connections", "spool dir", "spool max size")
+GRAPHITE_KEYS = ("host", "carbon receiver pickle port", "prefix", "max queued datapoints", "resend window")
+
+
 def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
     reader = _Reader(path)
     _warn_unknown_sections(reader, KNOWN_MASTER_SECTIONS)
-    for section in reader.parser.sections():
-        if section.startswith(SENSOR_SECTION_PREFIX):
-            reader.warnings.append(f"{path}: [{section}] ignored: sensors run in lagent, not lmaster")
+    for name in reader.parser.sections():
+        if name.startswith(SENSOR_SECTION_PREFIX):
+            reader.warnings.append(f"{path}: [{name}] ignored: sensors run in lagent, not lmaster")
     section = _master_section(reader)
-    listen_host, listen_port = _master_address(reader, section, extra_keys=("peer timeout",))
-    peer_timeout = reader.get(section, "peer timeout", parse_positive_float, 10.0) if section else 10.0
+    defaults = MasterConfig(path=path)
+    peer_timeout, idle_timeout, max_connections = defaults.peer_timeout, defaults.idle_timeout, defaults.max_connections
+    if section:
+        reader.warn_unknown_keys(section, (*MASTER_ADDRESS_KEYS, *LINK_KEYS, *MASTER_KEYS))
+        peer_timeout = reader.get(section, "peer timeout", parse_positive_float, peer_timeout)
+        idle_timeout = reader.get(section, "idle timeout", parse_positive_float, idle_timeout)
+        max_connections = reader.get(section, "max connections", parse_positive_int, max_connections)
+    listen_host, listen_port = _master_address(reader, section)
     graphite = GraphiteConfig()
     if reader.parser.has_section("Graphite"):
-        section = "Graphite"
-        reader.warn_unknown_keys(section, ("host", "carbon receiver pickle port", "prefix", "max queued datapoints"))
+        reader.warn_unknown_keys("Graphite", GRAPHITE_KEYS)
         graphite = GraphiteConfig(
-            host=reader.get(section, "host", parse_host, graphite.host),
-            port=reader.get(section, "carbon receiver pickle port", parse_port, graphite.port),
-            prefix=reader.get(section, "prefix", parse_prefix, graphite.prefix),
+            host=reader.get("Graphite", "host", parse_host, graphite.host),
+            port=reader.get("Graphite", "carbon receiver pickle port", parse_port, graphite.port),
+            prefix=reader.get("Graphite", "prefix", parse_prefix, graphite.prefix),
             max_queued_datapoints=reader.get(
-                section, "max queued datapoints", parse_positive_int, graphite.max_queued_datapoints
+                "Graphite", "max queued datapoints", parse_positive_int, graphite.max_queued_datapoints
             ),
+            resend_window=reader.get("Graphite", "resend window", parse_positive_float, graphite.resend_window),
         )
     return MasterConfig(
         path=path,
         listen_host=listen_host,
         listen_port=listen_port,
         peer_timeout=peer_timeout,
+        idle_timeout=idle_timeout,
+        max_connections=max_connections,
+        spool=_spool(reader, section or "lmaster", DEFAULT_MASTER_SPOOL, 1 << 30),
+        link=_link(reader, section, "lmaster"),
         graphite=graphite,
         logging=_logging(reader),
         warnings=tuple(reader.warnings),

@@ -11,26 +11,46 @@ Everything on the connection is a *frame*::
 :data:`MAX_FRAME` (1 MiB); a peer announcing more is disconnected before a
 byte of the payload is read.
 
-Frame kinds:
+Frame kinds, in the order a session uses them:
 
-``H`` hello (agent → master, first frame, mandatory)
-    UTF-8 JSON object: ``{"protocol": "fructosa", "version": 1,
-    "host": "node01", "agent": "lagent 1.0.0"}``. The master closes the
-    connection if no hello arrives within a few seconds or if the version is
-    not one it speaks.
-``W`` welcome (master → agent, reply to a hello)
-    UTF-8 JSON object: ``{"protocol": "fructosa", "version": 1,
-    "master": "lmaster 1.0.0"}``, or ``{"error": "reason"}`` followed by close.
+``C`` challenge (master → agent, first frame, sent on accept)
+    UTF-8 JSON: ``{"protocol": "fructosa", "version": 1, "nonce": HEX,
+    "auth": true|false}``; ``nonce`` is 16 random bytes in hex, ``auth``
+    says whether the master requires the shared secret.
+``H`` hello (agent → master, mandatory first frame)
+    UTF-8 JSON: ``{"protocol": "fructosa", "version": 1, "host": "node01",
+    "agent": "lagent 1.0.0", "nonce": HEX, "mac": HEX}``. With a shared
+    secret, ``mac`` is HMAC-SHA256(secret, ``"fructosa-agent|" + master nonce
+    + "|" + agent nonce + "|" + host``) in hex. The master checks it before it
+    decodes anything else and closes the connection when it is wrong or missing.
+``W`` welcome (master → agent, answer to the hello)
+    UTF-8 JSON: ``{"protocol": "fructosa", "version": 1, "master": "lmaster
+    1.0.0", "mac": HEX}`` where ``mac`` (only with a secret) is
+    HMAC-SHA256(secret, ``"fructosa-master|" + agent nonce + "|" + master
+    nonce``), so the agent knows the master holds the secret too; or
+    ``{"error": "reason"}`` followed by close.
 ``S`` samples (agent → master)
-    A pickle (protocol 2 to 5) of a list of samples, each
-    ``{"host": str, "sensor": str, "time": float, "value": V}`` where ``V``
-    is built only from dict, list, tuple, str, int, float, bool and None
-    (see :mod:`fructosa.graphite_paths` for how ``V`` becomes paths). The
-    master decodes it with :class:`PlainDataUnpickler`, which refuses every
+    16 bytes session id, 8 bytes sequence number (uint64 BE), then a pickle
+    (protocol 2 to 5) of a list of samples ``{"host": str, "sensor": str,
+    "time": float, "value": V}`` where ``V`` is built only from dict, list,
+    tuple, str, int, float, bool and None (see :mod:`fructosa.graphite_paths`).
+    The session id is random per agent process; session and sequence name
+    the batch for acknowledgement and duplicate detection, also when the
+    batch is replayed from the agent's spool after a restart. The master
+    decodes the pickle with :class:`PlainDataUnpickler`, which refuses every
     global, so a pickle can never name a class or call a function.
+``A`` acknowledgement (master → agent)
+    One or more 24-byte batch ids (session + sequence). The master sends it
+    once the batch is safe on its side: written to carbon or to its disk
+    spool. Until then the agent keeps the batch and sends it again after a
+    reconnect; the master drops a batch id it has already taken.
+``B`` heartbeat (agent → master)
+    Empty; sent when the agent has had nothing to send for a while, so the
+    master can tell a quiet agent from a dead connection.
 
-A third party writing an agent needs only: connect over TCP, send ``H``,
-read ``W``, then send ``S`` frames. Unknown kinds are a protocol error.
+A third party writing an agent needs only: connect over TCP (or TLS), read
+``C``, send ``H``, read ``W``, then send ``S`` frames and read ``A`` frames.
+Unknown kinds are a protocol error.
 """
 
 from __future__ import annotations
@@ -45,10 +65,15 @@ PROTOCOL_VERSION = 1
 MAX_FRAME = 1 << 20
 """Largest frame (kind + payload) accepted, as carbon's own pickle receiver."""
 
+CHALLENGE = b"C"
 HELLO = b"H"
 WELCOME = b"W"
 SAMPLES = b"S"
-KNOWN_KINDS = frozenset({HELLO, WELCOME, SAMPLES})
+ACK = b"A"
+HEARTBEAT = b"B"
+KNOWN_KINDS = frozenset({CHALLENGE, HELLO, WELCOME, SAMPLES, ACK, HEARTBEAT})
+BATCH_ID_SIZE = 24
+"""16-byte session id + 8-byte sequence number."""
 
 _HEADER = struct.Struct("!I")
 HEADER_SIZE = _HEADER.size
@@ -110,40 +135,62 @@ def decode_json(payload: bytes) -> dict:
     return message
 
 
-def hello(host: str, agent: str) -> bytes:
-    return encode_json(
-        HELLO,
-        {"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "host": host, "agent": agent},
-    )
+def check_version(message: dict, what: str) -> dict:
+    """``message`` if it is a FrUCToSA message of our version, else ProtocolError."""
+    if message.get("protocol") != PROTOCOL_NAME:
+        raise ProtocolError(f"not a FrUCToSA {what}: protocol {message.get('protocol')!r}")
+    if message.get("version") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {message.get('version')!r}")
+    return message
 
 
 def check_hello(payload: bytes) -> dict:
     """The hello's fields, or ProtocolError naming what is wrong with it."""
-    message = decode_json(payload)
-    if message.get("protocol") != PROTOCOL_NAME:
-        raise ProtocolError(f"not a FrUCToSA hello: protocol {message.get('protocol')!r}")
-    if message.get("version") != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {message.get('version')!r}")
+    message = check_version(decode_json(payload), "hello")
     if not isinstance(message.get("host"), str) or not message["host"]:
         raise ProtocolError("hello names no host")
+    if not isinstance(message.get("nonce", ""), str) or not isinstance(message.get("mac", ""), str):
+        raise ProtocolError("hello nonce and mac must be strings")
     return message
 
 
-def encode_samples(samples: list[dict]) -> bytes:
+def batch_id(session: bytes, sequence: int) -> bytes:
+    return session + sequence.to_bytes(8, "big")
+
+
+def encode_samples(samples: list[dict], session: bytes = bytes(16), sequence: int = 0) -> bytes:
     """One ``S`` frame; raises ValueError when the samples exceed the size cap."""
-    return encode_frame(SAMPLES, pickle.dumps(samples, protocol=pickle.HIGHEST_PROTOCOL))
+    pickled = pickle.dumps(samples, protocol=pickle.HIGHEST_PROTOCOL)
+    return encode_frame(SAMPLES, batch_id(session, sequence) + pickled)
 
 
-def decode_samples(payload: bytes) -> list:
-    """The list of samples in an ``S`` payload, refusing any non-plain pickle.
+def split_batch(payload: bytes) -> tuple[bytes, bytes]:
+    """(batch id, pickle) of an ``S`` payload."""
+    if len(payload) <= BATCH_ID_SIZE:
+        raise ProtocolError("samples frame too short for a batch id")
+    return payload[:BATCH_ID_SIZE], payload[BATCH_ID_SIZE:]
+
+
+def decode_samples(pickled: bytes) -> list:
+    """The list of samples in a pickle, refusing any non-plain pickle.
 
     The unpickler reads through a BufferedReader: with a bare BytesIO the C
     unpickler falls back to slow per-opcode reads (about 4x slower).
     """
     try:
-        samples = PlainDataUnpickler(io.BufferedReader(io.BytesIO(payload))).load()
+        samples = PlainDataUnpickler(io.BufferedReader(io.BytesIO(pickled))).load()
     except Exception as error:  # any malformed pickle raises something different
         raise ProtocolError(f"undecodable samples: {type(error).__name__}: {error}") from None
     if type(samples) is not list:
         raise ProtocolError(f"samples payload is a {type(samples).__name__}, not a list")
     return samples
+
+
+def encode_acks(batch_ids: list[bytes]) -> bytes:
+    return encode_frame(ACK, b"".join(batch_ids))
+
+
+def decode_acks(payload: bytes) -> list[bytes]:
+    if not payload or len(payload) % BATCH_ID_SIZE:
+        raise ProtocolError(f"acknowledgement of {len(payload)} bytes is not a list of batch ids")
+    return [payload[i : i + BATCH_ID_SIZE] for i in range(0, len(payload), BATCH_ID_SIZE)]

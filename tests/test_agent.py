@@ -16,18 +16,19 @@ from fructosa.sensors import REGISTRY, Sensor, register
 
 
 class Receiver:
-    """Accepts one agent, answers its hello, records every sample with arrival time."""
+    """Plays lmaster: challenge, welcome, records every sample and acknowledges it."""
 
     def __init__(self) -> None:
         self.samples: list[dict] = []
         self.hellos: list[dict] = []
         self.server: asyncio.Server | None = None
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
         return self.server.sockets[0].getsockname()[1]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(protocol.encode_json(protocol.CHALLENGE, {"protocol": "fructosa", "version": 1, "nonce": "0"}))
         try:
             while True:
                 length = protocol.frame_length(await reader.readexactly(4))
@@ -35,8 +36,10 @@ class Receiver:
                 if kind == protocol.HELLO:
                     self.hellos.append(protocol.check_hello(payload))
                     writer.write(protocol.encode_json(protocol.WELCOME, {"protocol": "fructosa", "version": 1}))
-                else:
-                    self.samples.extend(protocol.decode_samples(payload))
+                elif kind == protocol.SAMPLES:
+                    batch_id, pickled = protocol.split_batch(payload)
+                    self.samples.extend(protocol.decode_samples(pickled))
+                    writer.write(protocol.encode_acks([batch_id]))
         except asyncio.IncompleteReadError:
             writer.close()
 
@@ -115,7 +118,7 @@ def test_samples_taken_while_master_is_away_arrive_oldest_first() -> None:
         while len(agent.queue) < 10:  # nothing listens yet: the agent buffers
             await asyncio.sleep(0.05)
         receiver = Receiver()
-        receiver.server = await asyncio.start_server(receiver._serve, "127.0.0.1", port)
+        await receiver.start(port)
         while len(receiver.samples) < 15:
             await asyncio.sleep(0.05)
         stop.set()

@@ -25,6 +25,7 @@ def agent_config(tmp_path: Path, master_port: int, extra: str = "") -> Path:
     conf = tmp_path / "lagent.conf"
     conf.write_text(
         f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {master_port}\n\n"
+        f"[lagent]\nspool dir = {tmp_path / 'spool'}\n\n"
         f"[logging]\nfilename = {tmp_path / 'agent.log'}\n\n"
         f"[sensor:CPUPercent]\ntime_interval = 1\n{extra}"
     )
@@ -79,7 +80,8 @@ def test_restart_replaces_the_process(tmp_path: Path, daemon_pids: list[int]) ->
     (port,) = free_ports(1)
     conf = tmp_path / "lmaster.conf"
     conf.write_text(
-        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\n[logging]\nfilename = {tmp_path}/m.log\n"
+        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\nspool dir = {tmp_path}/spool\n"
+        f"[logging]\nfilename = {tmp_path}/m.log\n"
     )
     pidfile = str(tmp_path / "lmaster.pid")
     assert run("lmaster", "-c", str(conf), "-p", pidfile, "start").returncode == 0

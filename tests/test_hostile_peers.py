@@ -18,48 +18,32 @@ from pathlib import Path
 
 import pytest
 
-from fructosa import protocol
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon
+from tests.support.peer import Peer, hello_frame
 
 
 class HonestAgent(threading.Thread):
     """Speaks the real protocol: one sample of ``honest.Seq.n`` every 0.1 s."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, secret: bytes | None = None) -> None:
         super().__init__(daemon=True)
         self.port = port
+        self.secret = secret
         self.stop_event = threading.Event()
         self.sent = 0
         self.error: Exception | None = None
 
     def run(self) -> None:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-                sock.sendall(protocol.hello("honest", "test-agent"))
-                read_frame(sock)  # welcome
-                while not self.stop_event.is_set():
-                    self.sent += 1
-                    sample = {"host": "honest", "sensor": "Seq", "time": time.time(), "value": {"n": self.sent}}
-                    sock.sendall(protocol.encode_samples([sample]))
-                    self.stop_event.wait(0.1)
+            peer = Peer(self.port, "honest", self.secret)
+            while not self.stop_event.is_set():
+                self.sent += 1
+                peer.send([{"host": "honest", "sensor": "Seq", "time": time.time(), "value": {"n": self.sent}}])
+                self.stop_event.wait(0.1)
+            peer.close()
         except Exception as error:  # reported by the test
             self.error = error
-
-
-def read_frame(sock: socket.socket) -> bytes:
-    header = recv_exactly(sock, 4)
-    return recv_exactly(sock, struct.unpack("!I", header)[0])
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
 
 
 def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
@@ -91,7 +75,8 @@ def master(tmp_path: Path, carbon: CarbonCache) -> Iterator[tuple[int, Path]]:
     log = tmp_path / "lmaster.log"
     conf = tmp_path / "lmaster.conf"
     conf.write_text(
-        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\npeer timeout = 2\n\n"
+        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\npeer timeout = 2\nidle timeout = 3\n"
+        f"max connections = 6\nspool dir = {tmp_path / 'spool'}\n\n"
         f"[Graphite]\nhost = 127.0.0.1\ncarbon receiver pickle port = {carbon.pickle_port}\n\n"
         f"[logging]\nfilename = {log}\nlevel = INFO\n"
     )
@@ -101,10 +86,10 @@ def master(tmp_path: Path, carbon: CarbonCache) -> Iterator[tuple[int, Path]]:
 
 
 def attack_with(port: int, payload: bytes, after_hello: bool) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     if after_hello:
-        sock.sendall(protocol.hello("mallory", "evil"))
-        read_frame(sock)
+        sock = Peer(port, "mallory").sock
+    else:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall(payload)
     return sock
 
@@ -113,14 +98,21 @@ def frame(kind: bytes, body: bytes) -> bytes:
     return struct.pack("!I", len(body) + 1) + kind + body
 
 
+BATCH_ID = bytes(24)
+
 ATTACKS = {
-    "reduce payload as samples": lambda target: (frame(b"S", pickle.dumps([Evil(target)], protocol=2)), True),
+    "reduce payload as samples": lambda target: (
+        frame(b"S", BATCH_ID + pickle.dumps([Evil(target)], protocol=2)),
+        True,
+    ),
     "reduce payload as hello": lambda target: (frame(b"H", pickle.dumps(Evil(target))), False),
     "oversized length prefix": lambda target: (struct.pack("!I", 0xFFFFFFF0) + b"S" + b"x" * 100, True),
     "random bytes": lambda target: (os.urandom(4096), False),
     "random bytes after hello": lambda target: (b"\x00\x00\x10\x00S" + os.urandom(4095), True),
     "unknown frame kind": lambda target: (frame(b"Z", b"hi"), True),
-    "samples that are not a list": lambda target: (frame(b"S", pickle.dumps({"a": 1})), True),
+    "samples that are not a list": lambda target: (frame(b"S", BATCH_ID + pickle.dumps({"a": 1})), True),
+    "samples frame without batch id": lambda target: (frame(b"S", b"short"), True),
+    "acknowledgement from an agent": lambda target: (frame(b"A", BATCH_ID), True),
 }
 
 
@@ -153,7 +145,7 @@ def test_slow_loris_is_cut_off_while_honest_agent_delivers(master: tuple[int, Pa
     port, log = master
     honest = HonestAgent(port)
     honest.start()
-    hello = protocol.hello("slow", "loris")
+    hello = hello_frame("slow", {"nonce": "00"})
     loris = socket.create_connection(("127.0.0.1", port), timeout=5)
     started = time.monotonic()
     try:
@@ -183,12 +175,27 @@ def test_malformed_samples_are_skipped_and_good_ones_kept(master: tuple[int, Pat
         {"host": "mixed", "sensor": "Good", "time": now, "value": {"x": 42}},
         {"host": "mixed", "time": now},
     ]
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(protocol.hello("mixed", "test"))
-        read_frame(sock)
-        sock.sendall(protocol.encode_samples(samples))
-        assert carbon.wait_for("mixed.Good.x")[-1][1] == 42
-        assert not closed_by_peer(sock, timeout=0.5)
+    peer = Peer(port, "mixed")
+    batch = peer.send(samples)
+    assert peer.read_acks() == [batch]
+    assert carbon.wait_for("mixed.Good.x")[-1][1] == 42
+    assert not closed_by_peer(peer.sock, timeout=0.5)
+    peer.close()
     text = log.read_text()
     assert "malformed sample" in text and "not a dict" in text
     assert not (carbon.data_dir / "mixed" / "Deep").exists()
+
+
+def test_idle_agents_are_dropped_and_connections_are_capped(master: tuple[int, Path]) -> None:
+    port, log = master
+    quiet = Peer(port, "quiet")
+    assert closed_by_peer(quiet.sock, timeout=6), "a silent agent is kept forever"
+    assert "agent quiet silent for 3 s" in log.read_text()
+    crowd = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert closed_by_peer(extra, timeout=2)
+        assert "too many connections (max connections = 6)" in log.read_text()
+    finally:
+        for sock in crowd:
+            sock.close()

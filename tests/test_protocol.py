@@ -13,11 +13,18 @@ from fructosa import protocol
 
 def test_samples_round_trip_through_a_frame() -> None:
     samples = [{"host": "n", "sensor": "S", "time": 1.5, "value": {"a": [1, 2.5, True, None, "x"]}}]
-    frame = protocol.encode_samples(samples)
+    session = bytes(range(16))
+    frame = protocol.encode_samples(samples, session, 7)
     length = protocol.frame_length(frame[:4])
     kind, payload = protocol.split_frame(frame[4 : 4 + length])
     assert kind == protocol.SAMPLES
-    assert protocol.decode_samples(payload) == samples
+    batch_id, pickled = protocol.split_batch(payload)
+    assert batch_id == protocol.batch_id(session, 7) == session + b"\0" * 7 + b"\7"
+    assert protocol.decode_samples(pickled) == samples
+    acks = protocol.encode_acks([batch_id, batch_id])
+    assert protocol.decode_acks(acks[5:]) == [batch_id, batch_id]
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_acks(b"x" * 25)
 
 
 @pytest.mark.parametrize(
@@ -47,9 +54,15 @@ def test_size_cap_and_unknown_kinds() -> None:
 
 
 def test_hello_checks() -> None:
-    hello = protocol.hello("node01", "lagent 1")
-    assert protocol.check_hello(hello[5:])["host"] == "node01"
-    for bad in (b'{"protocol": "fructosa", "version": 99, "host": "n"}', b'{"protocol": "http"}', b"[1]", b"\xff"):
+    hello = b'{"protocol": "fructosa", "version": 1, "host": "node01", "nonce": "ab", "mac": "cd"}'
+    assert protocol.check_hello(hello)["host"] == "node01"
+    for bad in (
+        b'{"protocol": "fructosa", "version": 99, "host": "n"}',
+        b'{"protocol": "fructosa", "version": 1, "host": "n", "mac": 5}',
+        b'{"protocol": "http"}',
+        b"[1]",
+        b"\xff",
+    ):
         with pytest.raises(protocol.ProtocolError):
             protocol.check_hello(bad)
 

@@ -10,6 +10,7 @@ first sink; HTTP, streaming and Prometheus sinks plug in the same way.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 from ..graphite_paths import Datapoint
 
@@ -18,8 +19,13 @@ class Sink(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def submit(self, datapoints: list[Datapoint]) -> None:
-        """Queue datapoints for delivery; never blocks, never raises."""
+    def submit(self, datapoints: list[Datapoint], on_safe: Callable[[], None] | None = None) -> None:
+        """Queue datapoints for delivery; never blocks, never raises.
+
+        ``on_safe`` is called (once, maybe at once) when the sink holds the
+        datapoints safely: delivered, or persisted where a restart finds them.
+        lmaster acknowledges a batch to its agent only when every sink did.
+        """
 
     @abc.abstractmethod
     async def run(self) -> None:
@@ -27,7 +33,7 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     async def close(self, timeout: float) -> None:
-        """Deliver what is queued within ``timeout`` seconds, then stop."""
+        """Deliver what is queued within ``timeout`` seconds, persist the rest, stop."""
 
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:

@@ -4,19 +4,34 @@ carbon's pickle protocol: a 4-byte big-endian length, then a pickle
 (protocol 2) of ``[(path, (timestamp, value)), …]``. carbon's own relay
 sends at most 500 datapoints a frame and its receiver refuses frames over
 1 MiB, so frames here respect both.
+
+carbon never acknowledges, so this sink keeps what it wrote during the last
+``resend_window`` seconds and writes it again after the connection breaks
+(carbon overwrites the same path and timestamp, so a resend is harmless).
+While carbon is away, or the memory queue is deep, datapoints go to the disk
+spool and are replayed oldest first once carbon is back; ``close`` persists
+what is still in memory. A batch counts as safe (its ``on_safe`` is called,
+which lets lmaster acknowledge it to the agent) once it is written to
+carbon's socket or to the spool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import pickle
 import struct
+import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..backoff import Backoff
 from ..graphite_paths import Datapoint
 from ..logs import RateLimitedLog
+from ..protocol import PlainDataUnpickler
+from ..spool import Spool
 from . import Sink
 
 log = logging.getLogger(__name__)
@@ -24,6 +39,9 @@ log = logging.getLogger(__name__)
 MAX_DATAPOINTS_PER_FRAME = 500
 MAX_FRAME_BYTES = 1 << 20
 CONNECT_TIMEOUT = 10.0
+DATAPOINTS_PER_WRITE = 10 * MAX_DATAPOINTS_PER_FRAME
+"""Datapoints written before each drain: enough to amortize, small enough to
+keep the unconfirmed tail short."""
 
 
 def carbon_frames(datapoints: list[Datapoint]) -> list[bytes]:
@@ -42,24 +60,53 @@ def _frames_under_cap(chunk: list[Datapoint]) -> list[bytes]:
     return _frames_under_cap(chunk[:middle]) + _frames_under_cap(chunk[middle:])
 
 
-class CarbonPickleSink(Sink):
-    """Queues datapoints in memory (bounded) and streams them to carbon."""
+def _encode_record(datapoints: list[Datapoint]) -> bytes:
+    return pickle.dumps(datapoints, protocol=pickle.HIGHEST_PROTOCOL)
 
+
+def _decode_record(payload: bytes) -> list[Datapoint]:
+    return PlainDataUnpickler(io.BufferedReader(io.BytesIO(payload))).load()
+
+
+@dataclass(slots=True)
+class _Batch:
+    datapoints: list[Datapoint]
+    on_safe: Callable[[], None] | None = None
+    record_id: tuple[int, int] | None = None  # set when replayed from the spool
+
+    def safe(self) -> None:
+        if self.on_safe is not None:
+            on_safe, self.on_safe = self.on_safe, None
+            on_safe()
+
+
+class CarbonPickleSink(Sink):
     name = "graphite"
 
-    def __init__(self, host: str, port: int, prefix: str = "", max_queued: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        prefix: str = "",
+        max_queued: int = 1_000_000,
+        spool: Spool | None = None,
+        resend_window: float = 5.0,
+    ) -> None:
         self.host = host
         self.port = port
         self.prefix = prefix
         self.max_queued = max_queued
-        # Whole incoming batches are queued as chunks: no per-datapoint deque work.
-        self._chunks: deque[list[Datapoint]] = deque()
+        self.spool = spool
+        self.resend_window = resend_window
+        self._queue: deque[_Batch] = deque()
         self._queued = 0
+        self._recent: deque[tuple[float, _Batch]] = deque()
+        self._in_flight: list[_Batch] = []
         self._wakeup = asyncio.Event()
         self._connected = asyncio.Event()
         self._closing = False
-        self._in_flight: list[Datapoint] = []
-        self._counters = {"sent": 0, "dropped": 0, "connects": 0, "frames": 0}
+        self._task: asyncio.Task | None = None
+        self._counters = {"sent": 0, "dropped": 0, "spooled": 0, "resent": 0, "connects": 0, "frames": 0}
         self._drop_log = RateLimitedLog(log, period=60.0)
         self._connect_log = RateLimitedLog(log, period=300.0)
 
@@ -71,75 +118,69 @@ class CarbonPickleSink(Sink):
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def submit(self, datapoints: list[Datapoint]) -> None:
-        if not datapoints:
-            return
+    # -- taking datapoints ---------------------------------------------------
+
+    def submit(self, datapoints: list[Datapoint], on_safe: Callable[[], None] | None = None) -> None:
         if self.prefix:
             datapoints = [(f"{self.prefix}.{path}", point) for path, point in datapoints]
-        self._chunks.append(datapoints)
+        if not datapoints:
+            if on_safe:
+                on_safe()
+            return
+        if self.spool is not None and (not self.connected or self._queued >= self.max_queued):
+            self._to_spool(datapoints)
+            if on_safe:
+                on_safe()
+            return
+        batch = _Batch(datapoints, on_safe)
+        self._queue.append(batch)
         self._queued += len(datapoints)
-        if self._queued > self.max_queued:
-            self._drop_oldest()
+        if self.spool is None:
+            batch.safe()  # memory is all there is: safe as it gets
+            if self._queued > self.max_queued:
+                self._drop_oldest()
+        self._wakeup.set()
+
+    def _to_spool(self, datapoints: list[Datapoint]) -> None:
+        assert self.spool is not None
+        self.spool.append(_encode_record(datapoints))
+        self._counters["spooled"] += len(datapoints)
         self._wakeup.set()
 
     def _drop_oldest(self) -> None:
         dropped = 0
-        while self._queued > self.max_queued and len(self._chunks) > 1:
-            chunk = self._chunks.popleft()
-            self._queued -= len(chunk)
-            dropped += len(chunk)
+        while self._queued > self.max_queued and len(self._queue) > 1:
+            batch = self._queue.popleft()
+            self._queued -= len(batch.datapoints)
+            dropped += len(batch.datapoints)
         self._counters["dropped"] += dropped
         self._drop_log.log(
-            logging.WARNING,
-            "drop",
-            "carbon %s: queue full (%d datapoints), dropped the %d oldest; %d dropped in total",
-            self.address,
-            self.max_queued,
-            dropped,
-            self._counters["dropped"],
-        )
+            logging.WARNING, "drop",
+            "carbon %s: queue full (%d datapoints) and no spool: dropped the %d oldest; %d dropped in total",
+            self.address, self.max_queued, dropped, self._counters["dropped"],
+        )  # fmt: skip
 
-    def _take(self, limit: int) -> list[Datapoint]:
-        batch: list[Datapoint] = []
-        while self._chunks and len(batch) < limit:
-            chunk = self._chunks[0]
-            room = limit - len(batch)
-            if len(chunk) <= room:
-                batch.extend(self._chunks.popleft())
-            else:
-                batch.extend(chunk[:room])
-                self._chunks[0] = chunk[room:]
-        self._queued -= len(batch)
-        return batch
-
-    def _requeue_in_flight(self) -> None:
-        """Put back what may not have reached carbon (a resend is harmless:
-        carbon overwrites the same path and timestamp)."""
-        if self._in_flight:
-            self._chunks.appendleft(self._in_flight)
-            self._queued += len(self._in_flight)
-            self._in_flight = []
+    # -- delivering ----------------------------------------------------------
 
     async def run(self) -> None:
+        self._task = asyncio.current_task()
         backoff = Backoff()
         while not self._closing:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT)
             except (OSError, asyncio.TimeoutError) as error:
-                reason = str(error) or type(error).__name__
                 self._connect_log.log(
-                    logging.WARNING,
-                    "connect",
-                    "carbon %s unreachable (%s); %d datapoints queued, retrying",
-                    self.address,
-                    reason,
-                    self._queued,
-                )
+                    logging.WARNING, "connect", "carbon %s unreachable (%s); %d datapoints queued, %d spooled batches",
+                    self.address, str(error) or type(error).__name__, self._queued, len(self.spool or ()),
+                )  # fmt: skip
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
             self._counters["connects"] += 1
-            log.info("connected to carbon %s (%d datapoints queued)", self.address, self._queued)
+            log.info(
+                "connected to carbon %s (%d datapoints queued, %d spooled batches)",
+                self.address, self._queued, len(self.spool or ()),
+            )  # fmt: skip
             self._connect_log = RateLimitedLog(log, period=300.0)
             self._connected.set()
             try:
@@ -148,42 +189,120 @@ class CarbonPickleSink(Sink):
                 log.warning("lost connection to carbon %s: %s", self.address, error)
             finally:
                 self._connected.clear()
-                self._requeue_in_flight()
                 writer.close()
+                self._connection_lost()
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         closed_by_carbon = asyncio.ensure_future(reader.read(1))
         try:
             while True:
-                batch = self._take(MAX_DATAPOINTS_PER_FRAME * 20)
-                if not batch:
+                batches = self._take_batches()
+                if not batches:
                     self._wakeup.clear()
                     wakeup = asyncio.ensure_future(self._wakeup.wait())
-                    await asyncio.wait({wakeup, closed_by_carbon}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {wakeup, closed_by_carbon}, timeout=self.resend_window, return_when=asyncio.FIRST_COMPLETED
+                    )
                     wakeup.cancel()
                     if closed_by_carbon.done():
                         raise ConnectionError("connection closed by carbon")
+                    self._forget_old(time.monotonic())
                     continue
-                self._in_flight = batch
-                frames = carbon_frames(batch)
+                self._in_flight = batches
+                frames = [frame for batch in batches for frame in carbon_frames(batch.datapoints)]
                 writer.writelines(frames)
                 await writer.drain()
-                self._in_flight = []
-                self._counters["sent"] += len(batch)
-                self._counters["frames"] += len(frames)
+                self._written(batches, len(frames))
         finally:
             closed_by_carbon.cancel()
 
+    def _take_batches(self) -> list[_Batch]:
+        """Memory queue first (live data), then the spooled backlog."""
+        batches: list[_Batch] = []
+        count = 0
+        while self._queue and count < DATAPOINTS_PER_WRITE:
+            batch = self._queue.popleft()
+            self._queued -= len(batch.datapoints)
+            count += len(batch.datapoints)
+            batches.append(batch)
+        while not batches and self.spool is not None and self.spool.unread() and count < DATAPOINTS_PER_WRITE:
+            record = self.spool.read_next()
+            if record is None:
+                break
+            record_id, payload = record
+            try:
+                datapoints = _decode_record(payload)
+            except Exception as error:  # a record we wrote but cannot read: skip it, loudly
+                log.error("spool %s: unreadable record skipped: %s", self.spool.directory, error)
+                self.spool.ack(record_id)
+                continue
+            batches.append(_Batch(datapoints, record_id=record_id))
+            count += len(datapoints)
+        return batches
+
+    def _written(self, batches: list[_Batch], frames: int) -> None:
+        now = time.monotonic()
+        for batch in batches:
+            batch.safe()
+            if batch.record_id is not None and self.spool is not None:
+                self.spool.ack(batch.record_id)
+                batch.record_id = None
+            self._counters["sent"] += len(batch.datapoints)
+            if self.resend_window > 0:
+                self._recent.append((now, batch))
+        self._counters["frames"] += frames
+        self._in_flight = []
+        self._forget_old(now)
+
+    def _forget_old(self, now: float) -> None:
+        while self._recent and self._recent[0][0] < now - self.resend_window:
+            self._recent.popleft()
+
+    def _connection_lost(self) -> None:
+        """What carbon may not have stored goes back: the recent window, the
+        batches being written, and (with a spool) the memory queue, to disk."""
+        self._forget_old(time.monotonic())
+        # At shutdown carbon is fine: what it was sent needs no second copy.
+        resend = [] if self._closing else [batch for _, batch in self._recent]
+        self._recent.clear()
+        self._counters["resent"] += sum(len(batch.datapoints) for batch in resend)
+        unsent = [batch for batch in self._in_flight if batch.record_id is None]
+        self._in_flight = []
+        if self.spool is None:
+            back = resend + unsent
+            self._queue.extendleft(reversed(back))
+            self._queued += sum(len(batch.datapoints) for batch in back)
+            return
+        self.spool.rewind()  # replayed records in flight are read again
+        for batch in [*resend, *unsent, *self._queue]:
+            self._to_spool(batch.datapoints)
+            batch.safe()
+        self._queue.clear()
+        self._queued = 0
+
     async def close(self, timeout: float) -> None:
-        """Give queued datapoints ``timeout`` seconds to reach carbon, then stop."""
+        """Deliver what is queued within ``timeout`` seconds; persist the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self._queued or self._in_flight) and self._connected.is_set() and loop.time() < deadline:
+        while (self._queued or self._in_flight) and self.connected and loop.time() < deadline:
             await asyncio.sleep(0.05)
         self._closing = True
-        lost = self._queued + len(self._in_flight)
-        if lost:
-            log.warning("carbon %s: %d datapoints not delivered at shutdown", self.address, lost)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.spool is not None:
+            for batch in self._queue:
+                self._to_spool(batch.datapoints)
+                batch.safe()
+            self._queue.clear()
+            self._queued = 0
+            log.info(
+                "carbon %s: %d batches kept in spool %s for the next start",
+                self.address, len(self.spool), self.spool.directory,
+            )  # fmt: skip
+            self.spool.close()
+        elif self._queued:
+            log.warning("carbon %s: %d datapoints not delivered at shutdown (no spool)", self.address, self._queued)
 
     def stats(self) -> dict[str, int]:
-        return {"queued": self._queued, **self._counters}
+        return {"queued": self._queued, "spool_batches": len(self.spool or ()), **self._counters}

@@ -84,12 +84,14 @@ def rewrite_ini(text: str, changes: dict[tuple[str, str], str]) -> str:
 
 
 def seed_configs(workdir: Path, master_port: int, carbon_pickle_port: int) -> tuple[Path, Path]:
-    """Seed 003's two files with only ports and the log file moved into ``workdir``."""
+    """Seed 003's two files with only ports, the log file and the spools
+    (which default to /var/lib/fructosa) moved into ``workdir``."""
     log_file = str(workdir / "limon.log")
     master = rewrite_ini(
         (SEED_DIR / "lmaster.conf").read_text(),
         {
             ("lmaster", "incoming data port"): str(master_port),
+            ("lmaster", "spool dir"): str(workdir / "spool-lmaster"),
             ("logging", "filename"): log_file,
             ("Graphite", "carbon receiver pickle port"): str(carbon_pickle_port),
         },
@@ -98,6 +100,7 @@ def seed_configs(workdir: Path, master_port: int, carbon_pickle_port: int) -> tu
         (SEED_DIR / "lagent.conf").read_text(),
         {
             ("lmaster", "incoming data port"): str(master_port),
+            ("lagent", "spool dir"): str(workdir / "spool-lagent"),
             ("logging", "filename"): log_file,
             ("Graphite", "carbon receiver pickle port"): str(carbon_pickle_port),
         },

@@ -1,0 +1,73 @@
+"""Shared-secret authentication and TLS for the agent ↔ master connection.
+
+The secret never crosses the wire: each side proves it knows the secret
+with an HMAC over both sides' random nonces (see :mod:`fructosa.protocol`),
+so a recorded session cannot be replayed and a rogue master cannot pose as
+the real one to harvest data. TLS (optional) adds encryption and, with a CA,
+certificate checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import ssl
+import stat
+
+NONCE_BYTES = 16
+
+
+def new_nonce() -> str:
+    return os.urandom(NONCE_BYTES).hex()
+
+
+def read_secret(path: str) -> tuple[bytes, str | None]:
+    """(secret, warning): the file's content without surrounding whitespace.
+
+    Raises OSError or ValueError with a reason fit for a one-line error.
+    """
+    with open(path, "rb") as stream:
+        secret = stream.read().strip()
+        mode = os.fstat(stream.fileno()).st_mode
+    if len(secret) < 16:
+        raise ValueError("the secret must be at least 16 characters (e.g. openssl rand -hex 32)")
+    warning = None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warning = f"secret file {path} is accessible to others than its owner (mode {mode & 0o777:o}): chmod 600 it"
+    return secret, warning
+
+
+def agent_mac(secret: bytes, master_nonce: str, agent_nonce: str, host: str) -> str:
+    message = f"fructosa-agent|{master_nonce}|{agent_nonce}|{host}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def master_mac(secret: bytes, agent_nonce: str, master_nonce: str) -> str:
+    message = f"fructosa-master|{agent_nonce}|{master_nonce}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def macs_equal(expected: str, received: object) -> bool:
+    return isinstance(received, str) and hmac.compare_digest(expected, received)
+
+
+def server_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
+    """TLS for lmaster; with ``ca`` agents must present a certificate it signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if ca:
+        context.load_verify_locations(ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
+    """TLS for lagent: verifies lmaster's certificate and name against ``ca``
+    (or the system's CAs when none is given)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
