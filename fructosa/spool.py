@@ -76,7 +76,7 @@ class Spool:
     ) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes or max(64 * 1024, min(4 << 20, max_bytes // 8))
+        self.segment_bytes = segment_bytes or max(4096, min(4 << 20, max_bytes // 8))
         self.sync_interval = sync_interval
         self.dropped = 0
         self.skipped_bytes = 0

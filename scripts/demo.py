@@ -38,10 +38,19 @@ def main() -> int:
         master_conf.write_text(
             rewrite_ini(
                 (REPO / "conf" / "lmaster.conf").read_text(),
-                {**common, ("Graphite", "carbon receiver pickle port"): str(carbon.pickle_port)},
+                {
+                    **common,
+                    ("lmaster", "spool dir"): str(work / "spool-lmaster"),
+                    ("Graphite", "carbon receiver pickle port"): str(carbon.pickle_port),
+                },
             )
         )
-        agent_conf.write_text(rewrite_ini((REPO / "conf" / "lagent.conf").read_text(), common))
+        agent_conf.write_text(
+            rewrite_ini(
+                (REPO / "conf" / "lagent.conf").read_text(),
+                {**common, ("lagent", "spool dir"): str(work / "spool-lagent")},
+            )
+        )
         print(f"carbon-cache pid {carbon.pid}, pickle port {carbon.pickle_port}, whisper files in {carbon.data_dir}")
         with Daemon("lmaster", master_conf, work).start(listen_port=master_port) as master:
             print(f"lmaster pid {master.pid}, listening on 127.0.0.1:{master_port}")

@@ -141,6 +141,16 @@ class ServerProcess:
             self.stop()
             raise CarbonError(f"{self.name} {problem}; log {self.log_path}:\n{tail(self.log_path)}")
 
+    def kill(self) -> None:
+        """SIGKILL our PID (a crash, for fault tests) and reap it."""
+        atexit.unregister(self.stop)
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM our PID, SIGKILL it after ``timeout`` s. Idempotent."""
         atexit.unregister(self.stop)

@@ -58,6 +58,10 @@ class Daemon:
     def stop(self, timeout: float = 15.0) -> None:
         self.process.stop(timeout)
 
+    def kill(self) -> None:
+        """``kill -9``: no chance to flush or persist anything."""
+        self.process.kill()
+
     def __enter__(self) -> Daemon:
         return self
 

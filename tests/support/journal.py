@@ -1,0 +1,38 @@
+"""Compare what agents measured (their debug journal) with what Graphite stored."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from .carbon import CarbonCache
+
+
+def journaled(path: Path) -> dict[str, set[int]]:
+    """Metric path → whisper seconds the agent produced a value for."""
+    produced: dict[str, set[int]] = defaultdict(set)
+    if not path.exists():
+        return produced
+    for line in path.read_text().splitlines():
+        metric, _value, when = line.split()
+        produced[metric].add(int(float(when)))
+    return produced
+
+
+def missing_points(journals: list[Path], carbon: CarbonCache) -> dict[str, list[int]]:
+    """Per metric, the seconds with a produced value but no stored one."""
+    missing: dict[str, list[int]] = {}
+    for journal in journals:
+        for metric, seconds in journaled(journal).items():
+            try:
+                stored = {when for when, _ in carbon.series(metric, since=min(seconds) - 1)}
+            except FileNotFoundError:
+                stored = set()
+            lost = sorted(seconds - stored)
+            if lost:
+                missing[metric] = lost
+    return missing
+
+
+def count_points(journals: list[Path]) -> int:
+    return sum(len(seconds) for journal in journals for seconds in journaled(journal).values())
