@@ -16,6 +16,7 @@ buffers in memory only. Every drop is counted and logged.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -23,13 +24,16 @@ import ssl
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import IO
 
 from . import __version__, auth, protocol
 from .backoff import Backoff
 from .config import AgentConfig, SensorConfig
+from .daemon import write_status
 from .graphite_paths import sample_to_datapoints
 from .logs import RateLimitedLog
+from .selfstats import ProcessUsage
 from .sensors import REGISTRY, SensorUnsupported
 from .spool import Spool
 
@@ -95,10 +99,21 @@ class SampleQueue:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, spool: Spool | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        spool: Spool | None = None,
+        tls: ssl.SSLContext | None = None,
+        status_file: str | None = None,
+    ) -> None:
         self.config = config
         self.spool = spool
         self.tls = tls
+        self.status_file = status_file
+        self._sensor_tasks: dict[str, tuple[SensorConfig, asyncio.Task]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._usage = ProcessUsage()
+        self._reconnects = 0
         self.queue = SampleQueue(config.max_queued_samples)
         self.session = os.urandom(16)
         self._next_sequence = 1
@@ -108,7 +123,8 @@ class Agent:
         self._window_open = asyncio.Event()
         self.connected = asyncio.Event()
         self.counters = {"batches_sent": 0, "batches_acked": 0, "batches_spooled": 0, "samples": 0}
-        self._executor = ThreadPoolExecutor(max_workers=max(1, len(config.sensors)), thread_name_prefix="sensor")
+        # Threads start only when needed; one per sensor at most, so a hung one blocks only itself.
+        self._executor = ThreadPoolExecutor(max_workers=len(REGISTRY), thread_name_prefix="sensor")
         self._connect_log = RateLimitedLog(log, period=300.0)
         self._journal: IO[str] | None = None
 
@@ -130,16 +146,18 @@ class Agent:
             self._journal = open(self.config.journal_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         if not self.config.sensors:
             log.warning("no [sensor:NAME] section in %s: nothing to measure", self.config.path)
-        sensor_tasks = [
-            asyncio.create_task(self._run_sensor(sensor), name=f"sensor-{sensor.name}")
-            for sensor in self.config.sensors
+        for sensor in self.config.sensors:
+            self._start_sensor(sensor)
+        helpers = [
+            asyncio.create_task(self._send_forever(), name="sender"),
+            asyncio.create_task(self._report_forever(), name="reporter"),
         ]
-        helpers = [asyncio.create_task(self._send_forever(), name="sender")]
         if self.spool is not None:
             helpers.append(asyncio.create_task(self._spill_forever(), name="spiller"))
         try:
             await stop.wait()
         finally:
+            sensor_tasks = [task for _, task in self._sensor_tasks.values()]
             for task in sensor_tasks:
                 task.cancel()
             await asyncio.gather(*sensor_tasks, return_exceptions=True)
@@ -185,7 +203,45 @@ class Agent:
         self._spill()
         self.spool.close()
 
+    # -- reload ------------------------------------------------------------
+
+    def reload(self, new: AgentConfig) -> None:
+        """Apply a new configuration: sensors added, removed and re-timed take
+        effect at once; nothing queued, spooled or in flight is lost."""
+        old = self.config
+        for what, before, after in (
+            ("spool", old.spool, new.spool),
+            ("journal file", old.journal_file, new.journal_file),
+            ("max queued samples", old.max_queued_samples, new.max_queued_samples),
+        ):
+            if before != after:
+                log.warning("reload: a change of %s takes effect at the next restart", what)
+        reconnect = (old.master_host, old.master_port, old.link) != (new.master_host, new.master_port, new.link)
+        self.config = replace(new, spool=old.spool, journal_file=old.journal_file)
+        wanted = {sensor.name: sensor for sensor in new.sensors}
+        for name, (running, task) in list(self._sensor_tasks.items()):
+            if wanted.get(name) != running:
+                task.cancel()
+                del self._sensor_tasks[name]
+                if name not in wanted:
+                    log.info("reload: sensor %s removed", name)
+        for name, sensor in wanted.items():
+            if name not in self._sensor_tasks:
+                self._start_sensor(sensor)
+        if reconnect:
+            if new.link.tls or new.link.tls_ca or new.link.tls_cert:
+                self.tls = auth.client_context(new.link.tls_ca, new.link.tls_cert, new.link.tls_key)
+            else:
+                self.tls = None
+            log.info("reload: lmaster address or security changed: reconnecting to %s", self.master_address)
+            if self._writer is not None:
+                self._writer.close()
+
     # -- sensors ---------------------------------------------------------
+
+    def _start_sensor(self, sensor: SensorConfig) -> None:
+        task = asyncio.create_task(self._run_sensor(sensor), name=f"sensor-{sensor.name}")
+        self._sensor_tasks[sensor.name] = (sensor, task)
 
     async def _run_sensor(self, config: SensorConfig) -> None:
         loop = asyncio.get_running_loop()
@@ -220,6 +276,43 @@ class Agent:
         if self._journal is not None:  # debug option: what was measured, for loss checks
             lines = (f"{path} {value!r} {when!r}\n" for path, (when, value) in sample_to_datapoints(sample))
             self._journal.writelines(lines)
+
+    # -- self-metrics and status -------------------------------------------
+
+    async def _report_forever(self) -> None:
+        previous_samples, previous_time = self.counters["samples"], time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.self_metrics_interval)
+            now = time.monotonic()
+            rate = (self.counters["samples"] - previous_samples) / (now - previous_time)
+            previous_samples, previous_time = self.counters["samples"], now
+            metrics = self.self_metrics(rate)
+            if self.config.self_metrics:
+                self._record({"host": self.config.hostname, "sensor": "fructosa", "time": time.time(),
+                              "value": {"agent": metrics}})  # fmt: skip
+            if self.status_file:
+                try:
+                    write_status(self.status_file, {"agent": metrics, "report": _agent_report(self, metrics)})
+                except OSError as error:
+                    log.debug("cannot write status file %s: %s", self.status_file, error)
+
+    def self_metrics(self, samples_per_second: float) -> dict:
+        """The agent's health: ``HOST.fructosa.agent.*`` in Graphite."""
+        usage = self._usage.sample()
+        return {
+            "samples_per_second": round(samples_per_second, 3),
+            "queued_samples": len(self.queue),
+            "unacknowledged_batches": len(self.unacknowledged),
+            "spool_batches": len(self.spool) if self.spool else 0,
+            "spool_bytes": self.spool.bytes if self.spool else 0,
+            "dropped_samples": self.queue.dropped + (self.spool.dropped if self.spool else 0),
+            "batches_sent": self.counters["batches_sent"],
+            "reconnects": self._reconnects,
+            "connected": self.connected.is_set(),
+            "cpu_percent": usage["cpu_percent"],
+            "rss_bytes": usage["rss_bytes"],
+            "interval": {name: sensor.interval for name, (sensor, _) in self._sensor_tasks.items()},
+        }
 
     # -- batches and the spool -------------------------------------------
 
@@ -292,12 +385,15 @@ class Agent:
                 self.master_address, len(self.queue), len(self.spool or ()),
             )  # fmt: skip
             self.connected.set()
+            self._reconnects += 1
+            self._writer = writer
             try:
                 await self._stream(reader, writer)
             except (OSError, ConnectionError, protocol.ProtocolError, asyncio.IncompleteReadError) as error:
                 log.warning("lost connection to lmaster %s: %s", self.master_address, describe_error(error))
             finally:
                 self.connected.clear()
+                self._writer = None
                 writer.close()
                 self._connection_lost()
 
@@ -321,6 +417,7 @@ class Agent:
             hello = {
                 "protocol": protocol.PROTOCOL_NAME, "version": protocol.PROTOCOL_VERSION,
                 "host": self.config.hostname, "agent": f"lagent {__version__}", "nonce": nonce,
+                "heartbeat": self.config.heartbeat_interval,
             }  # fmt: skip
             if secret is not None:
                 hello["mac"] = auth.agent_mac(secret, str(challenge.get("nonce")), nonce, self.config.hostname)
@@ -353,7 +450,8 @@ class Agent:
                         acks.result()  # raises why the master went away
                         raise ConnectionError("connection closed by lmaster")
                     if loop.time() - last_sent >= self.config.heartbeat_interval:
-                        writer.write(protocol.encode_frame(protocol.HEARTBEAT, b""))
+                        backlog = {"queued": len(self.queue), "spooled": len(self.spool or ())}
+                        writer.write(protocol.encode_frame(protocol.HEARTBEAT, json.dumps(backlog).encode()))
                         await writer.drain()
                         last_sent = loop.time()
                     continue
@@ -403,6 +501,18 @@ class Agent:
 async def read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     header = await reader.readexactly(protocol.HEADER_SIZE)
     return protocol.split_frame(await reader.readexactly(protocol.frame_length(header)))
+
+
+def _agent_report(agent: Agent, metrics: dict) -> str:
+    connected = "connected to" if metrics["connected"] else "NOT connected to"
+    return (
+        f"host {agent.config.hostname}, {connected} lmaster {agent.master_address}; "
+        f"{len(agent._sensor_tasks)} sensors, {metrics['samples_per_second']:.2f} samples/s, "
+        f"{metrics['queued_samples']} queued, {metrics['unacknowledged_batches']} unacknowledged, "
+        f"{metrics['spool_batches']} spooled ({metrics['spool_bytes']} bytes), "
+        f"{metrics['dropped_samples']} dropped, CPU {metrics['cpu_percent']:.1f} %, "
+        f"RSS {metrics['rss_bytes'] / 1e6:.1f} MB"
+    )
 
 
 def describe_error(error: BaseException) -> str:

@@ -35,10 +35,12 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    filename: str = "/var/log/fructosa.log"
+    filename: str | None = "/var/log/fructosa.log"
+    """None: no log file (``log file = None`` in 0.3.2's examples)."""
     max_bytes: int = 134217728
     backup_count: int = 5
     level: str = "INFO"
+    syslog: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class GraphiteConfig:
     prefix: str = ""
     max_queued_datapoints: int = 1_000_000
     resend_window: float = 5.0
+    enabled: bool = True
+    plaintext_port: int = 2003
+    """carbon's line receiver, where lmaster's own metrics go (via graphyte)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class AgentConfig:
     hostname: str = field(default_factory=lambda: short_hostname(socket.gethostname()))
     max_queued_samples: int = 20_000
     heartbeat_interval: float = 30.0
+    self_metrics: bool = True
+    self_metrics_interval: float = 10.0
     spool: SpoolConfig | None = None
     journal_file: str | None = None
     link: LinkConfig = LinkConfig()
@@ -103,6 +110,8 @@ class MasterConfig:
     peer_timeout: float = 10.0
     idle_timeout: float = 120.0
     max_connections: int = 4096
+    self_metrics: bool = True
+    self_metrics_interval: float = 10.0
     spool: SpoolConfig | None = None
     link: LinkConfig = LinkConfig()
     graphite: GraphiteConfig = GraphiteConfig()
@@ -239,19 +248,25 @@ def parse_prefix(text: str) -> str:
     return prefix
 
 
+NO_FILE = ("none", "no", "off", "")
+
+
 def _logging(reader: _Reader) -> LoggingConfig:
     section, defaults = "logging", LoggingConfig()
     if not reader.parser.has_section(section):
         return defaults
-    reader.warn_unknown_keys(section, ("filename", "maxbytes", "backupcount", "level"))
-    filename = reader.get(section, "filename", str.strip, defaults.filename)
-    if not filename:
-        raise reader.error(section, "filename", filename, "empty file name")
+    reader.warn_unknown_keys(section, ("filename", "log file", "maxbytes", "backupcount", "level", "send to syslog"))
+    key = "log file" if reader.parser.has_option(section, "log file") else "filename"
+    filename: str | None = reader.get(section, key, str.strip, defaults.filename)
+    if filename is not None and filename.lower() in NO_FILE:
+        filename = None
+    syslog = reader.get(section, "send to syslog", parse_bool, False)
     return LoggingConfig(
         filename=filename,
         max_bytes=reader.get(section, "maxBytes", parse_int, defaults.max_bytes),
         backup_count=reader.get(section, "backupCount", parse_int, defaults.backup_count),
         level=reader.get(section, "level", parse_level, defaults.level),
+        syslog=syslog,
     )
 
 
@@ -354,7 +369,16 @@ def _warn_unknown_sections(reader: _Reader, known: tuple[str, ...]) -> None:
 
 DEFAULT_AGENT_SPOOL = "/var/lib/fructosa/lagent"
 DEFAULT_MASTER_SPOOL = "/var/lib/fructosa/lmaster"
-AGENT_KEYS = ("hostname", "max queued samples", "heartbeat interval", "spool dir", "spool max size", "journal file")
+AGENT_KEYS = (
+    "hostname",
+    "max queued samples",
+    "heartbeat interval",
+    "spool dir",
+    "spool max size",
+    "journal file",
+    "self metrics",
+    "self metrics interval",
+)
 
 
 def load_agent_config(path: str = DEFAULT_AGENT_CONFIG) -> AgentConfig:
@@ -367,7 +391,10 @@ def load_agent_config(path: str = DEFAULT_AGENT_CONFIG) -> AgentConfig:
     defaults = AgentConfig(path=path)
     hostname, max_queued = defaults.hostname, defaults.max_queued_samples
     heartbeat, journal = defaults.heartbeat_interval, None
+    self_metrics, self_interval = defaults.self_metrics, defaults.self_metrics_interval
     if reader.parser.has_section("lagent"):
+        self_metrics = reader.get("lagent", "self metrics", parse_bool, self_metrics)
+        self_interval = reader.get("lagent", "self metrics interval", parse_positive_float, self_interval)
         reader.warn_unknown_keys("lagent", AGENT_KEYS)
         hostname = reader.get("lagent", "hostname", parse_hostname, hostname)
         max_queued = reader.get("lagent", "max queued samples", parse_positive_int, max_queued)
@@ -384,6 +411,8 @@ def load_agent_config(path: str = DEFAULT_AGENT_CONFIG) -> AgentConfig:
         hostname=hostname,
         max_queued_samples=max_queued,
         heartbeat_interval=heartbeat,
+        self_metrics=self_metrics,
+        self_metrics_interval=self_interval,
         spool=_spool(reader, "lagent", DEFAULT_AGENT_SPOOL, 64 << 20),
         journal_file=journal,
         link=_link(reader, section, "lagent"),
@@ -394,8 +423,24 @@ def load_agent_config(path: str = DEFAULT_AGENT_CONFIG) -> AgentConfig:
     )
 
 
-MASTER_KEYS = ("peer timeout", "idle timeout", "max connections", "spool dir", "spool max size")
-GRAPHITE_KEYS = ("host", "carbon receiver pickle port", "prefix", "max queued datapoints", "resend window")
+MASTER_KEYS = (
+    "peer timeout",
+    "idle timeout",
+    "max connections",
+    "spool dir",
+    "spool max size",
+    "self metrics",
+    "self metrics interval",
+)
+GRAPHITE_KEYS = (
+    "host",
+    "carbon receiver pickle port",
+    "carbon receiver plaintext port",
+    "prefix",
+    "max queued datapoints",
+    "resend window",
+    "enabled",
+)
 
 
 def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
@@ -412,6 +457,8 @@ def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
         peer_timeout = reader.get(section, "peer timeout", parse_positive_float, peer_timeout)
         idle_timeout = reader.get(section, "idle timeout", parse_positive_float, idle_timeout)
         max_connections = reader.get(section, "max connections", parse_positive_int, max_connections)
+    self_metrics = reader.get(section, "self metrics", parse_bool, True) if section else True
+    self_interval = reader.get(section, "self metrics interval", parse_positive_float, 10.0) if section else 10.0
     listen_host, listen_port = _master_address(reader, section)
     graphite = GraphiteConfig()
     if reader.parser.has_section("Graphite"):
@@ -424,6 +471,8 @@ def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
                 "Graphite", "max queued datapoints", parse_positive_int, graphite.max_queued_datapoints
             ),
             resend_window=reader.get("Graphite", "resend window", parse_positive_float, graphite.resend_window),
+            enabled=reader.get("Graphite", "enabled", parse_bool, True),
+            plaintext_port=reader.get("Graphite", "carbon receiver plaintext port", parse_port, 2003),
         )
     return MasterConfig(
         path=path,
@@ -432,6 +481,8 @@ def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
         peer_timeout=peer_timeout,
         idle_timeout=idle_timeout,
         max_connections=max_connections,
+        self_metrics=self_metrics,
+        self_metrics_interval=self_interval,
         spool=_spool(reader, section or "lmaster", DEFAULT_MASTER_SPOOL, 1 << 30),
         link=_link(reader, section, "lmaster"),
         graphite=graphite,
@@ -448,10 +499,110 @@ def log_findings(cfg: AgentConfig | MasterConfig, logger: logging.Logger) -> Non
         logger.warning("%s", warning)
 
 
-def resolvable(host: str, port: int) -> str | None:
-    """None when ``host`` resolves, else the resolver's reason."""
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as error:
-        return str(error)
-    return None
+# -- the effective configuration, as INI text ---------------------------------
+
+
+def _ini_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return " ".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _ini_section(name: str, items: list[tuple[str, Any]]) -> str:
+    lines = [f"[{name}]"]
+    for key, value in items:
+        lines.append(f"#{key} =" if value is None else f"{key} = {_ini_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _link_items(link: LinkConfig) -> list[tuple[str, Any]]:
+    return [
+        ("secret file", link.secret_file),
+        ("tls", link.tls),
+        ("tls cert", link.tls_cert),
+        ("tls key", link.tls_key),
+        ("tls ca", link.tls_ca),
+    ]
+
+
+def _logging_section(config: LoggingConfig) -> str:
+    return _ini_section(
+        "logging",
+        [
+            ("filename", config.filename if config.filename is not None else "None"),
+            ("maxBytes", config.max_bytes),
+            ("backupCount", config.backup_count),
+            ("level", config.level),
+            ("send to syslog", config.syslog),
+        ],
+    )
+
+
+def effective_agent_ini(cfg: AgentConfig) -> str:
+    """The whole configuration with every default filled in; loading it gives ``cfg`` again."""
+    spool = cfg.spool or SpoolConfig(DEFAULT_AGENT_SPOOL, 64 << 20)
+    sections = [
+        _ini_section(
+            "lmaster", [("host", cfg.master_host), ("incoming data port", cfg.master_port), *_link_items(cfg.link)]
+        ),
+        _ini_section(
+            "lagent",
+            [
+                ("hostname", cfg.hostname),
+                ("max queued samples", cfg.max_queued_samples),
+                ("heartbeat interval", cfg.heartbeat_interval),
+                ("self metrics", cfg.self_metrics),
+                ("self metrics interval", cfg.self_metrics_interval),
+                ("spool dir", spool.directory),
+                ("spool max size", spool.max_bytes),
+                ("journal file", cfg.journal_file),
+            ],
+        ),
+        _logging_section(cfg.logging),
+    ]
+    for sensor in cfg.sensors:
+        items = [(TIME_INTERVAL, sensor.interval), *sensor.settings.items()]
+        sections.append(_ini_section(f"{SENSOR_SECTION_PREFIX}{sensor.name}", items))
+    return "\n".join(sections)
+
+
+def effective_master_ini(cfg: MasterConfig) -> str:
+    """The whole configuration with every default filled in; loading it gives ``cfg`` again."""
+    spool = cfg.spool or SpoolConfig(DEFAULT_MASTER_SPOOL, 1 << 30)
+    graphite = cfg.graphite
+    return "\n".join(
+        [
+            _ini_section(
+                "lmaster",
+                [
+                    ("host", cfg.listen_host),
+                    ("incoming data port", cfg.listen_port),
+                    *_link_items(cfg.link),
+                    ("peer timeout", cfg.peer_timeout),
+                    ("idle timeout", cfg.idle_timeout),
+                    ("max connections", cfg.max_connections),
+                    ("self metrics", cfg.self_metrics),
+                    ("self metrics interval", cfg.self_metrics_interval),
+                    ("spool dir", spool.directory),
+                    ("spool max size", spool.max_bytes),
+                ],
+            ),
+            _ini_section(
+                "Graphite",
+                [
+                    ("enabled", graphite.enabled),
+                    ("host", graphite.host),
+                    ("carbon receiver pickle port", graphite.port),
+                    ("carbon receiver plaintext port", graphite.plaintext_port),
+                    ("prefix", graphite.prefix),
+                    ("max queued datapoints", graphite.max_queued_datapoints),
+                    ("resend window", graphite.resend_window),
+                ],
+            ),
+            _logging_section(cfg.logging),
+        ]
+    )

@@ -8,6 +8,7 @@ running?" is answered by the lock, never by a pid that may have been reused.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import time
@@ -162,3 +163,24 @@ def stop(path: str, timeout: float) -> tuple[bool, str]:
     except FileNotFoundError:
         pass
     return True, f"stopped (pid {pid})"
+
+
+def write_status(path: str, status: dict) -> None:
+    """Atomically replace the status file a running daemon keeps for ``status``."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump({"pid": os.getpid(), "written": time.time(), **status}, stream, indent=1)
+    os.replace(temporary, path)
+
+
+def read_status(path: str, pid: int) -> str | None:
+    """The report in the status file of the running daemon ``pid``, if it wrote one."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            status = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(status, dict) or status.get("pid") != pid:
+        return None
+    age = time.time() - float(status.get("written", 0))
+    return f"{status.get('report', '')}\n(status as of {age:.0f} s ago)"

@@ -10,6 +10,7 @@ import time
 from .config import LoggingConfig
 
 FORMAT = "%(asctime)s %(program)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+SYSLOG_FORMAT = "%(program)s[%(process)d]: %(levelname)s %(name)s: %(message)s"
 
 
 class _ProgramFilter(logging.Filter):
@@ -24,16 +25,36 @@ class _ProgramFilter(logging.Filter):
         return True
 
 
-def open_log_file(config: LoggingConfig) -> logging.Handler:
-    """The rotating file handler; raises OSError (caller reports it) when unwritable."""
-    return logging.handlers.RotatingFileHandler(
-        config.filename, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8"
-    )
+def open_handlers(config: LoggingConfig) -> list[logging.Handler]:
+    """The file (and syslog) handlers; raises OSError (caller reports it) when unusable."""
+    handlers: list[logging.Handler] = []
+    if config.filename is not None:
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                config.filename, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8"
+            )
+        )
+    if config.syslog:
+        handlers.append(logging.handlers.SysLogHandler(address="/dev/log"))
+    return handlers
 
 
-def configure(program: str, config: LoggingConfig, file_handler: logging.Handler, to_stderr: bool) -> None:
-    """Route the ``fructosa`` loggers to the file (and stderr in the foreground)."""
-    handlers = [file_handler]
+def handler_fds(handlers: list[logging.Handler]) -> list[int]:
+    """Descriptors to keep open when daemonizing."""
+    fds = []
+    for handler in handlers:
+        stream = getattr(handler, "stream", None)
+        sock = getattr(handler, "socket", None)
+        if stream is not None:
+            fds.append(stream.fileno())
+        elif sock is not None:
+            fds.append(sock.fileno())
+    return fds
+
+
+def configure(program: str, config: LoggingConfig, handlers: list[logging.Handler], to_stderr: bool) -> None:
+    """Route the ``fructosa`` loggers to the file/syslog (and stderr in the foreground)."""
+    handlers = list(handlers)
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
     formatter = logging.Formatter(FORMAT)
@@ -42,11 +63,18 @@ def configure(program: str, config: LoggingConfig, file_handler: logging.Handler
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
-        handler.setFormatter(formatter)
+        if isinstance(handler, logging.handlers.SysLogHandler):
+            handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
+        else:
+            handler.setFormatter(formatter)
         handler.addFilter(program_filter)
         root.addHandler(handler)
     root.setLevel(config.level)
     root.propagate = False
+
+
+def set_level(level: str) -> None:
+    logging.getLogger("fructosa").setLevel(level)
 
 
 class RateLimitedLog:

@@ -10,22 +10,37 @@ samples through the bounded flattening walk.
 A batch is acknowledged only once every sink holds it safely (written to
 carbon, or to the disk spool); a batch id seen before is acknowledged
 without being relayed again.
+
+The master also keeps a table of agents (``lmaster status`` shows it from the
+status file it rewrites every ``self metrics interval``), sends per-node
+liveness (``HOST.fructosa.up``, ``HOST.fructosa.seconds_since_data``) through
+its sinks, and its own health to carbon's plaintext port with graphyte
+(``fructosa.lmaster.HOST.*``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import graphyte
 
 from . import __version__, auth, protocol
-from .graphite_paths import Datapoint, SampleError, sample_to_datapoints
+from .config import MasterConfig
+from .daemon import write_status
+from .graphite_paths import Datapoint, SampleError, sample_to_datapoints, short_hostname
 from .logs import RateLimitedLog
+from .selfstats import ProcessUsage
 from .sinks import Sink
+from .sinks.carbon import CarbonPickleSink
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +61,28 @@ class MasterCounters:
     samples: int = 0
     bad_samples: int = 0
     datapoints: int = 0
-    agents: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AgentState:
+    """What the master knows of one agent (by host name), for status and liveness."""
+
+    host: str
+    address: str = ""
+    agent: str = ""
+    connected: bool = False
+    connected_since: float = 0.0
+    last_frame: float = 0.0
+    last_data: float = 0.0
+    samples: int = 0
+    samples_per_second: float = 0.0
+    backlog: int = 0
+    heartbeat_interval: float = 30.0
+    _samples_at_last_report: int = 0
+
+    def up(self, now: float) -> bool:
+        """Connected and heard from within two heartbeats (plus slack)."""
+        return self.connected and now - self.last_frame <= 2 * self.heartbeat_interval + 5
 
 
 @dataclass(frozen=True)
@@ -57,31 +93,58 @@ class Limits:
     """Seconds an agent may send nothing at all (it sends heartbeats when quiet)."""
     max_connections: int = 4096
 
+    @classmethod
+    def of(cls, cfg: MasterConfig) -> Limits:
+        return cls(cfg.peer_timeout, cfg.idle_timeout, cfg.max_connections)
+
+
+def carbon_sink(cfg: MasterConfig, spool: Spool | None) -> CarbonPickleSink:
+    graphite = cfg.graphite
+    return CarbonPickleSink(
+        graphite.host, graphite.port, graphite.prefix, graphite.max_queued_datapoints, spool, graphite.resend_window
+    )
+
 
 class Master:
     def __init__(
         self,
-        sinks: list[Sink],
+        cfg: MasterConfig,
         listen_sockets: list[socket.socket],
-        limits: Limits = Limits(),
-        secret: bytes | None = None,
+        spool: Spool | None = None,
         tls: ssl.SSLContext | None = None,
+        status_file: str | None = None,
+        sinks: list[Sink] | None = None,
     ) -> None:
-        self.sinks = sinks
+        self.config = cfg
         self.listen_sockets = listen_sockets
-        self.limits = limits
-        self.secret = secret
+        self.limits = Limits.of(cfg)
+        self.secret = cfg.link.secret
         self.tls = tls
+        self.status_file = status_file
+        self.spool = spool
+        if sinks is None:
+            sinks = [carbon_sink(cfg, spool)] if cfg.graphite.enabled else []
+        self.sinks = sinks
         self.counters = MasterCounters()
+        self.agents: dict[str, AgentState] = {}
+        self.started = time.time()
+        self._usage = ProcessUsage()
+        self._self_metrics: graphyte.Sender | None = None
         self._peer_log = RateLimitedLog(log, period=300.0)
         self._connections: set[asyncio.Task] = set()
+        self._sink_tasks: list[asyncio.Task] = []
         # batch id → list of acknowledgement callbacks while pending, _DONE once safe
         self._batches: OrderedDict[bytes, list[Callable[[bytes], None]] | None] = OrderedDict()
+        self._load_known_agents()
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.secret is None:
             log.warning("no secret file configured: any host that reaches the port can send data")
-        sink_tasks = [asyncio.create_task(sink.run(), name=f"sink-{sink.name}") for sink in self.sinks]
+        if not self.sinks:
+            log.warning(
+                "no sink enabled ([Graphite] enabled = no): samples are accepted and acknowledged but kept nowhere"
+            )
+        self._sink_tasks = [asyncio.create_task(sink.run(), name=f"sink-{sink.name}") for sink in self.sinks]
         servers = [
             await asyncio.start_server(
                 self._accept,
@@ -99,21 +162,165 @@ class Master:
                 __version__, address[0], address[1], " (TLS)" if self.tls else "",
                 ", shared secret required" if self.secret else "",
             )  # fmt: skip
+        self._start_self_metrics()
+        reporter = asyncio.create_task(self._report_forever(), name="reporter")
         try:
             await stop.wait()
         finally:
             log.info("shutting down: closing %d agent connections", len(self._connections))
+            reporter.cancel()
             for server in servers:
                 server.close()
             for task in list(self._connections):
                 task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
+            await asyncio.gather(reporter, *self._connections, return_exceptions=True)
+            self._report(time.time())  # last liveness and status: every agent is now disconnected
             for sink in self.sinks:
                 await sink.close(SINK_CLOSE_TIMEOUT)
-            for task in sink_tasks:
+            for task in self._sink_tasks:
                 task.cancel()
-            await asyncio.gather(*sink_tasks, return_exceptions=True)
+            await asyncio.gather(*self._sink_tasks, return_exceptions=True)
+            if self._self_metrics is not None:
+                self._self_metrics.stop()
             log.info("lmaster stopped: %s", self.summary())
+
+    # -- reload ----------------------------------------------------------------
+
+    def reload(self, new: MasterConfig) -> None:
+        """Apply a new configuration; agent connections stay up."""
+        old = self.config
+        for what, before, after in (
+            ("listening address", (old.listen_host, old.listen_port), (new.listen_host, new.listen_port)),
+            ("TLS settings", (old.link.tls_cert, old.link.tls_key, old.link.tls_ca),
+             (new.link.tls_cert, new.link.tls_key, new.link.tls_ca)),
+            ("spool", old.spool, new.spool),
+            ("[Graphite] enabled", old.graphite.enabled, new.graphite.enabled),
+        ):  # fmt: skip
+            if before != after:
+                log.warning("reload: a change of %s takes effect at the next restart", what)
+        self.limits = Limits.of(new)
+        if new.link.secret != self.secret:
+            log.info("reload: new shared secret; connected agents stay, new connections need it")
+            self.secret = new.link.secret
+        graphite = new.graphite
+        for sink in self.sinks:
+            if isinstance(sink, CarbonPickleSink):
+                sink.retarget(graphite.host, graphite.port, graphite.prefix, graphite.resend_window)
+        self.config = new
+        if self._self_metrics is not None:
+            self._self_metrics.stop()
+            self._self_metrics = None
+        self._start_self_metrics()
+
+    # -- status, liveness and self-metrics -----------------------------------
+
+    def _start_self_metrics(self) -> None:
+        if not self.config.self_metrics or not self.config.graphite.enabled:
+            return
+        graphite = self.config.graphite
+        prefix = ".".join(
+            part for part in (graphite.prefix, "fructosa", "lmaster", short_hostname(socket.gethostname())) if part
+        )
+        self._self_metrics = graphyte.Sender(
+            graphite.host, graphite.plaintext_port, prefix=prefix, interval=1, queue_size=10_000, timeout=5
+        )
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.self_metrics_interval)
+            self._report(time.time())
+
+    def _report(self, now: float) -> None:
+        interval = self.config.self_metrics_interval
+        for state in self.agents.values():
+            state.samples_per_second = (state.samples - state._samples_at_last_report) / interval
+            state._samples_at_last_report = state.samples
+        datapoints: list[Datapoint] = []
+        for state in self.agents.values():
+            path = f"{short_hostname(state.host)}.fructosa"
+            datapoints.append((f"{path}.up", (now, 1.0 if state.up(now) else 0.0)))
+            if state.last_data:
+                datapoints.append((f"{path}.seconds_since_data", (now, round(now - state.last_data, 1))))
+        for sink in self.sinks:
+            sink.submit(datapoints)
+        self._send_self_metrics(now)
+        if self.status_file:
+            try:
+                write_status(self.status_file, self._status(now))
+            except OSError as error:
+                self._peer_log.log(
+                    logging.WARNING, "status", "cannot write status file %s: %s", self.status_file, error
+                )
+
+    def _send_self_metrics(self, now: float) -> None:
+        if self._self_metrics is None:
+            return
+        usage = self._usage.sample()
+        metrics = {
+            "agents_connected": sum(state.connected for state in self.agents.values()),
+            "samples_in_per_second": sum(state.samples_per_second for state in self.agents.values()),
+            "connections_rejected": self.counters.rejected,
+            "batches_duplicate": self.counters.duplicates,
+            "samples_malformed": self.counters.bad_samples,
+            "cpu_percent": usage["cpu_percent"],
+            "rss_bytes": usage["rss_bytes"],
+        }
+        for sink in self.sinks:
+            metrics.update({f"{sink.name}.{key}": value for key, value in sink.stats().items()})
+        if self.spool is not None:
+            metrics["spool_bytes"] = self.spool.bytes
+        for key, value in metrics.items():
+            self._self_metrics.send(key, value, now)
+
+    def _status(self, now: float) -> dict:
+        rows = [
+            {
+                "host": state.host,
+                "address": state.address,
+                "agent": state.agent,
+                "up": state.up(now),
+                "connected_since": state.connected_since,
+                "last_data": state.last_data,
+                "samples_per_second": round(state.samples_per_second, 2),
+                "backlog": state.backlog,
+            }  # fmt: skip
+            for state in sorted(self.agents.values(), key=lambda state: state.host)
+        ]
+        sinks = {sink.name: sink.stats() for sink in self.sinks}
+        return {"agents": rows, "sinks": sinks, "report": self._status_report(rows, sinks, now)}
+
+    def _status_report(self, rows: list[dict], sinks: dict, now: float) -> str:
+        def ago(when: float) -> str:
+            return "never" if not when else f"{now - when:.0f} s ago"
+
+        lines = [
+            f"up since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started))}; {self.summary()}",
+            f"{len(rows)} agents ({sum(row['up'] for row in rows)} up):",
+            f"  {'host':<20} {'up':<4} {'address':<22} {'agent':<18} {'connected':<12} {'last data':<12} "
+            f"{'samples/s':>9} {'backlog':>8}",
+        ]
+        for row in rows:
+            lines.append(
+                f"  {row['host']:<20} {'yes' if row['up'] else 'NO':<4} {row['address']:<22} {row['agent']:<18} "
+                f"{ago(row['connected_since']) if row['up'] else '-':<12} {ago(row['last_data']):<12} "
+                f"{row['samples_per_second']:>9.2f} {row['backlog']:>8}"
+            )
+        return "\n".join(lines)
+
+    def _load_known_agents(self) -> None:
+        """Hosts the previous run knew, so a node that died while lmaster was
+        down still shows up = 0 instead of simply vanishing."""
+        if not self.status_file:
+            return
+        try:
+            with open(self.status_file, encoding="utf-8") as stream:
+                previous = json.load(stream)
+            for row in previous.get("agents", []):
+                host = row.get("host")
+                if isinstance(host, str) and host:
+                    self.agents[host] = AgentState(host=host, last_data=float(row.get("last_data") or 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return
 
     def summary(self) -> str:
         c = self.counters
@@ -200,14 +407,24 @@ class Master:
             return
         agent = f"{hello['host']} ({address}, {hello.get('agent', 'unknown agent')})"
         log.info("agent %s connected", agent)
-        self.counters.agents[address] = hello["host"]
+        state = self.agents.setdefault(hello["host"], AgentState(host=hello["host"]))
+        now = time.time()
+        state.address, state.agent, state.connected = address, str(hello.get("agent", "")), True
+        state.connected_since = state.last_frame = now
+        heartbeat = hello.get("heartbeat")
+        if isinstance(heartbeat, (int, float)) and 0 < heartbeat < 86400:
+            state.heartbeat_interval = float(heartbeat)
         acks = AckWriter(writer)
         try:
             while True:
                 kind, payload = await read_frame(reader, self.limits.peer_timeout, self.limits.idle_timeout)
+                state.last_frame = time.time()
                 if kind == protocol.SAMPLES:
-                    self._take_batch(payload, acks, peer_ip, address)
-                elif kind != protocol.HEARTBEAT:
+                    state.samples += self._take_batch(payload, acks, peer_ip, address)
+                    state.last_data = state.last_frame
+                elif kind == protocol.HEARTBEAT:
+                    state.backlog = heartbeat_backlog(payload, state.backlog)
+                else:
                     raise protocol.ProtocolError(f"unexpected frame kind {kind!r}")
         except asyncio.IncompleteReadError as error:
             if error.partial:
@@ -224,9 +441,11 @@ class Master:
             self._reject(peer_ip, address, "protocol", f"agent {hello['host']}: {error}")
         finally:
             acks.closed = True
-            self.counters.agents.pop(address, None)
+            if state.address == address:  # not already replaced by a newer connection
+                state.connected = False
 
-    def _take_batch(self, payload: bytes, acks: AckWriter, peer_ip: str, address: str) -> None:
+    def _take_batch(self, payload: bytes, acks: AckWriter, peer_ip: str, address: str) -> int:
+        """Relay one batch (or acknowledge a duplicate); the number of new samples."""
         batch_id, pickled = protocol.split_batch(payload)
         self.counters.frames += 1
         if batch_id in self._batches:
@@ -236,7 +455,7 @@ class Master:
                 acks.send(batch_id)
             else:
                 waiters.append(acks.send)
-            return
+            return 0
         samples = protocol.decode_samples(pickled)
         datapoints: list[Datapoint] = []
         for sample in samples:
@@ -257,14 +476,28 @@ class Master:
 
         def one_sink_safe() -> None:
             pending[0] -= 1
-            if pending[0] == 0:
+            if pending[0] <= 0:
                 if batch_id in self._batches:
                     self._batches[batch_id] = _DONE
                 for waiter in waiters:
                     waiter(batch_id)
 
+        if not self.sinks:
+            one_sink_safe()
         for sink in self.sinks:
             sink.submit(datapoints, one_sink_safe)
+        return len(samples)
+
+
+def heartbeat_backlog(payload: bytes, previous: int) -> int:
+    """The agent's backlog (queued samples + spooled batches) from its heartbeat."""
+    if not payload:
+        return previous
+    try:
+        message = json.loads(payload)
+        return int(message.get("queued", 0)) + int(message.get("spooled", 0))
+    except (ValueError, TypeError, AttributeError):
+        return previous
 
 
 class AuthenticationError(protocol.ProtocolError):

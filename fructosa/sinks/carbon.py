@@ -106,6 +106,7 @@ class CarbonPickleSink(Sink):
         self._connected = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
+        self._writer: asyncio.StreamWriter | None = None
         self._counters = {"sent": 0, "dropped": 0, "spooled": 0, "resent": 0, "connects": 0, "frames": 0}
         self._drop_log = RateLimitedLog(log, period=60.0)
         self._connect_log = RateLimitedLog(log, period=300.0)
@@ -117,6 +118,17 @@ class CarbonPickleSink(Sink):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def retarget(self, host: str, port: int, prefix: str, resend_window: float) -> None:
+        """Reload: new destination or prefix. A changed address drops the current
+        connection; what it held goes to the new carbon (resend window included)."""
+        self.prefix, self.resend_window = prefix, resend_window
+        if (host, port) == (self.host, self.port):
+            return
+        log.info("carbon destination changes from %s to %s:%d", self.address, host, port)
+        self.host, self.port = host, port
+        if self._writer is not None:
+            self._writer.close()
 
     # -- taking datapoints ---------------------------------------------------
 
@@ -183,12 +195,14 @@ class CarbonPickleSink(Sink):
             )  # fmt: skip
             self._connect_log = RateLimitedLog(log, period=300.0)
             self._connected.set()
+            self._writer = writer
             try:
                 await self._stream(reader, writer)
             except (OSError, ConnectionError) as error:
                 log.warning("lost connection to carbon %s: %s", self.address, error)
             finally:
                 self._connected.clear()
+                self._writer = None
                 writer.close()
                 self._connection_lost()
 

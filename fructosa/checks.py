@@ -1,0 +1,99 @@
+"""Checks of the environment a configuration needs (files, directories, hosts).
+
+``lagent check`` / ``lmaster check`` report every problem found here; ``start``
+runs the same checks and refuses what it cannot run with.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+
+from . import auth
+from .config import AgentConfig, LinkConfig, MasterConfig
+
+
+def resolvable(host: str, port: int) -> str | None:
+    """None when ``host`` resolves, else the resolver's reason."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        return str(error)
+    return None
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def writable_file(path: str) -> str | None:
+    """None when ``path`` can be appended to (or created), else why not."""
+    if os.path.isdir(path):
+        return "is a directory"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "not writable"
+    parent = _nearest_existing(os.path.dirname(os.path.abspath(path)))
+    if parent != os.path.dirname(os.path.abspath(path)):
+        return f"directory {os.path.dirname(os.path.abspath(path))} does not exist"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"directory {parent} not writable"
+
+
+def usable_directory(path: str) -> str | None:
+    """None when ``path`` is (or can be created as) a writable directory."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return "not a directory"
+        return None if os.access(path, os.W_OK | os.X_OK) else "not writable"
+    parent = _nearest_existing(path)
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot be created ({parent} not writable)"
+
+
+def _tls_problem(link: LinkConfig, server: bool) -> str | None:
+    try:
+        if server and link.tls_cert:
+            auth.server_context(link.tls_cert, link.tls_key or link.tls_cert, link.tls_ca)
+        elif not server and (link.tls or link.tls_ca or link.tls_cert):
+            auth.client_context(link.tls_ca, link.tls_cert, link.tls_key)
+    except (OSError, ssl.SSLError) as error:
+        return f"[lmaster] tls: cannot use the certificate settings: {error}"
+    return None
+
+
+def _common(cfg: AgentConfig | MasterConfig, spool_section: str) -> list[str]:
+    problems = []
+    if cfg.logging.filename is not None and (reason := writable_file(cfg.logging.filename)):
+        problems.append(f"[logging] filename = {cfg.logging.filename!r}: {reason}")
+    if cfg.logging.syslog and not os.path.exists("/dev/log"):
+        problems.append("[logging] send to syslog = yes: no syslog socket /dev/log on this host")
+    if cfg.spool is not None and (reason := usable_directory(cfg.spool.directory)):
+        where = "" if cfg.spool.explicit else " (the default; memory-only buffering then)"
+        problems.append(f"[{spool_section}] spool dir = {cfg.spool.directory!r}: {reason}{where}")
+    return problems
+
+
+def agent_problems(cfg: AgentConfig) -> list[str]:
+    problems = _common(cfg, "lagent")
+    if reason := resolvable(cfg.master_host, cfg.master_port):
+        problems.append(f"[lmaster] host = {cfg.master_host!r}: cannot resolve: {reason}")
+    if reason := _tls_problem(cfg.link, server=False):
+        problems.append(reason)
+    if cfg.journal_file and (reason := writable_file(cfg.journal_file)):
+        problems.append(f"[lagent] journal file = {cfg.journal_file!r}: {reason}")
+    return problems
+
+
+def master_problems(cfg: MasterConfig) -> list[str]:
+    problems = _common(cfg, "lmaster")
+    if cfg.graphite.enabled and (reason := resolvable(cfg.graphite.host, cfg.graphite.port)):
+        problems.append(f"[Graphite] host = {cfg.graphite.host!r}: cannot resolve: {reason}")
+    if reason := resolvable(cfg.listen_host, cfg.listen_port):
+        problems.append(f"[lmaster] host = {cfg.listen_host!r}: cannot resolve: {reason}")
+    if reason := _tls_problem(cfg.link, server=True):
+        problems.append(reason)
+    return problems
