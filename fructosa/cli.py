@@ -165,7 +165,8 @@ def check(spec: DaemonSpec, config_path: str) -> int:
     for problem in problems:
         print(f"{spec.program}: problem: {problem}", file=sys.stderr)
     if problems:
-        print(f"{spec.program}: {len(problems)} problems in {config_path}", file=sys.stderr)
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        print(f"{spec.program}: {count} in {config_path}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"# {config_path}: OK", file=sys.stderr)
     return EXIT_OK

@@ -138,8 +138,10 @@ class _Reader:
         except UnicodeDecodeError as error:
             raise ConfigError(f"{path}: not a text file ({error.reason})") from None
         except configparser.Error as error:
-            first_line = str(error).splitlines()[0]
-            raise ConfigError(f"{path}: malformed INI: {first_line}") from None
+            first_line = str(error).splitlines()[0].removeprefix(f"While reading from {path!r} ")
+            line = getattr(error, "lineno", None)
+            where = f" at line {line}" if line and "[line" not in first_line else ""
+            raise ConfigError(f"{path}: malformed INI{where}: {first_line}") from None
 
     def error(self, section: str, key: str, value: str, reason: str) -> ConfigError:
         return ConfigError(f"{self.path}: [{section}] {key} = {value!r}: {reason}")

@@ -102,7 +102,7 @@ def sensors_command(args: argparse.Namespace) -> int:
     datapoints = sample_to_datapoints({"host": host, "sensor": sensor_class.name, "time": time.time(), "value": value})
     print(f"Graphite paths on this host now ({len(datapoints)}):")
     for path, (_, number) in datapoints:
-        print(f"  {path} {number:g}")
+        print(f"  {path} {number:.12g}")
     return EXIT_OK
 
 

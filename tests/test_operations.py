@@ -1,0 +1,207 @@
+"""Operating the daemons: sensor listing, config check, reload, liveness,
+self-metrics, status, the Graphite switch — against real processes and a real
+carbon-cache."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fructosa.config import effective_agent_ini, effective_master_ini, load_agent_config, load_master_config
+from fructosa.graphite_paths import short_hostname
+from fructosa.sensors import REGISTRY
+from tests.support.carbon import CarbonCache, free_ports
+from tests.support.daemons import Daemon, script
+
+CORPUS = Path(__file__).parent / "check_corpus"
+HOST = short_hostname(__import__("socket").gethostname())
+
+
+def run(program: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([script(program), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_sensors_lists_every_registered_sensor() -> None:
+    result = run("lagent", "sensors")
+    assert result.returncode == 0
+    listed = [line.split()[0] for line in result.stdout.splitlines()]
+    assert listed == sorted(REGISTRY)
+    for name, sensor_class in REGISTRY.items():
+        assert sensor_class.description in result.stdout, name
+
+
+def test_sensor_help_shows_options_sample_and_live_paths() -> None:
+    result = run("lagent", "sensors", "NetIOCounters")
+    assert result.returncode == 0
+    out = result.stdout
+    assert "pernic (yes/no, default no)" in out
+    assert "[sensor:NetIOCounters]\ntime_interval = 10\npernic = no" in out
+    assert f"  {HOST}.NetIOCounters.bytes_sent " in out
+    unsupported = run("lagent", "sensors", "SensorsBattery")
+    assert unsupported.returncode == 0 and "not supported" in unsupported.stdout
+    unknown = run("lagent", "sensors", "NetIOCountrs")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "lagent: error: unknown sensor 'NetIOCountrs' (did you mean 'NetIOCounters'?)"
+
+
+@pytest.mark.parametrize("conf", sorted(CORPUS.glob("*/*.conf")), ids=lambda path: f"{path.parent.name}/{path.stem}")
+def test_check_corpus(conf: Path) -> None:
+    """One file per mistake; the expected exit status and stderr lines are golden."""
+    program = conf.parent.name
+    result = run(program, "-c", str(conf), "check")
+    lines = [f"exit {result.returncode}"]
+    for line in result.stderr.splitlines():
+        if not line.startswith("# "):
+            line = line.replace(str(conf), "CONFIG")
+            if "cannot resolve: " in line:  # the resolver's own words vary by host
+                line = line.split("cannot resolve: ")[0] + "cannot resolve: ..."
+            lines.append(line)
+    assert lines == conf.with_suffix(".expected").read_text().splitlines()
+    if result.returncode == 0:
+        assert "[lmaster]" in result.stdout and "[logging]" in result.stdout
+
+
+def test_effective_configuration_loads_back_to_the_same(tmp_path: Path) -> None:
+    seed = Path(__file__).parent / "data" / "seed-003"
+    agent = load_agent_config(str(seed / "lagent.conf"))
+    again = tmp_path / "agent.conf"
+    again.write_text(effective_agent_ini(agent))
+    reloaded = load_agent_config(str(again))
+    assert reloaded.sensors == agent.sensors
+    assert (reloaded.master_host, reloaded.master_port, reloaded.logging) == (
+        agent.master_host, agent.master_port, agent.logging,
+    )  # fmt: skip
+    master = load_master_config(str(seed / "lmaster.conf"))
+    again.write_text(effective_master_ini(master))
+    reloaded_master = load_master_config(str(again))
+    assert (reloaded_master.graphite, reloaded_master.logging) == (master.graphite, master.logging)
+
+
+class Site:
+    """Configs for one master and one agent in ``tmp_path``, with short intervals."""
+
+    def __init__(self, tmp_path: Path, carbon: CarbonCache, master_extra: str = "", agent_extra: str = "") -> None:
+        self.tmp = tmp_path
+        (self.port,) = free_ports(1)
+        self.master_conf = tmp_path / "lmaster.conf"
+        self.master_conf.write_text(
+            f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {self.port}\nspool dir = {tmp_path / 'spool-m'}\n"
+            f"self metrics interval = 1\n{master_extra}\n"
+            f"[Graphite]\nhost = 127.0.0.1\ncarbon receiver pickle port = {carbon.pickle_port}\n"
+            f"carbon receiver plaintext port = {carbon.line_port}\n"
+            f"[logging]\nfilename = {tmp_path / 'lmaster.log'}\n"
+        )
+        self.agent_conf = tmp_path / "lagent.conf"
+        self.agent_head = (
+            f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {self.port}\n"
+            f"[lagent]\nhostname = node07\nspool dir = {tmp_path / 'spool-a'}\nheartbeat interval = 1\n"
+            f"self metrics interval = 1\n{agent_extra}\n[logging]\nfilename = {tmp_path / 'lagent.log'}\n"
+        )
+
+    def agent_sensors(self, sections: str) -> None:
+        self.agent_conf.write_text(self.agent_head + sections)
+
+    def master(self) -> Daemon:
+        return Daemon("lmaster", self.master_conf, self.tmp).start(listen_port=self.port)
+
+    def agent(self) -> Daemon:
+        return Daemon("lagent", self.agent_conf, self.tmp).start()
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
+
+
+def wait_for_log(path: Path, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{text!r} not in {path.name}"
+        time.sleep(0.1)
+
+
+def test_reload_adds_removes_and_retimes_sensors_without_gaps(tmp_path: Path, carbon: CarbonCache) -> None:
+    site = Site(tmp_path, carbon)
+    site.agent_sensors(
+        "[sensor:VirtualMemory]\ntime_interval = 1\n[sensor:SwapMemory]\ntime_interval = 1\n"
+        "[sensor:CPUStats]\ntime_interval = 5\n"
+    )
+    with site.master(), site.agent() as agent:
+        carbon.wait_for("node07.SwapMemory.total")
+        site.agent_sensors(
+            "[sensor:VirtualMemory]\ntime_interval = 1\n[sensor:CPUStats]\ntime_interval = 1\n"
+            "[sensor:BootTime]\ntime_interval = 1\n"
+        )
+        reloaded = run("lagent", "-c", str(site.agent_conf), "-p", str(agent.pidfile), "reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        wait_for_log(tmp_path / "lagent.log", "configuration reloaded")
+        reloaded_at = int(time.time())
+        carbon.wait_for("node07.BootTime", timeout=10)
+        # re-timed from 5 s to 1 s: several points in the next seconds
+        carbon.wait_for("node07.CPUStats.interrupts", lambda pts: len([p for p in pts if p[0] > reloaded_at]) >= 3)
+        swap_last = carbon.series("node07.SwapMemory.total")[-1][0]
+        memory = carbon.wait_for("node07.VirtualMemory.percent", lambda pts: pts[-1][0] >= reloaded_at + 3)
+        # a bad configuration is refused and the old one keeps running
+        site.agent_conf.write_text(site.agent_head + "[sensor:VirtualMemory]\ntime_interval = never\n")
+        os.kill(agent.pid, signal.SIGHUP)
+        wait_for_log(tmp_path / "lagent.log", "reload rejected, the running configuration stays")
+        assert agent.running
+    assert swap_last <= reloaded_at + 1, "the removed sensor kept sending"
+    seconds = [when for when, _ in memory]
+    assert seconds == list(range(seconds[0], seconds[-1] + 1)), "VirtualMemory has a gap across the reload"
+    assert "sensor SwapMemory removed" in site.log("lagent")
+
+
+def test_killed_agent_is_marked_down_and_status_shows_it(tmp_path: Path, carbon: CarbonCache) -> None:
+    site = Site(tmp_path, carbon)
+    site.agent_sensors("[sensor:VirtualMemory]\ntime_interval = 1\n")
+    with site.master() as master:
+        agent = site.agent()
+        carbon.wait_for("node07.fructosa.up", lambda pts: pts[-1][1] == 1.0)
+        status = run("lmaster", "-p", str(master.pidfile), "status")
+        assert status.returncode == 0
+        assert "node07" in status.stdout and "1 agents (1 up)" in status.stdout
+        agent.kill()
+        killed_at = time.time()
+        down = carbon.wait_for("node07.fructosa.up", lambda pts: pts[-1][1] == 0.0, timeout=10)
+        assert down[-1][0] - killed_at <= 2 * 1 + 2  # two heartbeat intervals (+ whisper's second)
+        since = carbon.wait_for("node07.fructosa.seconds_since_data", lambda pts: pts[-1][1] >= 2)
+        assert since[-1][1] >= 2
+        status = run("lmaster", "-p", str(master.pidfile), "status")
+        assert "node07" in status.stdout and "NO" in status.stdout
+
+
+def test_self_metrics_of_both_daemons_land_in_carbon(tmp_path: Path, carbon: CarbonCache) -> None:
+    site = Site(tmp_path, carbon)
+    site.agent_sensors("[sensor:CPUPercent]\ntime_interval = 0.5\n")
+    with site.master(), site.agent():
+        agent_rss = carbon.wait_for("node07.fructosa.agent.rss_bytes")[-1][1]
+        assert 5e6 < agent_rss < 500e6
+        carbon.wait_for("node07.fructosa.agent.interval.CPUPercent", lambda pts: pts[-1][1] == 0.5)
+        carbon.wait_for("node07.fructosa.agent.samples_per_second", lambda pts: pts[-1][1] >= 1)
+        prefix = f"fructosa.lmaster.{HOST}"
+        carbon.wait_for(f"{prefix}.agents_connected", lambda pts: pts[-1][1] == 1)
+        carbon.wait_for(f"{prefix}.rss_bytes")
+        carbon.wait_for(f"{prefix}.graphite.sent", lambda pts: pts[-1][1] > 0)
+
+
+def test_switches_graphite_off_self_metrics_off_and_no_log_file(tmp_path: Path, carbon: CarbonCache) -> None:
+    site = Site(tmp_path, carbon, agent_extra="self metrics = no")
+    site.master_conf.write_text(site.master_conf.read_text().replace("[Graphite]\n", "[Graphite]\nenabled = no\n"))
+    site.agent_sensors("[sensor:VirtualMemory]\ntime_interval = 0.5\n")
+    site.agent_conf.write_text(site.agent_conf.read_text().replace("filename = ", "log file = None\n#"))
+    with site.master() as master, site.agent() as agent:
+        wait_for_log(tmp_path / "lmaster.log", "no sink enabled")
+        status = run("lmaster", "-p", str(master.pidfile), "status")
+        deadline = time.monotonic() + 10
+        while "1 up" not in status.stdout and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = run("lmaster", "-p", str(master.pidfile), "status")
+        assert "1 agents (1 up)" in status.stdout
+        agent_status = run("lagent", "-p", str(agent.pidfile), "status")
+        assert "connected to lmaster" in agent_status.stdout
+    assert carbon.metric_paths() == set()
+    assert not (tmp_path / "lagent.log").exists()
