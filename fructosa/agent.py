@@ -286,7 +286,11 @@ class Agent:
             now = time.monotonic()
             rate = (self.counters["samples"] - previous_samples) / (now - previous_time)
             previous_samples, previous_time = self.counters["samples"], now
-            metrics = self.self_metrics(rate)
+            try:
+                metrics = self.self_metrics(rate)
+            except Exception as error:  # reporting must never stop measuring
+                log.error("self-metrics failed: %s: %s", type(error).__name__, error)
+                continue
             if self.config.self_metrics:
                 self._record({"host": self.config.hostname, "sensor": "fructosa", "time": time.time(),
                               "value": {"agent": metrics}})  # fmt: skip

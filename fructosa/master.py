@@ -231,6 +231,14 @@ class Master:
             self._report(time.time())
 
     def _report(self, now: float) -> None:
+        """Liveness, self-metrics and the status file; a failure here is logged,
+        never allowed to stop the relaying."""
+        try:
+            self._report_unguarded(now)
+        except Exception as error:
+            self._peer_log.log(logging.ERROR, "report", "self-report failed: %s: %s", type(error).__name__, error)
+
+    def _report_unguarded(self, now: float) -> None:
         interval = self.config.self_metrics_interval
         for state in self.agents.values():
             state.samples_per_second = (state.samples - state._samples_at_last_report) / interval

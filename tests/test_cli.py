@@ -95,6 +95,9 @@ def test_restart_replaces_the_process(tmp_path: Path, daemon_pids: list[int]) ->
     with socket.create_connection(("127.0.0.1", port), timeout=5):
         pass
     assert run("lmaster", "-p", pidfile, "stop").returncode == 0
+    log = (tmp_path / "m.log").read_text()
+    assert "lmaster stopped:" in log  # a clean exit of the detached daemon
+    assert "crashed" not in log and "Traceback" not in log
 
 
 def test_stale_pidfile_is_replaced(tmp_path: Path, daemon_pids: list[int]) -> None:

@@ -176,7 +176,7 @@ class CarbonPickleSink(Sink):
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        backoff = Backoff()
+        backoff = Backoff(maximum=10.0)  # carbon is near: probe it often
         while not self._closing:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT)
