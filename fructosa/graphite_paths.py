@@ -146,3 +146,44 @@ def sample_to_datapoints(
         out = []
     flatten_value(path, float(timestamp), sample.get("value"), out)
     return out
+
+
+# -- query patterns (dashboards) ----------------------------------------------
+
+
+class Glob(str):
+    """A path component that is Graphite query syntax, not a key.
+
+    ``*``, ``[0-9]*``, ``{a,b}`` or a Grafana variable such as ``$host``:
+    :func:`metric_pattern` keeps it as it is, where a key would be sanitized.
+    """
+
+
+ANY = Glob("*")
+"""Every instance at this level: each NIC, disk, mount point, chip, host…"""
+
+
+def any_of(*keys: object) -> Glob:
+    """``{a,b,…}``: any of these keys, each sanitized as flattening does."""
+    components = list(dict.fromkeys(sanitize_component(key) for key in keys))
+    if not components:
+        raise ValueError("any_of() needs at least one key")
+    return Glob(components[0] if len(components) == 1 else "{" + ",".join(components) + "}")
+
+
+def metric_pattern(host: str, sensor: str, keys: Iterable[object] = (), prefix: str = "") -> str:
+    """The Graphite path, or query pattern, of ``sensor``'s value at ``keys`` on ``host``.
+
+    Built with :func:`sample_to_datapoints`' rules (host through
+    :func:`short_hostname`, sensor and keys through :func:`sanitize_component`,
+    ``prefix`` in front as lmaster puts it), so a dashboard asks for exactly
+    the paths the master writes. :class:`Glob` components pass unchanged.
+    The ``_2`` suffixes of colliding keys cannot be predicted from one key.
+    """
+    if prefix and not is_valid_path(prefix):
+        raise ValueError(f"{prefix!r} is not a Graphite path prefix")
+    parts = [prefix] if prefix else []
+    parts.append(host if isinstance(host, Glob) else short_hostname(host))
+    parts.append(sanitize_component(sensor))
+    parts.extend(key if isinstance(key, Glob) else sanitize_component(key) for key in keys)
+    return ".".join(parts)

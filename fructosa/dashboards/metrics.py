@@ -1,0 +1,121 @@
+"""The sensor values the dashboards show, named by sensor class and keys.
+
+This is the only place where dashboards name metrics. A :class:`Metric` is a
+sensor class (so a renamed sensor is an import error, not a silent empty
+panel) plus the keys below it, turned into a path by
+:func:`fructosa.graphite_paths.metric_pattern`, the flattening rules' own
+path builder. Field names are psutil's, as the sensors send them;
+``tests/test_dashboards.py`` checks every key and alternative here against
+the paths the sensors produce from their golden psutil recordings, so a key
+that drifts from the sensors fails a test instead of showing "No data".
+
+Per-instance levels (NICs, disks, mount points, chips, CPUs) are wildcards,
+so one dashboard fits every node whatever its hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..graphite_paths import ANY, Glob, any_of
+from ..sensors import Sensor
+from ..sensors.cpu import CPUCount, CPUFreq, CPUPercent, CPUStats, CPUTimesPercent
+from ..sensors.disk import DiskIOCounters, DiskPartitions, DiskUsage
+from ..sensors.hardware import SensorsBattery, SensorsFans, SensorsTemperatures
+from ..sensors.memory import SwapMemory, VirtualMemory
+from ..sensors.network import NetConnections, NetIFStats, NetIOCounters
+from ..sensors.system import BootTime, Users
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Values of one sensor at ``keys`` (components below ``HOST.SENSOR``).
+
+    ``needs`` names the sensor option the values depend on (the agent sends
+    them only when it is set); ``sometimes`` says when a host running the
+    sensor with that option has no such value at all (nobody logged in).
+    """
+
+    sensor: type[Sensor]
+    keys: tuple[object, ...] = ()
+    needs: str = ""
+    sometimes: str = ""
+
+    @property
+    def sensor_name(self) -> str:
+        return self.sensor.name
+
+
+CPU_NUMBER = Glob("[0-9]*")
+"""``CPUPercent.N`` per CPU, not ``CPUPercent.total``."""
+
+PER_CPU = Glob("cpu[0-9]*")
+"""The ``cpuN`` level of sensors with ``percpu = yes``."""
+
+# -- CPU ---------------------------------------------------------------------
+CPU_ALL = Metric(CPUPercent, (ANY,))
+"""Per-CPU values and, with ``total = yes``, their mean: averaging all of them
+gives the mean utilisation whichever options the agent runs with."""
+CPU_EACH = Metric(CPUPercent, (CPU_NUMBER,), needs="percpu = yes (the default)")
+CPU_HEARTBEAT = Metric(CPUPercent, (any_of(0, "total"),))
+CPU_MODES = Metric(CPUTimesPercent, (any_of("user", "nice", "system", "iowait", "irq", "softirq", "steal"),))
+CPU_COUNT = Metric(CPUCount)
+KERNEL_COUNTERS = Metric(CPUStats, (any_of("ctx_switches", "interrupts", "soft_interrupts", "syscalls"),))
+FREQUENCY = Metric(CPUFreq, (any_of("current", "min", "max"),))
+FREQUENCY_EACH = Metric(CPUFreq, (PER_CPU, "current"), needs="percpu = yes")
+
+# -- memory --------------------------------------------------------------------
+MEMORY_BYTES = Metric(VirtualMemory, (any_of("total", "used", "available", "cached", "buffers", "free"),))
+MEMORY_PERCENT = Metric(VirtualMemory, ("percent",))
+SWAP_BYTES = Metric(SwapMemory, (any_of("total", "used", "free"),))
+SWAP_PERCENT = Metric(SwapMemory, ("percent",))
+SWAP_TRAFFIC = Metric(SwapMemory, (any_of("sin", "sout"),))
+
+# -- disks ---------------------------------------------------------------------
+ONE_PATH = "one path (the default)"
+MOUNTS = "several paths"
+DISK_PERCENT = Metric(DiskUsage, ("percent",), needs=ONE_PATH)
+DISK_PERCENT_EACH = Metric(DiskUsage, (ANY, "percent"), needs=MOUNTS)
+DISK_FREE = Metric(DiskUsage, ("free",), needs=ONE_PATH)
+DISK_FREE_EACH = Metric(DiskUsage, (ANY, "free"), needs=MOUNTS)
+PARTITIONS = Metric(DiskPartitions, (any_of("count", "read_only"),))
+PERDISK = "perdisk = yes"
+DISK_BYTES = Metric(DiskIOCounters, (any_of("read_bytes", "write_bytes"),))
+DISK_BYTES_EACH = Metric(DiskIOCounters, (ANY, any_of("read_bytes", "write_bytes")), needs=PERDISK)
+DISK_OPS = Metric(DiskIOCounters, (any_of("read_count", "write_count"),))
+DISK_OPS_EACH = Metric(DiskIOCounters, (ANY, any_of("read_count", "write_count")), needs=PERDISK)
+DISK_BUSY_EACH = Metric(DiskIOCounters, (ANY, "busy_time"), needs=PERDISK)
+DISK_HEARTBEAT = Metric(DiskIOCounters, ("read_count",))
+
+# -- network ---------------------------------------------------------------------
+PERNIC = "pernic = yes"
+NET_BYTES = Metric(NetIOCounters, (any_of("bytes_recv", "bytes_sent"),))
+NET_BYTES_EACH = Metric(NetIOCounters, (ANY, any_of("bytes_recv", "bytes_sent")), needs=PERNIC)
+NET_PACKETS = Metric(NetIOCounters, (any_of("packets_recv", "packets_sent"),))
+NET_PACKETS_EACH = Metric(NetIOCounters, (ANY, any_of("packets_recv", "packets_sent")), needs=PERNIC)
+NET_ERRORS = Metric(NetIOCounters, (any_of("errin", "errout", "dropin", "dropout"),))
+NET_ERRORS_EACH = Metric(NetIOCounters, (ANY, any_of("errin", "errout", "dropin", "dropout")), needs=PERNIC)
+NET_HEARTBEAT = Metric(NetIOCounters, ("bytes_recv",))
+SOCKETS = Metric(NetConnections, ("count",))
+SOCKETS_EACH = Metric(NetConnections, (ANY, "count"))
+TCP_SOCKETS = Metric(NetConnections, (any_of("tcp4", "tcp6"), ANY))
+"""``count`` and one value per TCP state (``ESTABLISHED``, ``LISTEN``…)."""
+LINK_UP = Metric(NetIFStats, (ANY, "isup"))
+LINK_SPEED = Metric(NetIFStats, (ANY, "speed"))
+
+# -- hardware sensors --------------------------------------------------------------
+TEMPERATURES = Metric(SensorsTemperatures, (ANY, ANY, "current"))
+FANS = Metric(SensorsFans, (ANY, ANY))
+BATTERY_PERCENT = Metric(SensorsBattery, ("percent",))
+BATTERY_PLUGGED = Metric(SensorsBattery, ("power_plugged",))
+BATTERY_LEFT = Metric(SensorsBattery, ("secsleft",), sometimes="on battery power, once it has an estimate")
+
+# -- system ----------------------------------------------------------------------
+BOOT_TIME = Metric(BootTime)
+USERS = Metric(Users, (any_of("sessions", "unique"),))
+USERS_EACH = Metric(Users, ("per_user", ANY), needs="per_user = yes", sometimes="someone is logged in")
+USERS_HEARTBEAT = Metric(Users, ("sessions",))
+
+HEARTBEAT = (CPU_HEARTBEAT, MEMORY_PERCENT, NET_HEARTBEAT, DISK_HEARTBEAT, USERS_HEARTBEAT)
+"""A node is reporting while any of these got a value lately: one frequent,
+cheap series (not one per CPU or NIC) of each sensor most agents run."""
