@@ -49,7 +49,10 @@ def master_mac(secret: bytes, agent_nonce: str, master_nonce: str) -> str:
 
 
 def macs_equal(expected: str, received: object) -> bool:
-    return isinstance(received, str) and hmac.compare_digest(expected, received)
+    """Constant-time comparison; anything but the expected hex string is unequal."""
+    if not isinstance(received, str):
+        return False
+    return hmac.compare_digest(expected.encode(), received.encode("utf-8", "surrogatepass"))
 
 
 def server_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:

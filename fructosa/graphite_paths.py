@@ -37,6 +37,9 @@ Datapoint = tuple[str, tuple[float, float]]
 MAX_DEPTH = 8
 """Nesting levels below the sensor; psutil shapes need at most three."""
 
+MAX_TIMESTAMP = 2**32
+"""whisper stores timestamps as unsigned 32-bit seconds."""
+
 MAX_LEAVES_PER_SAMPLE = 10_000
 """Leaves visited per sample; a 1,000-CPU node with per-CPU times stays below."""
 
@@ -48,12 +51,26 @@ class SampleError(ValueError):
     """A sample that cannot be turned into datapoints (malformed or hostile)."""
 
 
+MAX_COMPONENT = 200
+"""Characters in one path component: whisper makes each a file or directory
+name, and file systems stop at 255 bytes."""
+
+
 def sanitize_component(key: object) -> str:
-    """One path component from a dict key, host or sensor name: ``[A-Za-z0-9_-]+``."""
+    """One path component from a dict key, host or sensor name: ``[A-Za-z0-9_-]+``.
+
+    Raises :class:`SampleError` for keys that cannot be a component (too long
+    once written out, or not writable as text at all).
+    """
     cached = _component_cache.get(key)
     if cached is not None and type(key) in (str, int):
         return cached
-    text = str(key) if not isinstance(key, bytes) else key.decode("utf-8", "replace")
+    try:
+        text = str(key) if not isinstance(key, bytes) else key.decode("utf-8", "replace")
+    except (ValueError, RecursionError):  # e.g. an int of more than 4300 digits
+        raise SampleError(f"a {type(key).__name__} key that cannot be written as text") from None
+    if len(text) > MAX_COMPONENT:
+        raise SampleError(f"path component of {len(text)} characters (at most {MAX_COMPONENT})")
     component = _UNSAFE.sub("_", text).strip("_") or "_"
     if type(key) in (str, int) and len(_component_cache) < 65_536:
         _component_cache[key] = component
@@ -72,18 +89,23 @@ def is_valid_path(path: str) -> bool:
 
 def _components(mapping: dict) -> Iterable[tuple[str, object]]:
     """(component, value) pairs of a dict with collisions resolved deterministically."""
+    if len(mapping) > MAX_LEAVES_PER_SAMPLE:
+        raise SampleError(f"more than {MAX_LEAVES_PER_SAMPLE} values in one sample")
     pairs = [(sanitize_component(key), value) for key, value in mapping.items()]
     if len({component for component, _ in pairs}) == len(pairs):
         return pairs
     ordered = sorted(mapping.items(), key=lambda item: str(item[0]))
     taken: set[str] = set()
+    next_suffix: dict[str, int] = {}
     resolved = []
     for key, value in ordered:
         base = sanitize_component(key)
-        component, suffix = base, 1
-        while component in taken:
+        component = base
+        suffix = next_suffix.get(base, 1)
+        while component in taken:  # amortized O(1): each base resumes where it stopped
             suffix += 1
             component = f"{base}_{suffix}"
+        next_suffix[base] = suffix
         taken.add(component)
         resolved.append((component, value))
     return resolved
@@ -137,14 +159,25 @@ def sample_to_datapoints(
         raise SampleError(f"sample has no {missing.args[0]!r}") from None
     if type(host) is not str or type(sensor) is not str:
         raise SampleError("sample host and sensor must be strings")
-    if type(timestamp) not in (int, float) or not math.isfinite(timestamp):
-        raise SampleError(f"sample time {timestamp!r} is not a finite number")
+    if type(timestamp) not in (int, float):
+        raise SampleError(f"sample time is a {type(timestamp).__name__}, not a number")
+    try:
+        seconds = float(timestamp)
+    except OverflowError:
+        seconds = math.inf
+    if not 0 <= seconds < MAX_TIMESTAMP:  # also refuses NaN
+        raise SampleError(f"sample time {str(seconds)[:30]} is not a Unix time whisper can store")
     path = f"{short_hostname(host)}.{sanitize_component(sensor)}"
     if prefix:
         path = f"{prefix}.{path}"
     if out is None:
         out = []
-    flatten_value(path, float(timestamp), sample.get("value"), out)
+    first = len(out)
+    try:
+        flatten_value(path, seconds, sample.get("value"), out)
+    except SampleError:
+        del out[first:]  # a refused sample contributes nothing
+        raise
     return out
 
 

@@ -28,6 +28,7 @@ import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import graphyte
@@ -50,6 +51,9 @@ REMEMBERED_BATCHES = 1 << 18
 minutes; this covers hours of a large cluster)."""
 
 _DONE = None  # state of a remembered batch that every sink holds safely
+
+DECODE_INLINE_BYTES = 64 * 1024
+"""Batches up to this size decode on the event loop; larger ones in a thread."""
 
 
 @dataclass
@@ -133,6 +137,7 @@ class Master:
         self._peer_log = RateLimitedLog(log, period=300.0)
         self._connections: set[asyncio.Task] = set()
         self._sink_tasks: list[asyncio.Task] = []
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
         # batch id → list of acknowledgement callbacks while pending, _DONE once safe
         self._batches: OrderedDict[bytes, list[Callable[[bytes], None]] | None] = OrderedDict()
         self._load_known_agents()
@@ -428,7 +433,7 @@ class Master:
                 kind, payload = await read_frame(reader, self.limits.peer_timeout, self.limits.idle_timeout)
                 state.last_frame = time.time()
                 if kind == protocol.SAMPLES:
-                    state.samples += self._take_batch(payload, acks, peer_ip, address)
+                    state.samples += await self._take_batch(payload, acks, peer_ip, address)
                     state.last_data = state.last_frame
                 elif kind == protocol.HEARTBEAT:
                     state.backlog = heartbeat_backlog(payload, state.backlog)
@@ -452,7 +457,7 @@ class Master:
             if state.address == address:  # not already replaced by a newer connection
                 state.connected = False
 
-    def _take_batch(self, payload: bytes, acks: AckWriter, peer_ip: str, address: str) -> int:
+    async def _take_batch(self, payload: bytes, acks: AckWriter, peer_ip: str, address: str) -> int:
         """Relay one batch (or acknowledge a duplicate); the number of new samples."""
         batch_id, pickled = protocol.split_batch(payload)
         self.counters.frames += 1
@@ -464,22 +469,28 @@ class Master:
             else:
                 waiters.append(acks.send)
             return 0
-        samples = protocol.decode_samples(pickled)
-        datapoints: list[Datapoint] = []
-        for sample in samples:
-            try:
-                sample_to_datapoints(sample, out=datapoints)
-            except SampleError as error:
-                self.counters.bad_samples += 1
-                self._peer_log.log(
-                    logging.WARNING, ("sample", peer_ip), "malformed sample from %s skipped: %s", address, error
-                )
-        self.counters.samples += len(samples)
-        self.counters.datapoints += len(datapoints)
         waiters: list[Callable[[bytes], None]] = [acks.send]
         self._batches[batch_id] = waiters
         if len(self._batches) > REMEMBERED_BATCHES:
             self._batches.popitem(last=False)
+        try:
+            if len(pickled) > DECODE_INLINE_BYTES:
+                # Large frames decode in a worker thread, so the event loop keeps
+                # serving other agents (a hostile 1 MiB frame can take a second).
+                loop = asyncio.get_running_loop()
+                samples, datapoints, errors = await loop.run_in_executor(self._decoder, decode_batch, pickled)
+            else:
+                samples, datapoints, errors = decode_batch(pickled)
+        except protocol.ProtocolError:
+            self._batches.pop(batch_id, None)
+            raise
+        for error in errors:
+            self.counters.bad_samples += 1
+            self._peer_log.log(
+                logging.WARNING, ("sample", peer_ip), "malformed sample from %s skipped: %s", address, error
+            )
+        self.counters.samples += samples
+        self.counters.datapoints += len(datapoints)
         pending = [len(self.sinks)]
 
         def one_sink_safe() -> None:
@@ -494,18 +505,36 @@ class Master:
             one_sink_safe()
         for sink in self.sinks:
             sink.submit(datapoints, one_sink_safe)
-        return len(samples)
+        return samples
+
+
+def decode_batch(pickled: bytes) -> tuple[int, list[Datapoint], list[SampleError]]:
+    """(samples, datapoints, refusals) of one batch; ProtocolError if undecodable."""
+    samples = protocol.decode_samples(pickled)
+    datapoints: list[Datapoint] = []
+    errors: list[SampleError] = []
+    for sample in samples:
+        try:
+            sample_to_datapoints(sample, out=datapoints)
+        except SampleError as error:
+            errors.append(error)
+    return len(samples), datapoints, errors
 
 
 def heartbeat_backlog(payload: bytes, previous: int) -> int:
-    """The agent's backlog (queued samples + spooled batches) from its heartbeat."""
+    """The agent's backlog (queued samples + spooled batches) from its heartbeat.
+
+    Only informative: a heartbeat whose payload makes no sense still proves the
+    agent alive, so it keeps the previous figure rather than ending the session.
+    """
     if not payload:
         return previous
     try:
         message = json.loads(payload)
-        return int(message.get("queued", 0)) + int(message.get("spooled", 0))
-    except (ValueError, TypeError, AttributeError):
+        backlog = int(message.get("queued", 0)) + int(message.get("spooled", 0))
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError):
         return previous
+    return backlog if backlog >= 0 else previous
 
 
 class AuthenticationError(protocol.ProtocolError):

@@ -37,8 +37,9 @@ Frame kinds, in the order a session uses them:
     The session id is random per agent process; session and sequence name
     the batch for acknowledgement and duplicate detection, also when the
     batch is replayed from the agent's spool after a restart. The master
-    decodes the pickle with :class:`PlainDataUnpickler`, which refuses every
-    global, so a pickle can never name a class or call a function.
+    decodes the pickle with :class:`PlainDataUnpickler`, which knows only the
+    opcodes of plain data (no globals, calls or object building) and builds
+    tuples as lists, so a pickle can never run code or crash the decoder.
 ``A`` acknowledgement (master → agent)
     One or more 24-byte batch ids (session + sequence). The master sends it
     once the batch is safe on its side: written to carbon or to its disk
@@ -83,19 +84,65 @@ class ProtocolError(Exception):
     """The peer broke the protocol; the connection must be closed."""
 
 
-class PlainDataUnpickler(pickle.Unpickler):
-    """Unpickles plain data only: any global lookup is refused.
+_PLAIN_OPCODES = (
+    "PROTO FRAME STOP MARK POP POP_MARK NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 "
+    "FLOAT BINFLOAT UNICODE SHORT_BINUNICODE BINUNICODE BINUNICODE8 SHORT_BINBYTES BINBYTES BINBYTES8 "
+    "EMPTY_DICT DICT SETITEM SETITEMS EMPTY_LIST LIST APPEND APPENDS "
+    "PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET LONG_BINGET"
+).split()
+_TUPLE_OPCODES = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
 
-    Protocol 2+ pickles encode dict, list, tuple, str, bytes, int, float,
-    bool and None with their own opcodes, so refusing ``find_class`` leaves
-    exactly those; ``__reduce__`` payloads need a callable and cannot load.
+
+def _opcode(name: str) -> int:
+    return getattr(pickle, name)[0]
+
+
+class PlainDataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """Unpickles plain data only, with a fixed allow-list of opcodes.
+
+    Built on the pure-Python unpickler, because the C one cannot be made safe
+    for hostile input: it calls ``find_class`` only for globals, but it also
+    hashes dict keys recursively (a tuple nested a million deep as a key
+    crashes the process; a 150-byte tuple DAG hashes for ever) and sizes its
+    memo by whatever index a PUT names (10 bytes can ask for gigabytes).
+    Here every opcode that names a global, calls, builds objects or extends
+    the copy registry is simply unknown, tuples are built as lists (so they
+    can never be dict keys), and the memo is a dict.
     """
+
+    dispatch = {_opcode(name): pickle._Unpickler.dispatch[_opcode(name)] for name in _PLAIN_OPCODES}
+
+    def _load_tuple(self) -> None:
+        items = self.pop_mark()  # switches self.append to the outer stack
+        self.append(items)
+
+    def _load_small_tuple(size: int):  # noqa: N805  (builds methods below)
+        def load(self: PlainDataUnpickler) -> None:
+            if size:
+                items = self.stack[-size:]
+                del self.stack[-size:]
+            else:
+                items = []
+            self.append(items)
+
+        return load
+
+    dispatch[_opcode("TUPLE")] = _load_tuple
+    for _name, _size in _TUPLE_OPCODES.items():
+        dispatch[_opcode(_name)] = _load_small_tuple(_size)
+    del _name, _size
 
     def find_class(self, module: str, name: str) -> object:
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
 
     def persistent_load(self, pid: object) -> object:
         raise pickle.UnpicklingError("persistent ids are not allowed")
+
+
+def loads_plain(data: bytes) -> object:
+    """Plain data from a pickle; any other pickle raises (some Exception)."""
+    unpickler = PlainDataUnpickler(io.BytesIO(data))
+    return unpickler.load()
 
 
 def encode_frame(kind: bytes, payload: bytes) -> bytes:
@@ -128,8 +175,8 @@ def encode_json(kind: bytes, message: dict) -> bytes:
 def decode_json(payload: bytes) -> dict:
     try:
         message = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ProtocolError(f"malformed JSON message: {error}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ProtocolError(f"malformed JSON message: {type(error).__name__}") from None
     if not isinstance(message, dict):
         raise ProtocolError("JSON message is not an object")
     return message
@@ -172,15 +219,15 @@ def split_batch(payload: bytes) -> tuple[bytes, bytes]:
 
 
 def decode_samples(pickled: bytes) -> list:
-    """The list of samples in a pickle, refusing any non-plain pickle.
-
-    The unpickler reads through a BufferedReader: with a bare BytesIO the C
-    unpickler falls back to slow per-opcode reads (about 4x slower).
-    """
+    """The list of samples in a pickle, refusing any non-plain pickle."""
     try:
-        samples = PlainDataUnpickler(io.BufferedReader(io.BytesIO(pickled))).load()
+        samples = loads_plain(pickled)
+    except KeyError as error:  # the dispatch table does not know the opcode
+        opcode = error.args[0] if error.args and isinstance(error.args[0], int) else -1
+        raise ProtocolError(f"undecodable samples: pickle opcode 0x{opcode:02x} is not allowed") from None
     except Exception as error:  # any malformed pickle raises something different
-        raise ProtocolError(f"undecodable samples: {type(error).__name__}: {error}") from None
+        message = str(error)[:200]
+        raise ProtocolError(f"undecodable samples: {type(error).__name__}: {message}") from None
     if type(samples) is not list:
         raise ProtocolError(f"samples payload is a {type(samples).__name__}, not a list")
     return samples

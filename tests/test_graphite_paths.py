@@ -113,7 +113,9 @@ def test_short_hostname() -> None:
         ([1, 2], "not a dict"),
         ({"host": "n", "sensor": "s"}, "no 'time'"),
         ({"host": 3, "sensor": "s", "time": 1}, "must be strings"),
-        ({"host": "n", "sensor": "s", "time": float("nan")}, "not a finite number"),
+        ({"host": "n", "sensor": "s", "time": float("nan")}, "not a Unix time"),
+        ({"host": "n", "sensor": "s", "time": 10**400}, "not a Unix time"),
+        ({"host": "n", "sensor": "s" * 300, "time": 1}, "path component of 300 characters"),
     ],
 )
 def test_malformed_samples_are_refused_with_a_reason(sample: object, reason: str) -> None:

@@ -18,7 +18,6 @@ carbon's socket or to the spool.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import pickle
 import struct
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from ..backoff import Backoff
 from ..graphite_paths import Datapoint
 from ..logs import RateLimitedLog
-from ..protocol import PlainDataUnpickler
+from ..protocol import loads_plain
 from ..spool import Spool
 from . import Sink
 
@@ -65,7 +64,7 @@ def _encode_record(datapoints: list[Datapoint]) -> bytes:
 
 
 def _decode_record(payload: bytes) -> list[Datapoint]:
-    return PlainDataUnpickler(io.BufferedReader(io.BytesIO(payload))).load()
+    return [(str(path), (float(when), float(value))) for path, (when, value) in loads_plain(payload)]
 
 
 @dataclass(slots=True)
