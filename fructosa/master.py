@@ -52,6 +52,9 @@ minutes; this covers hours of a large cluster)."""
 
 _DONE = None  # state of a remembered batch that every sink holds safely
 
+MAX_KNOWN_AGENTS = 100_000
+"""Agent table size; beyond it the longest-silent agent is forgotten."""
+
 DECODE_INLINE_BYTES = 64 * 1024
 """Batches up to this size decode on the event loop; larger ones in a thread."""
 
@@ -363,6 +366,8 @@ class Master:
             pass
         except (ConnectionError, OSError) as error:
             log.info("connection %s lost: %s", address, error)
+        except Exception:  # a bug: this connection ends, the master and other agents go on
+            log.exception("connection %s closed after an unexpected error", address)
         finally:
             self._connections.discard(task)
             writer.close()
@@ -420,10 +425,10 @@ class Master:
             return
         agent = f"{hello['host']} ({address}, {hello.get('agent', 'unknown agent')})"
         log.info("agent %s connected", agent)
-        state = self.agents.setdefault(hello["host"], AgentState(host=hello["host"]))
-        now = time.time()
-        state.address, state.agent, state.connected = address, str(hello.get("agent", "")), True
-        state.connected_since = state.last_frame = now
+        # The table entry is made on the first frame after the hello, so a peer
+        # that only says hello (or garbage after it) leaves no trace in it.
+        state = AgentState(host=hello["host"], address=address, agent=str(hello.get("agent", "")), connected=True)
+        state.connected_since = state.last_frame = time.time()
         heartbeat = hello.get("heartbeat")
         if isinstance(heartbeat, (int, float)) and 0 < heartbeat < 86400:
             state.heartbeat_interval = float(heartbeat)
@@ -432,6 +437,8 @@ class Master:
             while True:
                 kind, payload = await read_frame(reader, self.limits.peer_timeout, self.limits.idle_timeout)
                 state.last_frame = time.time()
+                if self.agents.get(state.host) is not state:
+                    state = self._register(state)
                 if kind == protocol.SAMPLES:
                     state.samples += await self._take_batch(payload, acks, peer_ip, address)
                     state.last_data = state.last_frame
@@ -441,7 +448,9 @@ class Master:
                     raise protocol.ProtocolError(f"unexpected frame kind {kind!r}")
         except asyncio.IncompleteReadError as error:
             if error.partial:
-                log.warning("agent %s disconnected in the middle of a frame", agent)
+                self._peer_log.log(
+                    logging.WARNING, (peer_ip, "truncated"), "agent %s disconnected in the middle of a frame", agent
+                )
             else:
                 log.info("agent %s disconnected", agent)
         except ConnectionError as error:
@@ -456,6 +465,20 @@ class Master:
             acks.closed = True
             if state.address == address:  # not already replaced by a newer connection
                 state.connected = False
+
+    def _register(self, state: AgentState) -> AgentState:
+        """Put a (re)connected agent in the table, keeping what is known of it."""
+        known = self.agents.get(state.host)
+        if known is not None:
+            known.address, known.agent, known.connected = state.address, state.agent, True
+            known.connected_since, known.last_frame = state.connected_since, state.last_frame
+            known.heartbeat_interval = state.heartbeat_interval
+            return known
+        if len(self.agents) >= MAX_KNOWN_AGENTS:  # forget the longest-silent one
+            silent = min(self.agents.values(), key=lambda other: (other.connected, other.last_frame))
+            del self.agents[silent.host]
+        self.agents[state.host] = state
+        return state
 
     async def _take_batch(self, payload: bytes, acks: AckWriter, peer_ip: str, address: str) -> int:
         """Relay one batch (or acknowledge a duplicate); the number of new samples."""

@@ -194,8 +194,12 @@ def check_version(message: dict, what: str) -> dict:
 def check_hello(payload: bytes) -> dict:
     """The hello's fields, or ProtocolError naming what is wrong with it."""
     message = check_version(decode_json(payload), "hello")
-    if not isinstance(message.get("host"), str) or not message["host"]:
-        raise ProtocolError("hello names no host")
+    host = message.get("host")
+    if not isinstance(host, str) or not 0 < len(host) <= 255 or not host.isprintable() or " " in host:
+        raise ProtocolError("hello names no usable host (1-255 printable characters, no spaces)")
+    agent = message.get("agent", "")
+    if not isinstance(agent, str) or len(agent) > 100 or not agent.isprintable():
+        raise ProtocolError("hello's agent field is not a short printable string")
     if not isinstance(message.get("nonce", ""), str) or not isinstance(message.get("mac", ""), str):
         raise ProtocolError("hello nonce and mac must be strings")
     return message
