@@ -49,7 +49,7 @@ from fructosa.graphite_paths import SampleError, is_valid_path, sample_to_datapo
 from fructosa.master import heartbeat_backlog
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon
-from tests.support.peer import Peer, handshake, read_frame
+from tests.support.peer import Peer, closed_by_peer, handshake, read_frame
 
 SECRET = b"fuzzing-secret-0123456789abcdef"
 SEED = int(os.environ.get("FRUCTOSA_FUZZ_SEED", "20240611"))
@@ -610,20 +610,6 @@ class HonestAgent:
             time.sleep(0.05)
         self.peer.close()
         self.threads[1].join(timeout)
-
-
-def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
-    """True when lmaster closes (or resets) the connection within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            if not sock.recv(65536):
-                return True
-    except TimeoutError:
-        return False
-    except OSError:  # reset
-        return True
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon
-from tests.support.peer import Peer, hello_frame
+from tests.support.peer import Peer, closed_by_peer, hello_frame
 
 
 class HonestAgent(threading.Thread):
@@ -44,19 +44,6 @@ class HonestAgent(threading.Thread):
             peer.close()
         except Exception as error:  # reported by the test
             self.error = error
-
-
-def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
-    """True when the master closes (or resets) the connection within ``timeout``."""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        pass
-    return True
 
 
 class Evil:

@@ -24,7 +24,7 @@ import pytest
 from fructosa import auth, protocol
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon
-from tests.support.peer import Peer, handshake, hello_frame, read_frame
+from tests.support.peer import Peer, closed_by_peer, handshake, hello_frame, read_frame
 from tests.support.tls import OpenSSLMissing, Pki, make_pki
 
 SECRET = b"0123456789abcdef-the-right-shared-secret"
@@ -278,19 +278,6 @@ class ControlPeer(threading.Thread):
         self.stop_event.set()
         self.join(5)
         assert self.error is None, f"control peer disturbed: {self.error!r}"
-
-
-def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
-    """True when the master closes (or resets) the connection within ``timeout``."""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        pass
-    return True
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 
 from fructosa import auth, protocol
 
@@ -18,6 +19,21 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
             raise ConnectionError("closed by lmaster")
         data += chunk
     return data
+
+
+def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    """True when lmaster closes (or resets) the connection within ``timeout``;
+    whatever it sends meanwhile (a challenge, acknowledgements) is read and dropped."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if not sock.recv(65536):
+                return True
+    except TimeoutError:
+        return False
+    except OSError:  # reset
+        return True
 
 
 def read_frame(sock: socket.socket) -> tuple[bytes, bytes]:
