@@ -1,0 +1,249 @@
+"""FrUCToSA benchmarks (issue 7): one command, a table on stdout, JSON on disk.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--only relay,agent,fanin,e2e,profile] [--json OUT] [--keep]
+
+``relay``, ``agent``, ``fanin`` and ``e2e`` run by default (about 15 minutes;
+``--quick`` shortens every window for a smoke run of under 3 minutes);
+``profile`` (py-spy and GC pauses of lmaster) runs only when named. See
+benchmarks/README.md for what each measures and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tests` importable; appended,
+    sys.path.append(str(REPO))  # so that a snapshot on PYTHONPATH (--commit) provides `fructosa`
+
+from benchmarks import agent_overhead, end_to_end, fanin, lmaster_profile, relay  # noqa: E402
+from benchmarks.measure import IDLE_WAIT, SNAPSHOT_VARIABLE, machine, wait_for_idle  # noqa: E402
+
+BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
+    "relay": relay.run,
+    "agent": agent_overhead.run,
+    "fanin": fanin.run,
+    "e2e": end_to_end.run,
+    "profile": lmaster_profile.run,
+}
+DEFAULT = ("relay", "agent", "fanin", "e2e")
+
+
+def number(value: object, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) if rows else len(headers[i])
+              for i in range(len(headers))]  # fmt: skip
+    lines = [
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    ]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
+    return "\n".join(lines)
+
+
+def show_relay(result: dict) -> str:
+    rows = []
+    for row in result["rows"]:
+        if "skipped" in row:
+            rows.append([row["relay"], str(row["connections"]), row["skipped"], *[""] * 9])
+            continue
+        rows.append([
+            row["relay"], str(row["connections"]), number(row["rate"]), number(row.get("sustained")),
+            number(row["offered"]), number(row["sent"]), number(row["delivered"]), number(row["loss_percent"], 2),
+            number(row["cpu_percent"]), number(row["rss_mb"]), number(row["load_core_percent"]),
+            number(row.get("foreign_percent")),
+        ])  # fmt: skip
+    text = table(["relay", "conns", "delivered dp/s", "zero-loss dp/s", "offered dp/s", "sent", "delivered",
+                  "loss %", "CPU %", "RSS MB", "load core %", "others %"], rows)  # fmt: skip
+    lines = [
+        text,
+        "",
+        "  delivered dp/s: at full load (lmaster is paced by its acknowledgements, the peers by TCP only);",
+        "  zero-loss dp/s: lmaster's full-load rate if it lost nothing; a peer's highest paced rate without loss.",
+        "",
+        "  lmaster (16 connections) relative to:",
+    ]
+    for ratio in result["ratios"]:
+        lines.append(f"    {ratio['versus']:<46} {number(ratio['sustained'], 2)}× zero-loss rate, "
+                     f"{number(ratio['overload'], 2)}× full-load delivered")  # fmt: skip
+    return "\n".join(lines)
+
+
+def show_agent(result: dict) -> str:
+    rows = []
+    for row in result["rows"]:
+        if "skipped" in row:
+            rows.append([row["agent"], row["skipped"], "", "", "", ""])
+            continue
+        rows.append([row["agent"], number(row["cpu_percent"], 3), number(row["cpu_percent_schedstat"], 3),
+                     number(row["rss_mb"], 1), number(row["datapoints_per_s"], 1),
+                     number(row.get("foreign_percent"))])  # fmt: skip
+    lines = [
+        table(
+            ["agent (1 s sensors)", "CPU % (utime+stime)", "CPU % (schedstat)", "RSS MB", "datapoints/s", "others %"],
+            rows,
+        )
+    ]
+    for ratio in result["ratios"]:
+        lines.append(f"  lagent / {ratio['versus']}: CPU {number(ratio['cpu'], 2)}×, RSS {number(ratio['rss'], 2)}×")
+    return "\n".join(lines)
+
+
+def show_fanin(result: dict) -> str:
+    row = result["rows"][0]
+    return table(
+        ["agents", "frames/s", "datapoints/s", "CPU %", "RSS MB", "delay p50 ms", "p99 ms", "max ms", "> 50 ms %",
+         "others %"],
+        [[number(row["agents"]), number(row["frames_per_s"]), number(row["datapoints_per_s"]),
+          number(row["cpu_percent"], 1), number(row["rss_mb"]), number(row["delay_p50_ms"], 1),
+          number(row["delay_p99_ms"], 1), number(row["delay_max_ms"], 1), number(row["delay_over_target_percent"], 1),
+          number(row.get("foreign_percent"))]],
+    )  # fmt: skip
+
+
+def show_e2e(result: dict) -> str:
+    row = result["rows"][0]
+    return table(
+        ["lmaster→carbon dp/s", "carbon received dp/s", "whisper committed dp/s", "lmaster CPU %", "carbon-cache CPU %",
+         "senders CPU %", "lmaster RSS MB", "carbon RSS MB", "sent", "in whisper", "drain s", "others %"],
+        [[number(row["lmaster_to_carbon_per_s"]), number(row["carbon_received_per_s"]),
+          number(row["whisper_committed_per_s"]), number(row["lmaster_cpu_percent"]), number(row["carbon_cpu_percent"]),
+          number(row["senders_cpu_percent"]), number(row["lmaster_rss_mb"]), number(row["carbon_rss_mb"]),
+          number(row["sent"]), number(row["landed"]), number(row["drain_s"], 1), number(row.get("foreign_percent"))]],
+    )  # fmt: skip
+
+
+def show_profile(result: dict) -> str:
+    lines = []
+    spy = result.get("py_spy")
+    if isinstance(spy, dict):
+        lines.append(f"py-spy, lmaster under relay load ({number(result['relay_rate_while_profiled'])} dp/s, "
+                     f"{spy['samples']} samples):")  # fmt: skip
+        for kind in ("self", "total"):
+            lines.append(f"  top by {kind}:")
+            lines += [f"    {entry['percent']:5.1f} %  {entry['function']}" for entry in spy[kind]]
+    else:
+        lines.append(f"py-spy: {spy}")
+    for name in ("relay_gc", "fanin_gc"):
+        lines.append(f"{name}: {json.dumps(result.get(name), default=lambda v: round(v, 1))}")
+    return "\n".join(lines)
+
+
+SHOW = {"relay": show_relay, "agent": show_agent, "fanin": show_fanin, "e2e": show_e2e, "profile": show_profile}
+
+
+def show_targets(results: dict) -> str:
+    rows = [
+        [target["target"], target["measured"], "PASS" if target["pass"] else "MISS"]
+        for name in ("relay", "agent", "fanin")
+        if name in results and "targets" in results[name]
+        for target in results[name]["targets"]
+    ]
+    return table(["target", "measured", ""], rows)
+
+
+def reexec_with_snapshot(revision: str, argv: list[str]) -> int:
+    """Extract ``revision``'s fructosa/ into a temporary directory and run again
+    with it first on PYTHONPATH (for this process and every daemon started)."""
+    snapshot = tempfile.mkdtemp(prefix="fructosa-snapshot-")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "fructosa"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", snapshot], input=archive.stdout, check=True)
+    env = {**os.environ, SNAPSHOT_VARIABLE: f"{revision}={snapshot}"}
+    env["PYTHONPATH"] = os.pathsep.join(part for part in (snapshot, env.get("PYTHONPATH", "")) if part)
+    try:
+        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv], env=env)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, _frame: child.send_signal(number))
+        return child.wait()
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short windows: a smoke run of under 3 minutes")
+    parser.add_argument("--only", default=",".join(DEFAULT), help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results.json",
+                        help="where the results go (default: benchmarks/results.json)")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
+    parser.add_argument("--commit", metavar="REV", help="measure fructosa/ as committed in REV (e.g. HEAD), "
+                        "not the working tree (useful while others edit it)")  # fmt: skip
+    parser.add_argument("--wait-idle", type=float, default=None, metavar="S",
+                        help="wait up to S seconds for other processes to stop using the CPU before each "
+                        "benchmark (default 120, 10 with --quick; they would distort the figures)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.commit and not os.environ.get(SNAPSHOT_VARIABLE):
+        return reexec_with_snapshot(args.commit, sys.argv[1:] if argv is None else argv)
+    if args.wait_idle is None:
+        args.wait_idle = 10.0 if args.quick else 120.0
+    IDLE_WAIT[0] = args.wait_idle / 2
+    for signum in (signal.SIGTERM, signal.SIGINT):  # stop every child we started, also when killed
+        signal.signal(signum, lambda number, _frame: sys.exit(128 + number))
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    info = machine()
+    print(f"FrUCToSA benchmarks{' (quick)' if args.quick else ''}: {info['cores']} cores ({info['cpu']}), "
+          f"Python {info['python']}, commit {info['commit']}, fructosa from {info['fructosa']}")  # fmt: skip
+    print(f"the program under test is pinned to core {info['relay_core']}; senders, sinks and carbon-cache share "
+          f"core {info['load_core']} (the load generators compete with each other, not with the relay)")  # fmt: skip
+    workdir = Path(tempfile.mkdtemp(prefix="fructosa-bench-"))
+    results: dict = {"machine": info, "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    began = time.monotonic()
+    try:
+        for name in chosen:
+            print(f"\n== {name} ==", flush=True)
+            busy = wait_for_idle(args.wait_idle)
+            if busy:
+                print("  WARNING: the machine is not idle; figures are distorted by:")
+                for pid, percent, command in busy[:5]:
+                    print(f"    pid {pid} at {percent:.0f} %: {command}")
+            results.setdefault("foreign_load", {})[name] = [list(item) for item in busy]
+            started = time.monotonic()
+            try:
+                results[name] = BENCHMARKS[name](workdir / name, args.quick)
+            except Exception as error:  # report and go on with the next benchmark
+                results[name] = {"error": f"{type(error).__name__}: {error}"}
+                print(f"  failed: {results[name]['error']}")
+                continue
+            finally:
+                results.setdefault(name, {})["seconds"] = time.monotonic() - started
+            print(SHOW[name](results[name]))
+    finally:
+        results["seconds"] = time.monotonic() - began
+        if args.keep:
+            print(f"\nlogs and configurations kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if any(name in results and "targets" in results[name] for name in ("relay", "agent", "fanin")):
+        print("\n== targets ==")
+        print(show_targets(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\n{results['seconds']:.0f} s; results in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
