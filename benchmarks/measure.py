@@ -216,20 +216,6 @@ def can_connect(port: int) -> bool:
         return False
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def missing(*programs: str) -> str | None:
     """None when every program is on PATH (or in the venv), else the first missing one."""
     for program in programs:

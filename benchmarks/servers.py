@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from fructosa.daemon import running_pid
+from tests.support.carbon import free_ports
 
-from .measure import RELAY_CPU, VENV_BIN, Proc, can_connect, child_pythonpath, free_ports, missing
+from .measure import RELAY_CPU, VENV_BIN, Proc, can_connect, child_pythonpath, missing
 
 APT_HINT = {
     "carbon-c-relay": "apt-get install -y --no-install-recommends carbon-c-relay",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 import socket
 import ssl
 import sys
@@ -83,7 +84,7 @@ def sensors_command(args: argparse.Namespace) -> int:
         print(f"lagent: error: unknown sensor {args.name!r}{hint}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{sensor_class.name}: {sensor_class.description}\n")
-    print(_dedent(sensor_class.__doc__ or ""))
+    print(inspect.cleandoc(sensor_class.__doc__ or ""))
     print("\nOptions:")
     print(f"  time_interval (seconds, default {sensor_class.default_interval:g})")
     for option in sensor_class.options:
@@ -104,12 +105,6 @@ def sensors_command(args: argparse.Namespace) -> int:
     for path, (_, number) in datapoints:
         print(f"  {path} {number:.12g}")
     return EXIT_OK
-
-
-def _dedent(text: str) -> str:
-    import inspect
-
-    return inspect.cleandoc(text)
 
 
 AGENT = DaemonSpec(
