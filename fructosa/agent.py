@@ -88,15 +88,6 @@ class SampleQueue:
             self.nonempty.clear()
         return batch
 
-    def put_back(self, batch: list[dict]) -> None:
-        """Return an unsent batch to the front, keeping the oldest-first order."""
-        self._samples.extendleft(reversed(batch))
-        while len(self._samples) > self.max_samples:
-            self._samples.popleft()
-            self.dropped += 1
-        if self._samples:
-            self.nonempty.set()
-
 
 class Agent:
     def __init__(
