@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 from fructosa import protocol
+from fructosa.blocks import Block
+from fructosa.graphite_paths import sample_to_datapoints
 
 from .measure import LOAD_CPU, CpuWindow, ForeignWindow, percentile, pin_self, rss_bytes, wait_until
 from .servers import start_lmaster
@@ -86,7 +88,9 @@ async def _agent(number: int, port: int, counters: list, slot: int, gate: asynci
             }
             for k in range(SENSORS)
         ]
-        writer.write(protocol.encode_samples(batch, session, sequence))
+        datapoints = [dp for sample in batch for dp in sample_to_datapoints(sample)]
+        body = protocol.batch_id(session, sequence) + Block.of(datapoints, samples=len(batch)).encode()
+        writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))  # what lagent sends
         counters[slot + _FRAMES] += 1
         next_at += INTERVAL
         if acks.done():

@@ -5,9 +5,9 @@ Every sender process is pinned to the load core and drives its connections
 from one non-blocking selector loop with pre-built bytes, so sending costs
 little more than the kernel's copy.
 
-* ``fructosa``: the agent protocol (challenge, hello, welcome, then ``S``
-  frames of 100 samples × 5 values = 500 datapoints). Like lagent it keeps at
-  most ``window`` (32) batches unacknowledged per connection and reads the
+* ``fructosa``: the agent protocol (challenge, hello, welcome, then ``D``
+  frames of 100 samples × 5 values = 500 datapoints, flattened as lagent
+  does). Like lagent it keeps at most ``window`` (32) batches unacknowledged per connection and reads the
   ``A`` frames as they come, so lmaster runs with its delivery guarantee on:
   it acknowledges a batch only once it is written to carbon's socket.
 * ``pickle``: carbon's pickle protocol, the same 500 datapoints per frame.
@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fructosa import protocol
+from fructosa.blocks import Block
 from tests.support.peer import handshake
 
 from .measure import LOAD_CPU, pin_self
@@ -70,6 +71,11 @@ def datapoints(host: str, timestamp: float) -> list[tuple[str, tuple[float, floa
         for sample in samples(host, timestamp)
         for key, value in sample["value"].items()
     ]
+
+
+def agent_block(host: str, timestamp: float) -> bytes:
+    """What lagent sends for :func:`samples`: a ``D`` payload (flattened on the agent)."""
+    return Block.of(datapoints(host, timestamp), samples=len(samples(host, timestamp))).encode()
 
 
 def pickle_frame(host: str, timestamp: float) -> bytes:
@@ -158,7 +164,7 @@ class AgentConnection(_Connection):
             self.sequence += 1
             pickled = self.make_pickle(self.sequence)
             frame = b"".join(
-                (_HEADER.pack(1 + protocol.BATCH_ID_SIZE + len(pickled)), protocol.SAMPLES, self.session,
+                (_HEADER.pack(1 + protocol.BATCH_ID_SIZE + len(pickled)), protocol.DATAPOINTS, self.session,
                  self.sequence.to_bytes(8, "big"), pickled)
             )  # fmt: skip
             frames.append(frame)
@@ -226,10 +232,10 @@ def _connections(spec: SenderSpec) -> list[_Connection]:
             if spec.distinct_timestamps:
 
                 def make_pickle(sequence: int, host: str = host) -> bytes:
-                    return pickle.dumps(samples(host, spec.timestamp + sequence), protocol=pickle.HIGHEST_PROTOCOL)
+                    return agent_block(host, spec.timestamp + sequence)
 
             else:
-                constant = pickle.dumps(samples(host, spec.timestamp), protocol=pickle.HIGHEST_PROTOCOL)
+                constant = agent_block(host, spec.timestamp)
 
                 def make_pickle(sequence: int, constant: bytes = constant) -> bytes:
                     return constant

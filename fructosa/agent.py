@@ -29,9 +29,10 @@ from typing import IO
 
 from . import __version__, auth, protocol
 from .backoff import Backoff
+from .blocks import Block, split_for_frames
 from .config import AgentConfig, SensorConfig
 from .daemon import write_status
-from .graphite_paths import sample_to_datapoints
+from .graphite_paths import Datapoint, SampleError, sample_to_datapoints
 from .logs import RateLimitedLog
 from .selfstats import ProcessUsage
 from .sensors import REGISTRY, SensorUnsupported
@@ -312,7 +313,7 @@ class Agent:
     # -- batches and the spool -------------------------------------------
 
     def _new_batches(self, limit: int) -> list[bytes]:
-        """Frame bodies (batch id + pickle) for up to ``limit`` queued samples."""
+        """Frame bodies (batch id + block) for up to ``limit`` queued samples."""
         bodies = []
         for frame in encode_batches(self.queue.take(limit), self.session, self._next_sequence):
             bodies.append(frame[protocol.HEADER_SIZE + 1 :])
@@ -436,7 +437,7 @@ class Agent:
         last_sent = loop.time()
         try:
             for body, _ in list(self.unacknowledged.values()):  # no spool: resend what was in flight
-                writer.write(protocol.encode_frame(protocol.SAMPLES, body))
+                writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
             while True:
                 body, record = self._next_body()
                 if body is None:
@@ -451,7 +452,7 @@ class Agent:
                         last_sent = loop.time()
                     continue
                 self.unacknowledged[body[: protocol.BATCH_ID_SIZE]] = (body, record)
-                writer.write(protocol.encode_frame(protocol.SAMPLES, body))
+                writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
                 await writer.drain()
                 self.counters["batches_sent"] += 1
                 last_sent = loop.time()
@@ -529,15 +530,23 @@ def next_tick(origin: float, interval: float, now: float, tick: int) -> int:
 
 
 def encode_batches(samples: list[dict], session: bytes, first_sequence: int) -> list[bytes]:
-    """``S`` frames for the samples, split in halves until each fits the cap."""
-    if not samples:
-        return []
-    try:
-        return [protocol.encode_samples(samples, session, first_sequence)]
-    except ValueError:
-        if len(samples) == 1:
-            log.error("sample of sensor %s too large for one frame; dropped", samples[0].get("sensor"))
-            return []
-        middle = len(samples) // 2
-        first = encode_batches(samples[:middle], session, first_sequence)
-        return first + encode_batches(samples[middle:], session, first_sequence + len(first))
+    """``D`` frames for the samples: flattened here, so lmaster only checks and
+    forwards, split so that each block fits the frame cap."""
+    datapoints: list[Datapoint] = []
+    flattened = 0
+    for sample in samples:
+        try:
+            sample_to_datapoints(sample, out=datapoints)
+            flattened += 1
+        except SampleError as error:
+            log.error("sample of sensor %s dropped: %s", sample.get("sensor"), error)
+    room = protocol.MAX_FRAME - 1 - protocol.BATCH_ID_SIZE
+    frames = []
+    for index, chunk in enumerate(split_for_frames(datapoints, room)):
+        block = Block.of(chunk, samples=flattened if index == 0 else 0)
+        frames.append(
+            protocol.encode_frame(
+                protocol.DATAPOINTS, protocol.batch_id(session, first_sequence + index) + block.encode()
+            )
+        )
+    return frames

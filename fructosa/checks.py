@@ -90,8 +90,10 @@ def agent_problems(cfg: AgentConfig) -> list[str]:
 
 def master_problems(cfg: MasterConfig) -> list[str]:
     problems = _common(cfg, "lmaster")
-    if cfg.graphite.enabled and (reason := resolvable(cfg.graphite.host, cfg.graphite.port)):
-        problems.append(f"[Graphite] host = {cfg.graphite.host!r}: cannot resolve: {reason}")
+    for destination in cfg.graphite.destinations if cfg.graphite.enabled else ():
+        if reason := resolvable(destination.host, destination.port):
+            key = "destinations" if len(cfg.graphite.destinations) > 1 else "host ="
+            problems.append(f"[Graphite] {key} {destination.host!r}: cannot resolve: {reason}")
     if reason := resolvable(cfg.listen_host, cfg.listen_port):
         problems.append(f"[lmaster] host = {cfg.listen_host!r}: cannot resolve: {reason}")
     if reason := _tls_problem(cfg.link, server=True):

@@ -22,6 +22,7 @@ from . import auth
 from .graphite_paths import is_valid_path, short_hostname
 from .sensors import REGISTRY
 from .sensors.base import TIME_INTERVAL, parse_bool, parse_positive_float
+from .sinks.ring import Destination, check_ring, parse_destinations
 
 DEFAULT_AGENT_CONFIG = "/etc/fructosa/lagent.conf"
 DEFAULT_MASTER_CONFIG = "/etc/fructosa/lmaster.conf"
@@ -60,6 +61,16 @@ class GraphiteConfig:
     enabled: bool = True
     plaintext_port: int = 2003
     """carbon's line receiver, where lmaster's own metrics go (via graphyte)."""
+    destinations: tuple[Destination, ...] = ()
+    """carbon pickle receivers, hashed like carbon's consistent-hashing relay;
+    empty when built means the single legacy ``host``:``port``."""
+    replication_factor: int = 1
+    diverse_replicas: bool = True
+    """carbon's DIVERSE_REPLICAS: the copies of a path go to different hosts."""
+
+    def __post_init__(self) -> None:
+        if not self.destinations:
+            object.__setattr__(self, "destinations", (Destination(self.host, self.port),))
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,21 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """``[slurm]`` in lmaster.conf: poll Slurm for job events and counts (fructosa.jobs.events)."""
+
+    enabled: bool = False
+    poll_interval: float = 30.0
+    squeue: str = "squeue"
+    sacct: str = "sacct"
+    command_timeout: float = 10.0
+    slurm_conf: str | None = None
+    """``SLURM_CONF`` for the commands, when slurm.conf is not in the default place."""
+    events_url: str | None = None
+    """graphite-web's events API, e.g. ``http://graphite/events/``; None: metrics only."""
+
+
+@dataclass(frozen=True)
 class MasterConfig:
     path: str
     listen_host: str = "127.0.0.1"
@@ -117,6 +143,7 @@ class MasterConfig:
     graphite: GraphiteConfig = GraphiteConfig()
     logging: LoggingConfig = LoggingConfig()
     warnings: tuple[str, ...] = ()
+    slurm: SlurmConfig = SlurmConfig()
 
 
 class _Reader:
@@ -360,7 +387,7 @@ def _sensors(reader: _Reader) -> tuple[SensorConfig, ...]:
 
 
 KNOWN_AGENT_SECTIONS = ("lmaster", "qmaster", "lagent", "Graphite", "logging")
-KNOWN_MASTER_SECTIONS = ("lmaster", "qmaster", "Graphite", "logging")
+KNOWN_MASTER_SECTIONS = ("lmaster", "qmaster", "Graphite", "logging", "slurm")
 
 
 def _warn_unknown_sections(reader: _Reader, known: tuple[str, ...]) -> None:
@@ -442,6 +469,9 @@ GRAPHITE_KEYS = (
     "max queued datapoints",
     "resend window",
     "enabled",
+    "destinations",
+    "replication factor",
+    "diverse replicas",
 )
 
 
@@ -475,7 +505,12 @@ def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
             resend_window=reader.get("Graphite", "resend window", parse_positive_float, graphite.resend_window),
             enabled=reader.get("Graphite", "enabled", parse_bool, True),
             plaintext_port=reader.get("Graphite", "carbon receiver plaintext port", parse_port, 2003),
+            destinations=reader.get("Graphite", "destinations", parse_destinations, ()),
+            replication_factor=reader.get("Graphite", "replication factor", parse_positive_int, 1),
+            diverse_replicas=reader.get("Graphite", "diverse replicas", parse_bool, True),
         )
+        _check_graphite_ring(reader, graphite)
+    slurm = _slurm(reader)
     return MasterConfig(
         path=path,
         listen_host=listen_host,
@@ -490,7 +525,50 @@ def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
         graphite=graphite,
         logging=_logging(reader),
         warnings=tuple(reader.warnings),
+        slurm=slurm,
     )
+
+
+SLURM_KEYS = ("enabled", "poll interval", "squeue", "sacct", "command timeout", "slurm conf", "events url")
+
+
+def parse_http_url(text: str) -> str:
+    url = text.strip()
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+        raise ValueError("not an http:// or https:// URL")
+    return url
+
+
+def _slurm(reader: _Reader) -> SlurmConfig:
+    """``[slurm]``: present means enabled unless ``enabled = no``."""
+    section, defaults = "slurm", SlurmConfig()
+    if not reader.parser.has_section(section):
+        return defaults
+    reader.warn_unknown_keys(section, SLURM_KEYS)
+    return SlurmConfig(
+        enabled=reader.get(section, "enabled", parse_bool, True),
+        poll_interval=reader.get(section, "poll interval", parse_positive_float, defaults.poll_interval),
+        squeue=reader.get(section, "squeue", parse_host, defaults.squeue),
+        sacct=reader.get(section, "sacct", parse_host, defaults.sacct),
+        command_timeout=reader.get(section, "command timeout", parse_positive_float, defaults.command_timeout),
+        slurm_conf=reader.get(section, "slurm conf", parse_existing_file, None),
+        events_url=reader.get(section, "events url", parse_http_url, None),
+    )
+
+
+def _check_graphite_ring(reader: _Reader, graphite: GraphiteConfig) -> None:
+    """Refuse a replication factor the destinations cannot honour; note a pickle port that no longer counts."""
+    try:
+        check_ring(graphite.destinations, graphite.replication_factor, graphite.diverse_replicas)
+    except ValueError as reason:
+        raw = reader.parser.get("Graphite", "replication factor", fallback="1")
+        raise reader.error("Graphite", "replication factor", raw, str(reason)) from None
+    if reader.parser.has_option("Graphite", "destinations") and reader.parser.has_option(
+        "Graphite", "carbon receiver pickle port"
+    ):
+        reader.warnings.append(
+            f"{reader.path}: [Graphite] carbon receiver pickle port ignored: destinations lists the pickle receivers"
+        )
 
 
 def log_findings(cfg: AgentConfig | MasterConfig, logger: logging.Logger) -> None:
@@ -576,6 +654,7 @@ def effective_master_ini(cfg: MasterConfig) -> str:
     """The whole configuration with every default filled in; loading it gives ``cfg`` again."""
     spool = cfg.spool or SpoolConfig(DEFAULT_MASTER_SPOOL, 1 << 30)
     graphite = cfg.graphite
+    legacy_destination = graphite.destinations == (Destination(graphite.host, graphite.port),)
     return "\n".join(
         [
             _ini_section(
@@ -598,13 +677,32 @@ def effective_master_ini(cfg: MasterConfig) -> str:
                 [
                     ("enabled", graphite.enabled),
                     ("host", graphite.host),
-                    ("carbon receiver pickle port", graphite.port),
+                    ("carbon receiver pickle port", graphite.port if legacy_destination else None),
                     ("carbon receiver plaintext port", graphite.plaintext_port),
+                    ("destinations", None if legacy_destination else ", ".join(map(str, graphite.destinations))),
+                    ("replication factor", graphite.replication_factor),
+                    ("diverse replicas", graphite.diverse_replicas),
                     ("prefix", graphite.prefix),
                     ("max queued datapoints", graphite.max_queued_datapoints),
                     ("resend window", graphite.resend_window),
                 ],
             ),
             _logging_section(cfg.logging),
+            *([_slurm_section(cfg.slurm)] if cfg.slurm != SlurmConfig() else []),
         ]
+    )
+
+
+def _slurm_section(slurm: SlurmConfig) -> str:
+    return _ini_section(
+        "slurm",
+        [
+            ("enabled", slurm.enabled),
+            ("poll interval", slurm.poll_interval),
+            ("squeue", slurm.squeue),
+            ("sacct", slurm.sacct),
+            ("command timeout", slurm.command_timeout),
+            ("slurm conf", slurm.slurm_conf),
+            ("events url", slurm.events_url),
+        ],
     )

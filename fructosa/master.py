@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import graphyte
 
 from . import __version__, auth, protocol
+from .blocks import Block, BlockError, all_valid, filter_valid
 from .config import MasterConfig
 from .daemon import write_status
 from .graphite_paths import Datapoint, SampleError, sample_to_datapoints, short_hostname
@@ -41,6 +42,8 @@ from .logs import RateLimitedLog
 from .selfstats import ProcessUsage
 from .sinks import Sink
 from .sinks.carbon import CarbonPickleSink
+from .sinks.cluster import CarbonClusterSink
+from .sinks.ring import ConsistentHashRing
 from .spool import Spool
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,8 @@ MAX_KNOWN_AGENTS = 100_000
 """Agent table size; beyond it the longest-silent agent is forgotten."""
 
 DECODE_INLINE_BYTES = 64 * 1024
-"""Batches up to this size decode on the event loop; larger ones in a thread."""
+"""Sample batches up to this size decode on the event loop; larger ones in a
+thread, as do datapoint blocks that need checking one datapoint at a time."""
 
 
 @dataclass
@@ -68,6 +72,7 @@ class MasterCounters:
     samples: int = 0
     bad_samples: int = 0
     datapoints: int = 0
+    bad_datapoints: int = 0
 
 
 @dataclass
@@ -105,11 +110,19 @@ class Limits:
         return cls(cfg.peer_timeout, cfg.idle_timeout, cfg.max_connections)
 
 
-def carbon_sink(cfg: MasterConfig, spool: Spool | None) -> CarbonPickleSink:
+def carbon_sink(cfg: MasterConfig, spool: Spool | None) -> Sink:
+    """One carbon, or a carbon cluster hashed like carbon's consistent-hashing relay."""
     graphite = cfg.graphite
+    if len(graphite.destinations) > 1 or graphite.replication_factor > 1:
+        ring = ConsistentHashRing(graphite.destinations, graphite.replication_factor, graphite.diverse_replicas)
+        return CarbonClusterSink(
+            ring, graphite.prefix, graphite.max_queued_datapoints, spool, graphite.resend_window
+        )  # fmt: skip
+    (destination,) = graphite.destinations
     return CarbonPickleSink(
-        graphite.host, graphite.port, graphite.prefix, graphite.max_queued_datapoints, spool, graphite.resend_window
-    )
+        destination.host, destination.port, graphite.prefix, graphite.max_queued_datapoints, spool,
+        graphite.resend_window,
+    )  # fmt: skip
 
 
 class Master:
@@ -203,6 +216,9 @@ class Master:
              (new.link.tls_cert, new.link.tls_key, new.link.tls_ca)),
             ("spool", old.spool, new.spool),
             ("[Graphite] enabled", old.graphite.enabled, new.graphite.enabled),
+            ("[Graphite] destinations",
+             (len(old.graphite.destinations) > 1, old.graphite.replication_factor, old.graphite.diverse_replicas),
+             (len(new.graphite.destinations) > 1, new.graphite.replication_factor, new.graphite.diverse_replicas)),
         ):  # fmt: skip
             if before != after:
                 log.warning("reload: a change of %s takes effect at the next restart", what)
@@ -212,8 +228,11 @@ class Master:
             self.secret = new.link.secret
         graphite = new.graphite
         for sink in self.sinks:
-            if isinstance(sink, CarbonPickleSink):
-                sink.retarget(graphite.host, graphite.port, graphite.prefix, graphite.resend_window)
+            if isinstance(sink, CarbonPickleSink) and len(graphite.destinations) == 1:
+                destination = graphite.destinations[0]
+                sink.retarget(destination.host, destination.port, graphite.prefix, graphite.resend_window)
+            elif isinstance(sink, CarbonClusterSink) and graphite.destinations != old.graphite.destinations:
+                log.warning("reload: a change of [Graphite] destinations takes effect at the next restart")
         self.config = new
         if self._self_metrics is not None:
             self._self_metrics.stop()
@@ -257,8 +276,7 @@ class Master:
             datapoints.append((f"{path}.up", (now, 1.0 if state.up(now) else 0.0)))
             if state.last_data:
                 datapoints.append((f"{path}.seconds_since_data", (now, round(now - state.last_data, 1))))
-        for sink in self.sinks:
-            sink.submit(datapoints)
+        self.emit(datapoints)
         self._send_self_metrics(now)
         if self.status_file:
             try:
@@ -267,6 +285,14 @@ class Master:
                 self._peer_log.log(
                     logging.WARNING, "status", "cannot write status file %s: %s", self.status_file, error
                 )
+
+    def emit(self, datapoints: list[Datapoint]) -> None:
+        """Send datapoints the master makes itself (liveness, job events) to every sink."""
+        if not datapoints:
+            return
+        block = Block.of(datapoints)
+        for sink in self.sinks:
+            sink.submit(block)
 
     def _send_self_metrics(self, now: float) -> None:
         if self._self_metrics is None:
@@ -278,6 +304,8 @@ class Master:
             "connections_rejected": self.counters.rejected,
             "batches_duplicate": self.counters.duplicates,
             "samples_malformed": self.counters.bad_samples,
+            "datapoints_in": self.counters.datapoints,
+            "datapoints_refused": self.counters.bad_datapoints,
             "cpu_percent": usage["cpu_percent"],
             "rss_bytes": usage["rss_bytes"],
         }
@@ -344,7 +372,7 @@ class Master:
         return (
             f"{c.connections} connections ({c.rejected} rejected), {c.frames} batches "
             f"({c.duplicates} duplicates), {c.samples} samples ({c.bad_samples} malformed), "
-            f"{c.datapoints} datapoints; {sinks}"
+            f"{c.datapoints} datapoints ({c.bad_datapoints} refused); {sinks}"
         )
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -433,14 +461,15 @@ class Master:
         if isinstance(heartbeat, (int, float)) and 0 < heartbeat < 86400:
             state.heartbeat_interval = float(heartbeat)
         acks = AckWriter(writer)
+        host_prefix = short_hostname(hello["host"])
         try:
             while True:
                 kind, payload = await read_frame(reader, self.limits.peer_timeout, self.limits.idle_timeout)
                 state.last_frame = time.time()
                 if self.agents.get(state.host) is not state:
                     state = self._register(state)
-                if kind == protocol.SAMPLES:
-                    state.samples += await self._take_batch(payload, acks, peer_ip, address)
+                if kind == protocol.DATAPOINTS or kind == protocol.SAMPLES:
+                    state.samples += await self._take_batch(kind, payload, acks, peer_ip, address, host_prefix)
                     state.last_data = state.last_frame
                 elif kind == protocol.HEARTBEAT:
                     state.backlog = heartbeat_backlog(payload, state.backlog)
@@ -480,9 +509,14 @@ class Master:
         self.agents[state.host] = state
         return state
 
-    async def _take_batch(self, payload: bytes, acks: AckWriter, peer_ip: str, address: str) -> int:
-        """Relay one batch (or acknowledge a duplicate); the number of new samples."""
-        batch_id, pickled = protocol.split_batch(payload)
+    async def _take_batch(
+        self, kind: bytes, payload: bytes, acks: AckWriter, peer_ip: str, address: str, host_prefix: str | None
+    ) -> int:
+        """Relay one batch (or acknowledge a duplicate); the number of new samples.
+
+        Datapoints must lie below ``host_prefix`` (the agent's own host), unless it is None.
+        """
+        batch_id, body = protocol.split_batch(payload)
         self.counters.frames += 1
         if batch_id in self._batches:
             self.counters.duplicates += 1
@@ -497,23 +531,13 @@ class Master:
         if len(self._batches) > REMEMBERED_BATCHES:
             self._batches.popitem(last=False)
         try:
-            if len(pickled) > DECODE_INLINE_BYTES:
-                # Large frames decode in a worker thread, so the event loop keeps
-                # serving other agents (a hostile 1 MiB frame can take a second).
-                loop = asyncio.get_running_loop()
-                samples, datapoints, errors = await loop.run_in_executor(self._decoder, decode_batch, pickled)
-            else:
-                samples, datapoints, errors = decode_batch(pickled)
+            block = await self._checked_block(kind, body, host_prefix, peer_ip, address)
         except protocol.ProtocolError:
             self._batches.pop(batch_id, None)
             raise
-        for error in errors:
-            self.counters.bad_samples += 1
-            self._peer_log.log(
-                logging.WARNING, ("sample", peer_ip), "malformed sample from %s skipped: %s", address, error
-            )
+        samples = block.samples
         self.counters.samples += samples
-        self.counters.datapoints += len(datapoints)
+        self.counters.datapoints += len(block)
         pending = [len(self.sinks)]
 
         def one_sink_safe() -> None:
@@ -527,8 +551,43 @@ class Master:
         if not self.sinks:
             one_sink_safe()
         for sink in self.sinks:
-            sink.submit(datapoints, one_sink_safe)
+            sink.submit(block, one_sink_safe)
         return samples
+
+    async def _checked_block(
+        self, kind: bytes, body: bytes, host_prefix: str | None, peer_ip: str, address: str
+    ) -> Block:
+        """The valid datapoints of one batch; what is refused is counted and logged.
+
+        Slow work (unpickling large sample batches, checking a block that failed
+        the whole-block check datapoint by datapoint) runs in a worker thread, so
+        a hostile 1 MiB frame cannot hold up the other agents.
+        """
+        loop = asyncio.get_running_loop()
+        refusals: list[str] = []
+        if kind == protocol.DATAPOINTS:
+            try:
+                block = Block.decode(body)
+            except BlockError as error:
+                raise protocol.ProtocolError(f"undecodable datapoints: {error}") from None
+        else:
+            if len(body) > DECODE_INLINE_BYTES:
+                samples, datapoints, errors = await loop.run_in_executor(self._decoder, decode_batch, body)
+            else:
+                samples, datapoints, errors = decode_batch(body)
+            self.counters.bad_samples += len(errors)
+            refusals = [str(error) for error in errors]
+            block = Block.of(datapoints, samples)
+        if not all_valid(block, host_prefix):
+            block, wrong = await loop.run_in_executor(self._decoder, filter_valid, block, host_prefix)
+            self.counters.bad_datapoints += len(wrong)
+            refusals += wrong
+        if refusals:
+            self._peer_log.log(
+                logging.WARNING, ("refused", peer_ip), "malformed sample from %s skipped: %s (%d refused in this batch)",
+                address, refusals[0], len(refusals),
+            )  # fmt: skip
+        return block
 
 
 def decode_batch(pickled: bytes) -> tuple[int, list[Datapoint], list[SampleError]]:

@@ -29,7 +29,15 @@ Frame kinds, in the order a session uses them:
     HMAC-SHA256(secret, ``"fructosa-master|" + agent nonce + "|" + master
     nonce``), so the agent knows the master holds the secret too; or
     ``{"error": "reason"}`` followed by close.
-``S`` samples (agent → master)
+``D`` datapoints (agent → master; what lagent sends)
+    24-byte batch id (as for ``S``), then a :class:`~fructosa.blocks.Block`:
+    the agent has flattened its samples into Graphite datapoints itself, all
+    paths below its own short host name (below any host only for a relay,
+    an lmaster that said ``"relay": true`` in its hello and is allowed to).
+    The master checks the block as a whole (path syntax, host, finite
+    values) and relays it; invalid datapoints are dropped and counted, the
+    others go on.
+``S`` samples (agent → master; for simple third-party senders)
     16 bytes session id, 8 bytes sequence number (uint64 BE), then a pickle
     (protocol 2 to 5) of a list of samples ``{"host": str, "sensor": str,
     "time": float, "value": V}`` where ``V`` is built only from dict, list,
@@ -50,7 +58,7 @@ Frame kinds, in the order a session uses them:
     master can tell a quiet agent from a dead connection.
 
 A third party writing an agent needs only: connect over TCP (or TLS), read
-``C``, send ``H``, read ``W``, then send ``S`` frames and read ``A`` frames.
+``C``, send ``H``, read ``W``, then send ``S`` (or ``D``) frames and read ``A`` frames.
 Unknown kinds are a protocol error.
 """
 
@@ -70,9 +78,10 @@ CHALLENGE = b"C"
 HELLO = b"H"
 WELCOME = b"W"
 SAMPLES = b"S"
+DATAPOINTS = b"D"
 ACK = b"A"
 HEARTBEAT = b"B"
-KNOWN_KINDS = frozenset({CHALLENGE, HELLO, WELCOME, SAMPLES, ACK, HEARTBEAT})
+KNOWN_KINDS = frozenset({CHALLENGE, HELLO, WELCOME, SAMPLES, DATAPOINTS, ACK, HEARTBEAT})
 BATCH_ID_SIZE = 24
 """16-byte session id + 8-byte sequence number."""
 
@@ -216,9 +225,9 @@ def encode_samples(samples: list[dict], session: bytes = bytes(16), sequence: in
 
 
 def split_batch(payload: bytes) -> tuple[bytes, bytes]:
-    """(batch id, pickle) of an ``S`` payload."""
+    """(batch id, rest) of an ``S`` or ``D`` payload."""
     if len(payload) <= BATCH_ID_SIZE:
-        raise ProtocolError("samples frame too short for a batch id")
+        raise ProtocolError("batch frame too short for a batch id")
     return payload[:BATCH_ID_SIZE], payload[BATCH_ID_SIZE:]
 
 

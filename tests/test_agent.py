@@ -11,6 +11,7 @@ import pytest
 
 from fructosa import protocol
 from fructosa.agent import Agent, SampleQueue, next_tick
+from fructosa.blocks import Block
 from fructosa.config import AgentConfig, SensorConfig
 from fructosa.sensors import REGISTRY, Sensor, register
 
@@ -36,9 +37,9 @@ class Receiver:
                 if kind == protocol.HELLO:
                     self.hellos.append(protocol.check_hello(payload))
                     writer.write(protocol.encode_json(protocol.WELCOME, {"protocol": "fructosa", "version": 1}))
-                elif kind == protocol.SAMPLES:
-                    batch_id, pickled = protocol.split_batch(payload)
-                    self.samples.extend(protocol.decode_samples(pickled))
+                elif kind == protocol.DATAPOINTS:
+                    batch_id, body = protocol.split_batch(payload)
+                    self.samples.extend(samples_of(Block.decode(body)))
                     writer.write(protocol.encode_acks([batch_id]))
         except asyncio.IncompleteReadError:
             writer.close()
@@ -46,6 +47,22 @@ class Receiver:
     def close(self) -> None:
         assert self.server is not None
         self.server.close()
+
+
+def samples_of(block: Block) -> list[dict]:
+    """The samples a block was flattened from (keys as they appear in paths, digits as ints)."""
+    samples: dict[tuple[str, str, float], dict] = {}
+    for path, (when, value) in block.datapoints():
+        host, sensor, *keys = path.split(".")
+        sample = samples.setdefault((host, sensor, when), {"host": host, "sensor": sensor, "time": when, "value": {}})
+        if not keys:
+            sample["value"] = value
+            continue
+        node = sample["value"]
+        for key in keys[:-1]:
+            node = node.setdefault(int(key) if key.isdigit() else key, {})
+        node[int(keys[-1]) if keys[-1].isdigit() else keys[-1]] = value
+    return list(samples.values())
 
 
 class SlowTestSensor(Sensor):

@@ -8,7 +8,8 @@ import struct
 import time
 from pathlib import Path
 
-from fructosa.sinks.carbon import MAX_DATAPOINTS_PER_FRAME, MAX_FRAME_BYTES, CarbonPickleSink, carbon_frames
+from fructosa.blocks import CARBON_DATAPOINTS_PER_FRAME, CARBON_MAX_FRAME, Block
+from fructosa.sinks.carbon import CarbonPickleSink
 from tests.support.carbon import CarbonCache
 
 
@@ -19,15 +20,15 @@ def unframe(frame: bytes) -> list:
 
 
 def test_frames_respect_carbons_limits() -> None:
-    points = [(f"n.s.m{i}", (1.0, float(i))) for i in range(1234)]
-    frames = carbon_frames(points)
+    points = [(f"n.s.m{i}", (1, float(i))) for i in range(1234)]
+    frames = Block.of(points).carbon_frames()
     assert [len(unframe(f)) for f in frames] == [500, 500, 234]
     assert [p for f in frames for p in unframe(f)] == points
-    long_paths = [("x" * 5000 + f".{i}", (1.0, 1.0)) for i in range(499)]  # ~2.5 MB in one chunk
-    frames = carbon_frames(long_paths)
-    assert len(frames) > 1 and all(len(f) - 4 < MAX_FRAME_BYTES for f in frames)
+    long_paths = [("x" * 2200 + f".{i}", (1, 1.0)) for i in range(499)]  # > 1 MiB in one chunk
+    frames = Block.of(long_paths).carbon_frames()
+    assert len(frames) > 1 and all(len(f) - 4 < CARBON_MAX_FRAME for f in frames)
     assert sum(len(unframe(f)) for f in frames) == 499
-    assert all(len(unframe(f)) <= MAX_DATAPOINTS_PER_FRAME for f in frames)
+    assert all(len(unframe(f)) <= CARBON_DATAPOINTS_PER_FRAME for f in frames)
 
 
 async def drive(sink: CarbonPickleSink, until, timeout: float = 20.0) -> None:
@@ -46,7 +47,7 @@ def test_many_datapoints_reach_whisper_with_prefix(carbon: CarbonCache) -> None:
     points = [(f"node{i % 50:02d}.Load.v{i // 50}", (now, float(i))) for i in range(3000)]
     sink = CarbonPickleSink("127.0.0.1", carbon.pickle_port, prefix="hpc")
     for start in range(0, 3000, 100):
-        sink.submit(points[start : start + 100])
+        sink.submit(Block.of(points[start : start + 100]))
     asyncio.run(drive(sink, lambda: sink.stats()["sent"] == 3000))
     assert sink.stats()["sent"] == 3000 and sink.stats()["dropped"] == 0
     carbon.wait_for("hpc.node49.Load.v59", timeout=20)
@@ -62,7 +63,7 @@ def test_bounded_queue_drops_oldest_when_carbon_is_away(tmp_path: Path) -> None:
     sink = CarbonPickleSink("127.0.0.1", carbon.pickle_port, max_queued=100)
     now = int(time.time())
     for batch in range(5):
-        sink.submit([(f"n.S.b{batch}.p{i}", (now, 1.0)) for i in range(50)])
+        sink.submit(Block.of([(f"n.S.b{batch}.p{i}", (now, 1.0)) for i in range(50)]))
     stats = sink.stats()
     assert (stats["queued"], stats["sent"], stats["dropped"], stats["connects"]) == (100, 0, 150, 0)
 
@@ -88,12 +89,12 @@ def test_sink_reconnects_after_carbon_restarts(tmp_path: Path) -> None:
     async def scenario() -> None:
         task = asyncio.create_task(sink.run())
         with carbon:
-            sink.submit([("n.S.before", (int(time.time()), 1.0))])
+            sink.submit(Block.of([("n.S.before", (int(time.time()), 1.0))]))
             await asyncio.to_thread(carbon.wait_for, "n.S.before")
         while sink.connected:  # the sink notices carbon is gone
             await asyncio.sleep(0.05)
         # What the sink gets now must arrive after carbon returns.
-        sink.submit([("n.S.during", (int(time.time()), 2.0))])
+        sink.submit(Block.of([("n.S.during", (int(time.time()), 2.0))]))
         with carbon:
             points = await asyncio.to_thread(carbon.wait_for, "n.S.during", timeout=30)
             assert points[-1][1] == 2.0

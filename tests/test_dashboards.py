@@ -43,7 +43,10 @@ DECLARED = {name: value for name, value in vars(m).items() if isinstance(value, 
 def dashboards() -> list[Dashboard]:
     """One dashboard of each kind, as the golden files are made."""
     settings = Settings.from_options("fructosa", "6h", "30s")
-    return [node_dashboard("node01", settings), cluster_dashboard("example", ["node01", "node02"], settings)]
+    return [
+        node_dashboard("node01", settings, gpus=True),
+        cluster_dashboard("example", ["node01", "node02"], settings, gpu_hosts=["node01"]),
+    ]
 
 
 def used_metrics() -> set[m.Metric]:
@@ -145,7 +148,7 @@ def test_only_current_panel_types_and_the_datasource_variable(path: Path) -> Non
 def test_rows_and_counters_are_as_documented() -> None:
     node, cluster = dashboards()
     rows = [panel.title for panel in node.panels if panel.to_json_data()["type"] == "row"]
-    assert rows == ["Global", "CPU", "Memory", "Disk", "Network", "Sensors", "Users"]
+    assert rows == ["Global", "CPU", "Memory", "Processes", "GPUs", "Disk", "Network", "Sensors", "Users"]
     targets = [target.target for _, target in model_targets(node)]
     for metric in (m.KERNEL_COUNTERS, m.DISK_BYTES, m.DISK_OPS, m.NET_BYTES, m.NET_PACKETS, m.SWAP_TRAFFIC):
         pattern = Scope("node01", "fructosa").series(metric).expr
@@ -287,7 +290,11 @@ def test_unreadable_hosts_files(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["{dir}/none.ini"], "{dir}/none.ini: cannot read: No such file or directory"),
-        (["{hosts}", "-s", "gpu"], "{hosts}: no section [gpu] (sections: compute, storage)"),
+        (["{hosts}", "-s", "login"], "{hosts}: no section [login] (sections: compute, storage, gpu)"),
+        (
+            ["{hosts}", "-s", "compute", "--gpu-section", "gpus"],
+            "{hosts}: no section [gpus] (sections: compute, storage, gpu)",
+        ),
         (["{hosts}", "--time-from", "yesterday"], "time range 'yesterday': a duration such as 3h, 30m or 7d"),
         (["{hosts}", "--refresh", "often"], "refresh 'often': a duration such as 30s or 1m, or off"),
         (["{hosts}", "--prefix", "a b"], "prefix 'a b': dot-separated words of letters, digits, _ and -"),

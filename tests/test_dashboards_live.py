@@ -52,7 +52,7 @@ MISSING_AFTER = "10s"
 """``$missing_after`` here: gone01 is missing 10 s after its agent stopped."""
 VARIABLE = re.compile(r"\$\{?[A-Za-z_]")
 """A Grafana template variable (a regex's ``$`` is no variable)."""
-MAY_BE_UNSUPPORTED = {"SensorsTemperatures", "SensorsFans", "SensorsBattery", "CPUFreq"}
+MAY_BE_UNSUPPORTED = {"SensorsTemperatures", "SensorsFans", "SensorsBattery", "CPUFreq", "GPU"}
 """Sensors a machine may lack; any other unsupported sensor is a failure."""
 
 

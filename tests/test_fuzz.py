@@ -774,9 +774,9 @@ def test_lmaster_relays_only_what_carbon_can_store(
         for value in (1.0, 2.0):
             # The second control is sent once the first is in whisper: by the time
             # carbon writes it, it has tried to write the odd metric too.
-            peer.send([{"host": "control", "sensor": "Seq", "time": time.time(), "value": value}])
+            peer.send([{"host": "odd", "sensor": "Seq", "time": time.time(), "value": value}])
             peer.read_acks()
-            carbon.wait_for("control.Seq", lambda points, value=value: points[-1][1] == value)
+            carbon.wait_for("odd.Seq", lambda points, value=value: points[-1][1] == value)
     finally:
         peer.close()
     errors = re.findall(r".*(?:Unhandled Error|Error creating|Error writing).*", carbon.log_path.read_text())

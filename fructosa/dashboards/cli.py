@@ -38,6 +38,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", default=".", metavar="DIR", help="where to write (default: here)")
     parser.add_argument("--cluster", metavar="NAME", help="name in the cluster dashboard's title (default: SECTION)")
     parser.add_argument("--prefix", default="", help="lmaster's [Graphite] prefix, if it sets one")
+    parser.add_argument(
+        "--gpu-section",
+        metavar="SECTION",
+        help="section of HOSTS listing the hosts with GPUs: a GPU row on their dashboards and the cluster's",
+    )
     parser.add_argument("--time-from", default="3h", metavar="DURATION", help="default time range (default: 3h)")
     parser.add_argument("--refresh", default="1m", metavar="DURATION", help="auto-refresh, or off (default: 1m)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -62,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_options(args.prefix, args.time_from, args.refresh)
         hosts = read_hosts(args.hosts, args.section)
+        with_gpus = set(read_hosts(args.hosts, args.gpu_section)) if args.gpu_section else set()
     except (InventoryError, ValueError) as error:
         return fail(str(error))
     if CLUSTER in hosts:
@@ -70,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         output.mkdir(parents=True, exist_ok=True)
         for host in hosts:
-            write(node_dashboard(host, settings), output / f"{host}.json")
-        write(cluster_dashboard(args.cluster or args.section, hosts, settings), output / f"{CLUSTER}.json")
+            write(node_dashboard(host, settings, gpus=host in with_gpus), output / f"{host}.json")
+        gpu_hosts = [host for host in hosts if host in with_gpus]
+        cluster = cluster_dashboard(args.cluster or args.section, hosts, settings, gpu_hosts)
+        write(cluster, output / f"{CLUSTER}.json")
     except OSError as error:
         return fail(f"{error.filename or output}: cannot write: {error.strerror or error}", 1)
     print(f"{len(hosts)} node dashboards and {CLUSTER}.json written to {output}")

@@ -61,8 +61,31 @@ def per_host_minutes(query: Query) -> Query:
     return call("aliasByNode", call("summarize", query, "1min", "avg"), 0)
 
 
-def cluster_dashboard(name: str, hosts: Sequence[str], settings: Settings | None = None) -> Dashboard:
-    """Overview of the hosts of one inventory section, ``$host`` to narrow it."""
+def gpu_overview(s: Scope) -> list:
+    """Per host, over its GPUs: the GPU row of the cluster dashboard."""
+    return [
+        heatmap(
+            "GPU utilisation",
+            per_host_minutes(s.per_host(m.GPU_UTILISATION, "average")),
+            "percent",
+            description="Mean over each host's GPUs (GPUs in MIG mode report none).",
+        ),
+        heatmap("GPU memory used", per_host_minutes(s.per_host(m.GPU_MEMORY_PERCENT, "average")), "percent"),
+        heatmap(
+            "GPU power",
+            per_host_minutes(s.per_host(m.GPU_POWER_DRAW, "sum")),
+            "watt",
+            description="Power drawn by all GPUs of each host together.",
+        ),
+        heatmap("Hottest GPU", per_host_minutes(s.per_host(m.GPU_TEMPERATURE, "max")), "celsius"),
+    ]
+
+
+def cluster_dashboard(
+    name: str, hosts: Sequence[str], settings: Settings | None = None, gpu_hosts: Sequence[str] = ()
+) -> Dashboard:
+    """Overview of the hosts of one inventory section, ``$host`` to narrow it;
+    a GPU row when some of them (``gpu_hosts``) have GPUs."""
     settings = settings or Settings()
     s = Scope(HOST_VARIABLE, settings.prefix)
     state = reporting(s)
@@ -125,6 +148,8 @@ def cluster_dashboard(name: str, hosts: Sequence[str], settings: Settings | None
             ),
         ],
     )
+    if gpu_hosts:
+        layout.row("GPUs", gpu_overview(s))
     return dashboard(
         title=f"FrUCToSA cluster {name}",
         uid=uid("cluster", name),

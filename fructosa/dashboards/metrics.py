@@ -21,9 +21,11 @@ from ..graphite_paths import ANY, Glob, any_of
 from ..sensors import Sensor
 from ..sensors.cpu import CPUCount, CPUFreq, CPUPercent, CPUStats, CPUTimesPercent
 from ..sensors.disk import DiskIOCounters, DiskPartitions, DiskUsage
+from ..sensors.gpu import GPU
 from ..sensors.hardware import SensorsBattery, SensorsFans, SensorsTemperatures
 from ..sensors.memory import SwapMemory, VirtualMemory
 from ..sensors.network import NetConnections, NetIFStats, NetIOCounters
+from ..sensors.processes import TopProcesses
 from ..sensors.system import BootTime, Users
 
 
@@ -115,6 +117,28 @@ BOOT_TIME = Metric(BootTime)
 USERS = Metric(Users, (any_of("sessions", "unique"),))
 USERS_EACH = Metric(Users, ("per_user", ANY), needs="per_user = yes", sometimes="someone is logged in")
 USERS_HEARTBEAT = Metric(Users, ("sessions",))
+
+# -- top processes ------------------------------------------------------------------
+TOP_CPU_WHO = Metric(TopProcesses, ("cpu", ANY, "who", ANY, ANY))
+"""``cpu.rank_R.who.USER.NAME``: the identity of each rank, valued CPU %."""
+TOP_MEMORY_WHO = Metric(TopProcesses, ("memory", ANY, "who", ANY, ANY))
+"""The same for the memory list, valued resident bytes."""
+TOP_IDS = Metric(TopProcesses, (any_of("cpu", "memory"), ANY, any_of("pid", "job_id")))
+"""Pid and Slurm job id of each rank (numbers, so values, not path components)."""
+
+# -- GPUs (only on dashboards of hosts with GPUs) -------------------------------------
+GPU_UTILISATION = Metric(GPU, (ANY, "utilization", "gpu"), sometimes="a GPU not in MIG mode")
+GPU_MEMORY_PERCENT = Metric(GPU, (ANY, "memory", "percent"))
+GPU_MEMORY_BYTES = Metric(GPU, (ANY, "memory", any_of("used", "total")))
+GPU_TEMPERATURE = Metric(GPU, (ANY, "temperature"))
+GPU_POWER = Metric(GPU, (ANY, "power", any_of("draw", "limit")))
+GPU_POWER_DRAW = Metric(GPU, (ANY, "power", "draw"))
+GPU_CLOCKS = Metric(GPU, (ANY, "clocks", any_of("sm", "memory")))
+GPU_FAN = Metric(GPU, (ANY, "fan"), sometimes="a GPU with a fan (not passively cooled)")
+GPU_ECC = Metric(GPU, (ANY, "ecc", any_of("volatile", "aggregate"), any_of("corrected", "uncorrected")),
+                 sometimes="a GPU with ECC memory")  # fmt: skip
+GPU_JOBS = Metric(GPU, (ANY, "jobs", ANY, "job_id"), sometimes="a Slurm job using the GPU")
+GPU_ERRORS = Metric(GPU, (ANY, "errors"))
 
 HEARTBEAT = (CPU_HEARTBEAT, MEMORY_PERCENT, NET_HEARTBEAT, DISK_HEARTBEAT, USERS_HEARTBEAT)
 """A node is reporting while any of these got a value lately: one frequent,

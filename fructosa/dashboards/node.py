@@ -6,16 +6,85 @@ from grafanalib.core import Dashboard, StatValueMappingItem
 
 from ..graphite_paths import short_hostname
 from . import metrics as m
-from .panels import Layout, bargauge, dashboard, gauge, stat, timeseries, uid
-from .queries import Scope, alias, call, mount_points, rate
+from .panels import Layout, bargauge, dashboard, gauge, stat, table, timeseries, uid
+from .queries import Query, Scope, alias, call, mount_points, rate
 from .settings import Settings
 
 UP_DOWN = (StatValueMappingItem("up", "1", "green"), StatValueMappingItem("down", "0", "red"))
 YES_NO = (StatValueMappingItem("yes", "1", "green"), StatValueMappingItem("no", "0", "orange"))
 
 
-def node_dashboard(host: str, settings: Settings | None = None) -> Dashboard:
-    """Rows Global, CPU, Memory, Disk, Network, Sensors, Users for ``host``."""
+RANK = r"^rank_([0-9]+)\.([^.]+)\.(.+)$"
+"""``rank_R.USER.NAME`` as ``aliasByNode`` names a top process's identity series."""
+
+
+def top_processes(s: Scope, who: m.Metric) -> Query:
+    """``#R NAME (USER)`` of each rank of a TopProcesses list, valued by its measure."""
+    return call("aliasSub", s.by_keys(who, 1, 3, 4), RANK, r"#\1 \3 (\2)")
+
+
+def process_panels(s: Scope) -> list:
+    """The top-process tables (the original TODO's "table of processes with highest load")."""
+    window = "the last 2 minutes: a rank that changed hands lists both processes"
+    return [
+        table(
+            "Top processes by CPU",
+            [top_processes(s, m.TOP_CPU_WHO)],
+            "percent",
+            column="Process (user)",
+            description=f"% of one CPU, by rank, over {window}.",
+        ),
+        table(
+            "Top processes by memory",
+            [top_processes(s, m.TOP_MEMORY_WHO)],
+            "bytes",
+            column="Process (user)",
+            description=f"Resident memory, by rank, over {window}.",
+        ),
+        table(
+            "Pids and Slurm jobs of the top processes",
+            [call("aliasSub", s.by_keys(m.TOP_IDS, 0, 1, 2), r"^(cpu|memory)\.rank_([0-9]+)\.(.+)$", r"\1 #\2 \3")],
+            "none",
+            column="List, rank",
+            description="job_id only for processes in a Slurm job.",
+        ),
+    ]
+
+
+def gpu_panels(s: Scope) -> list:
+    """One line per GPU (named by ``[sensor:GPU] name_by``: PCI address by default)."""
+    return [
+        timeseries("GPU utilisation", [s.by_keys(m.GPU_UTILISATION, 0)], "percent", maximum=100, width=8,
+                   description="Not reported for GPUs in MIG mode."),
+        timeseries("GPU memory used", [s.by_keys(m.GPU_MEMORY_PERCENT, 0)], "percent", maximum=100, width=8),
+        timeseries("GPU memory", [s.by_keys(m.GPU_MEMORY_BYTES, 0, 2)], "bytes", width=8),
+        timeseries("GPU power", [s.by_keys(m.GPU_POWER, 0, 2)], "watt", width=8,
+                   description="Draw and the enforced limit."),
+        timeseries("GPU temperature", [s.by_keys(m.GPU_TEMPERATURE, 0)], "celsius", width=8),
+        timeseries("GPU clocks", [s.by_keys(m.GPU_CLOCKS, 0, 2)], "rotmhz", width=8),
+        timeseries("GPU fans", [s.by_keys(m.GPU_FAN, 0)], "percent", maximum=100, width=8,
+                   description="Passively cooled boards (most data-centre GPUs) have none."),
+        timeseries(
+            "GPU errors",
+            [s.by_keys(m.GPU_ECC, 0, 2, 3), s.by_keys(m.GPU_ERRORS, 0, 1)],
+            "none",
+            width=8,
+            description="ECC errors (volatile: since the driver loaded; aggregate: lifetime) and "
+            "values NVML failed to read in the last sample.",
+        ),
+        table(
+            "Slurm jobs on the GPUs",
+            [call("aliasSub", s.by_keys(m.GPU_JOBS, 0, 2), r"^(.+)\.([0-9]+)$", r"\1 slot \2")],
+            "none",
+            column="GPU, slot",
+            description="Job ids by GPU memory used, largest first ([sensor:GPU] max_jobs slots).",
+        ),
+    ]  # fmt: skip
+
+
+def node_dashboard(host: str, settings: Settings | None = None, gpus: bool = False) -> Dashboard:
+    """Rows Global, CPU, Memory, Processes, GPUs (when ``gpus``: the host has
+    some, so the row would not stay empty), Disk, Network, Sensors, Users."""
     settings = settings or Settings()
     name = short_hostname(host)
     s = Scope(name, settings.prefix)
@@ -74,6 +143,9 @@ def node_dashboard(host: str, settings: Settings | None = None) -> Dashboard:
             timeseries("Swapping", [s.by_keys(rate(s.series(m.SWAP_TRAFFIC)), 0)], "Bps"),
         ],
     )
+    layout.row("Processes", process_panels(s))
+    if gpus:
+        layout.row("GPUs", gpu_panels(s))
     layout.row(
         "Disk",
         [

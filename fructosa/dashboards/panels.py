@@ -26,6 +26,7 @@ from grafanalib.core import (
     Stat,
     StatValueMappingItem,
     StatValueMappings,
+    Table,
     Target,
     Template,
     Templating,
@@ -229,6 +230,40 @@ def bargauge(
         thresholds=USAGE,
         gridPos=_size(width, height),
         extraJson={"options": {**_reduce_options(), "showUnfilled": True}},
+    )
+
+
+def table(
+    title: str,
+    queries: Sequence[Query],
+    unit: str,
+    *,
+    column: str,
+    description: str = "",
+    width: int = 8,
+    height: int = 9,
+    time_from: str = "2m",
+) -> Table:
+    """One row per series: its name (the path components a query aliases it
+    by, such as a process's rank, user and name) and its newest value.
+
+    ``time_from`` is the panel's own time range: a ranked list shows who
+    held each rank lately, not everyone who held it in the dashboard's hours.
+    """
+    return Table(
+        title=title,
+        description=description,
+        dataSource=DATASOURCE,
+        targets=targets(queries),
+        unit=unit,
+        gridPos=_size(width, height),
+        timeFrom=time_from,
+        maxDataPoints=AUTO_POINTS,
+        transformations=[
+            {"id": "reduce", "options": {"mode": "seriesToRows", "reducers": ["lastNotNull"]}},
+            {"id": "organize", "options": {"renameByName": {"Field": column, "Last *": "Value"}}},
+            {"id": "sortBy", "options": {"sort": [{"field": column}]}},
+        ],
     )
 
 

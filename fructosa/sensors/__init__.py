@@ -4,7 +4,7 @@
 sensor is a class decorated with :func:`register` in one of these modules.
 """
 
-from . import cpu, disk, hardware, memory, network, system  # noqa: F401  (registration)
+from . import cpu, disk, gpu, hardware, memory, network, processes, slurm, system  # noqa: F401  (registration)
 from .base import REGISTRY, Option, Sensor, SensorUnsupported, as_plain, register
 
 __all__ = ["REGISTRY", "Option", "Sensor", "SensorUnsupported", "as_plain", "register"]

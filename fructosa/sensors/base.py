@@ -37,6 +37,17 @@ def parse_positive_float(text: str) -> float:
     return value
 
 
+def parse_positive_int(text: str) -> int:
+    """A count such as ``count = 5``: a whole number of at least 1."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def parse_word_list(text: str) -> tuple[str, ...]:
     """Whitespace- or comma-separated words, e.g. mount points or NIC names."""
     words = tuple(word for word in text.replace(",", " ").split() if word)
@@ -48,6 +59,7 @@ def parse_word_list(text: str) -> tuple[str, ...]:
 PARSERS: dict[type, Callable[[str], Any]] = {
     bool: parse_bool,
     float: parse_positive_float,
+    int: parse_positive_int,
     tuple: parse_word_list,
     str: str.strip,
 }

@@ -1,7 +1,8 @@
 """Where the master delivers datapoints: the sink interface.
 
-The master flattens each sample once and hands the datapoints to every
-enabled sink. A sink must never block or raise in :meth:`Sink.submit` (one
+The master checks each batch of datapoints once and hands the block to
+every enabled sink (sinks that want tuples call ``block.datapoints()``).
+A sink must never block or raise in :meth:`Sink.submit` (one
 slow destination must not stall agents or other sinks); it queues, and its
 own :meth:`Sink.run` task delivers. Graphite's carbon pickle receiver is the
 first sink; HTTP, streaming and Prometheus sinks plug in the same way.
@@ -12,15 +13,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
-from ..graphite_paths import Datapoint
+from ..blocks import Block
 
 
 class Sink(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def submit(self, datapoints: list[Datapoint], on_safe: Callable[[], None] | None = None) -> None:
-        """Queue datapoints for delivery; never blocks, never raises.
+    def submit(self, block: Block, on_safe: Callable[[], None] | None = None) -> None:
+        """Queue a block of datapoints for delivery; never blocks, never raises.
 
         ``on_safe`` is called (once, maybe at once) when the sink holds the
         datapoints safely: delivered, or persisted where a restart finds them.

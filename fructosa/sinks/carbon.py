@@ -10,7 +10,8 @@ carbon never acknowledges, so this sink keeps what it wrote during the last
 (carbon overwrites the same path and timestamp, so a resend is harmless).
 While carbon is away, or the memory queue is deep, datapoints go to the disk
 spool and are replayed oldest first once carbon is back; ``close`` persists
-what is still in memory. A batch counts as safe (its ``on_safe`` is called,
+what is still in memory. Batches are kept as :class:`~fructosa.blocks.Block` s, with the prefix
+added only when the frames are written. A batch counts as safe (its ``on_safe`` is called,
 which lets lmaster acknowledge it to the agent) once it is written to
 carbon's socket or to the spool.
 """
@@ -19,57 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backoff import Backoff
-from ..graphite_paths import Datapoint
+from ..blocks import CARBON_DATAPOINTS_PER_FRAME, Block, check_block
 from ..logs import RateLimitedLog
-from ..protocol import loads_plain
 from ..spool import Spool
 from . import Sink
 
 log = logging.getLogger(__name__)
 
-MAX_DATAPOINTS_PER_FRAME = 500
-MAX_FRAME_BYTES = 1 << 20
 CONNECT_TIMEOUT = 10.0
-DATAPOINTS_PER_WRITE = 10 * MAX_DATAPOINTS_PER_FRAME
+DATAPOINTS_PER_WRITE = 20 * CARBON_DATAPOINTS_PER_FRAME
 """Datapoints written before each drain: enough to amortize, small enough to
 keep the unconfirmed tail short."""
 
 
-def carbon_frames(datapoints: list[Datapoint]) -> list[bytes]:
-    """Pickle frames for carbon, each ≤ 500 datapoints and < 1 MiB."""
-    frames = []
-    for start in range(0, len(datapoints), MAX_DATAPOINTS_PER_FRAME):
-        frames.extend(_frames_under_cap(datapoints[start : start + MAX_DATAPOINTS_PER_FRAME]))
-    return frames
-
-
-def _frames_under_cap(chunk: list[Datapoint]) -> list[bytes]:
-    payload = pickle.dumps(chunk, protocol=2)
-    if len(payload) < MAX_FRAME_BYTES or len(chunk) == 1:
-        return [struct.pack("!L", len(payload)) + payload]
-    middle = len(chunk) // 2
-    return _frames_under_cap(chunk[:middle]) + _frames_under_cap(chunk[middle:])
-
-
-def _encode_record(datapoints: list[Datapoint]) -> bytes:
-    return pickle.dumps(datapoints, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _decode_record(payload: bytes) -> list[Datapoint]:
-    return [(str(path), (float(when), float(value))) for path, (when, value) in loads_plain(payload)]
-
-
 @dataclass(slots=True)
 class _Batch:
-    datapoints: list[Datapoint]
+    block: Block
     on_safe: Callable[[], None] | None = None
     record_id: tuple[int, int] | None = None  # set when replayed from the spool
 
@@ -131,39 +103,37 @@ class CarbonPickleSink(Sink):
 
     # -- taking datapoints ---------------------------------------------------
 
-    def submit(self, datapoints: list[Datapoint], on_safe: Callable[[], None] | None = None) -> None:
-        if self.prefix:
-            datapoints = [(f"{self.prefix}.{path}", point) for path, point in datapoints]
-        if not datapoints:
+    def submit(self, block: Block, on_safe: Callable[[], None] | None = None) -> None:
+        if not len(block):
             if on_safe:
                 on_safe()
             return
         if self.spool is not None and (not self.connected or self._queued >= self.max_queued):
-            self._to_spool(datapoints)
+            self._to_spool(block)
             if on_safe:
                 on_safe()
             return
-        batch = _Batch(datapoints, on_safe)
+        batch = _Batch(block, on_safe)
         self._queue.append(batch)
-        self._queued += len(datapoints)
+        self._queued += len(block)
         if self.spool is None:
             batch.safe()  # memory is all there is: safe as it gets
             if self._queued > self.max_queued:
                 self._drop_oldest()
         self._wakeup.set()
 
-    def _to_spool(self, datapoints: list[Datapoint]) -> None:
+    def _to_spool(self, block: Block) -> None:
         assert self.spool is not None
-        self.spool.append(_encode_record(datapoints))
-        self._counters["spooled"] += len(datapoints)
+        self.spool.append(block.encode())
+        self._counters["spooled"] += len(block)
         self._wakeup.set()
 
     def _drop_oldest(self) -> None:
         dropped = 0
         while self._queued > self.max_queued and len(self._queue) > 1:
             batch = self._queue.popleft()
-            self._queued -= len(batch.datapoints)
-            dropped += len(batch.datapoints)
+            self._queued -= len(batch.block)
+            dropped += len(batch.block)
         self._counters["dropped"] += dropped
         self._drop_log.log(
             logging.WARNING, "drop",
@@ -222,7 +192,7 @@ class CarbonPickleSink(Sink):
                     self._forget_old(time.monotonic())
                     continue
                 self._in_flight = batches
-                frames = [frame for batch in batches for frame in carbon_frames(batch.datapoints)]
+                frames = [frame for batch in batches for frame in batch.block.carbon_frames(self.prefix)]
                 writer.writelines(frames)
                 await writer.drain()
                 self._written(batches, len(frames))
@@ -235,8 +205,8 @@ class CarbonPickleSink(Sink):
         count = 0
         while self._queue and count < DATAPOINTS_PER_WRITE:
             batch = self._queue.popleft()
-            self._queued -= len(batch.datapoints)
-            count += len(batch.datapoints)
+            self._queued -= len(batch.block)
+            count += len(batch.block)
             batches.append(batch)
         while not batches and self.spool is not None and self.spool.unread() and count < DATAPOINTS_PER_WRITE:
             record = self.spool.read_next()
@@ -244,13 +214,15 @@ class CarbonPickleSink(Sink):
                 break
             record_id, payload = record
             try:
-                datapoints = _decode_record(payload)
+                block, refused = check_block(Block.decode(payload))
+                if refused:
+                    raise ValueError(f"{len(refused)} invalid datapoints, the first: {refused[0]}")
             except Exception as error:  # a record we wrote but cannot read: skip it, loudly
                 log.error("spool %s: unreadable record skipped: %s", self.spool.directory, error)
                 self.spool.ack(record_id)
                 continue
-            batches.append(_Batch(datapoints, record_id=record_id))
-            count += len(datapoints)
+            batches.append(_Batch(block, record_id=record_id))
+            count += len(block)
         return batches
 
     def _written(self, batches: list[_Batch], frames: int) -> None:
@@ -260,7 +232,7 @@ class CarbonPickleSink(Sink):
             if batch.record_id is not None and self.spool is not None:
                 self.spool.ack(batch.record_id)
                 batch.record_id = None
-            self._counters["sent"] += len(batch.datapoints)
+            self._counters["sent"] += len(batch.block)
             if self.resend_window > 0:
                 self._recent.append((now, batch))
         self._counters["frames"] += frames
@@ -278,17 +250,17 @@ class CarbonPickleSink(Sink):
         # At shutdown carbon is fine: what it was sent needs no second copy.
         resend = [] if self._closing else [batch for _, batch in self._recent]
         self._recent.clear()
-        self._counters["resent"] += sum(len(batch.datapoints) for batch in resend)
+        self._counters["resent"] += sum(len(batch.block) for batch in resend)
         unsent = [batch for batch in self._in_flight if batch.record_id is None]
         self._in_flight = []
         if self.spool is None:
             back = resend + unsent
             self._queue.extendleft(reversed(back))
-            self._queued += sum(len(batch.datapoints) for batch in back)
+            self._queued += sum(len(batch.block) for batch in back)
             return
         self.spool.rewind()  # replayed records in flight are read again
         for batch in [*resend, *unsent, *self._queue]:
-            self._to_spool(batch.datapoints)
+            self._to_spool(batch.block)
             batch.safe()
         self._queue.clear()
         self._queued = 0
@@ -305,7 +277,7 @@ class CarbonPickleSink(Sink):
             await asyncio.gather(self._task, return_exceptions=True)
         if self.spool is not None:
             for batch in self._queue:
-                self._to_spool(batch.datapoints)
+                self._to_spool(batch.block)
                 batch.safe()
             self._queue.clear()
             self._queued = 0

@@ -22,7 +22,8 @@ HOSTS_FILE = HERE / "hosts.ini"
 GOLDEN_DIR = HERE / "golden"
 EXAMPLES_DIR = REPO / "dashboards"
 SENSOR_CASES = REPO / "tests" / "sensors" / "testcases"
-GOLDEN_ARGS = ["-s", "compute", "--cluster", "example", "--prefix", "fructosa", "--time-from", "6h", "--refresh", "30s"]
+GOLDEN_ARGS = ["-s", "compute", "--cluster", "example", "--prefix", "fructosa", "--time-from", "6h", "--refresh", "30s",
+               "--gpu-section", "gpu"]  # fmt: skip
 
 
 def json_panels(dashboard: dict) -> Iterator[dict]:

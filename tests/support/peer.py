@@ -9,6 +9,7 @@ import struct
 import time
 
 from fructosa import auth, protocol
+from fructosa.blocks import Block
 
 
 def recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -74,6 +75,15 @@ class Peer:
             self.sequence += 1
             sequence = self.sequence
         self.sock.sendall(protocol.encode_samples(samples, self.session, sequence))
+        return protocol.batch_id(self.session, sequence)
+
+    def send_datapoints(self, datapoints: list, sequence: int | None = None) -> bytes:
+        """One ``D`` frame, as lagent sends (``datapoints`` as ``(path, (time, value))``)."""
+        if sequence is None:
+            self.sequence += 1
+            sequence = self.sequence
+        body = protocol.batch_id(self.session, sequence) + Block.of(datapoints, samples=1).encode()
+        self.sock.sendall(protocol.encode_frame(protocol.DATAPOINTS, body))
         return protocol.batch_id(self.session, sequence)
 
     def read_acks(self) -> list[bytes]:

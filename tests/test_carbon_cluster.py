@@ -1,0 +1,118 @@
+"""Several carbon-caches: lmaster shards exactly like carbon's consistent-hashing relay.
+
+Two real carbon-caches, a real lmaster with ``[Graphite] destinations``; every
+path must be stored by exactly the caches that carbon's own
+``ConsistentHashingRouter`` (imported from the installed ``carbon``) names, so
+graphite-web's ``CLUSTER_SERVERS`` finds it where carbon would have put it.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+from fructosa.sinks.ring import Destination
+from tests.support.carbon import CarbonCache, free_ports
+from tests.support.daemons import Daemon, rewrite_ini, seed_configs
+from tests.support.peer import Peer
+
+with warnings.catch_warnings():  # carbon 1.1.10's routers module still imports the deprecated imp
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from carbon.conf import Settings
+    from carbon.conf import defaults as carbon_defaults
+    from carbon.routers import ConsistentHashingRouter
+
+PATHS = [f"node7.Cluster.metric_{index}" for index in range(60)]
+
+
+def carbons_choice(destinations: list[Destination], replication_factor: int, diverse: bool) -> dict[str, set]:
+    settings = Settings()
+    settings.update(carbon_defaults)
+    settings.update(REPLICATION_FACTOR=replication_factor, DIVERSE_REPLICAS=diverse)
+    router = ConsistentHashingRouter(settings)
+    for destination in destinations:
+        router.addDestination((destination.host, destination.port, destination.instance))
+    return {path: {instance for _, _, instance in router.getDestinations(path)} for path in PATHS}
+
+
+def start_master(tmp_path: Path, caches: dict[str, CarbonCache], replication_factor: int, diverse: bool) -> Daemon:
+    master_port, _ = free_ports(2)
+    master_conf, _ = seed_configs(tmp_path, master_port, 2004)
+    destinations = ", ".join(f"127.0.0.1:{cache.pickle_port}:{name}" for name, cache in caches.items())
+    master_conf.write_text(
+        rewrite_ini(
+            master_conf.read_text(),
+            {
+                ("Graphite", "destinations"): destinations,
+                ("Graphite", "replication factor"): str(replication_factor),
+                ("Graphite", "diverse replicas"): "yes" if diverse else "no",
+            },
+        )
+    )
+    daemon = Daemon("lmaster", master_conf, tmp_path)
+    daemon.start(listen_port=master_port)
+    daemon.listen_port = master_port  # type: ignore[attr-defined]
+    return daemon
+
+
+def send_all(port: int) -> int:
+    now = int(time.time())
+    peer = Peer(port, host="node7")
+    try:
+        batch = peer.send_datapoints([(path, (now, float(index))) for index, path in enumerate(PATHS)])
+        assert peer.read_acks() == [batch]
+    finally:
+        peer.close()
+    return now
+
+
+def wait_for_paths(caches: dict[str, CarbonCache], expected: dict[str, set], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = {path: {name for name, cache in caches.items() if path in cache.metric_paths()} for path in PATHS}
+        if stored == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    wrong = {path: (stored[path], expected[path]) for path in PATHS if stored[path] != expected[path]}
+    assert not wrong, f"stored vs carbon's router: {wrong}"
+
+
+def test_each_path_lands_on_the_cache_carbons_router_names(tmp_path: Path) -> None:
+    with CarbonCache(tmp_path / "a") as a, CarbonCache(tmp_path / "b") as b:
+        caches = {"a": a, "b": b}
+        expected = carbons_choice([Destination("127.0.0.1", c.pickle_port, n) for n, c in caches.items()], 1, True)
+        assert {frozenset(names) for names in expected.values()} == {frozenset("a"), frozenset("b")}
+        with start_master(tmp_path, caches, 1, True) as master:
+            now = send_all(master.listen_port)
+            wait_for_paths(caches, expected)
+            for index, path in enumerate(PATHS):
+                (owner,) = expected[path]
+                assert caches[owner].series(path)[-1] == (now, float(index))
+
+
+def test_replication_factor_two_stores_every_path_on_both(tmp_path: Path) -> None:
+    with CarbonCache(tmp_path / "a") as a, CarbonCache(tmp_path / "b") as b:
+        caches = {"a": a, "b": b}
+        expected = carbons_choice([Destination("127.0.0.1", c.pickle_port, n) for n, c in caches.items()], 2, False)
+        assert all(names == {"a", "b"} for names in expected.values())
+        with start_master(tmp_path, caches, 2, False) as master:
+            send_all(master.listen_port)
+            wait_for_paths(caches, expected)
+
+
+def test_a_dead_cache_holds_up_only_its_own_share(tmp_path: Path) -> None:
+    a = CarbonCache(tmp_path / "a")
+    b = CarbonCache(tmp_path / "b").reserve_ports()
+    caches = {"a": a, "b": b}
+    with a:
+        expected = carbons_choice([Destination("127.0.0.1", c.pickle_port, n) for n, c in caches.items()], 1, True)
+        with start_master(tmp_path, caches, 1, True) as master:
+            send_all(master.listen_port)  # acknowledged: b's share is safe in lmaster's spool
+            a_share = {path: names for path, names in expected.items() if names == {"a"}}
+            deadline = time.monotonic() + 20
+            while not set(a_share) <= a.metric_paths() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert set(a_share) <= a.metric_paths(), "a's share stalled behind the dead cache b"
+            with b:
+                wait_for_paths(caches, expected, timeout=30)
