@@ -33,6 +33,7 @@ from .blocks import Block, split_for_frames
 from .config import AgentConfig, SensorConfig
 from .daemon import write_status
 from .graphite_paths import Datapoint, SampleError, sample_to_datapoints
+from .handshake import open_session, read_frame
 from .logs import RateLimitedLog
 from .selfstats import ProcessUsage
 from .sensors import REGISTRY, SensorUnsupported
@@ -41,7 +42,6 @@ from .spool import Spool
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
-WELCOME_TIMEOUT = 10.0
 MAX_SAMPLES_PER_BATCH = 1000
 MAX_UNACKNOWLEDGED = 32
 """Batches in flight before the agent waits for acknowledgements."""
@@ -400,32 +400,8 @@ class Agent:
             CONNECT_TIMEOUT,
         )
         try:
-            kind, payload = await asyncio.wait_for(read_frame(reader), WELCOME_TIMEOUT)
-            if kind != protocol.CHALLENGE:
-                raise protocol.ProtocolError(f"expected a challenge, got frame {kind!r}")
-            challenge = protocol.check_version(protocol.decode_json(payload), "challenge")
-            secret = self.config.link.secret
-            if secret is not None and not challenge.get("auth"):
-                raise protocol.ProtocolError(
-                    "lmaster does not authenticate agents (no secret file there); not sending to it"
-                )
-            nonce = auth.new_nonce()
-            hello = {
-                "protocol": protocol.PROTOCOL_NAME, "version": protocol.PROTOCOL_VERSION,
-                "host": self.config.hostname, "agent": f"lagent {__version__}", "nonce": nonce,
-                "heartbeat": self.config.heartbeat_interval,
-            }  # fmt: skip
-            if secret is not None:
-                hello["mac"] = auth.agent_mac(secret, str(challenge.get("nonce")), nonce, self.config.hostname)
-            writer.write(protocol.encode_json(protocol.HELLO, hello))
-            kind, payload = await asyncio.wait_for(read_frame(reader), WELCOME_TIMEOUT)
-            welcome = protocol.decode_json(payload)
-            if kind != protocol.WELCOME or "error" in welcome:
-                raise protocol.ProtocolError(f"lmaster refused: {welcome.get('error', kind)}")
-            if secret is not None:
-                expected = auth.master_mac(secret, nonce, str(challenge.get("nonce")))
-                if not auth.macs_equal(expected, welcome.get("mac")):
-                    raise protocol.ProtocolError("lmaster failed to prove it knows the secret; not sending to it")
+            hello = {"agent": f"lagent {__version__}", "heartbeat": self.config.heartbeat_interval}
+            await open_session(reader, writer, self.config.hostname, self.config.link.secret, hello)
         except BaseException:
             writer.close()
             raise
@@ -492,11 +468,6 @@ class Agent:
                 raise protocol.ProtocolError(f"unexpected frame {kind!r} from lmaster")
             for batch_id in protocol.decode_acks(payload):
                 self._acknowledged(batch_id)
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    header = await reader.readexactly(protocol.HEADER_SIZE)
-    return protocol.split_frame(await reader.readexactly(protocol.frame_length(header)))
 
 
 def _agent_report(agent: Agent, metrics: dict) -> str:

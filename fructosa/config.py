@@ -129,6 +129,15 @@ class SlurmConfig:
 
 
 @dataclass(frozen=True)
+class UpstreamConfig:
+    """``[upstream]`` in lmaster.conf: relay everything to another lmaster (relay trees)."""
+
+    host: str
+    port: int = 7888
+    link: LinkConfig = LinkConfig()
+
+
+@dataclass(frozen=True)
 class MasterConfig:
     path: str
     listen_host: str = "127.0.0.1"
@@ -144,6 +153,9 @@ class MasterConfig:
     logging: LoggingConfig = LoggingConfig()
     warnings: tuple[str, ...] = ()
     slurm: SlurmConfig = SlurmConfig()
+    accept_relays: bool = False
+    """Let other lmasters relay to this one (they write paths of many hosts)."""
+    upstream: UpstreamConfig | None = None
 
 
 class _Reader:
@@ -387,7 +399,7 @@ def _sensors(reader: _Reader) -> tuple[SensorConfig, ...]:
 
 
 KNOWN_AGENT_SECTIONS = ("lmaster", "qmaster", "lagent", "Graphite", "logging")
-KNOWN_MASTER_SECTIONS = ("lmaster", "qmaster", "Graphite", "logging", "slurm")
+KNOWN_MASTER_SECTIONS = ("lmaster", "qmaster", "Graphite", "logging", "slurm", "upstream")
 
 
 def _warn_unknown_sections(reader: _Reader, known: tuple[str, ...]) -> None:
@@ -460,7 +472,9 @@ MASTER_KEYS = (
     "spool max size",
     "self metrics",
     "self metrics interval",
+    "accept relays",
 )
+UPSTREAM_KEYS = ("host", "incoming data port", *LINK_KEYS)
 GRAPHITE_KEYS = (
     "host",
     "carbon receiver pickle port",
@@ -490,6 +504,17 @@ def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
         idle_timeout = reader.get(section, "idle timeout", parse_positive_float, idle_timeout)
         max_connections = reader.get(section, "max connections", parse_positive_int, max_connections)
     self_metrics = reader.get(section, "self metrics", parse_bool, True) if section else True
+    accept_relays = reader.get(section, "accept relays", parse_bool, False) if section else False
+    upstream = None
+    if reader.parser.has_section("upstream"):
+        reader.warn_unknown_keys("upstream", UPSTREAM_KEYS)
+        if not reader.parser.has_option("upstream", "host"):
+            raise ConfigError(f"{path}: [upstream] host is missing: which lmaster should this one relay to?")
+        upstream = UpstreamConfig(
+            host=reader.get("upstream", "host", parse_host, ""),
+            port=reader.get("upstream", "incoming data port", parse_port, 7888),
+            link=_link(reader, "upstream", "lagent"),
+        )
     self_interval = reader.get(section, "self metrics interval", parse_positive_float, 10.0) if section else 10.0
     listen_host, listen_port = _master_address(reader, section)
     graphite = GraphiteConfig()
@@ -526,6 +551,8 @@ def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
         logging=_logging(reader),
         warnings=tuple(reader.warnings),
         slurm=slurm,
+        accept_relays=accept_relays,
+        upstream=upstream,
     )
 
 
@@ -668,10 +695,25 @@ def effective_master_ini(cfg: MasterConfig) -> str:
                     ("max connections", cfg.max_connections),
                     ("self metrics", cfg.self_metrics),
                     ("self metrics interval", cfg.self_metrics_interval),
+                    ("accept relays", cfg.accept_relays),
                     ("spool dir", spool.directory),
                     ("spool max size", spool.max_bytes),
                 ],
             ),
+            *(
+                [
+                    _ini_section(
+                        "upstream",
+                        [
+                            ("host", cfg.upstream.host),
+                            ("incoming data port", cfg.upstream.port),
+                            *_link_items(cfg.upstream.link),
+                        ],
+                    )
+                ]
+                if cfg.upstream
+                else []
+            ),  # fmt: skip
             _ini_section(
                 "Graphite",
                 [

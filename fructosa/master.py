@@ -38,12 +38,14 @@ from .blocks import Block, BlockError, all_valid, filter_valid
 from .config import MasterConfig
 from .daemon import write_status
 from .graphite_paths import Datapoint, SampleError, sample_to_datapoints, short_hostname
+from .jobs.events import JobEventsPoller
 from .logs import RateLimitedLog
 from .selfstats import ProcessUsage
 from .sinks import Sink
 from .sinks.carbon import CarbonPickleSink
 from .sinks.cluster import CarbonClusterSink
 from .sinks.ring import ConsistentHashRing
+from .sinks.upstream import UpstreamSink
 from .spool import Spool
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,15 @@ def carbon_sink(cfg: MasterConfig, spool: Spool | None) -> Sink:
     )  # fmt: skip
 
 
+def upstream_sink(cfg: MasterConfig) -> UpstreamSink:
+    """The sink to the lmaster this one relays to (``[upstream]``)."""
+    upstream = cfg.upstream
+    assert upstream is not None
+    link = upstream.link
+    tls = auth.client_context(link.tls_ca, link.tls_cert, link.tls_key) if link.tls or link.tls_ca else None
+    return UpstreamSink(upstream.host, upstream.port, short_hostname(socket.gethostname()), link.secret, tls)
+
+
 class Master:
     def __init__(
         self,
@@ -144,6 +155,8 @@ class Master:
         self.spool = spool
         if sinks is None:
             sinks = [carbon_sink(cfg, spool)] if cfg.graphite.enabled else []
+            if cfg.upstream is not None:
+                sinks.append(upstream_sink(cfg))
         self.sinks = sinks
         self.counters = MasterCounters()
         self.agents: dict[str, AgentState] = {}
@@ -185,6 +198,10 @@ class Master:
             )  # fmt: skip
         self._start_self_metrics()
         reporter = asyncio.create_task(self._report_forever(), name="reporter")
+        slurm_poller = None
+        if self.config.slurm.enabled:  # job events and counts ([slurm]); ends when stop is set
+            poller = JobEventsPoller(self.config.slurm, self.emit)
+            slurm_poller = asyncio.create_task(poller.run(stop), name="slurm-poller")
         try:
             await stop.wait()
         finally:
@@ -195,6 +212,9 @@ class Master:
             for task in list(self._connections):
                 task.cancel()
             await asyncio.gather(reporter, *self._connections, return_exceptions=True)
+            if slurm_poller is not None:
+                slurm_poller.cancel()
+                await asyncio.gather(slurm_poller, return_exceptions=True)
             self._report(time.time())  # last liveness and status: every agent is now disconnected
             for sink in self.sinks:
                 await sink.close(SINK_CLOSE_TIMEOUT)
@@ -417,6 +437,12 @@ class Master:
         if kind != protocol.HELLO:
             raise protocol.ProtocolError(f"first frame is {kind!r}, not a hello")
         hello = protocol.check_hello(payload)
+        if hello.get("relay") is True and not self.config.accept_relays:
+            writer.write(protocol.encode_json(protocol.WELCOME, {"error": "relays not accepted here"}))
+            raise protocol.ProtocolError(
+                f"lmaster {hello['host']!r} wants to relay, but relays are not accepted here "
+                "(set [lmaster] accept relays = yes)"
+            )
         welcome = {"protocol": protocol.PROTOCOL_NAME, "version": protocol.PROTOCOL_VERSION}
         if self.secret is not None:
             if "mac" not in hello:
@@ -461,7 +487,9 @@ class Master:
         if isinstance(heartbeat, (int, float)) and 0 < heartbeat < 86400:
             state.heartbeat_interval = float(heartbeat)
         acks = AckWriter(writer)
-        host_prefix = short_hostname(hello["host"])
+        host_prefix: str | None = short_hostname(hello["host"])
+        if hello.get("relay") is True:  # accepted in _handshake only when relays are allowed
+            host_prefix = None
         try:
             while True:
                 kind, payload = await read_frame(reader, self.limits.peer_timeout, self.limits.idle_timeout)
@@ -584,7 +612,7 @@ class Master:
             refusals += wrong
         if refusals:
             self._peer_log.log(
-                logging.WARNING, ("refused", peer_ip), "malformed sample from %s skipped: %s (%d refused in this batch)",
+                logging.WARNING, ("refused", peer_ip), "malformed sample from %s skipped: %s (%d in this batch)",
                 address, refusals[0], len(refusals),
             )  # fmt: skip
         return block

@@ -48,7 +48,9 @@ MAX_PENDING_EVENTS = 10_000
 """Events kept for a retry while graphite-web is unreachable (oldest dropped first)."""
 
 
-def running_counts(jobs: Iterable[Job], users_before: Iterable[str] = (), partitions_before: Iterable[str] = ()) -> dict:
+def running_counts(
+    jobs: Iterable[Job], users_before: Iterable[str] = (), partitions_before: Iterable[str] = ()
+) -> dict:
     """``{"total", "cpus", "by_user", "by_partition"}`` of the running jobs.
 
     Users and partitions in ``*_before`` without a job now get 0, so their
@@ -79,7 +81,13 @@ def job_event(job: Job, kind: str, when: float) -> dict:
     nodes = job.nodelist or "?"
     return {
         "what": f"Slurm job {job.job_id} {verb}",
-        "tags": ["slurm", f"job_{kind}", _tag("job", job.job_id), _tag("user", job.user), _tag("partition", job.partition)],
+        "tags": [
+            "slurm",
+            f"job_{kind}",
+            _tag("job", job.job_id),
+            _tag("user", job.user),
+            _tag("partition", job.partition),
+        ],
         "when": int(when),
         "data": f"job {job.job_id} {job.name!r} of {job.user} on {nodes} ({job.partition}, {job.cpus or '?'} CPUs)",
     }
@@ -134,7 +142,7 @@ class JobEventsPoller:
             jobs = await asyncio.to_thread(self.slurm.running_jobs)
         except SlurmError as error:
             self._errors.log(logging.WARNING, "squeue", "Slurm poll: %s", error)
-            self.emit([("fructosa.slurm.up", (now, 0.0))])
+            self.emit([("fructosa.slurm.up", (float(int(now)), 0.0))])
             return
         started, ended = self.changes(jobs)
         if ended:
@@ -156,14 +164,19 @@ class JobEventsPoller:
         ended = [job for job_id, job in self.known.items() if job_id not in now_running]
         return started, ended
 
-    def observe(self, jobs: list[Job], started: list[Job], ended: list[Job], now: float) -> tuple[list[Datapoint], list[dict]]:
+    def observe(
+        self, jobs: list[Job], started: list[Job], ended: list[Job], now: float
+    ) -> tuple[list[Datapoint], list[dict]]:
         """Datapoints and events for this poll; remembers ``jobs`` for the next one."""
         counts = running_counts(jobs, self._users, self._partitions)
         self._users = {user for user, count in counts["by_user"].items() if count}
         self._partitions = {partition for partition, count in counts["by_partition"].items() if count}
         self.known = {job.job_id: job for job in jobs}
         value = {"up": 1, "jobs": {"running": counts, "started": len(started), "ended": len(ended)}}
-        datapoints = sample_to_datapoints({"host": "fructosa", "sensor": "slurm", "time": now, "value": value})
+        # Whole seconds: two polls within one whisper second then replace each other in
+        # carbon's cache (latest wins) instead of racing in one whisper write.
+        second = int(now)
+        datapoints = sample_to_datapoints({"host": "fructosa", "sensor": "slurm", "time": second, "value": value})
         events = [job_event(job, "start", job.start or now) for job in started]
         events += [job_event(job, "end", job.end or now) for job in ended]
         return datapoints, events

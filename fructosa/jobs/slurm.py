@@ -122,7 +122,9 @@ def _expand_one(item: str) -> list[str]:
         if int(high) < int(low) or int(high) - int(low) > 100_000:
             raise ValueError(f"bad range {part!r} in host list item {item!r}")
         width = len(low) if low.startswith("0") else 0
-        names += [f"{prefix}{number:0{width}d}{suffix}" for number in range(int(low), int(high) + 1) for suffix in suffixes]
+        names += [
+            f"{prefix}{number:0{width}d}{suffix}" for number in range(int(low), int(high) + 1) for suffix in suffixes
+        ]
     return names
 
 
@@ -187,7 +189,9 @@ class Slurm:
         except PermissionError:
             raise SlurmError(f"{argv[0]}: not executable (permission denied)") from None
         except subprocess.TimeoutExpired:
-            raise SlurmError(f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: no answer within {self.timeout:g} s") from None
+            raise SlurmError(
+                f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: no answer within {self.timeout:g} s"
+            ) from None
         if result.returncode != 0:
             lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
             raise SlurmError(f"{argv[0]} exited {result.returncode}: {lines[-1] if lines else 'no output'}")

@@ -426,10 +426,13 @@ class GraphiteWeb:
         *,
         python: str | Path | None = None,
         startup_timeout: float = 60.0,
+        events: bool = False,
     ) -> None:
         self.carbon = carbon
         self.python = Path(python or sys.executable)
         self.startup_timeout = startup_timeout
+        self.events = events
+        """Create graphite-web's database first, for the events API (``/events/``)."""
         self.base_dir = carbon.base_dir / "graphite-web"
         self.log_path = self.base_dir / "runserver.log"
         self._process = ServerProcess("graphite-web", self.log_path)
@@ -457,9 +460,19 @@ class GraphiteWeb:
             "GRAPHITE_SETTINGS_MODULE": settings_module,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(self.base_dir), os.environ.get("PYTHONPATH")])),
         }
+        if self.events:  # the events API stores events in the Django database
+            migrate = [str(self.python), "-m", "django", "migrate", "--run-syncdb", "-v", "0"]
+            subprocess.run(migrate, cwd=self.base_dir, env={**os.environ, **env}, check=True,
+                           capture_output=True, timeout=self.startup_timeout)  # fmt: skip
         self._process.launch(argv, cwd=self.base_dir, env=env)
         self._process.wait_ready(self._answers, self.startup_timeout)
         return self
+
+    def events_of(self, tags: str) -> list[dict]:
+        """Events with all these (space-separated) tags, from ``/events/get_data``."""
+        query = urllib.parse.urlencode({"tags": tags, "from": "-1d", "until": "now"})
+        with urllib.request.urlopen(f"{self.url}/events/get_data?{query}", timeout=10) as resp:
+            return json.load(resp)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the dev server we started. Idempotent."""

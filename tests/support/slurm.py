@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,7 @@ class SlurmCluster:
         self.hostname = socket.gethostname().split(".")[0]
         self.conf_path = self.base_dir / "etc" / "slurm.conf"
         self.jobcomp_path = self.base_dir / "jobcomp.txt"
-        self.munge_dir = self.base_dir / "munge"
+        self.munge_dir = self.base_dir / "munge"  # moved below /tmp by start() when base_dir is private
         self.cpus = 0
         self._munged = ServerProcess("munged", self.base_dir / "munged.log")
         self._slurmctld = ServerProcess("slurmctld", self.base_dir / "slurmctld.out")
@@ -86,10 +87,16 @@ class SlurmCluster:
 
     def start(self) -> SlurmCluster:
         """munged, then slurmctld and slurmd; returns once the node is idle."""
-        for name in ("munge", "etc", "state", "spool"):
+        for name in ("etc", "state", "spool"):
             (self.base_dir / name).mkdir(parents=True, exist_ok=True)
-        for directory in (self.base_dir, self.munge_dir):
-            directory.chmod(0o755)  # munged refuses sockets below non-traversable dirs
+        # munged refuses a socket below any directory not traversable by all; pytest's
+        # tmp dirs are private (0700), so the socket then goes to its own dir in /tmp.
+        if all(os.stat(parent).st_mode & 0o001 for parent in self.base_dir.parents):
+            self.base_dir.chmod(0o755)
+            self.munge_dir.mkdir(exist_ok=True)
+        else:
+            self.munge_dir = Path(tempfile.mkdtemp(prefix="fructosa-munge-"))
+        self.munge_dir.chmod(0o755)
         key = self.munge_dir / "munge.key"
         subprocess.run(["mungekey", "-c", "-f", "-k", str(key)], check=True, capture_output=True, timeout=30)
         socket_path = self.munge_dir / "munge.socket"
@@ -172,6 +179,8 @@ class SlurmCluster:
             _signal(pid, signal.SIGKILL)
         if self.proctrack == "cgroup":
             _remove_cgroup_tree(CGROUP_FREEZER / f"slurm_{self.hostname}")
+        if not self.munge_dir.is_relative_to(self.base_dir):
+            shutil.rmtree(self.munge_dir, ignore_errors=True)
 
     def __enter__(self) -> SlurmCluster:
         return self.start()

@@ -1,0 +1,190 @@
+"""Slurm on the head node, against a REAL Slurm: job events, job counts, job report.
+
+One module-scoped stack: a single-node Slurm (tests/support/slurm.py), a real
+carbon-cache and graphite-web (with its events database), lmaster with a
+``[slurm]`` section polling squeue every 0.5 s and posting events, and lagent
+running the SlurmJobs sensor every 0.5 s. Real ``sbatch --wrap`` jobs — a CPU
+burner and a memory allocator — then must show up as per-job series, master
+counts going up and back to 0, graphite-web events, and a job report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fructosa.config import SlurmConfig
+from fructosa.graphite_paths import short_hostname
+from fructosa.jobs.events import JobEventsPoller, job_event, running_counts
+from fructosa.jobs.slurm import Job, expand_hostlist, parse_sacct, parse_squeue
+from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
+from tests.support.daemons import Daemon
+from tests.support.slurm import SlurmCluster, unavailable_reason
+
+HOST = short_hostname(__import__("socket").gethostname())
+BURN_SECONDS = 5
+BURNER = f"python3 -c 'import time; t = time.time() + {BURN_SECONDS}; exec(\"while time.time() < t: pass\")'"
+ALLOCATOR = "python3 -c 'import time; block = b\"x\" * (200 << 20); time.sleep(4)'"
+
+
+@dataclass
+class Stack:
+    slurm: SlurmCluster
+    carbon: CarbonCache
+    web: GraphiteWeb
+    workdir: Path
+
+
+def _configs(workdir: Path, slurm: SlurmCluster, carbon: CarbonCache, web: GraphiteWeb) -> tuple[Path, Path, int]:
+    (port,) = free_ports(1)
+    log = workdir / "limon.log"
+    master = workdir / "lmaster.conf"
+    master.write_text(
+        f"[lmaster]\nincoming data port = {port}\nspool dir = {workdir / 'spool-m'}\nself metrics = no\n"
+        f"[Graphite]\ncarbon receiver pickle port = {carbon.pickle_port}\n"
+        f"carbon receiver plaintext port = {carbon.line_port}\n"
+        f"[slurm]\npoll interval = 0.5\nslurm conf = {slurm.conf_path}\nevents url = {web.url}/events/\n"
+        f"[logging]\nfilename = {log}\n"
+    )
+    agent = workdir / "lagent.conf"
+    agent.write_text(
+        f"[lmaster]\nincoming data port = {port}\n[lagent]\nspool dir = {workdir / 'spool-a'}\nself metrics = no\n"
+        f"[logging]\nfilename = {log}\n[sensor:SlurmJobs]\ntime_interval = 0.5\n"
+    )
+    return master, agent, port
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    if not GraphiteWeb.is_available():
+        pytest.skip("graphite-web is not installed in this environment")
+    workdir = tmp_path_factory.mktemp("slurm-master")
+    with SlurmCluster(workdir / "slurm") as slurm, CarbonCache(workdir / "carbon") as carbon:
+        with GraphiteWeb(carbon, events=True) as web:
+            master_conf, agent_conf, port = _configs(workdir, slurm, carbon, web)
+            with Daemon("lmaster", master_conf, workdir).start(listen_port=port):
+                with Daemon("lagent", agent_conf, workdir).start():
+                    yield Stack(slurm, carbon, web, workdir)
+
+
+def _report(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fructosa.jobs.report", *args, "--graphite", stack.web.url],
+        env={**os.environ, **stack.slurm.env}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None:
+    carbon, slurm = stack.carbon, stack.slurm
+    burner = slurm.sbatch(BURNER, "-J", "burner")
+    allocator = slurm.sbatch(ALLOCATOR, "-J", "allocator")
+
+    # The node's view (lagent's SlurmJobs sensor): per-job series with plausible values.
+    carbon.wait_for(f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: any(v > 80 for _, v in s), timeout=15)
+    rss = carbon.wait_for(
+        f"{HOST}.SlurmJobs.job_{allocator}.rss", lambda s: any(v > 150 << 20 for _, v in s), timeout=15
+    )
+    assert max(v for _, v in rss) < 400 << 20
+    carbon.wait_for(f"{HOST}.SlurmJobs.count", lambda s: any(v == 2 for _, v in s), timeout=10)
+
+    # The head node's view (lmaster's poller): counts up, then back to 0 after both end.
+    carbon.wait_for("fructosa.slurm.jobs.running.total", lambda s: any(v == 2 for _, v in s), timeout=10)
+    carbon.wait_for("fructosa.slurm.jobs.running.by_user.root", lambda s: any(v == 2 for _, v in s), timeout=10)
+    carbon.wait_for("fructosa.slurm.jobs.running.by_partition.debug", lambda s: any(v >= 1 for _, v in s))
+    for job in (burner, allocator):
+        slurm.wait_state(job, ("GONE",), timeout=20)
+        slurm.wait_accounted(job)
+    ended_at = int(time.time())
+    carbon.wait_for("fructosa.slurm.jobs.running.total", lambda s: s[-1][1] == 0 and s[-1][0] >= ended_at)
+    carbon.wait_for("fructosa.slurm.jobs.running.by_user.root", lambda s: s[-1][1] == 0)
+    carbon.wait_for(f"{HOST}.SlurmJobs.count", lambda s: s[-1][1] == 0 and s[-1][0] >= ended_at)
+    assert sum(v for _, v in carbon.series("fructosa.slurm.jobs.started")) == 2
+    carbon.wait_for("fructosa.slurm.jobs.ended", lambda s: sum(v for _, v in s) == 2)
+
+    # graphite-web events, as Grafana annotations read them (by tag).
+    deadline = time.monotonic() + 10
+    while len(stack.web.events_of("slurm job_end")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (start,) = stack.web.events_of(f"slurm job_start job_{burner}")
+    assert "user_root" in start["tags"] and "partition_debug" in start["tags"]
+    assert "'burner'" in start["data"] and HOST in start["data"]
+    (end,) = stack.web.events_of(f"job_end job_{burner}")
+    assert end["what"] == f"Slurm job {burner} ended (COMPLETED)"
+    assert end["when"] >= start["when"] + BURN_SECONDS - 1
+
+    # The job report: Slurm accounting (jobcomp) + graphite-web's render API.
+    charts = stack.workdir / "charts"
+    result = _report(stack, burner, "--format", "json", "--png", str(charts))
+    assert result.returncode == 0, result.stderr
+    profile = json.loads(result.stdout)
+    assert profile["state"] == "COMPLETED" and profile["allocated_cpus"] == 1
+    assert BURN_SECONDS - 1 <= profile["duration_seconds"] <= BURN_SECONDS + 3
+    assert list(profile["nodes"]) == [HOST]
+    assert profile["cpu_efficiency_percent"] > 70, profile
+    assert profile["nodes"][HOST]["cpu_percent_peak"] > 80
+    for path in profile["charts"]:
+        assert Path(path).read_bytes().startswith(b"\x89PNG")
+    text = _report(stack, allocator)
+    assert text.returncode == 0, text.stderr
+    assert f"Job {allocator} (allocator) of root in debug: COMPLETED" in text.stdout
+    peak_mib = float(text.stdout.split("memory peak ")[1].split(" MiB")[0])
+    assert 150 < peak_mib < 400, text.stdout
+
+    unknown = _report(stack, "987654")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == (
+        "fructosa-job-report: job 987654: not in Slurm accounting (unknown job, or not finished yet)"
+    )
+
+
+# -- pure parts, on recorded Slurm output --------------------------------------
+
+SQUEUE = "7|alice|gpu|node[01-02]|2026-11-24T23:46:44|RUNNING|8|sim|v2\n8|bob|debug|node03|N/A|RUNNING|1|x\n"
+SACCT_C = "7|alice(1001)|gpu|node[01-02]|2026-11-24T23:46:44|2026-11-24T23:50:00|CANCELLED by 0|8|sim\n"
+
+
+def test_parsers_and_host_lists() -> None:
+    running = parse_squeue(SQUEUE)
+    assert [(job.job_id, job.user, job.cpus, job.name) for job in running] == [
+        ("7", "alice", 8, "sim|v2"),
+        ("8", "bob", 1, "x"),
+    ]
+    assert running[0].nodes == ["node01", "node02"] and running[1].start is None
+    (ended,) = parse_sacct(SACCT_C)
+    assert (ended.user, ended.state, ended.end - ended.start) == ("alice", "CANCELLED", 196)
+    assert expand_hostlist("r[1-2]n[08-09],gpu5") == ["r1n08", "r1n09", "r2n08", "r2n09", "gpu5"]
+    assert expand_hostlist("(null)") == []
+    with pytest.raises(ValueError, match="unbalanced"):
+        expand_hostlist("node[1-2")
+
+
+def test_counts_end_at_zero_and_events_carry_the_job() -> None:
+    emitted: list = []
+    poller = JobEventsPoller(SlurmConfig(), emitted.extend)  # observe() runs no Slurm command
+    jobs = parse_squeue(SQUEUE)
+    assert poller.changes(jobs) == ([], [])  # first poll: already running, no events
+    poller.observe(jobs, [], [], 100.0)
+    started, ended = poller.changes(jobs[1:])
+    assert (started, [job.job_id for job in ended]) == ([], ["7"])
+    points, events = poller.observe(jobs[1:], started, ended, 200.0)
+    values = dict((path, value) for path, (_, value) in points)
+    assert values["fructosa.slurm.jobs.running.by_user.alice"] == 0  # one final 0 …
+    assert values["fructosa.slurm.jobs.running.by_user.bob"] == 1
+    assert values["fructosa.slurm.jobs.ended"] == 1 and values["fructosa.slurm.jobs.running.cpus"] == 1
+    points, _ = poller.observe(jobs[1:], [], [], 300.0)
+    assert "fructosa.slurm.jobs.running.by_user.alice" not in dict(points)  # … then the series stops
+    (event,) = events
+    assert event["tags"] == ["slurm", "job_end", "job_7", "user_alice", "partition_gpu"]
+    assert running_counts([Job("1", "a b", "p", "", "RUNNING", None, None, None, "n")])["by_user"] == {"a b": 1}
+    assert job_event(jobs[0], "start", 5.0)["when"] == 5
