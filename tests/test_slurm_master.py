@@ -91,7 +91,12 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     allocator = slurm.sbatch(ALLOCATOR, "-J", "allocator")
 
     # The node's view (lagent's SlurmJobs sensor): per-job series with plausible values.
-    carbon.wait_for(f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: any(v > 80 for _, v in s), timeout=15)
+    # A busy loop: near 100 % of one CPU on an idle node; on a shared 2-core CI box other tests take
+    # their share, so "busy" is > 50, and never more than the one CPU a single process can use.
+    cpu = carbon.wait_for(
+        f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: sum(v > 50 for _, v in s) >= 3, timeout=15
+    )
+    assert all(0 <= v <= 105 for _, v in cpu), cpu
     rss = carbon.wait_for(
         f"{HOST}.SlurmJobs.job_{allocator}.rss", lambda s: any(v > 150 << 20 for _, v in s), timeout=15
     )
@@ -109,8 +114,8 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     carbon.wait_for("fructosa.slurm.jobs.running.total", lambda s: s[-1][1] == 0 and s[-1][0] >= ended_at)
     carbon.wait_for("fructosa.slurm.jobs.running.by_user.root", lambda s: s[-1][1] == 0)
     carbon.wait_for(f"{HOST}.SlurmJobs.count", lambda s: s[-1][1] == 0 and s[-1][0] >= ended_at)
-    assert sum(v for _, v in carbon.series("fructosa.slurm.jobs.started")) == 2
-    carbon.wait_for("fructosa.slurm.jobs.ended", lambda s: sum(v for _, v in s) == 2)
+    assert carbon.series("fructosa.slurm.jobs.started")[-1][1] == 2  # counters since lmaster started
+    carbon.wait_for("fructosa.slurm.jobs.ended", lambda s: s[-1][1] == 2)
 
     # graphite-web events, as Grafana annotations read them (by tag).
     deadline = time.monotonic() + 10
@@ -131,8 +136,10 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     assert profile["state"] == "COMPLETED" and profile["allocated_cpus"] == 1
     assert BURN_SECONDS - 1 <= profile["duration_seconds"] <= BURN_SECONDS + 3
     assert list(profile["nodes"]) == [HOST]
-    assert profile["cpu_efficiency_percent"] > 70, profile
-    assert profile["nodes"][HOST]["cpu_percent_peak"] > 80
+    # A busy loop on 1 allocated CPU; the mean also holds its start-up (and a 2-core CI box is shared).
+    assert 40 < profile["cpu_efficiency_percent"] <= 105, profile
+    assert profile["cpu_efficiency_percent"] == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
+    assert profile["nodes"][HOST]["cpu_percent_peak"] > 50
     for path in profile["charts"]:
         assert Path(path).read_bytes().startswith(b"\x89PNG")
     text = _report(stack, allocator)
@@ -182,6 +189,7 @@ def test_counts_end_at_zero_and_events_carry_the_job() -> None:
     assert values["fructosa.slurm.jobs.running.by_user.alice"] == 0  # one final 0 …
     assert values["fructosa.slurm.jobs.running.by_user.bob"] == 1
     assert values["fructosa.slurm.jobs.ended"] == 1 and values["fructosa.slurm.jobs.running.cpus"] == 1
+    assert values["fructosa.slurm.jobs.started"] == 0
     points, _ = poller.observe(jobs[1:], [], [], 300.0)
     assert "fructosa.slurm.jobs.running.by_user.alice" not in dict(points)  # … then the series stops
     (event,) = events

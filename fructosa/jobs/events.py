@@ -6,10 +6,10 @@ seconds and
 * sends ``fructosa.slurm.jobs.running.total``, ``….running.cpus``,
   ``….running.by_user.USER`` and ``….running.by_partition.PARTITION``
   (a user or partition whose last job ended gets one final 0, then its
-  series stops), ``fructosa.slurm.jobs.started`` / ``….ended`` (jobs that
-  started / ended since the previous poll: non-zero points are Grafana
-  annotations from a Graphite query) and ``fructosa.slurm.up`` (1 when
-  squeue answered);
+  series stops), ``fructosa.slurm.jobs.started`` / ``….ended`` (counters:
+  jobs seen starting / ending since lmaster started, so no poll is lost to
+  whisper's one point per second; ``nonNegativeDerivative`` gives jobs per
+  interval) and ``fructosa.slurm.up`` (1 when squeue answered);
 * posts one graphite-web event per job start and end (``events url``),
   tagged ``slurm job_start|job_end job_ID user_USER partition_P``, with the
   job's name, user, nodes and CPUs in ``data``: Grafana shows them as
@@ -117,6 +117,8 @@ class JobEventsPoller:
         self._partitions: set[str] = set()
         self.pending_events: collections.deque[dict] = collections.deque(maxlen=MAX_PENDING_EVENTS)
         self.events_posted = 0
+        self.started_total = 0
+        self.ended_total = 0
         self._errors = RateLimitedLog(log, period=600.0)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -172,7 +174,9 @@ class JobEventsPoller:
         self._users = {user for user, count in counts["by_user"].items() if count}
         self._partitions = {partition for partition, count in counts["by_partition"].items() if count}
         self.known = {job.job_id: job for job in jobs}
-        value = {"up": 1, "jobs": {"running": counts, "started": len(started), "ended": len(ended)}}
+        self.started_total += len(started)
+        self.ended_total += len(ended)
+        value = {"up": 1, "jobs": {"running": counts, "started": self.started_total, "ended": self.ended_total}}
         # Whole seconds: two polls within one whisper second then replace each other in
         # carbon's cache (latest wins) instead of racing in one whisper write.
         second = int(now)
