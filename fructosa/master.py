@@ -235,6 +235,7 @@ class Master:
             ("TLS settings", (old.link.tls_cert, old.link.tls_key, old.link.tls_ca),
              (new.link.tls_cert, new.link.tls_key, new.link.tls_ca)),
             ("spool", old.spool, new.spool),
+            ("[slurm]", old.slurm, new.slurm),
             ("[Graphite] enabled", old.graphite.enabled, new.graphite.enabled),
             ("[Graphite] destinations",
              (len(old.graphite.destinations) > 1, old.graphite.replication_factor, old.graphite.diverse_replicas),

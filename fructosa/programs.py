@@ -14,6 +14,7 @@ import sys
 import time
 
 from . import auth, checks, cli, config
+from .adaptive import GENERIC_OPTIONS_HELP
 from .cli import EXIT_CONFIG, EXIT_OK, DaemonSpec, Prepared, StartError
 from .graphite_paths import sample_to_datapoints, short_hostname
 from .sensors import REGISTRY, SensorUnsupported
@@ -76,6 +77,9 @@ def sensors_command(args: argparse.Namespace) -> int:
         width = max(len(name) for name in REGISTRY)
         for name, sensor_class in sorted(REGISTRY.items()):
             print(f"{name:<{width}}  {sensor_class.description}")
+        print("\nOptions every [sensor:NAME] section takes:")
+        for line in GENERIC_OPTIONS_HELP:
+            print(f"  {line}")
         return EXIT_OK
     sensor_class = REGISTRY.get(args.name)
     if sensor_class is None:
@@ -87,6 +91,7 @@ def sensors_command(args: argparse.Namespace) -> int:
     print(inspect.cleandoc(sensor_class.__doc__ or ""))
     print("\nOptions:")
     print(f"  time_interval (seconds, default {sensor_class.default_interval:g})")
+    print("  fast time_interval, fast when, fast hold: adaptive sampling, see 'lagent sensors'")
     for option in sensor_class.options:
         kind = "yes/no" if option.type is bool else ("list" if option.type is tuple else option.type.__name__)
         choices = f", one of {', '.join(option.choices)}" if option.choices else ""

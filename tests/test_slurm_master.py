@@ -10,6 +10,7 @@ counts going up and back to 0, graphite-web events, and a job report.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -21,10 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from fructosa.config import SlurmConfig
+from fructosa.config import ConfigError, SlurmConfig, effective_master_ini, load_master_config
+from fructosa.dashboards.jobs import job_dashboard
 from fructosa.graphite_paths import short_hostname
 from fructosa.jobs.events import JobEventsPoller, job_event, running_counts
+from fructosa.jobs.report import ReportError, job_profile, summarize
 from fructosa.jobs.slurm import Job, expand_hostlist, parse_sacct, parse_squeue
+from tests.dashboards.helpers import model_targets
 from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
 from tests.support.daemons import Daemon
 from tests.support.slurm import SlurmCluster, unavailable_reason
@@ -148,6 +152,22 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     peak_mib = float(text.stdout.split("memory peak ")[1].split(" MiB")[0])
     assert 150 < peak_mib < 400, text.stdout
 
+    # The job dashboard's targets, with $job chosen, give this job's data from the real graphite-web.
+    for _, target in model_targets(job_dashboard()):
+        rendered = stack.web.render(target.target.replace("$job", f"job_{burner}"), from_="-5min")
+        assert [series["target"] for series in rendered] == [HOST], target.target
+        assert any(value is not None for value, _ in rendered[0]["datapoints"]), target.target
+
+    # A job on a node Graphite never heard of, or on this node before its data: one clear line each.
+    ghost = Job("77", "root", "debug", "ghost[1-2]", "COMPLETED", time.time() - 60, time.time() - 30, 1, "x")
+    with pytest.raises(ReportError, match=r"^job 77 ran on ghost1, ghost2, unknown to Graphite$") as unknown_nodes:
+        job_profile(ghost, stack.web.url)
+    assert unknown_nodes.value.status == 3
+    old = Job("78", "root", "debug", HOST, "COMPLETED", 1_000_000_000, 1_000_000_100, 1, "x")
+    no_data = r"^no data for job 78 in Graphite between .* \(outside retention, or no SlurmJobs sensor on "
+    with pytest.raises(ReportError, match=no_data + HOST + r"\)$"):
+        job_profile(old, stack.web.url)
+
     unknown = _report(stack, "987654")
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
@@ -176,6 +196,19 @@ def test_parsers_and_host_lists() -> None:
         expand_hostlist("node[1-2")
 
 
+def test_profile_integrates_rates_and_averages_samples() -> None:
+    points = {
+        "cpu_percent": [(10, 100.0), (20, 50.0)],
+        "rss": [(10, 100.0), (20, 300.0)],
+        "read_bytes_per_second": [(10, 1000.0), (20, 1000.0), (30, 0.0)],
+        "write_bytes_per_second": [(10, 5.0), (1000, 5.0)],  # a gap (agent down) counts one typical step
+    }
+    profile = summarize(points)
+    assert (profile["cpu_percent_mean"], profile["cpu_percent_peak"]) == (75.0, 100.0)
+    assert (profile["rss_mean"], profile["rss_peak"], profile["samples"]) == (200, 300, 3)
+    assert profile["read_bytes"] == 20_000 and profile["processes_peak"] is None
+
+
 def test_counts_end_at_zero_and_events_carry_the_job() -> None:
     emitted: list = []
     poller = JobEventsPoller(SlurmConfig(), emitted.extend)  # observe() runs no Slurm command
@@ -196,3 +229,35 @@ def test_counts_end_at_zero_and_events_carry_the_job() -> None:
     assert event["tags"] == ["slurm", "job_end", "job_7", "user_alice", "partition_gpu"]
     assert running_counts([Job("1", "a b", "p", "", "RUNNING", None, None, None, "n")])["by_user"] == {"a b": 1}
     assert job_event(jobs[0], "start", 5.0)["when"] == 5
+
+
+def test_slurm_section_of_lmaster_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "lmaster.conf"
+    conf.write_text("[slurm]\npoll interval = 5\nsqueue = /opt/slurm/bin/squeue\nevents url = http://g/events/\n"
+                    "poll intervall = 1\n")  # fmt: skip
+    config = load_master_config(str(conf))
+    assert config.slurm == SlurmConfig(
+        enabled=True, poll_interval=5.0, squeue="/opt/slurm/bin/squeue", events_url="http://g/events/"
+    )
+    assert config.warnings == (f"{conf}: [slurm] unknown key 'poll intervall' ignored (did you mean 'poll interval'?)",)
+    conf.write_text(effective_master_ini(config))
+    assert load_master_config(str(conf)).slurm == config.slurm
+    conf.write_text("[slurm]\nenabled = no\n")
+    assert not load_master_config(str(conf)).slurm.enabled
+    conf.write_text("[slurm]\nevents url = graphite/events\n")
+    with pytest.raises(ConfigError, match=r"\[slurm\] events url = 'graphite/events': not an http:// or https:// URL$"):
+        load_master_config(str(conf))
+
+
+
+def test_poller_survives_a_missing_squeue_and_an_unreachable_graphite(tmp_path: Path) -> None:
+    (closed_port,) = free_ports(1)
+    emitted: list = []
+    config = SlurmConfig(squeue=str(tmp_path / "no-squeue"), events_url=f"http://127.0.0.1:{closed_port}/events/")
+    poller = JobEventsPoller(config, emitted.extend)
+    asyncio.run(poller.poll())
+    assert [(path, value) for path, (_, value) in emitted] == [("fructosa.slurm.up", 0.0)]
+    poller.known = {}  # as after a first poll; then a job appears, and graphite-web is down
+    poller.pending_events.append(job_event(parse_squeue(SQUEUE)[0], "start", 1.0))
+    poller._post_pending()
+    assert len(poller.pending_events) == 1 and poller.events_posted == 0  # kept for the next poll

@@ -20,11 +20,13 @@ from grafanalib.core import Dashboard
 from .. import __version__
 from .cluster import cluster_dashboard
 from .inventory import InventoryError, read_hosts
+from .jobs import job_dashboard
 from .node import node_dashboard
 from .settings import Settings
 
 PROG = "make-fructosa-dashboard"
 CLUSTER = "cluster"
+JOBS = "jobs"
 """The cluster dashboard is ``cluster.json``, so no host may be called that."""
 
 
@@ -42,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
         "--gpu-section",
         metavar="SECTION",
         help="section of HOSTS listing the hosts with GPUs: a GPU row on their dashboards and the cluster's",
+    )
+    parser.add_argument(
+        "--jobs", action="store_true", help=f"also write {JOBS}.json: one Slurm job ($job) on every node it ran on"
     )
     parser.add_argument("--time-from", default="3h", metavar="DURATION", help="default time range (default: 3h)")
     parser.add_argument("--refresh", default="1m", metavar="DURATION", help="auto-refresh, or off (default: 1m)")
@@ -72,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error))
     if CLUSTER in hosts:
         return fail(f"{args.hosts}: a host named {CLUSTER!r} would overwrite {CLUSTER}.json")
+    if args.jobs and JOBS in hosts:
+        return fail(f"{args.hosts}: a host named {JOBS!r} would overwrite {JOBS}.json (--jobs)")
     output = Path(args.output)
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -80,9 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         gpu_hosts = [host for host in hosts if host in with_gpus]
         cluster = cluster_dashboard(args.cluster or args.section, hosts, settings, gpu_hosts)
         write(cluster, output / f"{CLUSTER}.json")
+        if args.jobs:
+            write(job_dashboard(settings), output / f"{JOBS}.json")
     except OSError as error:
         return fail(f"{error.filename or output}: cannot write: {error.strerror or error}", 1)
-    print(f"{len(hosts)} node dashboards and {CLUSTER}.json written to {output}")
+    extra = f", {JOBS}.json" if args.jobs else ""
+    print(f"{len(hosts)} node dashboards{extra} and {CLUSTER}.json written to {output}")
     return 0
 
 

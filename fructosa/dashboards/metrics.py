@@ -26,6 +26,7 @@ from ..sensors.hardware import SensorsBattery, SensorsFans, SensorsTemperatures
 from ..sensors.memory import SwapMemory, VirtualMemory
 from ..sensors.network import NetConnections, NetIFStats, NetIOCounters
 from ..sensors.processes import TopProcesses
+from ..sensors.slurm import SlurmJobs
 from ..sensors.system import BootTime, Users
 
 
@@ -139,6 +140,19 @@ GPU_ECC = Metric(GPU, (ANY, "ecc", any_of("volatile", "aggregate"), any_of("corr
                  sometimes="a GPU with ECC memory")  # fmt: skip
 GPU_JOBS = Metric(GPU, (ANY, "jobs", ANY, "job_id"), sometimes="a Slurm job using the GPU")
 GPU_ERRORS = Metric(GPU, (ANY, "errors"))
+
+# -- Slurm jobs ------------------------------------------------------------------
+
+SLURM_JOB = Glob("job_*")
+"""The ``job_JOBID`` level of SlurmJobs (``$job`` on the job dashboard)."""
+SLURM_JOBS = Metric(SlurmJobs, ("count",))
+SLURM_JOB_CPU = Metric(SlurmJobs, (SLURM_JOB, "cpu_percent"), sometimes="a Slurm job runs on the node")
+SLURM_JOB_RSS = Metric(SlurmJobs, (SLURM_JOB, "rss"), sometimes="a Slurm job runs on the node")
+SLURM_JOB_IO = Metric(
+    SlurmJobs, (SLURM_JOB, any_of("read_bytes_per_second", "write_bytes_per_second")),
+    sometimes="a Slurm job runs on the node",
+)  # fmt: skip
+SLURM_JOB_PROCESSES = Metric(SlurmJobs, (SLURM_JOB, "processes"), sometimes="a Slurm job runs on the node")
 
 HEARTBEAT = (CPU_HEARTBEAT, MEMORY_PERCENT, NET_HEARTBEAT, DISK_HEARTBEAT, USERS_HEARTBEAT)
 """A node is reporting while any of these got a value lately: one frequent,

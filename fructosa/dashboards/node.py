@@ -6,6 +6,7 @@ from grafanalib.core import Dashboard, StatValueMappingItem
 
 from ..graphite_paths import short_hostname
 from . import metrics as m
+from .jobs import job_panels
 from .panels import Layout, bargauge, dashboard, gauge, stat, table, timeseries, uid
 from .queries import Query, Scope, alias, call, mount_points, rate
 from .settings import Settings
@@ -143,7 +144,7 @@ def node_dashboard(host: str, settings: Settings | None = None, gpus: bool = Fal
             timeseries("Swapping", [s.by_keys(rate(s.series(m.SWAP_TRAFFIC)), 0)], "Bps"),
         ],
     )
-    layout.row("Processes", process_panels(s))
+    layout.row("Processes", [*job_panels(s), *process_panels(s)])
     if gpus:
         layout.row("GPUs", gpu_panels(s))
     layout.row(
