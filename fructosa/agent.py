@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import IO
 
 from . import __version__, auth, protocol
+from .adaptive import AdaptiveSchedule, next_due
 from .backoff import Backoff
 from .blocks import Block, split_for_frames
 from .config import AgentConfig, SensorConfig
@@ -119,6 +120,13 @@ class Agent:
         self._executor = ThreadPoolExecutor(max_workers=len(REGISTRY), thread_name_prefix="sensor")
         self._connect_log = RateLimitedLog(log, period=300.0)
         self._journal: IO[str] | None = None
+        # adaptive sampling: schedules of sensors with 'fast when', the metrics their
+        # conditions read (per measured sensor) and the latest value of each such metric
+        self._adaptive: dict[str, AdaptiveSchedule] = {}
+        self._watched: dict[str, frozenset[str]] = {}
+        self._latest: dict[str, float] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._missing_warned: set[str] = set()
 
     @property
     def master_address(self) -> str:
@@ -138,6 +146,7 @@ class Agent:
             self._journal = open(self.config.journal_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         if not self.config.sensors:
             log.warning("no [sensor:NAME] section in %s: nothing to measure", self.config.path)
+        self._plan_adaptive()
         for sensor in self.config.sensors:
             self._start_sensor(sensor)
         helpers = [
@@ -217,6 +226,7 @@ class Agent:
                 del self._sensor_tasks[name]
                 if name not in wanted:
                     log.info("reload: sensor %s removed", name)
+        self._plan_adaptive()
         for name, sensor in wanted.items():
             if name not in self._sensor_tasks:
                 self._start_sensor(sensor)
@@ -230,6 +240,75 @@ class Agent:
                 self._writer.close()
 
     # -- sensors ---------------------------------------------------------
+
+    def _plan_adaptive(self) -> None:
+        """(Re)build the adaptive schedules from the configuration; a sensor whose
+        settings did not change keeps its current fast/slow state across a reload."""
+        schedules = {}
+        for sensor in self.config.sensors:
+            if sensor.fast is None:
+                continue
+            current = self._adaptive.get(sensor.name)
+            if current is not None and (current.slow, current.fast) == (sensor.interval, sensor.fast):
+                schedules[sensor.name] = current
+            else:
+                schedules[sensor.name] = AdaptiveSchedule(sensor.interval, sensor.fast)
+        self._adaptive = schedules
+        watched: dict[str, set[str]] = {}
+        for schedule in schedules.values():
+            for metric in schedule.fast.when.metrics:
+                watched.setdefault(metric.split(".", 1)[0], set()).add(metric)
+        self._watched = {name: frozenset(metrics) for name, metrics in watched.items()}
+        self._latest = {metric: value for metric, value in self._latest.items()
+                        if metric.split(".", 1)[0] in self._watched}  # fmt: skip
+
+    def _adapt(self, sample: dict) -> None:
+        """Note the watched metrics of ``sample`` and switch the schedules depending on them."""
+        watched = self._watched.get(sample["sensor"])
+        if not watched:
+            return
+        try:
+            datapoints = sample_to_datapoints(sample)
+        except SampleError:
+            return
+        for path, (_, value) in datapoints:
+            metric = path.split(".", 1)[1]
+            if metric in watched and isinstance(value, (int, float)):
+                self._latest[metric] = float(value)
+        for metric in sorted(watched - self._latest.keys() - self._missing_warned):
+            self._missing_warned.add(metric)  # once: the sensor's paths rarely change
+            log.warning("%s has no metric %s: 'fast when' conditions on it never hold", sample["sensor"], metric)
+        now = asyncio.get_running_loop().time()
+        for name, schedule in self._adaptive.items():
+            if not (schedule.fast.when.metrics & watched):
+                continue
+            holds, reason = schedule.fast.when.evaluate(self._latest)
+            if schedule.observe(holds, now):
+                self._interval_changed(name, schedule, reason)
+
+    def _silence_limit(self, schedule: AdaptiveSchedule) -> float:
+        """How long without a verdict before a fast sensor slows down: the hold plus
+        three intervals of the slowest sensor its condition reads."""
+        intervals = [
+            self.current_interval(sensor)
+            for sensor, _ in self._sensor_tasks.values()
+            if any(metric.split(".", 1)[0] == sensor.name for metric in schedule.fast.when.metrics)
+        ]
+        return schedule.fast.hold + 3 * max(intervals, default=schedule.slow)
+
+    def _interval_changed(self, name: str, schedule: AdaptiveSchedule, reason: str) -> None:
+        if schedule.is_fast:
+            log.info("%s: fast sampling (%g s) because %s", name, schedule.interval, reason)
+        else:
+            log.info("%s: back to %g s after %g s hold (%s)", name, schedule.interval, schedule.fast.hold, reason)
+        wakeup = self._wakeups.get(name)
+        if wakeup is not None:
+            wakeup.set()  # take the new interval now, not after the rest of the old wait
+
+    def current_interval(self, config: SensorConfig) -> float:
+        """The interval ``config``'s sensor runs at now (its fast one while adaptive sampling says so)."""
+        schedule = self._adaptive.get(config.name)
+        return schedule.interval if schedule is not None else config.interval
 
     def _start_sensor(self, sensor: SensorConfig) -> None:
         task = asyncio.create_task(self._run_sensor(sensor), name=f"sensor-{sensor.name}")
@@ -246,7 +325,7 @@ class Agent:
             return
         log.info("sensor %s started, every %g s", config.name, config.interval)
         origin = loop.time()
-        tick = 0
+        wakeup = self._wakeups[config.name] = asyncio.Event()
         while True:
             try:
                 value = await loop.run_in_executor(self._executor, sensor.measure)
@@ -259,12 +338,23 @@ class Agent:
                 )
             else:
                 self._record({"host": self.config.hostname, "sensor": config.name, "time": time.time(), "value": value})
-            tick = next_tick(origin, config.interval, loop.time(), tick)
-            await asyncio.sleep(origin + tick * config.interval - loop.time())
+            while True:  # sleep to the next grid point of the current interval
+                schedule = self._adaptive.get(config.name)
+                # slows down also when the sensor its condition reads has fallen silent
+                if schedule is not None and schedule.expire(loop.time(), self._silence_limit(schedule)):
+                    self._interval_changed(config.name, schedule, "no fresh value")
+                wakeup.clear()
+                due = next_due(origin, self.current_interval(config), loop.time())
+                try:
+                    await asyncio.wait_for(wakeup.wait(), max(0.0, due - loop.time()))
+                except TimeoutError:
+                    break
 
     def _record(self, sample: dict) -> None:
         self.counters["samples"] += 1
         self.queue.put(sample)
+        if sample["sensor"] in self._watched:
+            self._adapt(sample)
         if self._journal is not None:  # debug option: what was measured, for loss checks
             lines = (f"{path} {value!r} {when!r}\n" for path, (when, value) in sample_to_datapoints(sample))
             self._journal.writelines(lines)
@@ -307,7 +397,7 @@ class Agent:
             "connected": self.connected.is_set(),
             "cpu_percent": usage["cpu_percent"],
             "rss_bytes": usage["rss_bytes"],
-            "interval": {name: sensor.interval for name, (sensor, _) in self._sensor_tasks.items()},
+            "interval": {name: self.current_interval(sensor) for name, (sensor, _) in self._sensor_tasks.items()},
         }
 
     # -- batches and the spool -------------------------------------------

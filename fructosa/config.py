@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import auth
+from .adaptive import FAST_HOLD, FAST_INTERVAL, FAST_KEYS, FAST_WHEN, FastSampling, parse_condition, parse_fast
 from .graphite_paths import is_valid_path, short_hostname
 from .sensors import REGISTRY
 from .sensors.base import TIME_INTERVAL, parse_bool, parse_positive_float
@@ -49,6 +50,8 @@ class SensorConfig:
     name: str
     interval: float
     settings: dict[str, Any]
+    fast: FastSampling | None = None
+    """adaptive sampling (fructosa/adaptive.py), None when the sensor keeps one interval."""
 
 
 @dataclass(frozen=True)
@@ -389,13 +392,33 @@ def _sensors(reader: _Reader) -> tuple[SensorConfig, ...]:
             )
             continue
         options = {option.key.lower(): option for option in sensor_class.options}
-        reader.warn_unknown_keys(section, [TIME_INTERVAL, *options])
+        reader.warn_unknown_keys(section, [TIME_INTERVAL, *FAST_KEYS, *options])
         interval = reader.get(section, TIME_INTERVAL, parse_positive_float, sensor_class.default_interval)
         settings = {
             option.key: reader.get(section, key, option.parse, option.default) for key, option in options.items()
         }
-        sensors.append(SensorConfig(name, interval, settings))
+        sensors.append(SensorConfig(name, interval, settings, _fast_sampling(reader, section, interval)))
+    configured = {sensor.name for sensor in sensors}
+    for sensor in sensors:
+        for metric in sorted(sensor.fast.when.metrics if sensor.fast else ()):
+            if metric.split(".", 1)[0] not in configured:
+                reader.warnings.append(
+                    f"{reader.path}: [sensor:{sensor.name}] {FAST_WHEN} refers to {metric!r}"
+                    " but that sensor is not configured: the condition never holds"
+                )
     return tuple(sensors)
+
+
+def _fast_sampling(reader: _Reader, section: str, slow: float) -> FastSampling | None:
+    """The ``fast …`` options of one sensor section, checked together."""
+    interval = reader.get(section, FAST_INTERVAL, parse_positive_float, None)
+    when = reader.get(section, FAST_WHEN, lambda text: parse_condition(text, REGISTRY), None)
+    hold = reader.get(section, FAST_HOLD, parse_positive_float, None)
+    try:
+        return parse_fast(slow, interval, when, hold)
+    except ValueError as reason:
+        key = next(key for key in (FAST_INTERVAL, FAST_WHEN, FAST_HOLD) if reader.parser.has_option(section, key))
+        raise reader.error(section, key, reader.parser.get(section, key), str(reason)) from None
 
 
 KNOWN_AGENT_SECTIONS = ("lmaster", "qmaster", "lagent", "Graphite", "logging")
@@ -673,6 +696,9 @@ def effective_agent_ini(cfg: AgentConfig) -> str:
     ]
     for sensor in cfg.sensors:
         items = [(TIME_INTERVAL, sensor.interval), *sensor.settings.items()]
+        if sensor.fast:
+            items += [(FAST_INTERVAL, sensor.fast.interval), (FAST_WHEN, str(sensor.fast.when)),
+                      (FAST_HOLD, sensor.fast.hold)]  # fmt: skip
         sections.append(_ini_section(f"{SENSOR_SECTION_PREFIX}{sensor.name}", items))
     return "\n".join(sections)
 

@@ -1,0 +1,258 @@
+"""Adaptive sampling: condition parsing, the fast/slow schedule, and a real CPU
+burner speeding up a real lagent's CPUPercent in whisper."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fructosa.adaptive import (
+    OPERATORS,
+    AdaptiveSchedule,
+    Clause,
+    Condition,
+    FastSampling,
+    next_due,
+    parse_condition,
+    parse_fast,
+)
+from fructosa.config import ConfigError, load_agent_config
+from fructosa.graphite_paths import short_hostname
+from fructosa.sensors import REGISTRY
+from tests.support.carbon import CarbonCache, free_ports
+from tests.support.daemons import Daemon, seed_configs
+
+HOST = short_hostname(__import__("socket").gethostname())
+SENSORS = sorted(REGISTRY)
+
+# -- parsing ---------------------------------------------------------------
+
+components = st.from_regex(r"[A-Za-z0-9_]{1,8}", fullmatch=True)
+thresholds = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@st.composite
+def conditions(draw: st.DrawFn) -> Condition:
+    clauses = draw(
+        st.lists(
+            st.builds(
+                Clause,
+                metric=st.builds(
+                    lambda s, parts: ".".join([s, *parts]),
+                    st.sampled_from(SENSORS),
+                    st.lists(components, min_size=1, max_size=3),
+                ),
+                op=st.sampled_from(sorted(OPERATORS)),
+                threshold=thresholds,
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    joiner = draw(st.sampled_from(["and", "or"])) if len(clauses) > 1 else "and"  # one clause: no joiner
+    return Condition(tuple(clauses), joiner)
+
+
+@given(conditions())
+def test_condition_text_round_trips(condition: Condition) -> None:
+    assert parse_condition(str(condition), SENSORS) == condition
+
+
+@given(conditions(), st.dictionaries(st.text(max_size=3), thresholds))
+def test_condition_evaluation_matches_its_clauses(condition: Condition, noise: dict[str, float]) -> None:
+    latest = {**noise, **{clause.metric: clause.threshold for clause in condition.clauses[::2]}}
+    holds, reason = condition.evaluate(latest)
+    each = [clause.metric in latest and clause.holds(latest[clause.metric]) for clause in condition.clauses]
+    assert holds == (all(each) if condition.joiner == "and" else any(each))
+    assert reason  # always says why
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Nope.total > 80", "unknown sensor 'Nope'"),
+        ("CPUPercent.total => 80", "unknown operator '=>'"),
+        ("CPUPercent.total > eighty", "'eighty' is not a number"),
+        ("CPUPercent.total > nan", "not a finite number"),
+        ("CPUPercent > 80", "not a metric path"),
+        ("CPUPercent.total", "is not 'Sensor.metric OP number'"),
+        ("CPUPercent.total > 1 and CPUPercent.0 > 2 or CPUPercent.1 > 3", "mixing 'and' with 'or'"),
+        ("", "empty condition"),
+    ],
+)
+def test_bad_conditions_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_condition(text, SENSORS)
+
+
+def test_fast_options_are_checked_together() -> None:
+    when = parse_condition("CPUPercent.total > 80", SENSORS)
+    assert parse_fast(60, None, None, None) is None
+    assert parse_fast(60, 5, when, None) == FastSampling(5, when, 180)  # hold: 3 slow intervals
+    for interval, cond, hold, message in [
+        (60, when, None, "must be below time_interval"),
+        (5, None, None, "'fast time_interval' needs 'fast when'"),
+        (None, when, None, "'fast when' needs 'fast time_interval'"),
+        (None, None, 10, "'fast hold' needs"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_fast(60, interval, cond, hold)
+
+
+def _agent_file(tmp_path: Path, section: str) -> Path:
+    path = tmp_path / "lagent.conf"
+    path.write_text(f"[lmaster]\nhost = localhost\n\n[sensor:CPUPercent]\ntotal = yes\n{section}\n")
+    return path
+
+
+def test_config_file_errors_name_file_section_key_and_value(tmp_path: Path) -> None:
+    good = load_agent_config(str(_agent_file(tmp_path, "time_interval = 20\nfast time_interval = 2\n"
+                                                       "fast when = CPUPercent.total >= 50\n")))  # fmt: skip
+    (sensor,) = good.sensors
+    assert sensor.fast == FastSampling(2, parse_condition("CPUPercent.total >= 50", SENSORS), 60)
+    for section, key, value in [
+        ("fast time_interval = 2\nfast when = CPUPercent.total ! 5", "fast when", "CPUPercent.total ! 5"),
+        ("time_interval = 2\nfast time_interval = 3\nfast when = CPUPercent.0 > 5", "fast time_interval", "3"),
+        ("fast when = CPUPercent.0 > 5", "fast when", "CPUPercent.0 > 5"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            load_agent_config(str(_agent_file(tmp_path, section)))
+        text = str(error.value)
+        assert "\n" not in text
+        assert text.startswith(f"{tmp_path / 'lagent.conf'}: [sensor:CPUPercent] {key} = {value!r}: "), text
+
+
+# -- the schedule ----------------------------------------------------------
+
+
+def test_schedule_goes_fast_at_once_and_slow_only_after_the_hold() -> None:
+    when = parse_condition("CPUPercent.total > 80", SENSORS)
+    schedule = AdaptiveSchedule(60, FastSampling(5, when, 30))
+    assert schedule.interval == 60
+    assert schedule.observe(True, now=100) and schedule.interval == 5
+    assert not schedule.observe(True, now=105)
+    assert not schedule.observe(False, now=110)  # 5 s after it last held: still fast
+    assert not schedule.observe(False, now=134.9) and schedule.interval == 5
+    assert schedule.observe(False, now=135) and schedule.interval == 60
+    assert not schedule.observe(False, now=200)
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.floats(0, 10)), max_size=30),
+    st.floats(0.1, 20),
+)
+def test_schedule_is_fast_exactly_within_hold_of_the_last_true(steps: list[tuple[bool, float]], hold: float) -> None:
+    schedule = AdaptiveSchedule(60, FastSampling(1, parse_condition("CPUPercent.0 > 1", SENSORS), hold))
+    now, last_true = 0.0, None
+    for holds, step in steps:
+        now += step
+        last_true = now if holds else last_true
+        schedule.observe(holds, now)
+        assert schedule.is_fast == (last_true is not None and now - last_true < hold)
+
+
+@given(st.floats(-1e6, 1e6), st.sampled_from([0.5, 1.0, 2.0, 60.0]), st.floats(0, 1e6))
+def test_next_due_is_the_next_grid_point(origin: float, interval: float, offset: float) -> None:
+    now = origin + offset
+    due = next_due(origin, interval, now)
+    assert now < due <= now + interval + 1e-6
+    k = (due - origin) / interval
+    assert abs(k - round(k)) < 1e-6
+
+
+# -- end to end: a real burner drives the schedule --------------------------
+
+SLOW, FAST, HOLD = 3, 1, 2
+THRESHOLD = 90  # two burners saturate both CPUs; other tests on the box rarely do
+
+
+def _from(carbon: CarbonCache, path: str, since: int, count: int, timeout: float) -> list[tuple[int, float]]:
+    """The first ``count`` points at or after ``since`` (which may lie in the future)."""
+    now = int(time.time())
+    series = carbon.wait_for(path, lambda s: len([p for p in s if p[0] >= since]) >= count,
+                             since=min(since, now), timeout=timeout)  # fmt: skip
+    return [p for p in series if p[0] >= since][:count]
+
+
+def _gaps(series: list[tuple[int, float]]) -> list[int]:
+    return [b[0] - a[0] for a, b in zip(series, series[1:], strict=False)]
+
+
+def test_cpu_burners_switch_cpupercent_to_fast_sampling_in_whisper(tmp_path: Path, carbon: CarbonCache) -> None:
+    (master_port,) = free_ports(1)
+    master_conf, agent_conf = seed_configs(tmp_path, master_port, carbon.pickle_port)
+    base = re.split(r"^\[sensor:", agent_conf.read_text(), flags=re.MULTILINE)[0]
+    agent_conf.write_text(
+        base + f"[lagent]\nspool dir = {tmp_path / 'spool-lagent'}\nself metrics interval = 1\n\n"
+        f"[sensor:CPUPercent]\ntotal = yes\ntime_interval = {SLOW}\nfast time_interval = {FAST}\n"
+        f"fast when = CPUPercent.total > {THRESHOLD}\nfast hold = {HOLD}\n"
+    )
+    path = f"{HOST}.CPUPercent.total"
+    with Daemon("lmaster", master_conf, tmp_path).start(listen_port=master_port):
+        with Daemon("lagent", agent_conf, tmp_path).start() as agent:
+            start = int(time.time())
+            slow = carbon.wait_for(path, lambda s: len(s) >= 2, since=start, timeout=15)
+            assert set(_gaps(slow)) == {SLOW}, slow
+            burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+            try:
+                burn = int(time.time())
+                fast = _from(carbon, path, burn + SLOW + 1, 4, timeout=15)
+                assert set(_gaps(fast)) == {FAST}, fast
+                assert carbon.wait_for(f"{HOST}.fructosa.agent.interval.CPUPercent",
+                                       lambda s: s[-1][1] == FAST, since=burn, timeout=10)  # fmt: skip
+            finally:
+                for burner in burners:
+                    burner.kill()
+                    burner.wait()
+            calm = int(time.time()) + HOLD + SLOW + 1
+            after = _from(carbon, path, calm, 3, timeout=20)
+            assert set(_gaps(after)) == {SLOW}, after
+            log = agent.output() + (tmp_path / "limon.log").read_text(errors="replace")
+            assert re.search(
+                rf"CPUPercent: fast sampling \({FAST} s\) because CPUPercent.total = [\d.]+ > {THRESHOLD}", log
+            )
+            assert f"CPUPercent: back to {SLOW} s after {HOLD} s hold" in log
+
+
+# -- the agent's bookkeeping (in process, no network) ------------------------
+
+
+def test_agent_switches_reports_and_keeps_state_across_reload(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from fructosa.agent import Agent
+
+    section = "time_interval = 60\nfast time_interval = 5\nfast when = CPUPercent.total > 80 or CPUPercent.7 > 99\n"
+    config = load_agent_config(str(_agent_file(tmp_path, section)))
+
+    def sample(value: dict) -> dict:
+        return {"host": config.hostname, "sensor": "CPUPercent", "time": time.time(), "value": value}
+
+    async def scenario() -> None:
+        agent = Agent(config)
+        agent._plan_adaptive()
+        (sensor,) = config.sensors
+        agent._record(sample({"0": 10.0, "total": 10.0}))
+        assert agent.current_interval(sensor) == 60
+        agent._record(sample({"0": 95.0, "total": 93.1}))
+        assert agent.current_interval(sensor) == 5
+        agent.reload(config)  # unchanged settings: still fast (and the sensor task starts)
+        assert agent.current_interval(sensor) == 5
+        assert agent.self_metrics(0.0)["interval"] == {"CPUPercent": 5}
+        for task in [task for _, task in agent._sensor_tasks.values()]:
+            task.cancel()
+        agent._executor.shutdown(wait=False)
+
+    with caplog.at_level("INFO", logger="fructosa"):
+        asyncio.run(scenario())
+    messages = [record.getMessage() for record in caplog.records]
+    assert "CPUPercent: fast sampling (5 s) because CPUPercent.total = 93.1 > 80" in messages
+    assert [m for m in messages if "no metric CPUPercent.7" in m] == [
+        "CPUPercent has no metric CPUPercent.7: 'fast when' conditions on it never hold"
+    ]
