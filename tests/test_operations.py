@@ -204,6 +204,9 @@ def test_switches_graphite_off_self_metrics_off_and_no_log_file(tmp_path: Path, 
             status = run("lmaster", "-p", str(master.pidfile), "status")
         assert "1 agents (1 up)" in status.stdout
         agent_status = run("lagent", "-p", str(agent.pidfile), "status")
+        while "connected to lmaster" not in agent_status.stdout and time.monotonic() < deadline + 10:
+            time.sleep(0.2)  # the agent rewrites its status file on its own report interval
+            agent_status = run("lagent", "-p", str(agent.pidfile), "status")
         assert "connected to lmaster" in agent_status.stdout
     assert carbon.metric_paths() == set()
     assert not (tmp_path / "lagent.log").exists()
