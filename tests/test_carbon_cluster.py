@@ -9,31 +9,20 @@ graphite-web's ``CLUSTER_SERVERS`` finds it where carbon would have put it.
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 from fructosa.sinks.ring import Destination
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon, rewrite_ini, seed_configs
 from tests.support.peer import Peer
-
-with warnings.catch_warnings():  # carbon 1.1.10's routers module still imports the deprecated imp
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from carbon.conf import Settings
-    from carbon.conf import defaults as carbon_defaults
-    from carbon.routers import ConsistentHashingRouter
+from tests.test_ring import carbon_route, carbon_router
 
 PATHS = [f"node7.Cluster.metric_{index}" for index in range(60)]
 
 
 def carbons_choice(destinations: list[Destination], replication_factor: int, diverse: bool) -> dict[str, set]:
-    settings = Settings()
-    settings.update(carbon_defaults)
-    settings.update(REPLICATION_FACTOR=replication_factor, DIVERSE_REPLICAS=diverse)
-    router = ConsistentHashingRouter(settings)
-    for destination in destinations:
-        router.addDestination((destination.host, destination.port, destination.instance))
-    return {path: {instance for _, _, instance in router.getDestinations(path)} for path in PATHS}
+    router = carbon_router(destinations, replication_factor, diverse)
+    return {path: {dest.instance for dest in carbon_route(router, path)} for path in PATHS}
 
 
 def start_master(tmp_path: Path, caches: dict[str, CarbonCache], replication_factor: int, diverse: bool) -> Daemon:
