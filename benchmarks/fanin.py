@@ -25,9 +25,9 @@ import struct
 import time
 from pathlib import Path
 
-from fructosa import protocol
-from fructosa.blocks import Block
 from fructosa.graphite_paths import sample_to_datapoints
+from fructosa.wire import protocol
+from fructosa.wire.blocks import Block
 
 from .measure import LOAD_CPU, CpuWindow, ForeignWindow, percentile, pin_self, rss_bytes, wait_until
 from .servers import start_lmaster

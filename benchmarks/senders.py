@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fructosa import protocol
-from fructosa.blocks import Block
+from fructosa.wire import protocol
+from fructosa.wire.blocks import Block
 from tests.support.peer import handshake
 
 from .measure import LOAD_CPU, pin_self

@@ -27,18 +27,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import IO
 
-from . import __version__, auth, protocol
+from . import __version__
 from .adaptive import AdaptiveSchedule, next_due
 from .backoff import Backoff
-from .blocks import Block, split_for_frames
 from .config import AgentConfig, SensorConfig
 from .daemon import write_status
 from .graphite_paths import Datapoint, SampleError, sample_to_datapoints
-from .handshake import open_session, read_frame
 from .logs import RateLimitedLog
 from .selfstats import ProcessUsage
 from .sensors import REGISTRY, SensorUnsupported
 from .spool import Spool
+from .wire import auth, protocol
+from .wire.blocks import Block, split_for_frames
+from .wire.session import open_session, read_frame
 
 log = logging.getLogger(__name__)
 

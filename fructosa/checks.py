@@ -10,8 +10,8 @@ import os
 import socket
 import ssl
 
-from . import auth
 from .config import AgentConfig, LinkConfig, MasterConfig
+from .wire import auth
 
 
 def resolvable(host: str, port: int) -> str | None:

@@ -4,7 +4,7 @@ Each agent connection is its own coroutine, so a slow, silent or hostile peer
 costs one task and a socket, never other agents' data. Anything a peer sends
 is checked before use: the number of connections, frame lengths before the
 payload is read, the hello (and with a shared secret its HMAC) before any
-sample, pickles through :class:`~fructosa.protocol.PlainDataUnpickler`, and
+sample, pickles through :class:`~fructosa.wire.protocol.PlainDataUnpickler`, and
 samples through the bounded flattening walk.
 
 A batch is acknowledged only once every sink holds it safely (written to
@@ -33,8 +33,7 @@ from dataclasses import dataclass
 
 import graphyte
 
-from . import __version__, auth, protocol
-from .blocks import Block, BlockError, all_valid, filter_valid
+from . import __version__
 from .config import MasterConfig
 from .daemon import write_status
 from .graphite_paths import Datapoint, SampleError, sample_to_datapoints, short_hostname
@@ -47,6 +46,8 @@ from .sinks.cluster import CarbonClusterSink
 from .sinks.ring import ConsistentHashRing
 from .sinks.upstream import UpstreamSink
 from .spool import Spool
+from .wire import auth, protocol
+from .wire.blocks import Block, BlockError, all_valid, filter_valid
 
 log = logging.getLogger(__name__)
 

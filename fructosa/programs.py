@@ -13,12 +13,13 @@ import ssl
 import sys
 import time
 
-from . import auth, checks, cli, config
+from . import checks, cli, config
 from .adaptive import GENERIC_OPTIONS_HELP
 from .cli import EXIT_CONFIG, EXIT_OK, DaemonSpec, Prepared, StartError
 from .graphite_paths import sample_to_datapoints, short_hostname
 from .sensors import REGISTRY, SensorUnsupported
 from .spool import Spool, SpoolError
+from .wire import auth
 
 
 def open_spool(cfg: config.AgentConfig | config.MasterConfig, section: str, prepared: Prepared) -> Spool | None:

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from fructosa import protocol
 from fructosa.agent import Agent, SampleQueue, next_tick
-from fructosa.blocks import Block
 from fructosa.config import AgentConfig, SensorConfig
 from fructosa.sensors import REGISTRY, Sensor, register
+from fructosa.wire import protocol
+from fructosa.wire.blocks import Block
 
 
 class Receiver:

@@ -8,8 +8,8 @@ import struct
 import time
 from pathlib import Path
 
-from fructosa.blocks import CARBON_DATAPOINTS_PER_FRAME, CARBON_MAX_FRAME, Block
 from fructosa.sinks.carbon import CarbonPickleSink
+from fructosa.wire.blocks import CARBON_DATAPOINTS_PER_FRAME, CARBON_MAX_FRAME, Block
 from tests.support.carbon import CarbonCache
 
 

@@ -44,9 +44,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fructosa import protocol
 from fructosa.graphite_paths import SampleError, is_valid_path, sample_to_datapoints
 from fructosa.master import heartbeat_backlog
+from fructosa.wire import protocol
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon
 from tests.support.peer import Peer, closed_by_peer, handshake, read_frame

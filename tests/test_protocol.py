@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fructosa import protocol
+from fructosa.wire import protocol
 
 
 def test_samples_round_trip_through_a_frame() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fructosa import auth, protocol
+from fructosa.wire import auth, protocol
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon
 from tests.support.peer import Peer, closed_by_peer, handshake, hello_frame, read_frame

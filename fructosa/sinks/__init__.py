@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
-from ..blocks import Block
+from ..wire.blocks import Block
 
 
 class Sink(abc.ABC):

@@ -10,7 +10,7 @@ carbon never acknowledges, so this sink keeps what it wrote during the last
 (carbon overwrites the same path and timestamp, so a resend is harmless).
 While carbon is away, or the memory queue is deep, datapoints go to the disk
 spool and are replayed oldest first once carbon is back; ``close`` persists
-what is still in memory. Batches are kept as :class:`~fructosa.blocks.Block` s, with the prefix
+what is still in memory. Batches are kept as :class:`~fructosa.wire.blocks.Block` s, with the prefix
 added only when the frames are written. A batch counts as safe (its ``on_safe`` is called,
 which lets lmaster acknowledge it to the agent) once it is written to
 carbon's socket or to the spool.
@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backoff import Backoff
-from ..blocks import CARBON_DATAPOINTS_PER_FRAME, Block, check_block
 from ..logs import RateLimitedLog
 from ..spool import Spool
+from ..wire.blocks import CARBON_DATAPOINTS_PER_FRAME, Block, check_block
 from . import Sink
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..blocks import Block
 from ..spool import Spool
+from ..wire.blocks import Block
 from . import Sink
 from .carbon import CarbonPickleSink
 from .ring import CachedRouter, ConsistentHashRing, Destination

@@ -22,11 +22,12 @@ import ssl
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from .. import __version__, protocol
+from .. import __version__
 from ..backoff import Backoff
-from ..blocks import Block, concat
-from ..handshake import open_session, read_frame
 from ..logs import RateLimitedLog
+from ..wire import protocol
+from ..wire.blocks import Block, concat
+from ..wire.session import open_session, read_frame
 from . import Sink
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import socket
 import struct
 import time
 
-from fructosa import auth, protocol
-from fructosa.blocks import Block
+from fructosa.wire import auth, protocol
+from fructosa.wire.blocks import Block
 
 
 def recv_exactly(sock: socket.socket, size: int) -> bytes:

@@ -1,7 +1,7 @@
 """Shared-secret authentication and TLS for the agent ↔ master connection.
 
 The secret never crosses the wire: each side proves it knows the secret
-with an HMAC over both sides' random nonces (see :mod:`fructosa.protocol`),
+with an HMAC over both sides' random nonces (see :mod:`fructosa.wire.protocol`),
 so a recorded session cannot be replayed and a rogue master cannot pose as
 the real one to harvest data. TLS (optional) adds encryption and, with a CA,
 certificate checks.

@@ -1,7 +1,7 @@
 """The client side of a session's opening: challenge, hello, welcome.
 
 lagent and an lmaster relaying to an upstream lmaster open their sessions
-the same way (see :mod:`fructosa.protocol`); with a shared secret both ends
+the same way (see :mod:`fructosa.wire.protocol`); with a shared secret both ends
 prove they hold it before any data flows.
 """
 

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import auth
-from .adaptive import FAST_HOLD, FAST_INTERVAL, FAST_KEYS, FAST_WHEN, FastSampling, parse_condition, parse_fast
-from .graphite_paths import is_valid_path, short_hostname
-from .sensors import REGISTRY
-from .sensors.base import TIME_INTERVAL, parse_bool, parse_positive_float
-from .sinks.ring import Destination, check_ring, parse_destinations
+from ..adaptive import FAST_HOLD, FAST_INTERVAL, FAST_KEYS, FAST_WHEN, FastSampling, parse_condition, parse_fast
+from ..graphite_paths import is_valid_path, short_hostname
+from ..sensors import REGISTRY
+from ..sensors.base import TIME_INTERVAL, parse_bool, parse_positive_float
+from ..sinks.ring import Destination, check_ring, parse_destinations
+from ..wire import auth
 
 DEFAULT_AGENT_CONFIG = "/etc/fructosa/lagent.conf"
 DEFAULT_MASTER_CONFIG = "/etc/fructosa/lmaster.conf"

@@ -30,7 +30,7 @@ Frame kinds, in the order a session uses them:
     nonce``), so the agent knows the master holds the secret too; or
     ``{"error": "reason"}`` followed by close.
 ``D`` datapoints (agent → master; what lagent sends)
-    24-byte batch id (as for ``S``), then a :class:`~fructosa.blocks.Block`:
+    24-byte batch id (as for ``S``), then a :class:`~fructosa.wire.blocks.Block`:
     the agent has flattened its samples into Graphite datapoints itself, all
     paths below its own short host name (below any host only for a relay,
     an lmaster that said ``"relay": true`` in its hello and is allowed to).

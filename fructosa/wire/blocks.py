@@ -28,7 +28,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .graphite_paths import MAX_TIMESTAMP, Datapoint
+from ..graphite_paths import MAX_TIMESTAMP, Datapoint
 
 _HEADER = struct.Struct("<III")
 MAX_PATH_LENGTH = 2048
