@@ -48,6 +48,7 @@ from .sinks.upstream import UpstreamSink
 from .spool import Spool
 from .wire import auth, protocol
 from .wire.blocks import Block, BlockError, all_valid, filter_valid
+from .wire.session import IdleTimeout, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -653,10 +654,6 @@ class AuthenticationError(protocol.ProtocolError):
     """The peer does not prove it knows the shared secret."""
 
 
-class IdleTimeout(Exception):
-    """The agent sent nothing, not even a heartbeat, for too long."""
-
-
 class AckWriter:
     """Coalesces the acknowledgements of one connection into few ``A`` frames."""
 
@@ -679,25 +676,3 @@ class AckWriter:
         per_frame = protocol.MAX_FRAME // protocol.BATCH_ID_SIZE - 1
         for start in range(0, len(pending), per_frame):
             self.writer.write(protocol.encode_acks(pending[start : start + per_frame]))
-
-
-async def read_frame(
-    reader: asyncio.StreamReader, timeout: float, idle_timeout: float | None = None
-) -> tuple[bytes, bytes]:
-    """(kind, payload) of the next frame.
-
-    With ``idle_timeout`` the peer may stay silent between frames that long
-    (raising IdleTimeout after); once a frame has begun it must complete
-    within ``timeout`` (asyncio.TimeoutError otherwise).
-    """
-    if idle_timeout is not None:
-        try:
-            first = await asyncio.wait_for(reader.readexactly(1), idle_timeout)
-        except asyncio.TimeoutError:
-            raise IdleTimeout() from None
-        header = first + await asyncio.wait_for(reader.readexactly(protocol.HEADER_SIZE - 1), timeout)
-    else:
-        header = await reader.readexactly(protocol.HEADER_SIZE)
-    length = protocol.frame_length(header)
-    body = await asyncio.wait_for(reader.readexactly(length), timeout)
-    return protocol.split_frame(body)

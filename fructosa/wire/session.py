@@ -14,9 +14,30 @@ from . import auth, protocol
 WELCOME_TIMEOUT = 10.0
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    header = await reader.readexactly(protocol.HEADER_SIZE)
-    return protocol.split_frame(await reader.readexactly(protocol.frame_length(header)))
+class IdleTimeout(Exception):
+    """The peer sent nothing, not even a heartbeat, for too long."""
+
+
+async def read_frame(
+    reader: asyncio.StreamReader, timeout: float | None = None, idle_timeout: float | None = None
+) -> tuple[bytes, bytes]:
+    """(kind, payload) of the next frame; both sides of a session read with it.
+
+    With ``idle_timeout`` the peer may stay silent between frames that long
+    (raising IdleTimeout after); once a frame has begun it must complete
+    within ``timeout`` (asyncio.TimeoutError otherwise; None: no limit).
+    """
+    if idle_timeout is not None:
+        try:
+            first = await asyncio.wait_for(reader.readexactly(1), idle_timeout)
+        except asyncio.TimeoutError:
+            raise IdleTimeout() from None
+        header = first + await asyncio.wait_for(reader.readexactly(protocol.HEADER_SIZE - 1), timeout)
+    else:
+        header = await asyncio.wait_for(reader.readexactly(protocol.HEADER_SIZE), timeout)
+    length = protocol.frame_length(header)
+    body = await asyncio.wait_for(reader.readexactly(length), timeout)
+    return protocol.split_frame(body)
 
 
 async def open_session(
