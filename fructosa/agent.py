@@ -232,10 +232,7 @@ class Agent:
             if name not in self._sensor_tasks:
                 self._start_sensor(sensor)
         if reconnect:
-            if new.link.tls or new.link.tls_ca or new.link.tls_cert:
-                self.tls = auth.client_context(new.link.tls_ca, new.link.tls_cert, new.link.tls_key)
-            else:
-                self.tls = None
+            self.tls = auth.client_context_for(new.link)
             log.info("reload: lmaster address or security changed: reconnecting to %s", self.master_address)
             if self._writer is not None:
                 self._writer.close()

@@ -56,10 +56,10 @@ def usable_directory(path: str) -> str | None:
 
 def _tls_problem(link: LinkConfig, server: bool) -> str | None:
     try:
-        if server and link.tls_cert:
-            auth.server_context(link.tls_cert, link.tls_key or link.tls_cert, link.tls_ca)
-        elif not server and (link.tls or link.tls_ca or link.tls_cert):
-            auth.client_context(link.tls_ca, link.tls_cert, link.tls_key)
+        if server:
+            auth.server_context_for(link)
+        else:
+            auth.client_context_for(link)
     except (OSError, ssl.SSLError) as error:
         return f"[lmaster] tls: cannot use the certificate settings: {error}"
     return None

@@ -134,7 +134,7 @@ def upstream_sink(cfg: MasterConfig) -> UpstreamSink:
     upstream = cfg.upstream
     assert upstream is not None
     link = upstream.link
-    tls = auth.client_context(link.tls_ca, link.tls_cert, link.tls_key) if link.tls or link.tls_ca else None
+    tls = auth.client_context_for(link)
     return UpstreamSink(upstream.host, upstream.port, short_hostname(socket.gethostname()), link.secret, tls)
 
 

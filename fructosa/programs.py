@@ -55,12 +55,10 @@ def prepare_agent(cfg: config.AgentConfig, status_file: str) -> Prepared:
     reason = checks.resolvable(cfg.master_host, cfg.master_port)
     if reason:
         raise StartError(f"{cfg.path}: [lmaster] host = {cfg.master_host!r}: cannot resolve: {reason}")
-    tls = None
-    if cfg.link.tls or cfg.link.tls_ca or cfg.link.tls_cert:
-        try:
-            tls = auth.client_context(cfg.link.tls_ca, cfg.link.tls_cert, cfg.link.tls_key)
-        except (OSError, ssl.SSLError) as error:
-            raise _tls_error(cfg, error) from None
+    try:
+        tls = auth.client_context_for(cfg.link)
+    except (OSError, ssl.SSLError) as error:
+        raise _tls_error(cfg, error) from None
     prepared = Prepared(run=lambda stop: stop.wait())
     agent = Agent(cfg, open_spool(cfg, "lagent", prepared), tls, status_file)
     prepared.run, prepared.reload = agent.run, agent.reload
@@ -161,12 +159,10 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
 def prepare_master(cfg: config.MasterConfig, status_file: str) -> Prepared:
     from .master import Master
 
-    tls = None
-    if cfg.link.tls_cert:
-        try:
-            tls = auth.server_context(cfg.link.tls_cert, cfg.link.tls_key, cfg.link.tls_ca)
-        except (OSError, ssl.SSLError) as error:
-            raise _tls_error(cfg, error) from None
+    try:
+        tls = auth.server_context_for(cfg.link)
+    except (OSError, ssl.SSLError) as error:
+        raise _tls_error(cfg, error) from None
     try:
         sockets = listening_sockets(cfg.listen_host, cfg.listen_port)
     except OSError as error:

@@ -14,6 +14,7 @@ import hmac
 import os
 import ssl
 import stat
+from typing import Protocol
 
 NONCE_BYTES = 16
 
@@ -74,3 +75,31 @@ def client_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSL
     if cert:
         context.load_cert_chain(cert, key)
     return context
+
+
+class LinkSecurity(Protocol):
+    """The TLS settings of one link (``[lmaster]`` or ``[upstream]``), as the configuration holds them."""
+
+    tls: bool
+    tls_cert: str | None
+    tls_key: str | None
+    tls_ca: str | None
+
+
+def client_context_for(link: LinkSecurity) -> ssl.SSLContext | None:
+    """TLS for a link we open (lagent to lmaster, lmaster to its upstream), or None for plaintext.
+
+    Any TLS setting asks for TLS: ``tls = yes`` (the system's CAs), a ``tls ca`` to
+    verify the other end with, or a ``tls cert`` to present. The one place that
+    decides it, so an agent and a relaying lmaster never disagree.
+    """
+    if not (link.tls or link.tls_ca or link.tls_cert):
+        return None
+    return client_context(link.tls_ca, link.tls_cert, link.tls_key)
+
+
+def server_context_for(link: LinkSecurity) -> ssl.SSLContext | None:
+    """TLS for lmaster's listening port (``tls cert`` set), or None for plaintext."""
+    if not link.tls_cert:
+        return None
+    return server_context(link.tls_cert, link.tls_key or link.tls_cert, link.tls_ca)
