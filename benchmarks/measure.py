@@ -1,7 +1,7 @@
 """Measuring processes: CPU from /proc/PID/stat, RSS from /proc/PID/status,
 child processes pinned to CPUs and stopped only by their own PID.
 
-CPU follows /work/shared/reference/peers-bench.md: ``utime + stime`` (all
+CPU is ``utime + stime`` (all
 threads of the process) before and after a window, divided by the window and
 ``SC_CLK_TCK``; 100 % is one core. One tick is 10 ms, so short windows are
 coarse: an agent needs ≥ 60 s.

@@ -1,7 +1,8 @@
 """Starting the programs under test on loopback, each pinned to given cores:
 lmaster, lagent, Graphite's carbon-relay, carbon-c-relay and collectd.
 
-Configurations follow /work/shared/reference/peers-bench.md. Every program
+Each peer runs with the configuration its benchmark section in benchmarks/README.md
+describes (its usual production settings). Every program
 runs in the foreground as our child and is stopped by its PID (``Proc.stop``).
 """
 
