@@ -26,24 +26,19 @@ class Feeds:
     the dashboards of a command line without ``--agent-config``."""
 
     sensors: Mapping[str, Mapping[str, Any]] | None = None
-    source: str = ""
-    """The configuration file, for messages."""
 
     @classmethod
-    def from_sensors(cls, sensors: Iterable[SensorConfig], source: str = "") -> Feeds:
+    def from_sensors(cls, sensors: Iterable[SensorConfig]) -> Feeds:
+        """Options a section leaves out are the sensor's defaults, as in the agent."""
         configured = {}
         for sensor in sensors:
             defaults = {option.key: option.default for option in REGISTRY[sensor.name].options}
             configured[sensor.name] = {**defaults, **sensor.settings}
-        return cls(configured, source)
+        return cls(configured)
 
     @classmethod
     def from_agent_config(cls, config: AgentConfig) -> Feeds:
-        return cls.from_sensors(config.sensors, config.path)
-
-    @property
-    def everything(self) -> bool:
-        return self.sensors is None
+        return cls.from_sensors(config.sensors)
 
     def runs(self, sensor_name: str) -> bool:
         return self.sensors is None or sensor_name in self.sensors
