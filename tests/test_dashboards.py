@@ -17,13 +17,16 @@ import pytest
 from grafanalib._gen import DashboardEncoder, generate_dashboard, loader
 from grafanalib.core import Dashboard
 
+from fructosa.config import load_agent_config
 from fructosa.dashboards import Settings, cluster_dashboard, node_dashboard
 from fructosa.dashboards import metrics as m
 from fructosa.dashboards.cli import main
+from fructosa.dashboards.feeds import Feeds
 from fructosa.dashboards.inventory import InventoryError, read_hosts
 from fructosa.dashboards.panels import DATASOURCE, PANEL_TYPES
 from fructosa.dashboards.queries import HOST_VARIABLE, Scope
 from fructosa.graphite_paths import ANY, Glob, any_of, metric_pattern, sample_to_datapoints
+from fructosa.sensors import REGISTRY
 from tests.dashboards.helpers import (
     EXAMPLES_DIR,
     GOLDEN_ARGS,
@@ -298,10 +301,17 @@ def test_unreadable_hosts_files(tmp_path: Path) -> None:
         (["{hosts}", "--time-from", "yesterday"], "time range 'yesterday': a duration such as 3h, 30m or 7d"),
         (["{hosts}", "--refresh", "often"], "refresh 'often': a duration such as 30s or 1m, or off"),
         (["{hosts}", "--prefix", "a b"], "prefix 'a b': dot-separated words of letters, digits, _ and -"),
+        (["{hosts}", "--agent-config", "{dir}/none.conf"], "{dir}/none.conf: configuration file not found"),
+        (["{hosts}", "--agent-config", "{dir}"], "{dir}: is a directory, not a configuration file"),
+        (
+            ["{hosts}", "--agent-config", "{empty}"],
+            "{empty}: no [sensor:NAME] section: the agent sends nothing to draw",
+        ),
     ],
 )
 def test_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
-    values = {"dir": tmp_path, "hosts": HOSTS_FILE}
+    values = {"dir": tmp_path, "hosts": HOSTS_FILE, "empty": tmp_path / "empty.conf"}
+    values["empty"].write_text("[lagent]\nhostname = node01\n")
     status = main([arg.format(**values) for arg in args] + ["-o", str(tmp_path / "out")])
     assert status == 2
     assert capsys.readouterr().err == f"make-fructosa-dashboard: error: {message.format(**values)}\n"
@@ -337,3 +347,160 @@ def test_command_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_examples_load_as_grafanalib_dashboards() -> None:
     for source in EXAMPLES_DIR.glob("*.dashboard.py"):
         assert isinstance(loader(str(source)), Dashboard)
+
+
+# -- --agent-config: only the panels the agent configuration feeds -------------------
+
+EVERY_OPTION = {
+    "CPUPercent": {"percpu": "yes", "total": "yes"},
+    "CPUFreq": {"percpu": "yes"},
+    "DiskIOCounters": {"perdisk": "yes"},
+    "NetIOCounters": {"pernic": "yes"},
+    "Users": {"per_user": "yes"},
+}
+"""Every option a dashboard metric needs (DiskUsage's two shapes exclude each other)."""
+SHIPPED_AGENT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "lagent.conf"
+
+
+def agent_feeds(tmp_path: Path, sensors: dict[str, dict[str, str]]) -> Feeds:
+    """What an lagent.conf with these ``[sensor:NAME]`` sections sends, read as the command reads it."""
+    path = tmp_path / "lagent.conf"
+    path.write_text("".join(f"[sensor:{name}]\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
+                            for name, options in sensors.items()))  # fmt: skip
+    return Feeds.from_agent_config(load_agent_config(str(path)))
+
+
+def every_sensor(**changes: dict[str, str] | None) -> dict[str, dict[str, str]]:
+    """All sensors with every option on; ``NAME=None`` leaves one out, ``NAME={...}`` sets its options."""
+    sensors = {name: EVERY_OPTION.get(name, {}) for name in REGISTRY}
+    for name, options in changes.items():
+        if options is None:
+            del sensors[name]
+        else:
+            sensors[name] = options
+    return sensors
+
+
+def drawn(feeds: Feeds, gpus: bool = True) -> list[Dashboard]:
+    settings = Settings("fructosa", feeds=feeds)
+    return [
+        node_dashboard("node01", settings, gpus=gpus),
+        cluster_dashboard("example", ["node01", "node02"], settings, gpu_hosts=["node01"] if gpus else []),
+    ]
+
+
+def layout_of(board: Dashboard) -> list[tuple[str, int]]:
+    """(title, number of targets) of every panel and row, in order."""
+    return [(panel.title, len(getattr(panel, "targets", None) or [])) for panel in board._iter_panels()]
+
+
+def test_without_perdisk_no_panel_reads_a_disk_of_its_own(tmp_path: Path) -> None:
+    feeds = agent_feeds(tmp_path, every_sensor(DiskIOCounters={"perdisk": "no"}))
+    node, cluster = drawn(feeds)
+    per_disk = re.compile(r"\.DiskIOCounters\.\*\.")
+    for board in (node, cluster):
+        for title, target in model_targets(board):
+            assert not per_disk.search(target.target), f"{title}: {target.target}"
+            assert m.PERDISK not in {metric.needs for metric in target.metrics}, title
+    panels = dict(layout_of(node))
+    assert "Disk busy" not in panels
+    assert panels["Disk throughput"] == panels["Disk operations"] == 1  # all disks only
+    [throughput] = [panel for panel in node._iter_panels() if panel.title == "Disk throughput"]
+    assert [target.refId for target in throughput.targets] == ["A"]
+    assert "DiskIOCounters.{read_bytes,write_bytes}" in throughput.targets[0].target
+    assert panels["Network traffic"] == 2  # pernic is on: all NICs, and each
+
+
+def test_without_a_sensor_nothing_reads_it(tmp_path: Path) -> None:
+    """Each sensor left out in turn: no target names it, not even inside the
+    cluster's heartbeat group, and every panel that does not read it stays."""
+    full = drawn(agent_feeds(tmp_path, every_sensor()))
+    for name in sorted(REGISTRY):
+        for board, every in zip(drawn(agent_feeds(tmp_path, every_sensor(**{name: None}))), full, strict=True):
+            for title, target in model_targets(board):
+                assert f".{name}." not in f"{target.target}.", f"without {name}: {title}: {target.target}"
+                assert name not in {metric.sensor_name for metric in target.metrics}, title
+            kept = layout_of(board)
+            for panel in every._iter_panels():
+                reads = {metric.sensor_name for target in getattr(panel, "targets", []) for metric in target.metrics}
+                if reads and name not in reads:
+                    assert (panel.title, len(panel.targets)) in kept, f"without {name}: {panel.title} missing"
+    without_disk_io = [
+        title for title, _ in layout_of(drawn(agent_feeds(tmp_path, every_sensor(DiskIOCounters=None)))[0])
+    ]
+    assert "Disk throughput" not in without_disk_io and "Disk busy" not in without_disk_io
+    assert "Space used" in without_disk_io
+
+
+def test_every_drawn_target_reads_only_what_the_agent_sends(tmp_path: Path) -> None:
+    configurations = {
+        "shipped": Feeds.from_agent_config(load_agent_config(str(SHIPPED_AGENT_CONFIG))),
+        "no options": agent_feeds(tmp_path, {name: {} for name in REGISTRY}),
+        "options off": agent_feeds(
+            tmp_path,
+            every_sensor(
+                CPUPercent={"percpu": "no", "total": "yes"},
+                DiskUsage={"path": "/ /home"},
+                NetIOCounters={"pernic": "no"},
+                Users={"per_user": "no"},
+                CPUFreq={"percpu": "no"},
+            ),
+        ),  # fmt: skip
+    }
+    for name, feeds in configurations.items():
+        for board in drawn(feeds):
+            for title, target in model_targets(board):
+                unsent = [metric for metric in target.metrics if not feeds.sends(metric)]
+                assert unsent == [], f"{name}: {title} reads {unsent}"
+    node, _ = drawn(configurations["options off"])
+    panels = dict(layout_of(node))
+    assert {"Utilisation per CPU", "Sessions per user"}.isdisjoint(panels)
+    assert panels["CPU frequency"] == 1 and panels["Network traffic"] == 1
+    [space] = [target.target for title, target in model_targets(node) if title == "Space used"]
+    assert "group(fructosa.node01.DiskUsage.*.percent)" in space  # the several-paths shape only
+
+
+def test_with_every_sensor_and_option_every_panel_is_drawn(tmp_path: Path) -> None:
+    for every, unfiltered in zip(drawn(agent_feeds(tmp_path, every_sensor())), dashboards(), strict=True):
+        assert layout_of(every) == layout_of(unfiltered)
+        assert [panel.gridPos for panel in every._iter_panels()] == [p.gridPos for p in unfiltered._iter_panels()]
+
+
+def test_rows_and_gauges_go_with_their_sensors(tmp_path: Path) -> None:
+    node, cluster = drawn(agent_feeds(tmp_path, {"CPUPercent": {}, "VirtualMemory": {}}))
+    rows = [panel.title for panel in node.panels if panel.to_json_data()["type"] == "row"]
+    assert rows == ["Global", "CPU", "Memory"]  # no GPUs row for a GPU host: the agent runs no GPU sensor
+    assert [title for title, _ in layout_of(node)] == [
+        "Global", "CPU", "Memory", "CPU", "CPU utilisation", "Utilisation per CPU", "Memory", "Memory",
+        "Memory and swap used",
+    ]  # fmt: skip
+    assert [title for title, _ in layout_of(cluster)] == [
+        "Nodes", "Missing nodes", "Nodes reporting", "Overview", "CPU utilisation", "Load (busy CPUs)", "Memory used",
+    ]  # fmt: skip
+    [missing] = [target.target for title, target in model_targets(cluster) if title == "Missing nodes"]
+    assert "group(fructosa.$host.CPUPercent.{0,total},fructosa.$host.VirtualMemory.percent)" in missing
+    y = [panel.gridPos.y for panel in node.panels]
+    assert y == sorted(y) and node.panels[0].gridPos.y == 0  # laid out without gaps for what is left out
+
+
+def test_command_with_the_shipped_agent_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [str(HOSTS_FILE), *GOLDEN_ARGS, "--agent-config", str(SHIPPED_AGENT_CONFIG), "-o", str(tmp_path)]
+    assert main(args) == 0
+    assert capsys.readouterr().err == ""
+    feeds = Feeds.from_agent_config(load_agent_config(str(SHIPPED_AGENT_CONFIG)))
+    model = node_dashboard("node01", Settings.from_options("fructosa", "6h", "30s", feeds), gpus=True)
+    expected = json.loads(json.dumps(model.to_json_data(), cls=DashboardEncoder))
+    assert json.loads((tmp_path / "node01.json").read_text()) == expected
+    assert all(feeds.sends_any(target.metrics) for _, target in model_targets(model))
+
+
+def test_command_warns_about_what_the_agent_ignores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "lagent.conf"
+    config.write_text("[sensor:CPUPercent]\n[sensor:DiskIO]\n")
+    assert main([str(HOSTS_FILE), "-s", "compute", "--agent-config", str(config), "-o", str(tmp_path / "out")]) == 0
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"make-fructosa-dashboard: warning: {config}: [sensor:DiskIO] invalid sensor name")
+    node = json.loads((tmp_path / "out" / "node01.json").read_text())
+    assert {panel["title"] for panel in json_panels(node)} == {
+        "Global", "CPU", "CPU utilisation", "Utilisation per CPU",
+    }  # fmt: skip

@@ -1,10 +1,12 @@
 """Every target of every generated panel returns real data from a live Graphite.
 
 The pipeline of tests/dashboards/pipeline.py runs (carbon-cache,
-graphite-web, lmaster, this host's agent with all 20 sensors every second,
-and agent ``gone01``, stopped early); ``make-fructosa-dashboard`` writes
-the dashboards for both hosts, and each target, with its template variables
-substituted as Grafana would, goes to graphite-web's ``/render?format=json``.
+graphite-web, lmaster, this host's agent with conf/lagent.conf as shipped,
+only lmaster's address, spool, log file and sensor intervals changed, and
+agent ``gone01``, stopped early); ``make-fructosa-dashboard --agent-config
+conf/lagent.conf`` writes the dashboards for both hosts, and each target,
+with its template variables substituted as Grafana would, goes to
+graphite-web's ``/render?format=json``.
 
 A target may come back empty only when every metric it reads is one this
 host cannot produce, decided by measuring here with the agent's own
@@ -16,9 +18,11 @@ configuration and code, not by looking at Graphite:
   with nobody logged in, battery time left on mains power) and the
   measurement here has no such value.
 
-Options never excuse a target: the agent runs with every option that adds
-series (per CPU, disk, NIC, several mount points), and ``gone01`` sends the
-one-path DiskUsage shape. A wrong path of a sensor that works here fails.
+Options never excuse a target: the dashboards draw only what the shipped
+configuration sends, so a target the agent does not feed is a failure, as
+is a wrong path of a sensor that works here. Each declared metric is also
+checked alone where one of the two agents sends it (``gone01`` sends the
+shapes the shipped options leave off, such as several DiskUsage paths).
 """
 
 from __future__ import annotations
@@ -36,12 +40,13 @@ from fructosa.config import load_agent_config
 from fructosa.dashboards import Settings, cluster_dashboard, node_dashboard
 from fructosa.dashboards import metrics as m
 from fructosa.dashboards.cli import main
+from fructosa.dashboards.feeds import Feeds
 from fructosa.dashboards.metrics import Metric
 from fructosa.dashboards.queries import HOST_VARIABLE, Scope
 from fructosa.graphite_paths import Glob, metric_pattern, sample_to_datapoints
 from fructosa.sensors import REGISTRY, SensorUnsupported
 from tests.dashboards.helpers import expand_braces, glob_matches, json_panels, model_targets
-from tests.dashboards.pipeline import GONE, GONE_SENSORS, HOST, Pipeline
+from tests.dashboards.pipeline import GONE, GONE_SENSORS, HOST, SHIPPED_AGENT_CONFIG, Pipeline
 from tests.support.carbon import GraphiteWeb
 
 pytestmark = pytest.mark.skipif(
@@ -54,6 +59,20 @@ VARIABLE = re.compile(r"\$\{?[A-Za-z_]")
 """A Grafana template variable (a regex's ``$`` is no variable)."""
 MAY_BE_UNSUPPORTED = {"SensorsTemperatures", "SensorsFans", "SensorsBattery", "CPUFreq", "GPU"}
 """Sensors a machine may lack; any other unsupported sensor is a failure."""
+MAY_BE_EMPTY = {
+    "Temperatures",
+    "Fans",
+    "Battery",
+    "On mains power",
+    "Battery time left",
+    "CPU frequency",
+    "Sessions per user",
+    "CPU per Slurm job",
+    "Memory per Slurm job",
+    "IO per Slurm job",
+    "Processes per Slurm job",
+}
+"""Node panels that may read nothing here: sensors a VM lacks, nobody logged in, no Slurm job running."""
 
 
 @dataclass
@@ -62,6 +81,9 @@ class Live:
     output: Path
     unsupported: set[str]
     local_paths: set[str]
+    settings: Settings
+    """The dashboards' settings: what the shipped configuration sends."""
+    gone_feeds: Feeds
 
     def dashboard(self, name: str) -> dict:
         return json.loads((self.output / f"{name}.json").read_text())
@@ -101,24 +123,33 @@ def measure_here(config_path: Path) -> tuple[set[str], set[str]]:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("dashboards-live")
-    with Pipeline(workdir) as pipeline:
-        unsupported, local_paths = measure_here(workdir / f"lagent-{HOST}" / "lagent.conf")
+    shipped = load_agent_config(str(SHIPPED_AGENT_CONFIG))
+    with Pipeline(workdir, host_config=SHIPPED_AGENT_CONFIG) as pipeline:
+        running = load_agent_config(str(pipeline.agent_config(HOST)))
+        assert [(s.name, s.settings) for s in running.sensors] == [(s.name, s.settings) for s in shipped.sensors]
+        unsupported, local_paths = measure_here(pipeline.agent_config(HOST))
         assert unsupported <= MAY_BE_UNSUPPORTED, f"sensors failing here: {unsupported - MAY_BE_UNSUPPORTED}"
-        pipeline.wait_for_sensors(GONE, set(GONE_SENSORS), points=2)
+        pipeline.wait_for_sensors(GONE, set(GONE_SENSORS) - unsupported, points=2)
         pipeline.agents[GONE].stop()
         gone_at = time.monotonic()
-        pipeline.wait_for_sensors(HOST, set(REGISTRY) - unsupported, points=4)
+        pipeline.wait_for_sensors(HOST, {s.name for s in shipped.sensors} - unsupported, points=4)
         time.sleep(max(0.0, gone_at + 13 - time.monotonic()))  # MISSING_AFTER + a margin
         hosts = workdir / "hosts.ini"
         hosts.write_text(f"[hosts]\n{HOST}.cluster.example.org ansible_user=root\n{GONE}\n")
         output = workdir / "dashboards"
-        assert main([str(hosts), "-o", str(output), "--cluster", "test"]) == 0
-        yield Live(pipeline, output, unsupported, local_paths)
+        command = [str(hosts), "-o", str(output), "--cluster", "test", "--agent-config", str(SHIPPED_AGENT_CONFIG)]
+        assert main(command) == 0
+        settings = Settings(feeds=Feeds.from_agent_config(shipped))
+        gone_feeds = Feeds.from_agent_config(load_agent_config(str(pipeline.agent_config(GONE))))
+        yield Live(pipeline, output, unsupported, local_paths, settings, gone_feeds)
 
 
 def test_every_node_panel_target_returns_data(live: Live) -> None:
     board = live.dashboard(HOST)
-    metrics = {target.target: target.metrics for _, target in model_targets(node_dashboard(HOST))}
+    model = node_dashboard(HOST, live.settings)
+    metrics = {target.target: target.metrics for _, target in model_targets(model)}
+    written = [target["target"] for panel in json_panels(board) for target in panel.get("targets", [])]
+    assert written == [target.target for _, target in model_targets(model)]
     checked, skipped, empty = 0, [], []
     for panel in json_panels(board):
         for target in panel.get("targets", []):
@@ -131,21 +162,25 @@ def test_every_node_panel_target_returns_data(live: Live) -> None:
             if not any(live.datapoints(expr).values()):
                 empty.append(f"{panel['title']}: {expr}")
     assert empty == []
-    assert checked >= 35, f"only {checked} targets checked; skipped: {skipped}"
-    assert set(skipped) <= {"Temperatures", "Fans", "Battery", "On mains power", "Battery time left",
-                            "Sessions per user", "CPU frequency", "CPU per Slurm job", "Memory per Slurm job",
-                            "IO per Slurm job", "Processes per Slurm job"}  # fmt: skip  (no job runs here)
+    assert checked >= 30, f"only {checked} targets checked; skipped: {skipped}"
+    assert set(skipped) <= MAY_BE_EMPTY
 
 
 def test_every_metric_returns_data_for_one_of_the_hosts(live: Live) -> None:
     """Each metric alone, so one right half of a ``group()`` cannot hide a wrong
-    other half (DiskUsage's one-path shape comes from gone01)."""
+    other half (DiskUsage's several-paths shape comes from gone01). Only
+    metrics one of the two configurations sends: the others (GPU on a host
+    without one) are on no dashboard drawn for them."""
     scope = Scope(Glob(f"{{{HOST},{GONE}}}"))
     declared = {name: value for name, value in vars(m).items() if isinstance(value, Metric)}
+    sent = {
+        name for name, metric in declared.items() if live.settings.feeds.sends(metric) or live.gone_feeds.sends(metric)
+    }
+    assert {"DISK_PERCENT", "DISK_PERCENT_EACH", "CPU_EACH", "DISK_BYTES", "NET_BYTES", "TOP_IDS"} <= sent
     empty = [
         f"{name}: {scope.series(metric).expr}"
         for name, metric in sorted(declared.items())
-        if live.expected(metric) and not any(live.datapoints(scope.series(metric).expr).values())
+        if name in sent and live.expected(metric) and not any(live.datapoints(scope.series(metric).expr).values())
     ]
     assert empty == []
 
@@ -196,6 +231,6 @@ def test_cluster_model_matches_the_written_json(live: Live) -> None:
     """The targets checked above are the ones of the grafanalib model (and so
     carry the metrics the skip rule needs)."""
     written = [t["target"] for panel in json_panels(live.dashboard("cluster")) for t in panel.get("targets", [])]
-    model = cluster_dashboard("test", [HOST, GONE], Settings())
+    model = cluster_dashboard("test", [HOST, GONE], live.settings)
     assert written == [target.target for _, target in model_targets(model)]
     assert all(Scope(HOST_VARIABLE).series(metric).expr in " ".join(written) for metric in m.HEARTBEAT)

@@ -59,3 +59,24 @@ def test_command_writes_the_job_dashboard_on_request(tmp_path: Path, capsys: pyt
 
 def test_job_metrics_are_declared_once() -> None:
     assert m.SLURM_JOB_CPU.keys[0] == m.SLURM_JOB == "job_*"
+
+
+def test_job_dashboard_only_for_agents_running_slurm_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("[hosts]\nnode01\n")
+    with_slurm, without_slurm = tmp_path / "with.conf", tmp_path / "without.conf"
+    with_slurm.write_text("[sensor:CPUPercent]\n[sensor:SlurmJobs]\n")
+    without_slurm.write_text("[sensor:CPUPercent]\n[sensor:TopProcesses]\n")
+    assert main([str(hosts), "--jobs", "-o", str(tmp_path / "all")]) == 0
+    assert main([str(hosts), "--jobs", "--agent-config", str(with_slurm), "-o", str(tmp_path / "with")]) == 0
+    assert (tmp_path / "with" / "jobs.json").read_text() == (tmp_path / "all" / "jobs.json").read_text()
+    capsys.readouterr()
+    assert main([str(hosts), "--jobs", "--agent-config", str(without_slurm), "-o", str(tmp_path / "without")]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"make-fructosa-dashboard: {without_slurm} runs no SlurmJobs sensor: jobs.json not written (--jobs)\n"
+    assert out == f"1 node dashboards and cluster.json written to {tmp_path / 'without'}\n"
+    assert sorted(path.name for path in (tmp_path / "without").iterdir()) == ["cluster.json", "node01.json"]
+    node = json.loads((tmp_path / "without" / "node01.json").read_text())
+    processes = [panel["title"] for panel in node["panels"] if panel["type"] != "row" and "Slurm" in panel["title"]]
+    assert processes == ["Pids and Slurm jobs of the top processes"]  # TopProcesses, not SlurmJobs
+    assert "SlurmJobs" not in (tmp_path / "without" / "node01.json").read_text()

@@ -85,11 +85,12 @@ def cluster_dashboard(
     name: str, hosts: Sequence[str], settings: Settings | None = None, gpu_hosts: Sequence[str] = ()
 ) -> Dashboard:
     """Overview of the hosts of one inventory section, ``$host`` to narrow it;
-    a GPU row when some of them (``gpu_hosts``) have GPUs."""
+    a GPU row when some of them (``gpu_hosts``) have GPUs. Only what
+    ``settings.feeds`` sends is drawn, heartbeat sensors included."""
     settings = settings or Settings()
-    s = Scope(HOST_VARIABLE, settings.prefix)
+    s = Scope(HOST_VARIABLE, settings.prefix, settings.feeds)
     state = reporting(s)
-    layout = Layout()
+    layout = Layout(settings.feeds)
     layout.row(
         "Nodes",
         [

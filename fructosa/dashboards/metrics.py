@@ -11,11 +11,19 @@ that drifts from the sensors fails a test instead of showing "No data".
 
 Per-instance levels (NICs, disks, mount points, chips, CPUs) are wildcards,
 so one dashboard fits every node whatever its hardware.
+
+Each metric also says what the agent configuration must hold for it to be
+sent at all: its sensor section, and (``needs``) an option condition. A
+panel reads only metrics, so what a panel needs is what its targets read;
+``make-fructosa-dashboard --agent-config`` (:mod:`.feeds`) draws a target
+only when the configuration sends what it reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..graphite_paths import ANY, Glob, any_of
 from ..sensors import Sensor
@@ -31,17 +39,31 @@ from ..sensors.system import BootTime, Users
 
 
 @dataclass(frozen=True)
+class Needs:
+    """A condition on a sensor's options (``[sensor:NAME]`` settings, parsed,
+    defaults filled in) without which the agent does not send a metric."""
+
+    text: str
+    holds: Callable[[Mapping[str, Any]], bool]
+
+
+def option_on(*keys: str) -> Needs:
+    """Sent when any of these yes/no options is ``yes``."""
+    return Needs(" or ".join(f"{key} = yes" for key in keys), lambda settings: any(settings[key] for key in keys))
+
+
+@dataclass(frozen=True)
 class Metric:
     """Values of one sensor at ``keys`` (components below ``HOST.SENSOR``).
 
-    ``needs`` names the sensor option the values depend on (the agent sends
-    them only when it is set); ``sometimes`` says when a host running the
-    sensor with that option has no such value at all (nobody logged in).
+    The agent sends them when it runs the sensor and, if given, ``needs``
+    holds for the sensor's options; ``sometimes`` says when a host sending
+    them has no such value at all even so (nobody logged in).
     """
 
     sensor: type[Sensor]
     keys: tuple[object, ...] = ()
-    needs: str = ""
+    needs: Needs | None = None
     sometimes: str = ""
 
     @property
@@ -56,16 +78,18 @@ PER_CPU = Glob("cpu[0-9]*")
 """The ``cpuN`` level of sensors with ``percpu = yes``."""
 
 # -- CPU ---------------------------------------------------------------------
-CPU_ALL = Metric(CPUPercent, (ANY,))
+PERCPU = option_on("percpu")
+PERCPU_OR_TOTAL = option_on("percpu", "total")
+CPU_ALL = Metric(CPUPercent, (ANY,), needs=PERCPU_OR_TOTAL)
 """Per-CPU values and, with ``total = yes``, their mean: averaging all of them
 gives the mean utilisation whichever options the agent runs with."""
-CPU_EACH = Metric(CPUPercent, (CPU_NUMBER,), needs="percpu = yes (the default)")
-CPU_HEARTBEAT = Metric(CPUPercent, (any_of(0, "total"),))
+CPU_EACH = Metric(CPUPercent, (CPU_NUMBER,), needs=PERCPU)
+CPU_HEARTBEAT = Metric(CPUPercent, (any_of(0, "total"),), needs=PERCPU_OR_TOTAL)
 CPU_MODES = Metric(CPUTimesPercent, (any_of("user", "nice", "system", "iowait", "irq", "softirq", "steal"),))
 CPU_COUNT = Metric(CPUCount)
 KERNEL_COUNTERS = Metric(CPUStats, (any_of("ctx_switches", "interrupts", "soft_interrupts", "syscalls"),))
 FREQUENCY = Metric(CPUFreq, (any_of("current", "min", "max"),))
-FREQUENCY_EACH = Metric(CPUFreq, (PER_CPU, "current"), needs="percpu = yes")
+FREQUENCY_EACH = Metric(CPUFreq, (PER_CPU, "current"), needs=PERCPU)
 
 # -- memory --------------------------------------------------------------------
 MEMORY_BYTES = Metric(VirtualMemory, (any_of("total", "used", "available", "cached", "buffers", "free"),))
@@ -75,14 +99,14 @@ SWAP_PERCENT = Metric(SwapMemory, ("percent",))
 SWAP_TRAFFIC = Metric(SwapMemory, (any_of("sin", "sout"),))
 
 # -- disks ---------------------------------------------------------------------
-ONE_PATH = "one path (the default)"
-MOUNTS = "several paths"
+ONE_PATH = Needs("one path (the default)", lambda settings: len(settings["path"]) == 1)
+MOUNTS = Needs("several paths", lambda settings: len(settings["path"]) > 1)
 DISK_PERCENT = Metric(DiskUsage, ("percent",), needs=ONE_PATH)
 DISK_PERCENT_EACH = Metric(DiskUsage, (ANY, "percent"), needs=MOUNTS)
 DISK_FREE = Metric(DiskUsage, ("free",), needs=ONE_PATH)
 DISK_FREE_EACH = Metric(DiskUsage, (ANY, "free"), needs=MOUNTS)
 PARTITIONS = Metric(DiskPartitions, (any_of("count", "read_only"),))
-PERDISK = "perdisk = yes"
+PERDISK = option_on("perdisk")
 DISK_BYTES = Metric(DiskIOCounters, (any_of("read_bytes", "write_bytes"),))
 DISK_BYTES_EACH = Metric(DiskIOCounters, (ANY, any_of("read_bytes", "write_bytes")), needs=PERDISK)
 DISK_OPS = Metric(DiskIOCounters, (any_of("read_count", "write_count"),))
@@ -91,7 +115,7 @@ DISK_BUSY_EACH = Metric(DiskIOCounters, (ANY, "busy_time"), needs=PERDISK)
 DISK_HEARTBEAT = Metric(DiskIOCounters, ("read_count",))
 
 # -- network ---------------------------------------------------------------------
-PERNIC = "pernic = yes"
+PERNIC = option_on("pernic")
 NET_BYTES = Metric(NetIOCounters, (any_of("bytes_recv", "bytes_sent"),))
 NET_BYTES_EACH = Metric(NetIOCounters, (ANY, any_of("bytes_recv", "bytes_sent")), needs=PERNIC)
 NET_PACKETS = Metric(NetIOCounters, (any_of("packets_recv", "packets_sent"),))
@@ -116,7 +140,7 @@ BATTERY_LEFT = Metric(SensorsBattery, ("secsleft",), sometimes="on battery power
 # -- system ----------------------------------------------------------------------
 BOOT_TIME = Metric(BootTime)
 USERS = Metric(Users, (any_of("sessions", "unique"),))
-USERS_EACH = Metric(Users, ("per_user", ANY), needs="per_user = yes", sometimes="someone is logged in")
+USERS_EACH = Metric(Users, ("per_user", ANY), needs=option_on("per_user"), sometimes="someone is logged in")
 USERS_HEARTBEAT = Metric(Users, ("sessions",))
 
 # -- top processes ------------------------------------------------------------------

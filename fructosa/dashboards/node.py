@@ -85,11 +85,12 @@ def gpu_panels(s: Scope) -> list:
 
 def node_dashboard(host: str, settings: Settings | None = None, gpus: bool = False) -> Dashboard:
     """Rows Global, CPU, Memory, Processes, GPUs (when ``gpus``: the host has
-    some, so the row would not stay empty), Disk, Network, Sensors, Users."""
+    some, so the row would not stay empty), Disk, Network, Sensors, Users;
+    of them, only the targets, panels and rows ``settings.feeds`` sends."""
     settings = settings or Settings()
     name = short_hostname(host)
-    s = Scope(name, settings.prefix)
-    layout = Layout()
+    s = Scope(name, settings.prefix, settings.feeds)
+    layout = Layout(settings.feeds)
 
     layout.row(
         "Global",

@@ -35,6 +35,7 @@ from grafanalib.core import (
 )
 
 from ..graphite_paths import sanitize_component
+from .feeds import EVERYTHING, Feeds
 from .metrics import Metric
 from .queries import Query
 
@@ -58,7 +59,8 @@ whisper step (CPUCount every 300 s); a longer gap means the node was away."""
 
 @attr.s
 class GraphiteTarget(Target):
-    """A Graphite target that remembers which metrics it reads (not in the JSON)."""
+    """A Graphite target that remembers which metrics it reads (not in the
+    JSON): what the panel needs from the agent configuration."""
 
     metrics: tuple[Metric, ...] = attr.ib(default=(), eq=False, repr=False)
 
@@ -72,20 +74,46 @@ class GraphiteTarget(Target):
         }
 
 
+def ref_id(index: int) -> str:
+    return chr(ord("A") + index)
+
+
 def targets(queries: Sequence[Query]) -> list[GraphiteTarget]:
     """Targets ``A``, ``B``… of a panel."""
     if not 0 < len(queries) <= 26:
         raise ValueError("a panel has 1 to 26 queries")
     return [
-        GraphiteTarget(refId=chr(ord("A") + index), target=query.expr, metrics=query.metrics)
+        GraphiteTarget(refId=ref_id(index), target=query.expr, metrics=query.metrics)
         for index, query in enumerate(queries)
     ]
 
 
+def only_sent(panel: Panel, feeds: Feeds) -> Panel | None:
+    """The panel with only the targets that read something the agents send
+    (relettered ``A``, ``B``…), or None when no target is left.
+
+    What a panel needs is what its targets read (``GraphiteTarget.metrics``,
+    each with its sensor and option condition), recorded by the queries that
+    build the paths, so it cannot drift from them. A target reading several
+    metrics reads alternatives (``group()``): any one sent keeps it.
+    """
+    kept = [target for target in panel.targets if feeds.sends_any(target.metrics)]
+    if not kept:
+        return None
+    if len(kept) == len(panel.targets):
+        return panel
+    return attr.evolve(panel, targets=[attr.evolve(target, refId=ref_id(i)) for i, target in enumerate(kept)])
+
+
 @dataclass
 class Layout:
-    """Places panels left to right in rows of 24 grid units, wrapping as needed."""
+    """Places panels left to right in rows of 24 grid units, wrapping as needed.
 
+    Only what ``feeds`` sends is placed: a target reading nothing sent is
+    left out, then a panel without targets, then a row without panels.
+    """
+
+    feeds: Feeds = EVERYTHING
     panels: list[Panel] = field(default_factory=list)
     _x: int = 0
     _y: int = 0
@@ -94,6 +122,9 @@ class Layout:
 
     def row(self, title: str, panels: Sequence[Panel], collapsed: bool = False) -> None:
         """A row header and its panels; a collapsed row holds them inside."""
+        panels = [sent for sent in (only_sent(panel, self.feeds) for panel in panels) if sent is not None]
+        if not panels:
+            return
         self._newline()
         header = RowPanel(title=title, collapsed=collapsed, gridPos=GridPos(h=1, w=GRID_WIDTH, x=0, y=self._y))
         self._y += 1

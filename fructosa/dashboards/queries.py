@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..graphite_paths import Glob, metric_pattern
+from .feeds import EVERYTHING, Feeds
 from .metrics import Metric
 
 HOST_VARIABLE = Glob("$host")
@@ -45,10 +46,13 @@ def call(function: str, *args: object) -> Query:
 
 @dataclass(frozen=True)
 class Scope:
-    """Which host(s) queries are about: a short host name or ``Glob("$host")``."""
+    """Which host(s) queries are about: a short host name or ``Glob("$host")``;
+    ``feeds``: what their agents send (alternatives they do not send are left
+    out of :meth:`group`)."""
 
     host: str
     prefix: str = ""
+    feeds: Feeds = EVERYTHING
 
     @property
     def host_node(self) -> int:
@@ -74,8 +78,11 @@ class Scope:
         return call("groupByNode", query, self.host_node, aggregate)
 
     def group(self, *metrics: Metric) -> Query:
-        """All of these metrics in one series list (absent ones add nothing)."""
-        return call("group", *(self.series(metric) for metric in metrics))
+        """All of these metrics in one series list (absent ones add nothing),
+        without those the agents do not send, unless that is all of them
+        (then the target reads nothing sent, and the layout drops it)."""
+        sent = [metric for metric in metrics if self.feeds.sends(metric)] or metrics
+        return call("group", *(self.series(metric) for metric in sent))
 
 
 def rate(query: Query) -> Query:

@@ -1,15 +1,20 @@
 """A live pipeline for the dashboard tests and the README picture.
 
 carbon-cache and graphite-web (tests/support/carbon.py), lmaster, and two
-real agents (tests/support/daemons.py): this host's, running all 20 sensors
-every second with the options that create per-instance series, and a second
-one named ``gone01`` with a few sensors, which the tests stop to have a node
-that stopped reporting. ``gone01`` also sends DiskUsage with one path, the
-other shape of that sensor's paths. Everything lives in ``workdir``.
+real agents (tests/support/daemons.py): this host's, and a second one named
+``gone01`` with a few sensors, which the tests stop to have a node that
+stopped reporting. This host's agent runs either all 20 sensors every
+second with the options that create per-instance series, or a given
+lagent.conf (conf/lagent.conf as shipped) with only what a test must change
+(:func:`shipped_agent_config`). ``gone01`` sends the options conf/lagent.conf
+leaves off: DiskUsage with several paths (the other shape of that sensor's
+paths), per-CPU frequencies, the CPUPercent total. Everything lives in
+``workdir``.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import socket
 import time
@@ -21,8 +26,11 @@ from pathlib import Path
 from fructosa.graphite_paths import short_hostname
 from fructosa.sensors import REGISTRY
 from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
-from tests.support.daemons import Daemon
+from tests.support.daemons import Daemon, rewrite_ini
 
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_AGENT_CONFIG = REPO / "conf" / "lagent.conf"
+"""The example lagent.conf, which the live dashboard test runs as shipped."""
 HOST = short_hostname(socket.gethostname())
 """The name this host's agent sends (it runs without ``[lagent] hostname``)."""
 GONE = "gone01"
@@ -39,7 +47,12 @@ SENSOR_OPTIONS: dict[str, dict[str, str]] = {
 }
 """This host's options beyond the defaults: per CPU, mount point, disk, NIC, user."""
 
-GONE_SENSORS: dict[str, dict[str, str]] = {"CPUPercent": {}, "VirtualMemory": {}, "DiskUsage": {}}
+GONE_SENSORS: dict[str, dict[str, str]] = {
+    "CPUPercent": {"total": "yes"},
+    "VirtualMemory": {},
+    "DiskUsage": {"path": "/ /tmp"},
+    "CPUFreq": {"percpu": "yes"},
+}
 
 
 def agent_config(workdir: Path, master_port: int, sensors: dict[str, dict[str, str]], hostname: str = "") -> Path:
@@ -57,6 +70,27 @@ def agent_config(workdir: Path, master_port: int, sensors: dict[str, dict[str, s
     return path
 
 
+def shipped_agent_config(source: Path, workdir: Path, master_port: int) -> Path:
+    """``source`` with only what a test must change: lmaster's address, the
+    spool, the log file, and every sensor's ``time_interval`` (1 s, so that
+    sensors sampled every 5 minutes report within the test). Every other
+    byte, every sensor section and option among them, stays as it is."""
+    text = source.read_text(encoding="utf-8")
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    changes = {
+        ("lmaster", "host"): "127.0.0.1",
+        ("lmaster", "incoming data port"): str(master_port),
+        ("lagent", "spool dir"): str(workdir / "spool"),
+        ("logging", "filename"): str(workdir / "lagent.log"),
+    }
+    changes |= {(section, "time_interval"): "1" for section in parser.sections() if section.startswith("sensor:")}
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "lagent.conf"
+    path.write_text(rewrite_ini(text, changes), encoding="utf-8")
+    return path
+
+
 def master_config(workdir: Path, master_port: int, carbon: CarbonCache) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "lmaster.conf"
@@ -71,11 +105,13 @@ def master_config(workdir: Path, master_port: int, carbon: CarbonCache) -> Path:
 
 class Pipeline:
     """``with Pipeline(tmp) as live:`` everything started, stopped on exit
-    (``gone=False``: without the gone01 agent)."""
+    (``gone=False``: without the gone01 agent; ``host_config``: this host's
+    agent runs that lagent.conf as shipped instead of every sensor)."""
 
-    def __init__(self, workdir: Path, gone: bool = True) -> None:
+    def __init__(self, workdir: Path, gone: bool = True, host_config: Path | None = None) -> None:
         self.workdir = workdir
         self.gone = gone
+        self.host_config = host_config
         self.carbon = CarbonCache(workdir / "carbon")
         self.graphite = GraphiteWeb(self.carbon)
         self.agents: dict[str, Daemon] = {}
@@ -90,10 +126,15 @@ class Pipeline:
             master = Daemon("lmaster", master_config(master_dir, port, self.carbon), master_dir)
             self._stack.enter_context(master.start(listen_port=port))
             every_sensor = {name: SENSOR_OPTIONS.get(name, {}) for name in REGISTRY}
-            agents = [(HOST, every_sensor, "")] + ([(GONE, GONE_SENSORS, GONE)] if self.gone else [])
-            for name, sensors, hostname in agents:
-                agent_dir = self.workdir / f"lagent-{name}"
-                agent = Daemon("lagent", agent_config(agent_dir, port, sensors, hostname), agent_dir)
+            host_dir = self.workdir / f"lagent-{HOST}"
+            if self.host_config is None:
+                configs = {HOST: agent_config(host_dir, port, every_sensor)}
+            else:
+                configs = {HOST: shipped_agent_config(self.host_config, host_dir, port)}
+            if self.gone:
+                configs[GONE] = agent_config(self.workdir / f"lagent-{GONE}", port, GONE_SENSORS, GONE)
+            for name, config in configs.items():
+                agent = Daemon("lagent", config, config.parent)
                 self.agents[name] = self._stack.enter_context(agent.start())
         except BaseException:
             self._stack.close()
@@ -102,6 +143,10 @@ class Pipeline:
 
     def __exit__(self, *exc_info: object) -> None:
         self._stack.close()
+
+    def agent_config(self, host: str) -> Path:
+        """The lagent.conf the agent of ``host`` runs."""
+        return self.workdir / f"lagent-{host}" / "lagent.conf"
 
     def sensors_seen(self, host: str) -> set[str]:
         return {path.split(".")[1] for path in self.carbon.metric_paths() if path.split(".")[0] == host}
