@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fructosa.selfstats import ProcessUsage
 from fructosa.sensors import REGISTRY, Sensor
 from tests.support.carbon import free_ports
 from tests.support.daemons import Daemon
@@ -182,6 +183,34 @@ def test_a_reading_within_one_clock_tick_sends_nothing_and_keeps_the_window() ->
         assert time.monotonic() < deadline, "no two readings within one clock tick"
     time.sleep(0.3)  # the window the next sample covers (from the last usable reading on)
     assert modes_sum(sensor.measure()) == pytest.approx(100, abs=1)
+
+
+def spin(seconds: float) -> None:
+    """Keep this thread busy for ``seconds`` of wall time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+def test_process_usage_rates_its_own_windows_whichever_thread_asks() -> None:
+    usage = ProcessUsage()
+    process = psutil.Process()
+    spin(0.3)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(usage.sample).result(timeout=10)
+        # the first figure covers the time since this process started: never a meaningless 0
+        lifetime = 100.0 * sum(process.cpu_times()[:2]) / (time.time() - process.create_time())
+        assert first["cpu_percent"] > 0
+        assert first["cpu_percent"] == pytest.approx(lifetime, abs=10)
+        used_before, started = sum(process.cpu_times()[:2]), time.monotonic()
+        spin(0.6)
+        busy = pool.submit(usage.sample).result(timeout=10)
+        share = 100.0 * (sum(process.cpu_times()[:2]) - used_before) / (time.monotonic() - started)
+        assert busy["cpu_percent"] == pytest.approx(share, abs=15), share
+        time.sleep(0.6)  # the window of the next figure: this process idles
+        calm = usage.sample()
+        assert calm["cpu_percent"] < busy["cpu_percent"]
+        assert calm["rss_bytes"] == pytest.approx(process.memory_info().rss, rel=0.2)
 
 
 # -- a real lagent writing its journal ----------------------------------------
