@@ -49,7 +49,7 @@ class CPUPercent(Sensor):
     def shape(self, raw: dict) -> dict | None:
         deltas = per_cpu_deltas(raw)
         if deltas is None:
-            return NO_SAMPLE  # no window yet (first reading): nothing to send
+            return NO_SAMPLE  # no window to rate over yet (see per_cpu_deltas): nothing to send
         shaped: dict[Any, float] = {}
         if self.settings["percpu"]:
             shaped.update(enumerate(busy_percent(cpu) for cpu in deltas))
@@ -104,7 +104,7 @@ class CPUTimesPercent(Sensor):
     def shape(self, raw: dict) -> dict | None:
         deltas = per_cpu_deltas(raw)
         if deltas is None:
-            return NO_SAMPLE  # no window yet (first reading): nothing to send
+            return NO_SAMPLE  # no window to rate over yet (see per_cpu_deltas): nothing to send
         per_cpu = [mode_percents(cpu) for cpu in deltas] if self.settings["percpu"] else None
         return _with_per_cpu(mode_percents(summed(deltas)), per_cpu)
 

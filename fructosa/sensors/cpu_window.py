@@ -109,6 +109,10 @@ def busy_percent(deltas: dict[str, float]) -> float:
 
 
 def mode_percents(deltas: dict[str, float]) -> dict[str, float]:
-    """Each mode's share of the window in percent (psutil's ``cpu_times_percent`` fields)."""
+    """Each mode's share of the window in percent (psutil's ``cpu_times_percent`` fields).
+
+    psutil divides by at least one second of CPU time, which shrinks every
+    field of a shorter window (their sum falls below 100); here the whole is
+    the window's own time."""
     whole = total_time(deltas)
     return {field: percent(value, whole) for field, value in deltas.items()}
