@@ -335,7 +335,10 @@ class Agent:
                     logging.ERROR, "measure", "sensor %s failed: %s: %s", config.name, type(error).__name__, error
                 )
             else:
-                self._record({"host": self.config.hostname, "sensor": config.name, "time": time.time(), "value": value})
+                if value is not None:  # None: no sample this time (a rate's first reading)
+                    self._record(
+                        {"host": self.config.hostname, "sensor": config.name, "time": time.time(), "value": value}
+                    )
             while True:  # sleep to the next grid point of the current interval
                 schedule = self._adaptive.get(config.name)
                 # slows down also when the sensor its condition reads has fallen silent

@@ -100,6 +100,8 @@ def sensors_command(args: argparse.Namespace) -> int:
     sensor = sensor_class()
     try:
         sensor.start()
+        sensor.measure()  # a rate's first sample only takes its reference: show the second, one second on
+        time.sleep(1.0)
         value = sensor.measure()
     except SensorUnsupported as reason:
         print(f"On this host ({host}): not supported ({reason}).")

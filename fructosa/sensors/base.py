@@ -90,6 +90,9 @@ class Option:
 
 
 TIME_INTERVAL = "time_interval"
+NO_SAMPLE = None
+"""What ``shape()`` and ``measure()`` return when there is nothing to send yet
+(a rate's first reading): the agent then records nothing."""
 
 
 class Sensor:
@@ -98,6 +101,24 @@ class Sensor:
     ``description`` is one line for ``lagent sensors``; the class docstring
     may say more. ``options`` lists the keys of its config section besides
     ``time_interval``; their parsed values are in ``self.settings``.
+
+    Three outcomes of :meth:`measure`:
+
+    * a value (nested dict or number): the sample, sent;
+    * ``None`` (:data:`NO_SAMPLE`): nothing to send this time, and the agent
+      records nothing. A sensor says so by returning ``None`` from
+      ``shape()``; a rate does on its first reading after a start or reload,
+      which only takes its reference (sending 0 or a rate over a random
+      window would be a wrong figure);
+    * :class:`SensorUnsupported` raised: this host cannot measure it (also
+      when ``read()`` returns ``None``); the agent idles the sensor.
+
+    Rates over time (CPU %, bytes per second) keep their previous reading on
+    the instance and rate over exactly the time since the sensor's own
+    previous sample. One instance is measured by one call at a time, but the
+    agent runs each call on whichever worker thread is free, so nothing may
+    depend on the calling thread (psutil's non-blocking ``cpu_percent()``
+    and ``cpu_times_percent()`` do: they are not used).
     """
 
     name: ClassVar[str]
@@ -110,17 +131,22 @@ class Sensor:
         self.settings.update(settings or {})
 
     def start(self) -> None:
-        """Called once before the first read: prime rate-based psutil calls."""
+        """Called once before the first measure (in a worker thread), e.g. to load a library.
+
+        Not for priming rates: a reference taken here would make the first
+        rate span only the moment until the first measure."""
 
     def read(self) -> Any:
         """The raw psutil output (may block briefly; runs in a worker thread)."""
         raise NotImplementedError
 
     def shape(self, raw: Any) -> Any:
-        """Plain nested dict (or number) from :func:`as_plain` of ``read()``."""
+        """Plain nested dict (or number) from :func:`as_plain` of ``read()``;
+        ``None`` (:data:`NO_SAMPLE`) when there is nothing to send yet."""
         return raw
 
     def measure(self) -> Any:
+        """One sample, or ``None`` (:data:`NO_SAMPLE`): nothing to send this time."""
         raw = self.read()
         if raw is None:
             raise SensorUnsupported(f"psutil returned no data for {self.name}")

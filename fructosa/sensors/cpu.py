@@ -6,7 +6,8 @@ from typing import Any
 
 import psutil
 
-from .base import Option, Sensor, SensorUnsupported, register
+from .base import NO_SAMPLE, Option, Sensor, SensorUnsupported, register
+from .cpu_window import OwnCPUTimes, busy_percent, mode_percents, per_cpu_deltas, summed
 
 PERCPU_TIMES = Option("percpu", bool, False, "also send one series per CPU below cpuN (N from 0)")
 
@@ -21,10 +22,13 @@ def _with_per_cpu(total: dict, per_cpu: list | None) -> dict:
 
 @register
 class CPUPercent(Sensor):
-    """Utilisation of each CPU in percent since the previous sample.
+    """Utilisation of each CPU in percent since the sensor's previous sample.
 
     Paths: ``HOST.CPUPercent.N`` per CPU (as 0.3.2), ``HOST.CPUPercent.total``
-    with ``total = yes``. Measured between two samples, never blocking.
+    with ``total = yes`` (all CPUs' busy time over all their time, as
+    ``psutil.cpu_percent()`` counts it). Measured between this sensor's own
+    two readings of the CPU times, never blocking: the first sample after a
+    start (or reload) only takes the reference and sends nothing.
     """
 
     description = "CPU utilisation in percent, per CPU and optionally in total"
@@ -34,20 +38,23 @@ class CPUPercent(Sensor):
         Option("total", bool, False, "also the average over all CPUs: HOST.CPUPercent.total"),
     )
 
-    def start(self) -> None:
-        psutil.cpu_percent(percpu=True)
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self._times = OwnCPUTimes()
 
     def read(self) -> Any:
-        # One per-CPU reading serves both series, so the total needs no second
-        # call (which would reset psutil's reference point).
-        return psutil.cpu_percent(percpu=True)
+        # One per-CPU reading serves both series: the total is their sum, over the same window.
+        return self._times.read()
 
-    def shape(self, raw: list[float]) -> dict:
+    def shape(self, raw: dict) -> dict | None:
+        deltas = per_cpu_deltas(raw)
+        if deltas is None:
+            return NO_SAMPLE  # no window to rate over yet (see per_cpu_deltas): nothing to send
         shaped: dict[Any, float] = {}
         if self.settings["percpu"]:
-            shaped.update(enumerate(raw))
-        if self.settings["total"] and raw:
-            shaped["total"] = sum(raw) / len(raw)
+            shaped.update(enumerate(busy_percent(cpu) for cpu in deltas))
+        if self.settings["total"]:
+            shaped["total"] = busy_percent(summed(deltas))
         return shaped
 
 
@@ -74,24 +81,32 @@ class CPUTimes(Sensor):
 
 @register
 class CPUTimesPercent(Sensor):
-    """Share of CPU time per mode in percent since the previous sample.
+    """Share of CPU time per mode in percent since the sensor's previous sample.
 
     Paths: ``HOST.CPUTimesPercent.FIELD``, plus ``cpuN.FIELD`` with ``percpu = yes``.
+    The fields of one sample add up to 100 (give or take rounding; ``guest``
+    and ``guest_nice`` are already part of ``user`` and ``nice``). Measured
+    between this sensor's own two readings, never blocking: the first sample
+    after a start (or reload) only takes the reference and sends nothing.
     """
 
     description = "CPU time per mode in percent since the previous sample"
     default_interval = 10.0
     options = (PERCPU_TIMES,)
 
-    def start(self) -> None:
-        self.read()
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self._times = OwnCPUTimes()
 
     def read(self) -> Any:
-        per_cpu = psutil.cpu_times_percent(percpu=True) if self.settings["percpu"] else None
-        return {"total": psutil.cpu_times_percent(), "per_cpu": per_cpu}
+        return self._times.read()
 
-    def shape(self, raw: dict) -> dict:
-        return _with_per_cpu(raw["total"], raw["per_cpu"])
+    def shape(self, raw: dict) -> dict | None:
+        deltas = per_cpu_deltas(raw)
+        if deltas is None:
+            return NO_SAMPLE  # no window to rate over yet (see per_cpu_deltas): nothing to send
+        per_cpu = [mode_percents(cpu) for cpu in deltas] if self.settings["percpu"] else None
+        return _with_per_cpu(mode_percents(summed(deltas)), per_cpu)
 
 
 @register

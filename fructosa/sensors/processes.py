@@ -68,9 +68,11 @@ class TopProcesses(Sensor):
     ``count``) keeps it in check. One series per pid, or carbon tags per
     process, would grow with every process ever started.
 
-    CPU % is measured between two samples from each process's CPU time (no
-    blocking interval); a process started since the previous sample is
-    measured since its start. One pass of ``psutil.process_iter`` reads all
+    CPU % is measured between this sensor's own two samples from each
+    process's CPU time (no blocking interval); a process started since the
+    previous sample is measured since its start. The first sample after a
+    start (or reload) has no window yet: it sends the memory list and the
+    process count, and no CPU list. One pass of ``psutil.process_iter`` reads all
     processes; only the few that make a list are looked up in Slurm."""
 
     description = "the N processes with the most CPU and memory: name, user, pid, Slurm job"
@@ -81,10 +83,6 @@ class TopProcesses(Sensor):
         super().__init__(settings)
         self._cpu_seconds: dict[tuple[int, float], float] = {}
         self._previous_time: float | None = None
-
-    def start(self) -> None:
-        """Note every process's CPU time, so the first sample has CPU %."""
-        self.read()
 
     def read(self) -> dict:
         now_wall, now = time.time(), time.monotonic()

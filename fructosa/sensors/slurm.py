@@ -84,9 +84,11 @@ class SlurmJobs(Sensor):
     weeks one set per job that ran, which a whisper retention (or carbon's
     usual ``find -mtime`` clean-up) for ``*.SlurmJobs.job_*`` keeps bounded.
 
-    Rates are measured between two samples with cached ``psutil.Process``
-    objects (no blocking interval); a process first seen in this sample is
-    measured since it started, so a short job shows from its first sample.
+    Rates are measured between this sensor's own two samples with cached
+    ``psutil.Process`` objects (no blocking interval); a process first seen
+    in this sample is measured since it started, so a short job shows from
+    its first sample. The first sample after a start (or reload) has no
+    window yet: it sends count, processes and RSS, and no rates.
     """
 
     description = "the Slurm jobs on this node: count, and per job processes, CPU %, RSS and IO rates"
@@ -107,10 +109,6 @@ class SlurmJobs(Sensor):
         self._previous_time: float | None = None
         self._slurm_present: bool | None = None
         self._last_problem: str | None = None
-
-    def start(self) -> None:
-        """Note every job process's counters, so the first sample has rates."""
-        self.read()
 
     def read(self) -> dict:
         """Per job, each process's RSS and rates since the previous read (plain data)."""

@@ -3,7 +3,9 @@
 A case is a folder ``testcases/<Sensor>/<case>/`` holding ``sensor.conf`` (one
 ``[sensor:<Sensor>]`` section), ``psutil.json`` (what the sensor's ``read()``
 returned, in :func:`fructosa.sensors.as_plain` form) and ``expected.out``
-(sorted Graphite plaintext lines, or the single line ``# unsupported``).
+(sorted Graphite plaintext lines, or the single line ``# unsupported``, or
+the single line ``# no sample`` when the sensor has nothing to send yet, as a
+rate on its first reading).
 An optional ``xfail`` file holds the reason why the code does not yet send
 what the sensor's docstring promises; the case then fails strictly.
 
@@ -28,6 +30,8 @@ HOST = "node01"
 TIMESTAMP = 1700000000
 UNSUPPORTED = "# unsupported"
 """The whole of ``expected.out`` when ``shape`` must raise SensorUnsupported."""
+NO_SAMPLE = "# no sample"
+"""The whole of ``expected.out`` when ``measure`` must return None (nothing to send this time)."""
 
 CONF_FILE, INPUT_FILE, EXPECTED_FILE, XFAIL_FILE = "sensor.conf", "psutil.json", "expected.out", "xfail"
 
@@ -108,4 +112,6 @@ def expected_lines(sensor: Sensor, raw: Any) -> list[str]:
         value = measure_recorded(sensor, raw)
     except SensorUnsupported:
         return [UNSUPPORTED]
+    if value is None:
+        return [NO_SAMPLE]
     return plaintext_lines(sensor.name, value)

@@ -3,11 +3,11 @@
     python tests/sensors/record.py SENSOR CASE [--option KEY=VALUE ...]
     python tests/sensors/record.py SENSOR CASE --replay
 
-The first form runs the sensor's ``read()`` here (after ``start()`` and a
-short pause, so rate-based sensors have something to report) and writes
-``testcases/SENSOR/CASE/{sensor.conf,psutil.json,expected.out}``. The second
-keeps a case's sensor.conf and (hand-edited) psutil.json and rewrites only
-expected.out.
+The first form runs the sensor's ``read()`` here twice, a short pause apart
+(a rate's first reading only takes its reference), and writes
+``testcases/SENSOR/CASE/{sensor.conf,psutil.json,expected.out}`` from the
+second. The second form keeps a case's sensor.conf and (hand-edited)
+psutil.json and rewrites only expected.out.
 
 expected.out is what the *current* code sends: review it line by line
 against the sensor's docstring (printed at the end) before committing it,
@@ -50,8 +50,9 @@ def configured_sensor(sensor_name: str, text: str) -> Sensor:
 
 
 def record_live(sensor: Sensor, settle: float) -> object:
-    """The plain form of one live ``read()``, as ``shape()`` receives it."""
+    """The plain form of a live ``read()`` ``settle`` seconds after a first one, as ``shape()`` receives it."""
     sensor.start()
+    sensor.read()
     if settle > 0:
         time.sleep(settle)
     return as_plain(sensor.read())
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sensor", choices=sorted(REGISTRY), metavar="SENSOR")
     parser.add_argument("case", metavar="CASE", help="folder name, e.g. live_vm")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a sensor option")
-    parser.add_argument("--settle", type=float, default=1.0, help="seconds between start() and read() (default 1)")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds between the two reads (default 1)")
     parser.add_argument("--replay", action="store_true", help="rewrite only expected.out from the case's psutil.json")
     parser.add_argument("--force", action="store_true", help="overwrite an existing case")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from golden import (
     CONF_FILE,
     EXPECTED_FILE,
     INPUT_FILE,
+    NO_SAMPLE,
     UNSUPPORTED,
     Case,
     discover_cases,
@@ -49,7 +50,14 @@ def test_golden_case(case: Case) -> None:
             measure_recorded(sensor, raw)
         return
 
-    actual = plaintext_lines(case.sensor, measure_recorded(sensor, raw))
+    value = measure_recorded(sensor, raw)
+    if NO_SAMPLE in expected:
+        assert expected == [NO_SAMPLE], f"{NO_SAMPLE!r} must be the only line of {EXPECTED_FILE}"
+        assert value is None, f"nothing to send expected, the sensor sends {value!r}"
+        return
+
+    assert value is not None, f"the sensor sends nothing; {EXPECTED_FILE} expects a sample"
+    actual = plaintext_lines(case.sensor, value)
     if actual != expected:
         diff = difflib.unified_diff(
             expected, actual, f"{case.id}/{EXPECTED_FILE}", "what the sensor sends", lineterm=""
@@ -59,6 +67,13 @@ def test_golden_case(case: Case) -> None:
             f"python tests/sensors/record.py {case.sensor} {case.name} --replay",
             pytrace=False,
         )
+
+
+@pytest.mark.parametrize("sensor_name", ["CPUPercent", "CPUTimesPercent"], ids=lambda name: f"{name}/first")
+def test_rates_send_nothing_on_their_first_reading(sensor_name: str) -> None:
+    """The first reading after a start or reload only takes the reference: a case pins that down."""
+    case = CASES_DIR / sensor_name / "first_reading_sends_nothing"
+    assert (case / EXPECTED_FILE).read_text(encoding="utf-8").splitlines() == [NO_SAMPLE]
 
 
 def test_every_registered_sensor_has_a_case() -> None:

@@ -1,0 +1,118 @@
+"""CPU utilisation over the window between a sensor's own two readings.
+
+psutil's non-blocking ``cpu_percent()`` and ``cpu_times_percent()`` keep their
+reference reading per calling *thread*. The agent measures each sensor on
+whichever worker thread of its pool is free, so psutil would average over
+"since this worker last asked" (a random window, 0 on a worker's first call).
+Here each sensor keeps its own previous ``psutil.cpu_times(percpu=True)``
+reading and rates over exactly the time since its own previous sample, with
+psutil's formulas (see :func:`total_time` and :func:`busy_time`).
+
+The reading (:class:`OwnCPUTimes`) is live; the arithmetic works on the plain
+form of two readings, so golden tests can feed recorded pairs to it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psutil
+
+GUEST_FIELDS = ("guest", "guest_nice")
+"""Linux already counts guest time in ``user`` and ``nice``: not added twice."""
+WAITING_FIELDS = ("idle", "iowait")
+"""Time a CPU did nothing (iowait: idle while IO is pending, which Linux does not count as idle)."""
+
+
+class OwnCPUTimes:
+    """A sensor's own previous per-CPU times reading.
+
+    :meth:`read` returns ``{"previous": …, "current": …}``: the per-CPU
+    reading of the previous sample (None on the first, or when the CPU set
+    changed) and this one. The previous reading only moves on when the window
+    is usable, so a second call within one clock tick (no CPU time elapsed)
+    sends nothing and the next sample covers the longer window. A sensor
+    instance is measured by one call at a time, but on any thread; the lock
+    keeps even overlapping calls to consecutive windows.
+    """
+
+    def __init__(self) -> None:
+        self._previous: list[Any] | None = None
+        self._lock = threading.Lock()
+
+    def read(self) -> dict:
+        with self._lock:
+            current = psutil.cpu_times(percpu=True)
+            previous = self._previous
+            if previous is not None and len(previous) != len(current):
+                previous = None  # a CPU came or went: the positions no longer match
+            if previous is None or window_is_usable(previous, current):
+                self._previous = current
+            return {"previous": previous, "current": current}
+
+
+def field_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Seconds per mode spent in the window; a counter that went back counts 0 (as psutil and top do)."""
+    return {field: max(0.0, after[field] - before[field]) for field in after if field in before}
+
+
+def total_time(deltas: dict[str, float]) -> float:
+    """All time in the window, as psutil counts it: every mode except the guest ones (already in user/nice)."""
+    return sum(value for field, value in deltas.items() if field not in GUEST_FIELDS)
+
+
+def busy_time(deltas: dict[str, float]) -> float:
+    """Time the CPU worked: the total less idle and iowait (psutil's and htop's busy time)."""
+    return total_time(deltas) - sum(deltas.get(field, 0.0) for field in WAITING_FIELDS)
+
+
+def percent(part: float, whole: float) -> float:
+    """``part`` in percent of ``whole`` (> 0), rounded to 0.1 as psutil does, clamped to 0..100."""
+    return min(max(0.0, round(100.0 * part / whole, 1)), 100.0)
+
+
+def window_is_usable(previous: list, current: list) -> bool:
+    """Whether every CPU's clock moved on between the two readings (they have one tick resolution)."""
+    return all(_total(after) > _total(before) for before, after in zip(previous, current, strict=True))
+
+
+def _total(times: Any) -> float:
+    plain = times if isinstance(times, dict) else times._asdict()
+    return total_time(plain)
+
+
+def per_cpu_deltas(raw: dict) -> list[dict[str, float]] | None:
+    """Each CPU's seconds per mode between ``raw["previous"]`` and ``raw["current"]`` (plain form);
+    None when there is no window to rate over (first reading, changed CPU set, no tick elapsed)."""
+    previous, current = raw.get("previous"), raw.get("current")
+    if not previous or not current or len(previous) != len(current):
+        return None
+    deltas = [field_deltas(before, after) for before, after in zip(previous, current, strict=True)]
+    if not all(total_time(cpu) > 0 for cpu in deltas):
+        return None
+    return deltas
+
+
+def summed(deltas: list[dict[str, float]]) -> dict[str, float]:
+    """All CPUs together: per mode, the sum over CPUs (what the kernel's ``cpu`` line counts)."""
+    total: dict[str, float] = {}
+    for cpu in deltas:
+        for field, value in cpu.items():
+            total[field] = total.get(field, 0.0) + value
+    return total
+
+
+def busy_percent(deltas: dict[str, float]) -> float:
+    """Utilisation in the window: busy time in percent of all time."""
+    return percent(busy_time(deltas), total_time(deltas))
+
+
+def mode_percents(deltas: dict[str, float]) -> dict[str, float]:
+    """Each mode's share of the window in percent (psutil's ``cpu_times_percent`` fields).
+
+    psutil divides by at least one second of CPU time, which shrinks every
+    field of a shorter window (their sum falls below 100); here the whole is
+    the window's own time."""
+    whole = total_time(deltas)
+    return {field: percent(value, whole) for field, value in deltas.items()}
