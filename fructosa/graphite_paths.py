@@ -49,8 +49,8 @@ MAX_LEAVES_PER_SAMPLE = 10_000
 
 MAX_VALUES_PER_BATCH = 200_000
 """Values a :class:`FlattenBudget` lets one batch (one frame) visit: the same
-bound as the wire decoder's ``MAX_VALUES_PER_FRAME``, far above lagent's
-1,000-sample batches (a ``D`` frame carries at most ~58,000 datapoints)."""
+bound as the wire decoder's ``MAX_VALUES_PER_FRAME``, above what any honest
+1 MiB frame holds (~95,000; a ``D`` frame carries at most ~58,000 datapoints)."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _component_cache: dict[object, str] = {}

@@ -91,7 +91,7 @@ import json
 import pickle
 import struct
 
-from ..graphite_paths import MAX_COMPONENT, sanitize_component
+from ..graphite_paths import MAX_COMPONENT, MAX_VALUES_PER_BATCH, sanitize_component
 
 PROTOCOL_NAME = "fructosa"
 PROTOCOL_VERSION = 1
@@ -102,20 +102,22 @@ MAX_HELLO = 4 << 10
 """Largest hello payload (bytes): its fields fit in a few hundred."""
 
 MAX_CONTAINERS_PER_FRAME = 100_000
-"""Lists, dicts, tuples and marks one ``S`` pickle may build. lagent's biggest
-batch (``MAX_SAMPLES_PER_BATCH`` = 1,000 samples) of its most nested sensors
-(GPU on an 8-board node: ~90 containers a sample; TopProcesses: ~40;
-per-CPU CPUTimes on 64 cores: 65) stays below; 100,000 empty lists or dicts
-cost under 7 MB where a 1 MiB frame of them would cost 64 MB."""
+"""Lists, dicts, tuples and marks one ``S`` pickle may build. The most nested
+honest sample, GPU on an 8-board node, has ~100 containers and ~190 leaves in
+~3.5 KB of pickle, so a 1 MiB frame of them builds ~30,000 (lagent's batches
+of ``MAX_SAMPLES_PER_BATCH`` = 1,000 samples are split to fit the frame);
+TopProcesses has ~35, per-CPU CPUTimes one per CPU. 100,000 empty lists or
+dicts cost under 7 MB, where a 1 MiB frame of them would cost 64 MB."""
 
-MAX_VALUES_PER_FRAME = 200_000
+MAX_VALUES_PER_FRAME = MAX_VALUES_PER_BATCH
 """Values (samples, containers and leaves, shared references counted each
-time they are reached) in the decoded batch, so in what flattening walks.
-A ``D`` frame holds at most ~58,000 datapoints (18 bytes each at least), and
-1,000 honest samples average far fewer than 200 values; a memo bomb (one
-sample referenced 200 times) or a frame of many 10,000-leaf samples is
-refused before a single datapoint is built (200,000 datapoints would be
-~70 MB of paths and tuples in lmaster)."""
+time they are reached) in a decoded batch, so at most what flattening walks.
+Honest frames stay well below: a 1 MiB frame of 8-GPU samples has ~90,000,
+of per-CPU percentages (9-byte floats under memoized keys) ~95,000, and a
+``D`` frame carries at most ~58,000 datapoints (18 bytes each at least).
+A memo bomb (one 10,000-leaf sample referenced 200 times: 2 million values
+from 30 KB) or a frame of many 10,000-leaf samples is refused before a
+single datapoint is built; 200,000 datapoints would be ~70 MB in lmaster."""
 
 MAX_NESTING = 32
 """Containers nested in a batch; flattening stops at 8 levels below a
