@@ -11,6 +11,7 @@ import socket
 import ssl
 
 from .config import AgentConfig, LinkConfig, MasterConfig
+from .spool import directory_exposure
 from .wire import auth
 
 
@@ -74,6 +75,8 @@ def _common(cfg: AgentConfig | MasterConfig, spool_section: str) -> list[str]:
     if cfg.spool is not None and (reason := usable_directory(cfg.spool.directory)):
         where = "" if cfg.spool.explicit else " (the default; memory-only buffering then)"
         problems.append(f"[{spool_section}] spool dir = {cfg.spool.directory!r}: {reason}{where}")
+    if cfg.spool is not None and (exposure := directory_exposure(cfg.spool.directory))[0]:
+        problems.append(f"[{spool_section}] {exposure[1]}")  # refused at start; the sticky case only warns there
     return problems
 
 

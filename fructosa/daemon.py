@@ -3,14 +3,23 @@
 The pidfile is held with ``flock`` for the daemon's whole life: the kernel
 releases the lock when the process dies, even by ``kill -9``, so "is it
 running?" is answered by the lock, never by a pid that may have been reused.
+
+Daemons often run as root and write into directories others may reach
+(``/run``, a shared ``/var/tmp``): the pidfile is opened with ``O_NOFOLLOW``
+and must be a regular file, and the status file is written to a fresh,
+unpredictably named temporary file (``O_CREAT | O_EXCL``) and renamed over
+the old one, so a symlink planted at either name can never redirect a write.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import signal
+import stat
+import tempfile
 import time
 from collections.abc import Iterable
 
@@ -32,8 +41,9 @@ class PidFile:
         self.stale_pid: int | None = None
 
     def acquire(self) -> None:
-        """Lock and claim the pidfile; raises AlreadyRunning or OSError."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Lock and claim the pidfile; raises AlreadyRunning or OSError (also for a
+        symlink or anything but a regular file at ``path``)."""
+        fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,6 +70,25 @@ class PidFile:
         self.fd = None
 
 
+def open_no_follow(path: str, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses a symlink, and anything but a regular file, at ``path``.
+
+    ``O_NONBLOCK`` keeps a FIFO planted there from blocking the open; it is
+    cleared again for the regular file.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, f"{path} is a symbolic link; refusing to follow it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def _parse_pid(data: bytes) -> int | None:
     try:
         pid = int(data.decode("ascii", "replace").strip() or "x")
@@ -70,17 +99,24 @@ def _parse_pid(data: bytes) -> int | None:
 
 def read_pid(path: str) -> int | None:
     try:
-        with open(path, "rb") as stream:
-            return _parse_pid(stream.read(64))
+        fd = open_no_follow(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        return _parse_pid(os.pread(fd, 64, 0))
+    finally:
+        os.close(fd)
 
 
 def running_pid(path: str) -> int | None:
-    """The pid of the live daemon holding ``path``, or None (no file, or stale)."""
+    """The pid of the live daemon holding ``path``, or None (no file, or stale).
+
+    A symlink or other non-regular file there is not a daemon's pidfile: None
+    (so ``stop`` never signals a pid that someone else's file names).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = open_no_follow(path, os.O_RDONLY)
+    except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -166,11 +202,25 @@ def stop(path: str, timeout: float) -> tuple[bool, str]:
 
 
 def write_status(path: str, status: dict) -> None:
-    """Atomically replace the status file a running daemon keeps for ``status``."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump({"pid": os.getpid(), "written": time.time(), **status}, stream, indent=1)
-    os.replace(temporary, path)
+    """Atomically replace the status file a running daemon keeps for ``status``.
+
+    The new content goes to a temporary file of a fresh random name next to
+    ``path`` (created exclusively, never through a symlink), then is renamed
+    over ``path``; rename replaces a symlink at ``path`` instead of following it.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, 0o644)  # readable by ``status`` run as another user, as before
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump({"pid": os.getpid(), "written": time.time(), **status}, stream, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def read_status(path: str, pid: int) -> str | None:

@@ -22,8 +22,12 @@ Rules (documented in README, relied on by dashboards):
   key order, so no datapoint silently overwrites another.
 
 The master runs this on bytes from the network, so the walk is bounded in
-depth and in leaves: a hostile sample cannot make it recurse forever or
-expand a shared-reference pickle into billions of paths.
+depth and in values visited, per sample (:data:`MAX_LEAVES_PER_SAMPLE`) and,
+with a :class:`FlattenBudget` shared by all samples of a frame, per frame: a
+hostile batch cannot make it recurse forever or expand a shared-reference
+pickle (one sample referenced hundreds of times) into millions of paths.
+The master's decoder also counts a batch's values, shared references
+expanded, before flattening starts (``fructosa.wire.protocol.count_values``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,12 @@ MAX_TIMESTAMP = 2**32
 """whisper stores timestamps as unsigned 32-bit seconds."""
 
 MAX_LEAVES_PER_SAMPLE = 10_000
-"""Leaves visited per sample; a 1,000-CPU node with per-CPU times stays below."""
+"""Values visited per sample; a 1,000-CPU node with per-CPU times stays below."""
+
+MAX_VALUES_PER_BATCH = 200_000
+"""Values a :class:`FlattenBudget` lets one batch (one frame) visit: the same
+bound as the wire decoder's ``MAX_VALUES_PER_FRAME``, above what any honest
+1 MiB frame holds (~95,000; a ``D`` frame carries at most ~58,000 datapoints)."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _component_cache: dict[object, str] = {}
@@ -111,13 +120,38 @@ def _components(mapping: dict) -> Iterable[tuple[str, object]]:
     return resolved
 
 
-def flatten_value(prefix: str, timestamp: float, value: object, out: list[Datapoint]) -> None:
-    """Append the datapoints of ``value`` below ``prefix`` to ``out``."""
-    budget = [MAX_LEAVES_PER_SAMPLE]
+class FlattenBudget:
+    """Values that the samples of one batch may still make flattening visit.
+
+    Pass one to :func:`sample_to_datapoints` for every sample of a batch: the
+    bound then holds for the batch as a whole, counted as the walk goes, so
+    a batch that references one large sample many times is stopped after
+    ``values`` visits instead of building every copy of its paths.
+    """
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, values: int = MAX_VALUES_PER_BATCH) -> None:
+        self.limit = values
+        self.left = values
+
+
+def flatten_value(
+    prefix: str, timestamp: float, value: object, out: list[Datapoint], budget: FlattenBudget | None = None
+) -> None:
+    """Append the datapoints of ``value`` below ``prefix`` to ``out``.
+
+    Visits at most :data:`MAX_LEAVES_PER_SAMPLE` values, and at most what is
+    left in ``budget`` (which is charged for every visit, also on failure).
+    """
+    allowed = MAX_LEAVES_PER_SAMPLE if budget is None else min(MAX_LEAVES_PER_SAMPLE, budget.left)
+    visits = [0]
 
     def walk(path: str, node: object, depth: int) -> None:
-        budget[0] -= 1
-        if budget[0] < 0:
+        visits[0] += 1
+        if visits[0] > allowed:
+            if budget is not None and budget.left < MAX_LEAVES_PER_SAMPLE:
+                raise SampleError(f"more than {budget.limit} values in one batch")
             raise SampleError(f"more than {MAX_LEAVES_PER_SAMPLE} values in one sample")
         node_type = type(node)
         if node_type is float or node_type is int:
@@ -141,15 +175,20 @@ def flatten_value(prefix: str, timestamp: float, value: object, out: list[Datapo
                 walk(f"{path}.{index}", child, depth + 1)
         # str, bytes, None and anything else: not a metric.
 
-    walk(prefix, value, 0)
+    try:
+        walk(prefix, value, 0)
+    finally:
+        if budget is not None:
+            budget.left -= min(visits[0], allowed)
 
 
 def sample_to_datapoints(
-    sample: object, prefix: str | None = None, out: list[Datapoint] | None = None
+    sample: object, prefix: str | None = None, out: list[Datapoint] | None = None, budget: FlattenBudget | None = None
 ) -> list[Datapoint]:
     """Datapoints ``(path, (time, value))`` of one sample, optionally below ``prefix``.
 
-    Raises :class:`SampleError` for anything that is not a well-formed sample.
+    Raises :class:`SampleError` for anything that is not a well-formed sample,
+    or once ``budget`` (shared by the samples of one batch) is spent.
     """
     if type(sample) is not dict:
         raise SampleError(f"sample is a {type(sample).__name__}, not a dict")
@@ -174,7 +213,7 @@ def sample_to_datapoints(
         out = []
     first = len(out)
     try:
-        flatten_value(path, seconds, sample.get("value"), out)
+        flatten_value(path, seconds, sample.get("value"), out, budget)
     except SampleError:
         del out[first:]  # a refused sample contributes nothing
         raise

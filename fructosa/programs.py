@@ -39,6 +39,7 @@ def open_spool(cfg: config.AgentConfig | config.MasterConfig, section: str, prep
         )
         return None
     prepared.keep_fds.extend(spool.fds())
+    prepared.warnings.extend(spool.warnings)
     return spool
 
 

@@ -20,6 +20,16 @@ overwrites the same path and timestamp).
 
 When the spool exceeds ``max_bytes`` the oldest segment is deleted; its
 unconsumed records are counted in ``dropped`` and logged.
+
+Safety: the daemons usually run as root, so no file in the spool is opened
+through a symlink (``O_NOFOLLOW``; a symlink named like a segment is
+removed, not read), and the directory's permissions are checked
+(:func:`directory_exposure`): a
+world-writable directory without the sticky bit is refused, since any local
+user could delete, replace or inject records that would then be relayed as
+this host's data; a world-writable one with the sticky bit (like ``/tmp``)
+is used with a warning in :attr:`Spool.warnings`, since others can still
+fill it or take the names of future segments.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import struct
+import tempfile
 import time
 import zlib
 from collections import OrderedDict
@@ -65,6 +77,34 @@ class SpoolError(OSError):
     """The spool directory cannot be used (reported at start as one line)."""
 
 
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def directory_exposure(directory: str | Path) -> tuple[bool, str | None]:
+    """(refuse, why) for a spool directory other users can write into.
+
+    ``(True, reason)``: world-writable without the sticky bit, unusable.
+    ``(False, reason)``: world-writable with the sticky bit, usable with a
+    warning. ``(False, None)``: fine, or it does not exist (yet).
+    """
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError:
+        return False, None
+    if not mode & stat.S_IWOTH:
+        return False, None
+    shown = f"{stat.S_IMODE(mode):04o}"
+    if not mode & stat.S_ISVTX:
+        return True, (
+            f"spool directory {directory} is world-writable without the sticky bit (mode {shown}): any user "
+            "could delete or replace its records; refusing it (make it mode 0700, owned by the daemon's user)"
+        )
+    return False, (
+        f"spool directory {directory} is world-writable (mode {shown}): other users can fill it or take the "
+        "names of future segments; give the daemon a directory of its own (mode 0700)"
+    )
+
+
 class Spool:
     def __init__(
         self,
@@ -80,11 +120,19 @@ class Spool:
         self.sync_interval = sync_interval
         self.dropped = 0
         self.skipped_bytes = 0
+        self.warnings: list[str] = []
+        """Problems worth a log line at start (the daemon logs them once logging is set up)."""
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._lock_fd: int | None = os.open(
-                self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
+        except OSError as error:
+            raise SpoolError(error.errno, f"spool directory {self.directory}: {error.strerror or error}") from None
+        refuse, exposure = directory_exposure(self.directory)
+        if refuse:
+            raise SpoolError(errno.EPERM, exposure)
+        if exposure:
+            self.warnings.append(exposure)
+        try:
+            self._lock_fd: int | None = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o600)
         except OSError as error:
             raise SpoolError(error.errno, f"spool directory {self.directory}: {error.strerror or error}") from None
         try:
@@ -92,7 +140,11 @@ class Spool:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise SpoolError(errno.EBUSY, f"spool directory {self.directory} is in use by another process") from None
-        self._segments: list[_Segment] = self._recover()
+        try:
+            self._segments: list[_Segment] = self._recover()
+        except SpoolError:
+            os.close(self._lock_fd)
+            raise
         self._read_segment, self._read_offset = self._load_cursor()
         self._commit: RecordId = (self._read_segment, self._read_offset)
         self._inflight: OrderedDict[RecordId, int] = OrderedDict()
@@ -113,13 +165,20 @@ class Spool:
                 number = int(path.stem)
             except ValueError:
                 continue
+            if path.is_symlink():  # planted by someone else: never followed, removed
+                log.warning("spool %s: %s is a symbolic link, not a segment; removed", self.directory, path.name)
+                path.unlink()
+                continue
+            if not path.is_file():
+                raise SpoolError(errno.EEXIST, f"spool directory {self.directory}: {path.name} is not a regular file")
             size, records = self._validate(path)
             segments.append(_Segment(number, path, size, records))
         return segments
 
     def _validate(self, path: Path) -> tuple[int, int]:
         """Size and record count of the valid prefix; truncates a torn tail."""
-        data = path.read_bytes()
+        with _open_no_follow(path, "rb") as stream:
+            data = stream.read()
         offset = records = 0
         while offset < len(data):
             record_end = _record_end(data, offset)
@@ -134,14 +193,15 @@ class Spool:
                 "(torn by a crash?); skipped",
                 self.directory, skipped, path.name,
             )  # fmt: skip
-            with open(path, "r+b") as stream:
+            with _open_no_follow(path, "r+b") as stream:
                 stream.truncate(offset)
         return offset, records
 
     def _load_cursor(self) -> RecordId:
         first = (self._segments[0].number, 0) if self._segments else (1, 0)
         try:
-            segment, offset = (int(word) for word in (self.directory / CURSOR_FILE).read_text().split())
+            with _open_no_follow(self.directory / CURSOR_FILE, "rb") as stream:
+                segment, offset = (int(word) for word in stream.read(100).split())
         except (OSError, ValueError):
             return first
         known = {s.number: s for s in self._segments}
@@ -181,7 +241,7 @@ class Spool:
             self._start_segment()
         segment = self._segments[-1]
         if self._append_fd is None:
-            self._append_fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._append_fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW, 0o600)
         os.write(self._append_fd, record)
         segment.size += len(record)
         segment.records += 1
@@ -237,9 +297,15 @@ class Spool:
             self._save_cursor()
 
     def _save_cursor(self) -> None:
-        temporary = self.directory / f"{CURSOR_FILE}.tmp"
-        temporary.write_text(f"{self._commit[0]} {self._commit[1]}\n")
-        os.replace(temporary, self.directory / CURSOR_FILE)
+        # A fresh name each time (O_CREAT | O_EXCL): nothing planted can be written through.
+        fd, temporary = tempfile.mkstemp(prefix=f".{CURSOR_FILE}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(f"{self._commit[0]} {self._commit[1]}\n".encode())
+            os.replace(temporary, self.directory / CURSOR_FILE)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
         self._cursor_dirty = False
 
     # -- reading -------------------------------------------------------------
@@ -271,7 +337,7 @@ class Spool:
         if self._read_file is None or self._read_file_number != segment.number:
             if self._read_file is not None:
                 self._read_file.close()
-            self._read_file = open(segment.path, "rb")  # noqa: SIM115  (closed on switch and close)
+            self._read_file = _open_no_follow(segment.path, "rb")
             self._read_file_number = segment.number
         return self._read_file
 
@@ -325,6 +391,12 @@ class Spool:
             self._lock_fd = None
 
 
+def _open_no_follow(path: Path, mode: str) -> BinaryIO:
+    """A file of the spool opened in ``mode`` ("rb" or "r+b"), never through a symlink."""
+    flags = os.O_RDONLY if mode == "rb" else os.O_RDWR
+    return os.fdopen(os.open(path, flags | _NO_FOLLOW), mode)
+
+
 def _record_end(data: bytes, offset: int) -> int | None:
     """Offset after the valid record at ``offset``, or None if it is torn or corrupt."""
     if offset + HEADER_SIZE > len(data):
@@ -337,7 +409,8 @@ def _record_end(data: bytes, offset: int) -> int | None:
 
 
 def _is_record_boundary(path: Path, offset: int, size: int) -> bool:
-    data = path.read_bytes()[:size]
+    with _open_no_follow(path, "rb") as stream:
+        data = stream.read(size)
     position = 0
     while position < offset:
         next_position = _record_end(data, position)
@@ -348,7 +421,8 @@ def _is_record_boundary(path: Path, offset: int, size: int) -> bool:
 
 
 def _count_records(path: Path, start: int, end: int) -> int:
-    data = path.read_bytes()[:end]
+    with _open_no_follow(path, "rb") as stream:
+        data = stream.read(end)
     count, offset = 0, start
     while offset < end:
         next_offset = _record_end(data, offset)

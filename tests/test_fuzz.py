@@ -856,7 +856,7 @@ KNOWN_BREAKERS: dict[str, Breaker] = {
     "integer key of 5000 digits": Breaker(
         True,
         s_frame(pickle.dumps([{"host": "b", "sensor": "s", "time": 1.0, "value": {10**5000: 1}}], protocol=2)),
-        "skipped",
+        "refused",  # integer keys beyond 0..65535 are a protocol error now (hash collisions)
         "sanitize_component: str(int) over 4300 digits raises ValueError, not SampleError",
     ),
     "deeply nested tuple key (repr)": Breaker(

@@ -1,4 +1,4 @@
-"""The disk spool: order, acknowledgements, restarts, torn records, size bound."""
+"""The disk spool: order, acknowledgements, restarts, torn records, size bound, other users."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fructosa.spool import SEGMENT_SUFFIX, Spool
+from fructosa.spool import SEGMENT_SUFFIX, Spool, SpoolError
 
 
 def drain(spool: Spool) -> list[bytes]:
@@ -126,3 +127,63 @@ def test_every_appended_record_comes_out_once_in_order(tmp_path_factory, ops: li
             spool.close()
             spool = Spool(directory, max_bytes=1 << 20, segment_bytes=512)
     assert seen + drain(spool) == expected
+
+
+# -- other users and planted links ----------------------------------------------------
+
+
+def test_world_writable_directory_without_sticky_bit_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    directory.chmod(0o777)
+    with pytest.raises(SpoolError, match="world-writable without the sticky bit"):
+        Spool(directory, max_bytes=1 << 20)
+    assert not (directory / ".lock").exists()
+
+
+def test_world_writable_sticky_directory_is_used_with_a_warning(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    directory.chmod(0o1777)
+    spool = Spool(directory, max_bytes=1 << 20)
+    try:
+        assert len(spool.warnings) == 1 and "world-writable (mode 1777)" in spool.warnings[0]
+        spool.append(b"still works")
+        assert drain(spool) == [b"still works"]
+    finally:
+        spool.close()
+    private = Spool(tmp_path / "private", max_bytes=1 << 20)
+    assert private.warnings == []
+    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o700
+    private.close()
+
+
+def test_check_reports_a_spool_it_would_refuse_but_not_one_it_only_warns_about(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    conf = tmp_path / "lagent.conf"
+    conf.write_text(f"[lmaster]\nhost = 127.0.0.1\n\n[lagent]\nspool dir = {directory}\n\n[logging]\nfilename = None\n")
+    lagent = str(Path(sys.executable).parent / "lagent")
+    directory.chmod(0o777)
+    result = subprocess.run([lagent, "-c", str(conf), "check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"[lagent] spool directory {directory} is world-writable without the sticky bit" in result.stderr
+    directory.chmod(0o1777)  # ExecStartPre runs check: a warning must not stop the unit
+    result = subprocess.run([lagent, "-c", str(conf), "check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_symlink_named_like_a_segment_is_removed_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious, and not a record")
+    directory = tmp_path / "spool"
+    directory.mkdir(mode=0o700)
+    (directory / f"{1:016d}{SEGMENT_SUFFIX}").symlink_to(victim)
+    (directory / "cursor.tmp").symlink_to(victim)
+    spool = Spool(directory, max_bytes=1 << 20)
+    spool.append(b"mine")
+    spool.close()
+    assert victim.read_bytes() == b"precious, and not a record"
+    reopened = Spool(directory, max_bytes=1 << 20)
+    assert drain(reopened) == [b"mine"]
+    reopened.close()

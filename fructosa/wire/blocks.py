@@ -101,6 +101,10 @@ class Block:
         """The block in ``data``; BlockError when the sizes do not add up.
 
         Only the structure is checked here; :func:`check_block` checks the content.
+        The header's sample count is the sender's word: it is capped at the
+        number of datapoints (a sample yields at least one datapoint that
+        counts), so a header claiming 4,294,967,295 samples cannot inflate
+        lmaster's statistics.
         """
         if len(data) < _HEADER.size:
             raise BlockError(f"block of {len(data)} bytes is shorter than its header")
@@ -113,7 +117,7 @@ class Block:
             data[_HEADER.size : start],
             _seconds(data[start : start + 8 * count]),
             _doubles(data[start + 8 * count :]),
-            samples,
+            min(samples, count),
         )
 
     def path_list(self) -> list[str]:

@@ -17,9 +17,20 @@ Frame kinds, in the order a session uses them:
     UTF-8 JSON: ``{"protocol": "fructosa", "version": 1, "nonce": HEX,
     "auth": true|false}``; ``nonce`` is 16 random bytes in hex, ``auth``
     says whether the master requires the shared secret.
-``H`` hello (agent → master, mandatory first frame)
+``H`` hello (agent → master, mandatory first frame, at most :data:`MAX_HELLO` = 4 KiB)
     UTF-8 JSON: ``{"protocol": "fructosa", "version": 1, "host": "node01",
-    "agent": "lagent 1.0.0", "nonce": HEX, "mac": HEX}``. With a shared
+    "agent": "lagent 1.0.0", "heartbeat": 30.0, "nonce": HEX, "mac": HEX}``.
+    ``host`` (required) is the agent's short host name and must already be a
+    single Graphite path component: ``[A-Za-z0-9_-]``, 1 to 200 characters,
+    no leading or trailing ``_``, no dots; ``fructosa`` and ``carbon`` (any
+    case) are reserved. A name that would need sanitizing is refused, never
+    rewritten, so two agents cannot end up writing the same series.
+    ``agent`` (optional) names the software, at most 100 printable characters.
+    ``heartbeat`` (optional) is the agent's heartbeat interval in seconds,
+    ``0 < heartbeat < 86400``: the master counts the agent up while it hears
+    from it within two intervals (other values are ignored). ``relay``
+    (optional, ``true``) says the sender is an lmaster relaying other hosts'
+    datapoints. ``nonce`` is the agent's random nonce in hex. With a shared
     secret, ``mac`` is HMAC-SHA256(secret, ``"fructosa-agent|" + master nonce
     + "|" + agent nonce + "|" + host``) in hex. The master checks it before it
     decodes anything else and closes the connection when it is wrong or missing.
@@ -36,25 +47,36 @@ Frame kinds, in the order a session uses them:
     an lmaster that said ``"relay": true`` in its hello and is allowed to).
     The master checks the block as a whole (path syntax, host, finite
     values) and relays it; invalid datapoints are dropped and counted, the
-    others go on.
+    others go on. The block header's sample count only feeds statistics and
+    is capped at the block's number of datapoints.
 ``S`` samples (agent → master; for simple third-party senders)
     16 bytes session id, 8 bytes sequence number (uint64 BE), then a pickle
     (protocol 2 to 5) of a list of samples ``{"host": str, "sensor": str,
     "time": float, "value": V}`` where ``V`` is built only from dict, list,
-    tuple, str, int, float, bool and None (see :mod:`fructosa.graphite_paths`).
+    tuple, str, int, float, bool and None (see :mod:`fructosa.graphite_paths`);
+    dict keys are strings, or integers from 0 to 65,535 (CPU numbers).
     The session id is random per agent process; session and sequence name
     the batch for acknowledgement and duplicate detection, also when the
     batch is replayed from the agent's spool after a restart. The master
     decodes the pickle with :class:`PlainDataUnpickler`, which knows only the
     opcodes of plain data (no globals, calls or object building) and builds
     tuples as lists, so a pickle can never run code or crash the decoder.
+    Per frame it builds at most :data:`MAX_CONTAINERS_PER_FRAME` (100,000)
+    lists, dicts and tuples and accepts memo indexes below 2**20; the decoded
+    batch may hold at most :data:`MAX_VALUES_PER_FRAME` (200,000) values
+    counting every shared (memo) reference each time it is reached, nested at
+    most :data:`MAX_NESTING` (32) deep and never containing itself. A frame
+    over any of these, or with any other dict key, is a protocol error.
 ``A`` acknowledgement (master → agent)
     One or more 24-byte batch ids (session + sequence). The master sends it
     once the batch is safe on its side: written to carbon or to its disk
     spool. Until then the agent keeps the batch and sends it again after a
     reconnect; the master drops a batch id it has already taken.
 ``B`` heartbeat (agent → master)
-    Empty; sent when the agent has had nothing to send for a while, so the
+    UTF-8 JSON ``{"queued": N, "spooled": M}``: the agent's backlog (samples
+    waiting in memory, batches in its disk spool), for lmaster's statistics;
+    an empty or unreadable payload still counts as a sign of life. Sent when
+    the agent has had nothing to send for its heartbeat interval, so the
     master can tell a quiet agent from a dead connection.
 
 A third party writing an agent needs only: connect over TCP (or TLS), read
@@ -69,10 +91,53 @@ import json
 import pickle
 import struct
 
+from ..graphite_paths import MAX_COMPONENT, MAX_VALUES_PER_BATCH, sanitize_component
+
 PROTOCOL_NAME = "fructosa"
 PROTOCOL_VERSION = 1
 MAX_FRAME = 1 << 20
 """Largest frame (kind + payload) accepted, as carbon's own pickle receiver."""
+
+MAX_HELLO = 4 << 10
+"""Largest hello payload (bytes): its fields fit in a few hundred."""
+
+MAX_CONTAINERS_PER_FRAME = 100_000
+"""Lists, dicts, tuples and marks one ``S`` pickle may build. The most nested
+honest sample, GPU on an 8-board node, has ~100 containers and ~190 leaves in
+~3.5 KB of pickle, so a 1 MiB frame of them builds ~30,000 (lagent's batches
+of ``MAX_SAMPLES_PER_BATCH`` = 1,000 samples are split to fit the frame);
+TopProcesses has ~35, per-CPU CPUTimes one per CPU. 100,000 empty lists or
+dicts cost under 7 MB, where a 1 MiB frame of them would cost 64 MB."""
+
+MAX_VALUES_PER_FRAME = MAX_VALUES_PER_BATCH
+"""Values (samples, containers and leaves, shared references counted each
+time they are reached) in a decoded batch, so at most what flattening walks.
+Honest frames stay well below: a 1 MiB frame of 8-GPU samples has ~90,000,
+of per-CPU percentages (9-byte floats under memoized keys) ~95,000, and a
+``D`` frame carries at most ~58,000 datapoints (18 bytes each at least).
+A memo bomb (one 10,000-leaf sample referenced 200 times: 2 million values
+from 30 KB) or a frame of many 10,000-leaf samples is refused before a
+single datapoint is built; 200,000 datapoints would be ~70 MB in lmaster."""
+
+MAX_NESTING = 32
+"""Containers nested in a batch; flattening stops at 8 levels below a
+sample's value (list → sample → value → 8 levels is 11)."""
+
+MAX_MEMO_INDEX = MAX_FRAME
+"""Memo slots a pickle may name: the pickler numbers the objects it stores
+from 0, one per object, so a frame never needs more. Bounding them keeps the
+memo a small dict (no hash collisions among its keys either)."""
+
+MAX_INT_KEY = 1 << 16
+"""Integer dict keys must lie in ``0 ≤ key < MAX_INT_KEY``: CPU numbers
+(CPUPercent) and job slots (GPU) are small; a key that is any other type, or
+an integer outside that range, is refused, so no chosen hash collision (ints
+hash to themselves modulo 2**61 − 1) can make a dict quadratic. Strings hash
+with a per-process random key."""
+
+RESERVED_HOSTS = frozenset({"fructosa", "carbon"})
+"""Host names an agent may not take: lmaster writes its own metrics (and
+Slurm's) under ``fructosa.*``, carbon its own under ``carbon.*``."""
 
 CHALLENGE = b"C"
 HELLO = b"H"
@@ -107,7 +172,7 @@ def _opcode(name: str) -> int:
 
 
 class PlainDataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
-    """Unpickles plain data only, with a fixed allow-list of opcodes.
+    """Unpickles plain data only, with a fixed allow-list of opcodes and per-frame budgets.
 
     Built on the pure-Python unpickler, because the C one cannot be made safe
     for hostile input: it calls ``find_class`` only for globals, but it also
@@ -116,10 +181,22 @@ class PlainDataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     memo by whatever index a PUT names (10 bytes can ask for gigabytes).
     Here every opcode that names a global, calls, builds objects or extends
     the copy registry is simply unknown, tuples are built as lists (so they
-    can never be dict keys), and the memo is a dict.
+    can never be dict keys), dict keys must be strings or small integers
+    (:data:`MAX_INT_KEY`: no chosen hash collisions), memo indexes stay below
+    :data:`MAX_MEMO_INDEX`, and at most :data:`MAX_CONTAINERS_PER_FRAME`
+    containers are built. Limits raise :class:`ProtocolError`.
     """
 
     dispatch = {_opcode(name): pickle._Unpickler.dispatch[_opcode(name)] for name in _PLAIN_OPCODES}
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self.containers_left = MAX_CONTAINERS_PER_FRAME
+
+    def _built(self) -> None:
+        self.containers_left -= 1
+        if self.containers_left < 0:
+            raise ProtocolError(f"more than {MAX_CONTAINERS_PER_FRAME} containers in one frame")
 
     def _load_tuple(self) -> None:
         items = self.pop_mark()  # switches self.append to the outer stack
@@ -127,6 +204,7 @@ class PlainDataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     def _load_small_tuple(size: int):  # noqa: N805  (builds methods below)
         def load(self: PlainDataUnpickler) -> None:
+            self._built()
             if size:
                 items = self.stack[-size:]
                 del self.stack[-size:]
@@ -136,10 +214,66 @@ class PlainDataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
         return load
 
+    def _load_mark(self) -> None:
+        self._built()  # a mark holds a list (the stack below it) until it is popped
+        pickle._Unpickler.load_mark(self)
+
+    def _load_empty_list(self) -> None:
+        self._built()
+        self.append([])
+
+    def _load_empty_dict(self) -> None:
+        self._built()
+        self.append({})
+
+    def _load_dict(self) -> None:
+        items = self.pop_mark()
+        keys = items[0::2]
+        _check_keys(keys)
+        self.append(dict(zip(keys, items[1::2], strict=True)))
+
+    def _load_setitem(self) -> None:
+        stack = self.stack
+        value = stack.pop()
+        key = stack.pop()
+        _check_keys((key,))
+        stack[-1][key] = value
+
+    def _load_setitems(self) -> None:
+        items = self.pop_mark()
+        keys = items[0::2]
+        _check_keys(keys)
+        target = self.stack[-1]
+        for key, value in zip(keys, items[1::2], strict=True):
+            target[key] = value
+
+    def _load_put(self) -> None:
+        self._memoize(int(self.readline()[:-1]))
+
+    def _load_binput(self) -> None:
+        self._memoize(self.read(1)[0])
+
+    def _load_long_binput(self) -> None:
+        self._memoize(int.from_bytes(self.read(4), "little"))
+
+    def _memoize(self, index: int) -> None:
+        if not 0 <= index < MAX_MEMO_INDEX:
+            raise ProtocolError(f"memo index {str(index)[:20]} outside 0..{MAX_MEMO_INDEX - 1}")
+        self.memo[index] = self.stack[-1]
+
     dispatch[_opcode("TUPLE")] = _load_tuple
     for _name, _size in _TUPLE_OPCODES.items():
         dispatch[_opcode(_name)] = _load_small_tuple(_size)
     del _name, _size
+    dispatch[_opcode("MARK")] = _load_mark
+    dispatch[_opcode("EMPTY_LIST")] = _load_empty_list
+    dispatch[_opcode("EMPTY_DICT")] = _load_empty_dict
+    dispatch[_opcode("DICT")] = _load_dict
+    dispatch[_opcode("SETITEM")] = _load_setitem
+    dispatch[_opcode("SETITEMS")] = _load_setitems
+    dispatch[_opcode("PUT")] = _load_put
+    dispatch[_opcode("BINPUT")] = _load_binput
+    dispatch[_opcode("LONG_BINPUT")] = _load_long_binput
 
     def find_class(self, module: str, name: str) -> object:
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
@@ -148,10 +282,55 @@ class PlainDataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         raise pickle.UnpicklingError("persistent ids are not allowed")
 
 
+def _check_keys(keys: list) -> None:
+    for key in keys:
+        key_type = type(key)
+        if key_type is str or (key_type is int and 0 <= key < MAX_INT_KEY):
+            continue
+        shown = f"int {str(key)[:20]}" if key_type is int else key_type.__name__
+        raise ProtocolError(f"dict key is a {shown}: keys must be strings or integers 0..{MAX_INT_KEY - 1}")
+
+
 def loads_plain(data: bytes) -> object:
     """Plain data from a pickle; any other pickle raises (some Exception)."""
     unpickler = PlainDataUnpickler(io.BytesIO(data))
     return unpickler.load()
+
+
+def count_values(root: object, limit: int = MAX_VALUES_PER_FRAME) -> int:
+    """Values in ``root`` with every shared reference expanded, as a walk sees them.
+
+    Raises ProtocolError past ``limit``, for a container that contains itself,
+    or nesting deeper than :data:`MAX_NESTING`. Each container is counted
+    once and its total remembered, so a memo bomb asking for billions of
+    values costs as little to measure as it took to send.
+    """
+    totals: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def total(node: object, depth: int) -> int:
+        node_type = type(node)
+        if node_type is not list and node_type is not dict:
+            return 1
+        key = id(node)
+        known = totals.get(key)
+        if known is not None:
+            return known
+        if key in in_progress:
+            raise ProtocolError("a container that contains itself")
+        if depth >= MAX_NESTING:
+            raise ProtocolError(f"containers nested deeper than {MAX_NESTING} levels")
+        in_progress.add(key)
+        count = 1
+        for child in node.values() if node_type is dict else node:  # type: ignore[union-attr]
+            count += total(child, depth + 1)
+            if count > limit:
+                raise ProtocolError(f"more than {limit} values in one frame (shared references expanded)")
+        in_progress.discard(key)
+        totals[key] = count
+        return count
+
+    return total(root, 0)
 
 
 def encode_frame(kind: bytes, payload: bytes) -> bytes:
@@ -202,16 +381,41 @@ def check_version(message: dict, what: str) -> dict:
 
 def check_hello(payload: bytes) -> dict:
     """The hello's fields, or ProtocolError naming what is wrong with it."""
+    if len(payload) > MAX_HELLO:
+        raise ProtocolError(f"hello of {len(payload)} bytes (at most {MAX_HELLO})")
     message = check_version(decode_json(payload), "hello")
-    host = message.get("host")
-    if not isinstance(host, str) or not 0 < len(host) <= 255 or not host.isprintable() or " " in host:
-        raise ProtocolError("hello names no usable host (1-255 printable characters, no spaces)")
+    host_problem = check_host_name(message.get("host"))
+    if host_problem:
+        raise ProtocolError(host_problem)
     agent = message.get("agent", "")
     if not isinstance(agent, str) or len(agent) > 100 or not agent.isprintable():
         raise ProtocolError("hello's agent field is not a short printable string")
     if not isinstance(message.get("nonce", ""), str) or not isinstance(message.get("mac", ""), str):
         raise ProtocolError("hello nonce and mac must be strings")
     return message
+
+
+def check_host_name(host: object) -> str | None:
+    """Why ``host`` cannot name an agent, or None.
+
+    It must already be one Graphite path component, exactly as flattening
+    would write it (``[A-Za-z0-9_-]``, no leading or trailing ``_``, at most
+    :data:`~fructosa.graphite_paths.MAX_COMPONENT` characters): a name that
+    needs sanitizing (``good!``, ``good.evil.example``) could collide with
+    another agent's, so it is refused, not rewritten. Names in
+    :data:`RESERVED_HOSTS` (any case) belong to lmaster and carbon.
+    """
+    if not isinstance(host, str) or not host:
+        return "hello names no host"
+    shown = repr(host[:40]) + ("…" if len(host) > 40 else "")
+    if len(host) > MAX_COMPONENT or not host.isascii() or sanitize_component(host) != host or host == "_":
+        return (
+            f"host {shown} is not a Graphite path component "
+            f"(1-{MAX_COMPONENT} of A-Z a-z 0-9 _ -, no leading or trailing _, no dots: the short host name)"
+        )
+    if host.lower() in RESERVED_HOSTS:
+        return f"host {shown} is reserved: lmaster and carbon write their own metrics under {host.lower()}.*"
+    return None
 
 
 def batch_id(session: bytes, sequence: int) -> bytes:
@@ -232,9 +436,17 @@ def split_batch(payload: bytes) -> tuple[bytes, bytes]:
 
 
 def decode_samples(pickled: bytes) -> list:
-    """The list of samples in a pickle, refusing any non-plain pickle."""
+    """The list of samples in a pickle, refusing any non-plain pickle.
+
+    ProtocolError also when the batch exceeds a per-frame budget
+    (:data:`MAX_CONTAINERS_PER_FRAME` while unpickling,
+    :data:`MAX_VALUES_PER_FRAME` once shared references are expanded), so
+    flattening it afterwards can never build more than that many datapoints.
+    """
     try:
         samples = loads_plain(pickled)
+    except ProtocolError:
+        raise
     except KeyError as error:  # the dispatch table does not know the opcode
         opcode = error.args[0] if error.args and isinstance(error.args[0], int) else -1
         raise ProtocolError(f"undecodable samples: pickle opcode 0x{opcode:02x} is not allowed") from None
@@ -243,6 +455,7 @@ def decode_samples(pickled: bytes) -> list:
         raise ProtocolError(f"undecodable samples: {type(error).__name__}: {message}") from None
     if type(samples) is not list:
         raise ProtocolError(f"samples payload is a {type(samples).__name__}, not a list")
+    count_values(samples)
     return samples
 
 
