@@ -38,7 +38,7 @@ from .config import MasterConfig
 from .daemon import write_status
 from .graphite_paths import Datapoint, SampleError, sample_to_datapoints, short_hostname
 from .jobs.events import JobEventsPoller
-from .logs import RateLimitedLog
+from .ratelog import RateLimitedLog
 from .selfstats import ProcessUsage
 from .sinks import Sink
 from .sinks.carbon import CarbonPickleSink

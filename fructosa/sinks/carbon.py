@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backoff import Backoff
-from ..logs import RateLimitedLog
+from ..ratelog import RateLimitedLog
 from ..spool import Spool
 from ..wire.blocks import CARBON_DATAPOINTS_PER_FRAME, Block, check_block
 from . import Sink

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..backoff import Backoff
-from ..logs import RateLimitedLog
+from ..ratelog import RateLimitedLog
 from ..wire import protocol
 from ..wire.blocks import Block, concat
 from ..wire.session import open_session, read_frame
