@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from ..backoff import Backoff
 from ..ratelog import RateLimitedLog
 from ..spool import Spool
-from ..wire.blocks import CARBON_DATAPOINTS_PER_FRAME, Block, check_block
+from ..wire.blocks import Block, check_block
 from . import Sink
+from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, carbon_frames
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class CarbonPickleSink(Sink):
                     self._forget_old(time.monotonic())
                     continue
                 self._in_flight = batches
-                frames = [frame for batch in batches for frame in batch.block.carbon_frames(self.prefix)]
+                frames = [frame for batch in batches for frame in carbon_frames(batch.block, self.prefix)]
                 writer.writelines(frames)
                 await writer.drain()
                 self._written(batches, len(frames))
