@@ -15,6 +15,8 @@ import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from fructosa import checks
 from fructosa.config import GraphiteConfig, LinkConfig, MasterConfig, UpstreamConfig
 from fructosa.daemon import write_status
 from fructosa.master import AgentState, AgentTable, Flow, Master, heartbeat_backlog
@@ -524,3 +527,22 @@ def test_an_upstream_with_only_a_client_certificate_relays_over_tls(pki: Pki, mo
         await running
 
     run(scenario)
+
+
+def test_unusable_upstream_tls_files_are_a_check_problem(tmp_path: Path) -> None:
+    not_a_certificate = tmp_path / "cert.pem"
+    not_a_certificate.write_text("not a certificate\n")
+    link = LinkConfig(tls_cert=str(not_a_certificate), tls_key=str(not_a_certificate))
+    cfg = master_config(graphite=GraphiteConfig(enabled=False), upstream=UpstreamConfig("127.0.0.1", 7888, link))
+    problems = [problem for problem in checks.master_problems(cfg) if problem.startswith("[upstream]")]
+    assert len(problems) == 1 and problems[0].startswith("[upstream] tls: cannot use the certificate settings: ")
+
+
+def test_sinks_taps_and_the_wire_import_neither_sensors_nor_configuration() -> None:
+    """A relay-only head node and a sink's tests need no psutil: these layers stay below the configuration."""
+    modules = ["fructosa.sinks.carbon", "fructosa.sinks.cluster", "fructosa.sinks.build", "fructosa.taps",
+               "fructosa.wire.session", "fructosa.ratelog"]  # fmt: skip
+    code = f"import sys\nfor name in {modules!r}: __import__(name)\nprint(sorted(m for m in sys.modules if m in "
+    code += "('psutil', 'fructosa.config', 'fructosa.sensors', 'fructosa.logs')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
