@@ -72,8 +72,8 @@ class Flow:
 
     def __init__(self, sinks: list[Sink], taps: list[Tap] | None = None, ledger: BatchLedger | None = None) -> None:
         self.sinks = sinks
-        self.taps = taps or []
-        self.ledger = ledger or BatchLedger()
+        self.taps = taps if taps is not None else []
+        self.ledger = ledger if ledger is not None else BatchLedger()
         self.counters = FlowCounters()
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
         self._refusal_log = RateLimitedLog(log, period=300.0)

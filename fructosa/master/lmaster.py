@@ -49,7 +49,7 @@ class Master:
         """``sinks`` default to what ``cfg`` asks for (:func:`~fructosa.sinks.build.build_sinks`)."""
         self.config = cfg
         self.sinks = build_sinks(cfg, spool) if sinks is None else sinks
-        self.taps = taps or []
+        self.taps = taps if taps is not None else []
         self.agents = AgentTable()
         if status_file:
             self.agents.load(status_file)
