@@ -56,7 +56,7 @@ def top_functions(raw: str, top: int = TOP) -> dict:
 
 
 def _short(frame: str) -> str:
-    """``func (/long/path/fructosa/master.py:123)`` → ``func (fructosa/master.py)``."""
+    """``func (/long/path/fructosa/master/flow.py:123)`` → ``func (fructosa/master/flow.py)``."""
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
     for marker in ("/site-packages/", "/lib/python3", "/work/main/"):

@@ -33,7 +33,7 @@ from .backoff import Backoff
 from .config import AgentConfig, SensorConfig
 from .daemon import write_status
 from .graphite_paths import Datapoint, SampleError, sample_to_datapoints
-from .logs import RateLimitedLog
+from .ratelog import RateLimitedLog
 from .selfstats import ProcessUsage
 from .sensors import REGISTRY, SensorUnsupported
 from .spool import Spool

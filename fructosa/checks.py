@@ -55,14 +55,14 @@ def usable_directory(path: str) -> str | None:
     return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot be created ({parent} not writable)"
 
 
-def _tls_problem(link: LinkConfig, server: bool) -> str | None:
+def _tls_problem(link: LinkConfig, server: bool, section: str = "lmaster") -> str | None:
     try:
         if server:
             auth.server_context_for(link)
         else:
             auth.client_context_for(link)
     except (OSError, ssl.SSLError) as error:
-        return f"[lmaster] tls: cannot use the certificate settings: {error}"
+        return f"[{section}] tls: cannot use the certificate settings: {error}"
     return None
 
 
@@ -100,5 +100,7 @@ def master_problems(cfg: MasterConfig) -> list[str]:
     if reason := resolvable(cfg.listen_host, cfg.listen_port):
         problems.append(f"[lmaster] host = {cfg.listen_host!r}: cannot resolve: {reason}")
     if reason := _tls_problem(cfg.link, server=True):
+        problems.append(reason)
+    if cfg.upstream is not None and (reason := _tls_problem(cfg.upstream.link, server=False, section="upstream")):
         problems.append(reason)
     return problems

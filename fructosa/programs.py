@@ -160,7 +160,9 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
 
 
 def prepare_master(cfg: config.MasterConfig, status_file: str) -> Prepared:
+    """lmaster's listening sockets, spool and sinks, and the Master made of them."""
     from .master import Master
+    from .sinks.build import build_sinks
 
     try:
         tls = auth.server_context_for(cfg.link)
@@ -174,7 +176,14 @@ def prepare_master(cfg: config.MasterConfig, status_file: str) -> Prepared:
             f"cannot listen: {error.strerror or error}"
         ) from None
     prepared = Prepared(run=lambda stop: stop.wait(), keep_fds=[sock.fileno() for sock in sockets])
-    master = Master(cfg, sockets, open_spool(cfg, "lmaster", prepared), tls, status_file)
+    spool = open_spool(cfg, "lmaster", prepared)
+    try:
+        sinks = build_sinks(cfg, spool)
+    except (OSError, ssl.SSLError) as error:
+        for sock in sockets:
+            sock.close()
+        raise StartError(f"{cfg.path}: [upstream] tls: cannot use the certificate settings: {error}") from None
+    master = Master(cfg, sockets, spool, tls, status_file, sinks)
     prepared.run, prepared.reload = master.run, master.reload
     return prepared
 

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from fructosa.sinks.carbon import CarbonPickleSink
-from fructosa.wire.blocks import CARBON_DATAPOINTS_PER_FRAME, CARBON_MAX_FRAME, Block
+from fructosa.sinks.carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, CARBON_MAX_FRAME, carbon_frames
+from fructosa.wire.blocks import Block
 from tests.support.carbon import CarbonCache
 
 
@@ -21,11 +22,11 @@ def unframe(frame: bytes) -> list:
 
 def test_frames_respect_carbons_limits() -> None:
     points = [(f"n.s.m{i}", (1, float(i))) for i in range(1234)]
-    frames = Block.of(points).carbon_frames()
+    frames = carbon_frames(Block.of(points))
     assert [len(unframe(f)) for f in frames] == [500, 500, 234]
     assert [p for f in frames for p in unframe(f)] == points
     long_paths = [("x" * 2200 + f".{i}", (1, 1.0)) for i in range(499)]  # > 1 MiB in one chunk
-    frames = Block.of(long_paths).carbon_frames()
+    frames = carbon_frames(Block.of(long_paths))
     assert len(frames) > 1 and all(len(f) - 4 < CARBON_MAX_FRAME for f in frames)
     assert sum(len(unframe(f)) for f in frames) == 499
     assert all(len(unframe(f)) <= CARBON_DATAPOINTS_PER_FRAME for f in frames)

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 
 from ..config import SlurmConfig
 from ..graphite_paths import Datapoint, sample_to_datapoints, sanitize_component
-from ..logs import RateLimitedLog
+from ..ratelog import RateLimitedLog
 from .slurm import Job, Slurm, SlurmError
 
 log = logging.getLogger(__name__)

@@ -4,16 +4,26 @@ The master checks each batch of datapoints once and hands the block to
 every enabled sink (sinks that want tuples call ``block.datapoints()``).
 A sink must never block or raise in :meth:`Sink.submit` (one
 slow destination must not stall agents or other sinks); it queues, and its
-own :meth:`Sink.run` task delivers. Graphite's carbon pickle receiver is the
-first sink; HTTP, streaming and Prometheus sinks plug in the same way.
+own :meth:`Sink.run` task delivers. A sink is where datapoints are kept:
+it must make them durable and decides when a batch may be acknowledged to
+its agent. What only looks at the datapoints (a latest-value store, a live
+stream, alarms, Prometheus) is a tap (:mod:`fructosa.taps`), not a sink.
+
+Which sinks a configuration asks for: :func:`fructosa.sinks.build.build_sinks`.
+This package imports neither the configuration nor the sensors, so a sink
+can be used (and tested) without psutil.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..wire.blocks import Block
+
+if TYPE_CHECKING:
+    from ..config import MasterConfig
 
 
 class Sink(abc.ABC):
@@ -39,3 +49,13 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:
         """Counters for logs and self-metrics (queued, sent, dropped…)."""
+
+    def reconfigure(self, cfg: MasterConfig) -> None:
+        """Reload: apply what of ``cfg`` this sink can change while running.
+
+        What it cannot change it logs as taking effect at the next restart.
+        The default: nothing of this sink can change (or nothing did).
+        Which sinks exist is not this sink's business: lmaster warns when
+        ``cfg`` asks for another set of sinks.
+        """
+        return None

@@ -24,12 +24,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..backoff import Backoff
-from ..logs import RateLimitedLog
+from ..ratelog import RateLimitedLog
 from ..spool import Spool
-from ..wire.blocks import CARBON_DATAPOINTS_PER_FRAME, Block, check_block
+from ..wire.blocks import Block, check_block
 from . import Sink
+from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, carbon_frames
+
+if TYPE_CHECKING:
+    from ..config import MasterConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +95,18 @@ class CarbonPickleSink(Sink):
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def retarget(self, host: str, port: int, prefix: str, resend_window: float) -> None:
-        """Reload: new destination or prefix. A changed address drops the current
+    def reconfigure(self, cfg: MasterConfig) -> None:
+        """Reload: new destination, prefix or resend window. A changed address drops the current
         connection; what it held goes to the new carbon (resend window included)."""
-        self.prefix, self.resend_window = prefix, resend_window
-        if (host, port) == (self.host, self.port):
+        graphite = cfg.graphite
+        if len(graphite.destinations) != 1:
+            return  # one carbon becoming several is another set of sinks: lmaster says it needs a restart
+        (destination,) = graphite.destinations
+        self.prefix, self.resend_window = graphite.prefix, graphite.resend_window
+        if (destination.host, destination.port) == (self.host, self.port):
             return
-        log.info("carbon destination changes from %s to %s:%d", self.address, host, port)
-        self.host, self.port = host, port
+        log.info("carbon destination changes from %s to %s:%d", self.address, destination.host, destination.port)
+        self.host, self.port = destination.host, destination.port
         if self._writer is not None:
             self._writer.close()
 
@@ -192,7 +201,7 @@ class CarbonPickleSink(Sink):
                     self._forget_old(time.monotonic())
                     continue
                 self._in_flight = batches
-                frames = [frame for batch in batches for frame in batch.block.carbon_frames(self.prefix)]
+                frames = [frame for batch in batches for frame in carbon_frames(batch.block, self.prefix)]
                 writer.writelines(frames)
                 await writer.drain()
                 self._written(batches, len(frames))

@@ -13,15 +13,22 @@ holds its part.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..spool import Spool
 from ..wire.blocks import Block
 from . import Sink
 from .carbon import CarbonPickleSink
 from .ring import CachedRouter, ConsistentHashRing, Destination
+
+if TYPE_CHECKING:
+    from ..config import MasterConfig
+
+log = logging.getLogger(__name__)
 
 
 def destination_label(destination: Destination) -> str:
@@ -88,6 +95,13 @@ class CarbonClusterSink(Sink):
 
         for destination, part in parts.items():
             self.shards[destination].submit(part, part_safe)
+
+    def reconfigure(self, cfg: MasterConfig) -> None:
+        """Reload: the ring (destinations, prefix) is fixed while running, since moving
+        paths between caches would split their series; a change waits for the restart."""
+        graphite = cfg.graphite
+        if graphite.destinations != self.ring.destinations or graphite.prefix != self.prefix:
+            log.warning("reload: a change of [Graphite] destinations or prefix takes effect at the next restart")
 
     async def run(self) -> None:
         await asyncio.gather(*(shard.run() for shard in self.shards.values()))

@@ -21,14 +21,18 @@ import os
 import ssl
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..backoff import Backoff
-from ..logs import RateLimitedLog
+from ..ratelog import RateLimitedLog
 from ..wire import protocol
 from ..wire.blocks import Block, concat
 from ..wire.session import open_session, read_frame
 from . import Sink
+
+if TYPE_CHECKING:
+    from ..config import MasterConfig
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +201,12 @@ class UpstreamSink(Sink):
 
     def stats(self) -> dict[str, int]:
         return {"queued": self._queued, "unacknowledged_frames": len(self._unacknowledged), **self._counters}
+
+    def reconfigure(self, cfg: MasterConfig) -> None:
+        """Reload: the upstream's address and the secret stay as they were at start (this
+        sink's session and unacknowledged frames belong to that upstream); a change waits for the restart."""
+        upstream = cfg.upstream
+        if upstream is not None and (upstream.host, upstream.port, upstream.link.secret) != (
+            self.host, self.port, self.secret
+        ):  # fmt: skip
+            log.warning("reload: a change of [upstream] address or secret takes effect at the next restart")

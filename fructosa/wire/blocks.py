@@ -8,7 +8,7 @@ translation, a few substring counts, ``min``/``max``/``fsum``) instead of
 touching every datapoint in Python, and sinks keep blocks as three flat
 buffers instead of millions of tuples: nothing for the garbage collector
 to walk, an eighth of the memory. Carbon's pickle frames are produced from
-a block only when they are written.
+a block only when the carbon sink writes them (:mod:`fructosa.sinks.carbon_pickle`).
 
 Encoding (all little-endian)::
 
@@ -20,7 +20,6 @@ Encoding (all little-endian)::
 from __future__ import annotations
 
 import math
-import pickle
 import re
 import struct
 import sys
@@ -33,9 +32,6 @@ from ..graphite_paths import MAX_TIMESTAMP, Datapoint
 _HEADER = struct.Struct("<III")
 MAX_PATH_LENGTH = 2048
 """Characters in one path: host, sensor and eight levels of ≤ 200 characters."""
-CARBON_DATAPOINTS_PER_FRAME = 500
-"""What carbon-relay sends per frame; carbon's receiver refuses frames over 1 MiB."""
-CARBON_MAX_FRAME = 1 << 20
 
 _PATH_CHARACTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
 _VALID_PATH = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
@@ -137,22 +133,6 @@ class Block:
             _seconds([times[i] for i in indices]),
             _doubles([values[i] for i in indices]),
         )
-
-    def carbon_frames(self, prefix: str = "") -> list[bytes]:
-        """carbon pickle frames (length + pickle protocol 2), ≤ 500 datapoints and < 1 MiB each."""
-        datapoints = self.datapoints(prefix)
-        frames: list[bytes] = []
-        for start in range(0, len(datapoints), CARBON_DATAPOINTS_PER_FRAME):
-            frames += _frames_under_cap(datapoints[start : start + CARBON_DATAPOINTS_PER_FRAME])
-        return frames
-
-
-def _frames_under_cap(chunk: list[Datapoint]) -> list[bytes]:
-    payload = pickle.dumps(chunk, protocol=2)
-    if len(payload) < CARBON_MAX_FRAME or len(chunk) == 1:
-        return [struct.pack("!L", len(payload)) + payload]
-    middle = len(chunk) // 2
-    return _frames_under_cap(chunk[:middle]) + _frames_under_cap(chunk[middle:])
 
 
 def concat(blocks: Sequence[Block]) -> Block:

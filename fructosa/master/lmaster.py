@@ -1,0 +1,144 @@
+"""The Master: lmaster's parts put together, and their run/stop/reload lifecycle.
+
+The parts, each in its own module: the agent table (:mod:`.agents`), the
+listening side and the per-connection frame loop (:mod:`.server`), the flow
+of checked blocks to the sinks and taps (:mod:`.flow`), the status report,
+liveness and self-metrics (:mod:`.report`), and, with ``[slurm]``, the job
+events poller (:mod:`fructosa.jobs.events`), whose datapoints take the flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+
+from ..config import MasterConfig
+from ..graphite_paths import Datapoint
+from ..jobs.events import JobEventsPoller
+from ..sinks import Sink
+from ..sinks.build import build_sinks
+from ..spool import Spool
+from ..taps import Tap
+from .agents import AgentTable
+from .flow import Flow
+from .report import Reporter
+from .server import AgentServer
+
+log = logging.getLogger(__package__)  # one logger for all of lmaster, as admins filter on it
+
+SINK_CLOSE_TIMEOUT = 10.0
+TAP_CLOSE_TIMEOUT = 5.0
+
+
+class Master:
+    """lmaster: accepts agents and relays what they send to its sinks and taps."""
+
+    def __init__(
+        self,
+        cfg: MasterConfig,
+        listen_sockets: list[socket.socket],
+        spool: Spool | None = None,
+        tls: ssl.SSLContext | None = None,
+        status_file: str | None = None,
+        sinks: list[Sink] | None = None,
+        taps: list[Tap] | None = None,
+    ) -> None:
+        """``sinks`` default to what ``cfg`` asks for (:func:`~fructosa.sinks.build.build_sinks`)."""
+        self.config = cfg
+        self.sinks = build_sinks(cfg, spool) if sinks is None else sinks
+        self.taps = taps if taps is not None else []
+        self.agents = AgentTable()
+        if status_file:
+            self.agents.load(status_file)
+        self.flow = Flow(self.sinks, self.taps)
+        self.server = AgentServer(cfg, listen_sockets, self.flow, self.agents, tls)
+        self.reporter = Reporter(cfg, self.agents, self.flow, self.server.counters, spool, status_file)
+
+    def emit(self, datapoints: list[Datapoint]) -> None:
+        """Send datapoints the master makes itself (liveness, job events) to every sink and tap."""
+        self.flow.emit(datapoints)
+
+    def summary(self) -> str:
+        return self.reporter.summary()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then end the connections, flush the sinks and stop."""
+        if self.server.secret is None:
+            log.warning("no secret file configured: any host that reaches the port can send data")
+        if not self.sinks:
+            log.warning(
+                "no sink enabled ([Graphite] enabled = no): samples are accepted and acknowledged but kept nowhere"
+            )
+        workers = [asyncio.create_task(sink.run(), name=f"sink-{sink.name}") for sink in self.sinks]
+        workers += [asyncio.create_task(tap.run(), name=f"tap-{tap.name}") for tap in self.taps]
+        await self.server.start()
+        self.reporter.start()
+        reporter = asyncio.create_task(self.reporter.run(), name="reporter")
+        slurm_poller = None
+        if self.config.slurm.enabled:  # job events and counts ([slurm]); ends when stop is set
+            poller = JobEventsPoller(self.config.slurm, self.emit)
+            slurm_poller = asyncio.create_task(poller.run(stop), name="slurm-poller")
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down: closing %d agent connections", self.server.connections)
+            reporter.cancel()
+            await self.server.stop()
+            await asyncio.gather(reporter, return_exceptions=True)
+            if slurm_poller is not None:
+                slurm_poller.cancel()
+                await asyncio.gather(slurm_poller, return_exceptions=True)
+            self.reporter.report(time.time())  # last liveness and status: every agent is now disconnected
+            for sink in self.sinks:
+                await sink.close(SINK_CLOSE_TIMEOUT)
+            for tap in self.taps:
+                try:
+                    await asyncio.wait_for(tap.close(), TAP_CLOSE_TIMEOUT)
+                except Exception as error:  # one tap's failure must not stop the shutdown
+                    log.error("tap %s did not close cleanly: %s: %s", tap.name, type(error).__name__, error)
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self.flow.close()
+            self.reporter.stop()
+            log.info("lmaster stopped: %s", self.summary())
+
+    def reload(self, new: MasterConfig) -> None:
+        """Apply a new configuration; agent connections stay up.
+
+        Each part takes what it can change while running (limits, secret,
+        self-metrics, each sink its own settings); what needs another set of
+        sockets, sinks or pollers is logged as taking effect at the next restart.
+        """
+        old = self.config
+        for what, before, after in (
+            ("listening address", (old.listen_host, old.listen_port), (new.listen_host, new.listen_port)),
+            ("TLS settings", (old.link.tls_cert, old.link.tls_key, old.link.tls_ca),
+             (new.link.tls_cert, new.link.tls_key, new.link.tls_ca)),
+            ("spool", old.spool, new.spool),
+            ("[slurm]", old.slurm, new.slurm),
+            ("[Graphite] enabled", old.graphite.enabled, new.graphite.enabled),
+            ("[Graphite] destinations",
+             (len(old.graphite.destinations) > 1, old.graphite.replication_factor, old.graphite.diverse_replicas),
+             (len(new.graphite.destinations) > 1, new.graphite.replication_factor, new.graphite.diverse_replicas)),
+            ("[upstream] (added, removed or its TLS settings)", _upstream_tls(old), _upstream_tls(new)),
+        ):  # fmt: skip
+            if before != after:
+                log.warning("reload: a change of %s takes effect at the next restart", what)
+        self.server.reconfigure(new)
+        for sink in self.sinks:
+            sink.reconfigure(new)
+        self.config = new
+        self.reporter.reconfigure(new)
+
+
+def _upstream_tls(cfg: MasterConfig) -> tuple | None:
+    """None without ``[upstream]``, else its TLS settings (read once, when its sink is built);
+    its address and secret are the upstream sink's to compare."""
+    if cfg.upstream is None:
+        return None
+    link = cfg.upstream.link
+    return (link.tls, link.tls_cert, link.tls_key, link.tls_ca)

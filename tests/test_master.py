@@ -1,0 +1,548 @@
+"""lmaster's own logic, part by part, in-process: the agent table, the flow to
+sinks and taps, duplicate detection, building and reconfiguring sinks, the
+status report, and one real listening Master served over loopback.
+
+The sinks here are real :class:`~fructosa.sinks.Sink` implementations that
+keep what they get and say "safe" when the test decides, so the order of
+acknowledgements can be checked exactly; carbon-backed behaviour is tested in
+test_carbon_sink, test_delivery and test_end_to_end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fructosa import checks
+from fructosa.config import GraphiteConfig, LinkConfig, MasterConfig, UpstreamConfig
+from fructosa.daemon import write_status
+from fructosa.master import AgentState, AgentTable, Flow, Master, heartbeat_backlog
+from fructosa.master.flow import Sender
+from fructosa.master.report import Reporter
+from fructosa.master.server import ServerCounters
+from fructosa.programs import listening_sockets
+from fructosa.sinks import Sink
+from fructosa.sinks.build import build_sinks
+from fructosa.sinks.carbon import CarbonPickleSink
+from fructosa.sinks.cluster import CarbonClusterSink
+from fructosa.sinks.ring import Destination
+from fructosa.sinks.upstream import UpstreamSink
+from fructosa.taps import Tap
+from fructosa.wire import auth, protocol
+from fructosa.wire.blocks import Block
+from fructosa.wire.session import BatchLedger, open_session, read_frame
+from tests.support.tls import OpenSSLMissing, Pki, make_pki
+
+TIMEOUT = 20.0
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, Any]], timeout: float = TIMEOUT) -> Any:
+    return asyncio.run(asyncio.wait_for(scenario(), timeout))
+
+
+class HeldSink(Sink):
+    """Keeps every block; says "safe" only when :meth:`release` is called (or at once with ``hold=False``)."""
+
+    def __init__(self, name: str = "held", hold: bool = True) -> None:
+        self.name = name
+        self.hold = hold
+        self.blocks: list[Block] = []
+        self.waiting: list[Callable[[], None]] = []
+        self.configs: list[MasterConfig] = []
+
+    def submit(self, block: Block, on_safe: Callable[[], None] | None = None) -> None:
+        self.blocks.append(block)
+        if on_safe is not None:
+            if self.hold:
+                self.waiting.append(on_safe)
+            else:
+                on_safe()
+
+    def release(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for on_safe in waiting:
+            on_safe()
+
+    def paths(self) -> list[str]:
+        return [path for block in self.blocks for path in block.path_list()]
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self, timeout: float) -> None:
+        self.release()
+
+    def stats(self) -> dict[str, int]:
+        return {"blocks": len(self.blocks)}
+
+    def reconfigure(self, cfg: MasterConfig) -> None:
+        self.configs.append(cfg)
+
+
+class RecordingTap(Tap):
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[str], str | None]] = []
+        self.closed = False
+
+    def observe(self, block: Block, host: str | None) -> None:
+        self.seen.append((block.path_list(), host))
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class BrokenTap(Tap):
+    name = "broken"
+
+    def observe(self, block: Block, host: str | None) -> None:
+        raise RuntimeError("a bug in a tap")
+
+
+def d_frame_payload(batch: bytes, datapoints: list) -> bytes:
+    return batch + Block.of(datapoints).encode()
+
+
+def batch(sequence: int, session: bytes = b"s" * 16) -> bytes:
+    return protocol.batch_id(session, sequence)
+
+
+NODE = Sender(host="node01", address="10.0.0.1:40000", host_prefix="node01")
+
+
+# -- the agent table ---------------------------------------------------------------
+
+
+def connected(host: str, address: str, at: float) -> AgentState:
+    return AgentState(
+        host=host, address=address, agent="lagent test", connected=True, connected_since=at, last_frame=at
+    )
+
+
+def test_a_reconnecting_agent_keeps_its_history() -> None:
+    table = AgentTable()
+    first = table.register(connected("node01", "10.0.0.1:1000", 100.0))
+    first.samples, first.last_data, first.backlog = 42, 150.0, 7
+    first.connected = False  # the connection ended
+    again = connected("node01", "10.0.0.1:2000", 200.0)
+    assert not table.holds(again)
+    entry = table.register(again)
+    assert entry is first and table.holds(entry) and len(table) == 1
+    assert (entry.samples, entry.last_data, entry.backlog) == (42, 150.0, 7)
+    assert (entry.address, entry.connected, entry.connected_since, entry.last_frame) == (
+        "10.0.0.1:2000", True, 200.0, 200.0
+    )  # fmt: skip
+    assert entry.up(201.0) and not entry.up(201.0 + 2 * entry.heartbeat_interval + 6)
+
+
+def test_the_table_is_bounded_and_forgets_the_longest_silent_agent() -> None:
+    table = AgentTable(max_agents=3)
+    for index, at in enumerate((300.0, 100.0, 200.0)):
+        table.register(connected(f"node{index}", f"10.0.0.{index}:1", at))
+    table.get("node0").connected = False  # disconnected agents go first, however recent
+    table.register(connected("node3", "10.0.0.3:1", 400.0))
+    assert sorted(state.host for state in table) == ["node1", "node2", "node3"]
+    table.register(connected("node4", "10.0.0.4:1", 500.0))
+    assert sorted(state.host for state in table) == ["node2", "node3", "node4"]  # node1 silent since 100
+    assert table.connected() == 3
+
+
+def test_known_agents_come_back_from_the_status_file(tmp_path: Path) -> None:
+    status_file = str(tmp_path / "lmaster.status")
+    table = AgentTable()
+    table.register(connected("node01", "10.0.0.1:1", 100.0)).last_data = 123.5
+    table.register(connected("node02", "10.0.0.2:1", 100.0))
+    reporter = Reporter(MasterConfig(path="test"), table, Flow([]), ServerCounters(), status_file=status_file)
+    write_status(status_file, reporter.status(time.time()))
+
+    restarted = AgentTable()
+    restarted.load(status_file)
+    assert sorted(state.host for state in restarted) == ["node01", "node02"]
+    assert restarted.get("node01").last_data == 123.5 and not restarted.get("node01").connected
+    liveness = dict(Reporter(MasterConfig(path="test"), restarted, Flow([]), ServerCounters()).liveness(1000.0))
+    assert liveness["node01.fructosa.up"] == (1000.0, 0.0)  # a node that died meanwhile shows up = 0
+    assert "node02.fructosa.seconds_since_data" not in liveness  # it never sent data
+
+    bounded = AgentTable(max_agents=1)
+    bounded.load(status_file)
+    assert len(bounded) == 1
+    for content in ("not json", json.dumps({"agents": [{"host": 5}, "junk", {"host": "ok", "last_data": "x"}]})):
+        Path(status_file).write_text(content)
+        garbage = AgentTable()
+        garbage.load(status_file)  # no error: a damaged file just means an empty (or partial) table
+        assert all(isinstance(state.host, str) for state in garbage)
+    missing = AgentTable()
+    missing.load(str(tmp_path / "missing"))
+    assert len(missing) == 0
+
+
+def test_heartbeat_backlog() -> None:
+    assert heartbeat_backlog(b'{"queued": 5, "spooled": 2}', 0) == 7
+    assert heartbeat_backlog(b"", 3) == 3
+    for nonsense in (b"{", b"[1]", b'{"queued": -9}', b'{"queued": "many"}', b'{"queued": 1e999}', b"[" * 100_000):
+        assert heartbeat_backlog(nonsense, 3) == 3, nonsense[:20]
+
+
+# -- the flow: sinks, taps, duplicates --------------------------------------------
+
+
+def test_a_batch_is_acknowledged_once_every_sink_holds_it() -> None:
+    async def scenario() -> None:
+        carbon, upstream = HeldSink("carbon"), HeldSink("upstream")
+        flow = Flow([carbon, upstream])
+        acked: list[bytes] = []
+        samples = await flow.take_batch(
+            protocol.DATAPOINTS, d_frame_payload(batch(1), [("node01.cpu.user", (1000.0, 1.5))]), acked.append, NODE
+        )
+        assert samples == 0 and carbon.paths() == upstream.paths() == ["node01.cpu.user"]
+        carbon.release()
+        assert acked == []  # the upstream does not hold it yet
+        upstream.release()
+        assert acked == [batch(1)]
+        assert (flow.counters.frames, flow.counters.datapoints, flow.counters.duplicates) == (1, 1, 0)
+
+    run(scenario)
+
+
+def test_a_duplicate_is_acknowledged_once_safe_and_never_relayed_again() -> None:
+    async def scenario() -> None:
+        sink = HeldSink()
+        flow = Flow([sink])
+        first_connection: list[bytes] = []
+        second_connection: list[bytes] = []
+        payload = d_frame_payload(batch(7), [("node01.mem.used", (1000.0, 2.0))])
+        await flow.take_batch(protocol.DATAPOINTS, payload, first_connection.append, NODE)
+        await flow.take_batch(protocol.DATAPOINTS, payload, second_connection.append, NODE)  # sent again
+        assert len(sink.blocks) == 1 and flow.counters.duplicates == 1
+        assert first_connection == second_connection == []  # not safe yet: nobody is acknowledged
+        sink.release()
+        assert first_connection == second_connection == [batch(7)]
+        third_connection: list[bytes] = []
+        await flow.take_batch(protocol.DATAPOINTS, payload, third_connection.append, NODE)
+        assert third_connection == [batch(7)]  # already safe: acknowledged at once
+        assert len(sink.blocks) == 1 and flow.counters.duplicates == 2
+
+    run(scenario)
+
+
+def test_an_undecodable_batch_is_refused_and_forgotten() -> None:
+    async def scenario() -> None:
+        sink = HeldSink(hold=False)
+        flow = Flow([sink])
+        acked: list[bytes] = []
+        with pytest.raises(protocol.ProtocolError, match="undecodable datapoints"):
+            await flow.take_batch(protocol.DATAPOINTS, batch(3) + b"\x01\x02", acked.append, NODE)
+        assert flow.ledger.lookup(batch(3)) is None and sink.blocks == []
+        payload = d_frame_payload(batch(3), [("node01.x", (1000.0, 1.0))])
+        await flow.take_batch(protocol.DATAPOINTS, payload, acked.append, NODE)  # the same id, now valid
+        assert acked == [batch(3)] and sink.paths() == ["node01.x"] and flow.ledger.lookup(batch(3)) == "safe"
+
+    run(scenario)
+
+
+def test_refused_datapoints_are_counted_and_only_valid_ones_flow() -> None:
+    async def scenario() -> None:
+        sink, tap = HeldSink(hold=False), RecordingTap()
+        flow = Flow([sink], [tap])
+        acked: list[bytes] = []
+        datapoints = [
+            ("node01.cpu.user", (1000.0, 1.0)),
+            ("node02.cpu.user", (1000.0, 1.0)),  # another host's path
+            ("node01.cpu.idle", (1000.0, math.nan)),  # not a number
+            ("node01.cpu.system", (1000.0, 3.0)),
+        ]
+        await flow.take_batch(protocol.DATAPOINTS, d_frame_payload(batch(1), datapoints), acked.append, NODE)
+        assert sink.paths() == ["node01.cpu.user", "node01.cpu.system"]
+        assert tap.seen == [(["node01.cpu.user", "node01.cpu.system"], "node01")]
+        assert (flow.counters.datapoints, flow.counters.bad_datapoints) == (2, 2)
+        assert acked == [batch(1)]  # what was refused does not hold up the rest
+
+    run(scenario)
+
+
+def test_sample_batches_are_decoded_and_bad_samples_counted() -> None:
+    async def scenario() -> None:
+        sink = HeldSink(hold=False)
+        flow = Flow([sink])
+        samples = [
+            {"host": "node01", "sensor": "Load", "time": 1000.0, "value": {"1min": 0.5}},
+            {"host": "node01", "sensor": "Broken", "time": "yesterday", "value": 1},
+        ]
+        payload = protocol.encode_samples(samples, b"s" * 16, 9)[protocol.HEADER_SIZE + 1 :]
+        new = await flow.take_batch(protocol.SAMPLES, payload, lambda batch_id: None, NODE)
+        assert new == 2 and sink.paths() == ["node01.Load.1min"]
+        assert (flow.counters.samples, flow.counters.bad_samples) == (2, 1)
+
+    run(scenario)
+
+
+def test_taps_see_every_checked_block_and_lmasters_own_datapoints() -> None:
+    async def scenario() -> None:
+        sink, tap = HeldSink(), RecordingTap()
+        flow = Flow([sink], [BrokenTap(), tap])
+        await flow.take_batch(
+            protocol.DATAPOINTS, d_frame_payload(batch(1), [("node01.a", (1000.0, 1.0))]), lambda batch_id: None, NODE
+        )
+        relay = Sender(host="site-lmaster", address="10.0.1.1:5000", host_prefix=None)
+        relayed = [("node07.a", (1000.0, 1.0)), ("node08.a", (1000.0, 2.0))]
+        await flow.take_batch(protocol.DATAPOINTS, d_frame_payload(batch(2), relayed), lambda batch_id: None, relay)
+        flow.emit([("node01.fructosa.up", (1000.0, 1.0))])
+        flow.emit([])  # nothing to say: nothing is sent
+        assert tap.seen == [
+            (["node01.a"], "node01"),
+            (["node07.a", "node08.a"], "site-lmaster"),
+            (["node01.fructosa.up"], None),
+        ]
+        assert sink.paths() == ["node01.a", "node07.a", "node08.a", "node01.fructosa.up"]  # a broken tap costs nothing
+
+    run(scenario)
+
+
+def test_without_sinks_a_batch_is_acknowledged_at_once() -> None:
+    async def scenario() -> None:
+        acked: list[bytes] = []
+        flow = Flow([])
+        await flow.take_batch(
+            protocol.DATAPOINTS, d_frame_payload(batch(1), [("node01.a", (1.0, 1.0))]), acked.append, NODE
+        )
+        assert acked == [batch(1)]
+
+    run(scenario)
+
+
+def test_the_ledger_is_bounded_and_takes_any_key() -> None:
+    ledger = BatchLedger(capacity=2)
+    acks: list[str] = []
+    first = ledger.admit(("node01", batch(1)), lambda: acks.append("first"))
+    assert first is not None and ledger.lookup(("node01", batch(1))) == "pending"
+    assert ledger.admit(("node02", batch(1)), lambda: acks.append("other host")) is not None  # per-host keys
+    assert ledger.admit(("node01", batch(1)), lambda: acks.append("again")) is None
+    first()
+    assert acks == ["first", "again"] and ledger.lookup(("node01", batch(1))) == "safe"
+    ledger.admit(("node03", batch(1)), lambda: None)
+    assert len(ledger) == 2 and ledger.lookup(("node01", batch(1))) is None  # the oldest is forgotten
+
+
+# -- sinks from the configuration, and reload ----------------------------------------
+
+
+def master_config(**changes: Any) -> MasterConfig:
+    fields: dict[str, Any] = {"path": "test", "self_metrics": False, "listen_port": 0}
+    fields.update(changes)
+    return MasterConfig(**fields)
+
+
+def test_build_sinks_follows_the_configuration(tmp_path: Path) -> None:
+    (single,) = build_sinks(master_config(graphite=GraphiteConfig(host="carbon1", port=2104, prefix="hpc")))
+    assert isinstance(single, CarbonPickleSink) and (single.host, single.port, single.prefix) == (
+        "carbon1",
+        2104,
+        "hpc",
+    )
+    two = (Destination("c1", 2004, "a"), Destination("c2", 2004, "b"))
+    (cluster,) = build_sinks(master_config(graphite=GraphiteConfig(destinations=two)))
+    assert isinstance(cluster, CarbonClusterSink) and len(cluster.shards) == 2
+    relay = master_config(graphite=GraphiteConfig(enabled=False), upstream=UpstreamConfig(host="central", port=7999))
+    (upstream,) = build_sinks(relay)
+    assert isinstance(upstream, UpstreamSink) and upstream.address == "central:7999" and upstream.tls is None
+    assert build_sinks(master_config(graphite=GraphiteConfig(enabled=False))) == []
+    both = build_sinks(master_config(upstream=UpstreamConfig(host="central")))
+    assert [type(sink) for sink in both] == [CarbonPickleSink, UpstreamSink]
+
+
+def test_sinks_reconfigure_what_they_can_and_say_what_waits(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fructosa")
+    old = master_config(graphite=GraphiteConfig(host="carbon1", port=2004))
+    (carbon,) = build_sinks(old)
+    carbon.reconfigure(master_config(graphite=GraphiteConfig(host="carbon2", port=2104, prefix="new", resend_window=9)))
+    assert (carbon.host, carbon.port, carbon.prefix, carbon.resend_window) == ("carbon2", 2104, "new", 9)
+    assert "carbon destination changes from carbon1:2004 to carbon2:2104" in caplog.text
+
+    two = (Destination("c1", 2004, "a"), Destination("c2", 2004, "b"))
+    (cluster,) = build_sinks(master_config(graphite=GraphiteConfig(destinations=two)))
+    cluster.reconfigure(master_config(graphite=GraphiteConfig(destinations=two)))
+    assert "[Graphite] destinations or prefix" not in caplog.text  # nothing changed
+    cluster.reconfigure(master_config(graphite=GraphiteConfig(destinations=two[:1] + (Destination("c3", 2004),))))
+    assert "reload: a change of [Graphite] destinations or prefix takes effect at the next restart" in caplog.text
+    assert cluster.ring.destinations == two
+
+    (upstream,) = build_sinks(master_config(graphite=GraphiteConfig(enabled=False), upstream=UpstreamConfig("a")))
+    upstream.reconfigure(master_config(upstream=UpstreamConfig("a")))
+    assert "[upstream] address" not in caplog.text
+    upstream.reconfigure(master_config(upstream=UpstreamConfig("b")))
+    assert "reload: a change of [upstream] address or secret takes effect at the next restart" in caplog.text
+    assert upstream.host == "a"
+
+
+def test_master_reload_reaches_every_part(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fructosa")
+    sink = HeldSink()
+    master = Master(master_config(), [], sinks=[sink])
+    new = master_config(graphite=GraphiteConfig(enabled=False), link=LinkConfig(secret=b"s" * 32), idle_timeout=7.0)
+    master.reload(new)
+    assert sink.configs == [new] and master.config is new
+    assert master.server.secret == b"s" * 32 and master.server.limits.idle_timeout == 7.0
+    assert "reload: new shared secret" in caplog.text
+    assert "reload: a change of [Graphite] enabled takes effect at the next restart" in caplog.text
+
+
+# -- the status report ------------------------------------------------------------------
+
+
+def test_status_report_lists_agents_and_counters(tmp_path: Path) -> None:
+    now = time.time()
+    table = AgentTable()
+    up = table.register(connected("node01", "10.0.0.1:40000", now - 30))
+    up.last_data, up.samples_per_second, up.backlog = now - 2, 12.5, 3
+    table.register(AgentState(host="node02", last_data=0.0))  # known, never sent, not connected
+    flow = Flow([HeldSink("graphite")])
+    flow.counters.frames, flow.counters.duplicates, flow.counters.datapoints = 10, 1, 500
+    counters = ServerCounters(connections=4, rejected=1)
+    reporter = Reporter(master_config(), table, flow, counters, status_file=str(tmp_path / "status"))
+    status = reporter.status(now)
+    assert [row["host"] for row in status["agents"]] == ["node01", "node02"]
+    assert status["sinks"] == {"graphite": {"blocks": 0}}
+    lines = status["report"].splitlines()
+    assert lines[0].startswith("up since ") and lines[0].endswith(
+        "; 4 connections (1 rejected), 10 batches (1 duplicates), 0 samples (0 malformed), "
+        "500 datapoints (0 refused); graphite {'blocks': 0}"
+    )
+    assert lines[1] == "2 agents (1 up):"
+    assert lines[2].split() == ["host", "up", "address", "agent", "connected", "last", "data", "samples/s", "backlog"]
+    assert lines[3].split() == ["node01", "yes", "10.0.0.1:40000", "lagent", "test", "30", "s", "ago", "2", "s", "ago",
+                                "12.50", "3"]  # fmt: skip
+    assert lines[4].split() == ["node02", "NO", "-", "never", "0.00", "0"]
+    reporter.report(now)  # writes the status file and sends liveness through the flow
+    written = json.loads((tmp_path / "status").read_text())
+    assert written["pid"] == os.getpid() and written["report"].splitlines()[1] == "2 agents (1 up):"
+    assert sorted(flow.sinks[0].paths()) == ["node01.fructosa.seconds_since_data", "node01.fructosa.up",
+                                             "node02.fructosa.up"]  # fmt: skip
+
+
+# -- a real Master on loopback -------------------------------------------------------------
+
+
+async def send_batches(port: int, host: str, batches: list[tuple[bytes, list]], secret: bytes | None = None) -> list:
+    """Open a session as ``host``, send ``D`` batches, return the acknowledged ids (in order)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await open_session(reader, writer, host, secret, {"agent": "test_master", "heartbeat": 5})
+        for batch_id, datapoints in batches:
+            writer.write(protocol.encode_frame(protocol.DATAPOINTS, d_frame_payload(batch_id, datapoints)))
+        acked: list[bytes] = []
+        while len(acked) < len(batches):
+            kind, payload = await read_frame(reader, 10.0)
+            assert kind == protocol.ACK
+            acked += protocol.decode_acks(payload)
+        return acked
+    finally:
+        writer.close()
+
+
+def test_a_master_serves_agents_end_to_end_in_process(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sockets = listening_sockets("127.0.0.1", 0)
+        port = sockets[0].getsockname()[1]
+        sink, tap = HeldSink(hold=False), RecordingTap()
+        secret = b"k" * 32
+        cfg = master_config(link=LinkConfig(secret=secret), self_metrics_interval=0.2)
+        master = Master(cfg, sockets, status_file=str(tmp_path / "status"), sinks=[sink], taps=[tap])
+        stop = asyncio.Event()
+        running = asyncio.create_task(master.run(stop))
+        first = [(batch(1), [("node01.cpu.user", (1000.0, 1.0))]), (batch(2), [("node01.cpu.user", (1001.0, 2.0))])]
+        assert await send_batches(port, "node01", first, secret) == [batch(1), batch(2)]
+        assert await send_batches(port, "node01", first[1:], secret) == [batch(2)]  # a resend after a reconnect
+        assert sink.paths().count("node01.cpu.user") == 2
+        assert (master.flow.counters.frames, master.flow.counters.duplicates) == (3, 1)
+        with pytest.raises(protocol.ProtocolError, match="refused: authentication failed"):
+            await send_batches(port, "intruder", first, b"w" * 32)
+        deadline = time.monotonic() + 10
+        while not any(host is None for _, host in tap.seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the reporter's liveness datapoints
+        assert (["node01.fructosa.up", "node01.fructosa.seconds_since_data"], None) in tap.seen
+        entry = master.agents.get("node01")
+        assert entry is not None and entry.agent == "test_master" and entry.heartbeat_interval == 5.0
+        assert master.agents.get("intruder") is None and master.server.counters.rejected == 1
+        stop.set()
+        await running
+        assert tap.closed and not entry.connected
+        report = json.loads((tmp_path / "status").read_text())["report"]
+        assert "3 connections (1 rejected), 3 batches (1 duplicates)" in report
+
+    run(scenario)
+
+
+# -- TLS to the upstream --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    try:
+        return make_pki(tmp_path_factory.mktemp("pki"))
+    except OpenSSLMissing as reason:
+        pytest.skip(f"TLS tests need a throwaway CA: {reason}")
+
+
+def test_an_upstream_with_only_a_client_certificate_relays_over_tls(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tls cert`` alone asks for TLS, verified against the system's CAs (here: the test CA)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))  # the "system" CAs trust the test CA
+    only_cert = LinkConfig(tls_cert=str(pki.client.cert), tls_key=str(pki.client.key))
+
+    async def scenario() -> None:
+        sockets = listening_sockets("127.0.0.1", 0)
+        port = sockets[0].getsockname()[1]
+        central_link = LinkConfig(tls_cert=str(pki.server.cert), tls_key=str(pki.server.key))
+        tls = auth.server_context_for(central_link)
+        assert tls is not None
+        received = HeldSink(hold=False)
+        central = Master(master_config(link=central_link, accept_relays=True), sockets, tls=tls, sinks=[received])
+        stop = asyncio.Event()
+        running = asyncio.create_task(central.run(stop))
+        site = master_config(
+            graphite=GraphiteConfig(enabled=False), upstream=UpstreamConfig("127.0.0.1", port, only_cert)
+        )
+        (upstream,) = build_sinks(site)
+        assert isinstance(upstream, UpstreamSink) and upstream.tls is not None
+        relaying = asyncio.create_task(upstream.run())
+        safe = asyncio.Event()
+        upstream.submit(Block.of([("node05.cpu.user", (1000.0, 4.0))]), safe.set)
+        await safe.wait()  # acknowledged by the TLS-only central lmaster: the link is TLS
+        assert received.paths() == ["node05.cpu.user"]
+        await upstream.close(1.0)
+        relaying.cancel()
+        await asyncio.gather(relaying, return_exceptions=True)
+        stop.set()
+        await running
+
+    run(scenario)
+
+
+def test_unusable_upstream_tls_files_are_a_check_problem(tmp_path: Path) -> None:
+    not_a_certificate = tmp_path / "cert.pem"
+    not_a_certificate.write_text("not a certificate\n")
+    link = LinkConfig(tls_cert=str(not_a_certificate), tls_key=str(not_a_certificate))
+    cfg = master_config(graphite=GraphiteConfig(enabled=False), upstream=UpstreamConfig("127.0.0.1", 7888, link))
+    problems = [problem for problem in checks.master_problems(cfg) if problem.startswith("[upstream]")]
+    assert len(problems) == 1 and problems[0].startswith("[upstream] tls: cannot use the certificate settings: ")
+
+
+def test_sinks_taps_and_the_wire_import_neither_sensors_nor_configuration() -> None:
+    """A relay-only head node and a sink's tests need no psutil: these layers stay below the configuration."""
+    modules = ["fructosa.sinks.carbon", "fructosa.sinks.cluster", "fructosa.sinks.build", "fructosa.taps",
+               "fructosa.wire.session", "fructosa.ratelog"]  # fmt: skip
+    code = f"import sys\nfor name in {modules!r}: __import__(name)\nprint(sorted(m for m in sys.modules if m in "
+    code += "('psutil', 'fructosa.config', 'fructosa.sensors', 'fructosa.logs')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
