@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -215,9 +215,9 @@ class Peer:
     def acknowledge(self, *batch_ids: bytes) -> None:
         self.writers[-1].write(protocol.encode_acks(list(batch_ids)))
 
-    async def wait_for(self, condition: object, timeout: float = 5.0) -> None:
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
-        while not condition():  # type: ignore[operator]
+        while not condition():
             assert asyncio.get_running_loop().time() < deadline, "the peer did not get what was expected in time"
             self.arrived.clear()
             try:
@@ -271,7 +271,7 @@ class ListOutbox(Outbox):
         pass
 
 
-def run_session(scenario_with: object, timeout: float = 20.0) -> None:
+def run_session(scenario_with: Callable[[Peer, ListOutbox], Awaitable[None]], timeout: float = 20.0) -> None:
     """Runs ``scenario_with(peer, outbox)`` while the outbox's session runs."""
 
     async def main() -> None:
@@ -279,7 +279,7 @@ def run_session(scenario_with: object, timeout: float = 20.0) -> None:
         outbox = ListOutbox(await peer.start())
         task = asyncio.create_task(outbox.session.run())
         try:
-            await scenario_with(peer, outbox)  # type: ignore[operator]
+            await scenario_with(peer, outbox)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -374,9 +374,9 @@ def test_a_sample_is_flattened_once_for_the_plan_the_journal_and_the_batches(
     calls: list[dict] = []
     real = graphite_paths.sample_to_datapoints
 
-    def counted(sample: dict, *args: object, **kwargs: object) -> list:
+    def counted(sample: dict) -> list:
         calls.append(sample)
-        return real(sample, *args, **kwargs)  # type: ignore[arg-type]
+        return real(sample)
 
     monkeypatch.setattr(lagent, "sample_to_datapoints", counted)
     conf = tmp_path / "lagent.conf"
