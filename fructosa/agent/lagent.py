@@ -31,6 +31,9 @@ FLUSH_TIMEOUT = 5.0
 
 
 class Agent:
+    """lagent: the sensors (:class:`SensorScheduler`) record into the queue, the
+    :class:`Sender` streams it to lmaster, the :class:`Reporter` watches it all."""
+
     def __init__(
         self,
         config: AgentConfig,
