@@ -13,17 +13,26 @@ no precedence to get wrong). ``fast hold`` defaults to three slow intervals: the
 condition must stay false for that long before the sensor slows down again, so a
 load hovering around the threshold does not flap the schedule.
 
-Everything here is pure (no clock, no I/O) so the agent's scheduling decisions
-are tested without waiting.
+Everything here is pure (no clock, no I/O: the caller passes the time) so the
+agent's scheduling decisions are tested without waiting; :class:`AdaptivePlan`
+only logs its switches.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the configuration parses these options with this module: no import at run time
+    from .config import SensorConfig
+    from .graphite_paths import Datapoint
+
+log = logging.getLogger(__name__)
 
 FAST_INTERVAL = "fast time_interval"
 FAST_WHEN = "fast when"
@@ -220,3 +229,108 @@ def next_due(origin: float, interval: float, now: float) -> float:
     k = math.floor((now - origin) / interval) + 1
     due = origin + k * interval
     return due if due > now else due + interval
+
+
+def sensor_of(metric: str) -> str:
+    """``CPUPercent`` of ``CPUPercent.total``."""
+    return metric.split(".", 1)[0]
+
+
+class AdaptivePlan:
+    """The agent's adaptive sampling: every adaptive sensor's schedule, and the
+    latest value of each metric their conditions read.
+
+    :meth:`observe` takes every new sample's datapoints (already flattened) and
+    returns the sensors whose interval changed, so the caller wakes them up
+    to take the new interval at once. :meth:`update` on a reload keeps the
+    fast/slow state of a sensor whose settings did not change.
+    """
+
+    def __init__(self, sensors: Iterable[SensorConfig] = ()) -> None:
+        self.schedules: dict[str, AdaptiveSchedule] = {}
+        self._sensors: dict[str, SensorConfig] = {}
+        self._watched: dict[str, frozenset[str]] = {}
+        """measured sensor → the metrics of it that some condition reads"""
+        self._latest: dict[str, float] = {}
+        self._missing_warned: set[str] = set()
+        self.update(sensors)
+
+    def update(self, sensors: Iterable[SensorConfig]) -> None:
+        """(Re)build the schedules from the configured sensors."""
+        self._sensors = {sensor.name: sensor for sensor in sensors}
+        schedules = {}
+        for sensor in self._sensors.values():
+            if sensor.fast is None:
+                continue
+            current = self.schedules.get(sensor.name)
+            if current is not None and (current.slow, current.fast) == (sensor.interval, sensor.fast):
+                schedules[sensor.name] = current
+            else:
+                schedules[sensor.name] = AdaptiveSchedule(sensor.interval, sensor.fast)
+        self.schedules = schedules
+        watched: dict[str, set[str]] = {}
+        for schedule in schedules.values():
+            for metric in schedule.fast.when.metrics:
+                watched.setdefault(sensor_of(metric), set()).add(metric)
+        self._watched = {name: frozenset(metrics) for name, metrics in watched.items()}
+        self._latest = {metric: value for metric, value in self._latest.items() if sensor_of(metric) in self._watched}
+
+    def watches(self, sensor: str) -> bool:
+        """Whether some condition reads a metric of ``sensor``."""
+        return sensor in self._watched
+
+    def interval(self, sensor: SensorConfig) -> float:
+        """The interval ``sensor`` runs at now (its fast one while its condition says so)."""
+        schedule = self.schedules.get(sensor.name)
+        return schedule.interval if schedule is not None else sensor.interval
+
+    def intervals(self) -> dict[str, float]:
+        """The current interval of every configured sensor."""
+        return {name: self.interval(sensor) for name, sensor in self._sensors.items()}
+
+    def observe(self, sensor: str, datapoints: Iterable[Datapoint], now: float) -> list[str]:
+        """Note the watched metrics among a sample's ``datapoints`` (``HOST.Sensor.metric``
+        paths) and re-evaluate the conditions reading them; returns the sensors
+        whose interval changed."""
+        watched = self._watched.get(sensor)
+        if not watched:
+            return []
+        for path, (_, value) in datapoints:
+            metric = path.split(".", 1)[1]
+            if metric in watched and isinstance(value, (int, float)):
+                self._latest[metric] = float(value)
+        for metric in sorted(watched - self._latest.keys() - self._missing_warned):
+            self._missing_warned.add(metric)  # once: the sensor's paths rarely change
+            log.warning("%s has no metric %s: 'fast when' conditions on it never hold", sensor, metric)
+        changed = []
+        for name, schedule in self.schedules.items():
+            if not (schedule.fast.when.metrics & watched):
+                continue
+            holds, reason = schedule.fast.when.evaluate(self._latest)
+            if schedule.observe(holds, now):
+                self._log_switch(name, schedule, reason)
+                changed.append(name)
+        return changed
+
+    def expire(self, sensor: str, now: float) -> bool:
+        """Slow ``sensor`` down if its hold is over or the sensors its condition reads
+        fell silent; returns whether its interval changed."""
+        schedule = self.schedules.get(sensor)
+        if schedule is None or not schedule.expire(now, self.silence_limit(schedule)):
+            return False
+        self._log_switch(sensor, schedule, "no fresh value")
+        return True
+
+    def silence_limit(self, schedule: AdaptiveSchedule) -> float:
+        """How long without a verdict before a fast sensor slows down: the hold plus
+        three intervals of the slowest sensor its condition reads."""
+        read = {sensor_of(metric) for metric in schedule.fast.when.metrics}
+        intervals = [self.interval(sensor) for name, sensor in self._sensors.items() if name in read]
+        return schedule.fast.hold + 3 * max(intervals, default=schedule.slow)
+
+    @staticmethod
+    def _log_switch(name: str, schedule: AdaptiveSchedule, reason: str) -> None:
+        if schedule.is_fast:
+            log.info("%s: fast sampling (%g s) because %s", name, schedule.interval, reason)
+        else:
+            log.info("%s: back to %g s after %g s hold (%s)", name, schedule.interval, schedule.fast.hold, reason)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from fructosa.adaptive import (
     OPERATORS,
+    AdaptivePlan,
     AdaptiveSchedule,
     Clause,
     Condition,
@@ -222,6 +223,54 @@ def test_cpu_burners_switch_cpupercent_to_fast_sampling_in_whisper(tmp_path: Pat
             assert f"CPUPercent: back to {SLOW} s after {HOLD} s hold" in log
 
 
+# -- the plan: every adaptive sensor of an agent (no clock, no network) ----------
+
+
+def _sensors(tmp_path: Path, section: str) -> tuple:
+    return load_agent_config(str(_agent_file(tmp_path, section))).sensors
+
+
+def _points(values: dict[str, float]) -> list:
+    return [(f"{HOST}.{metric}", (0.0, value)) for metric, value in values.items()]
+
+
+def test_plan_switches_on_the_datapoints_it_is_shown(tmp_path: Path) -> None:
+    (sensor,) = _sensors(tmp_path, "time_interval = 60\nfast time_interval = 5\nfast when = CPUPercent.total > 80\n"
+                                   "fast hold = 30\n")  # fmt: skip
+    plan = AdaptivePlan([sensor])
+    assert plan.watches("CPUPercent") and not plan.watches("VirtualMemory")
+    assert plan.observe("CPUPercent", _points({"CPUPercent.total": 10.0}), now=0.0) == []
+    assert plan.interval(sensor) == 60
+    assert plan.observe("CPUPercent", _points({"CPUPercent.total": 90.0}), now=1.0) == ["CPUPercent"]
+    assert plan.intervals() == {"CPUPercent": 5}
+    assert plan.observe("CPUPercent", _points({"CPUPercent.total": 10.0}), now=2.0) == []  # held
+    assert plan.observe("CPUPercent", _points({"CPUPercent.total": 10.0}), now=31.0) == ["CPUPercent"]
+    assert plan.interval(sensor) == 60
+
+
+def test_plan_slows_a_sensor_whose_condition_fell_silent(tmp_path: Path) -> None:
+    (sensor,) = _sensors(tmp_path, "time_interval = 60\nfast time_interval = 5\nfast when = CPUPercent.total > 80\n"
+                                   "fast hold = 30\n")  # fmt: skip
+    plan = AdaptivePlan([sensor])
+    plan.observe("CPUPercent", _points({"CPUPercent.total": 90.0}), now=0.0)
+    # the condition still holds, but no verdict for the hold plus three (fast) intervals of its sensor
+    assert not plan.expire("CPUPercent", now=44.0)
+    assert plan.expire("CPUPercent", now=45.0)
+    assert plan.interval(sensor) == 60
+
+
+def test_plan_keeps_the_state_of_unchanged_sensors_across_an_update(tmp_path: Path) -> None:
+    section = "time_interval = 60\nfast time_interval = 5\nfast when = CPUPercent.total > 80\n"
+    (sensor,) = _sensors(tmp_path, section)
+    plan = AdaptivePlan([sensor])
+    plan.observe("CPUPercent", _points({"CPUPercent.total": 90.0}), now=0.0)
+    plan.update([sensor])
+    assert plan.interval(sensor) == 5
+    (retimed,) = _sensors(tmp_path, section.replace("= 5", "= 10"))
+    plan.update([retimed])
+    assert plan.interval(retimed) == 60  # new settings: a new schedule, slow until its condition holds
+
+
 # -- the agent's bookkeeping (in process, no network) ------------------------
 
 
@@ -231,26 +280,21 @@ def test_agent_switches_reports_and_keeps_state_across_reload(tmp_path: Path, ca
     section = "time_interval = 60\nfast time_interval = 5\nfast when = CPUPercent.total > 80 or CPUPercent.7 > 99\n"
     config = load_agent_config(str(_agent_file(tmp_path, section)))
 
-    def sample(value: dict) -> dict:
-        return {"host": config.hostname, "sensor": "CPUPercent", "time": time.time(), "value": value}
-
     async def scenario() -> None:
         agent = Agent(config)
-        agent._plan_adaptive()
         (sensor,) = config.sensors
-        agent._record(sample({"0": 10.0, "total": 10.0}))
+        agent.record("CPUPercent", {"0": 10.0, "total": 10.0})
         assert agent.current_interval(sensor) == 60
-        agent._record(sample({"0": 95.0, "total": 93.1}))
+        agent.record("CPUPercent", {"0": 95.0, "total": 93.1})
         assert agent.current_interval(sensor) == 5
         agent.reload(config)  # unchanged settings: still fast (and the sensor task starts)
         assert agent.current_interval(sensor) == 5
         assert agent.self_metrics(0.0)["interval"] == {"CPUPercent": 5}
-        for task in [task for _, task in agent._sensor_tasks.values()]:
-            task.cancel()
-        agent._executor.shutdown(wait=False)
+        await agent.scheduler.stop()
+        agent.scheduler.shutdown()
 
     with caplog.at_level("INFO", logger="fructosa"):
-        asyncio.run(scenario())
+        asyncio.run(asyncio.wait_for(scenario(), 20))
     messages = [record.getMessage() for record in caplog.records]
     assert "CPUPercent: fast sampling (5 s) because CPUPercent.total = 93.1 > 80" in messages
     assert [m for m in messages if "no metric CPUPercent.7" in m] == [

@@ -9,26 +9,25 @@ frame's ``on_safe`` callbacks, which lets it acknowledge the batches to its
 own agents. So the guarantee is end to end: while the upstream is away,
 nothing is acknowledged downstream, the agents' windows fill and they spool
 on their own disks; after a reconnect, unacknowledged frames are sent again
-with the same ids and the upstream drops the duplicates.
+with the same ids and the upstream drops the duplicates. The session (ids,
+window, acknowledgements, resending, heartbeats, reconnecting) is
+:class:`fructosa.wire.session.SendingSession`, the same as lagent's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import ssl
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..backoff import Backoff
-from ..ratelog import RateLimitedLog
 from ..wire import protocol
 from ..wire.blocks import Block, concat
-from ..wire.session import open_session, read_frame
+from ..wire.session import Outbox, SendingSession, connect
 from . import Sink
 
 if TYPE_CHECKING:
@@ -36,30 +35,36 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 10.0
 MAX_UNACKNOWLEDGED = 64
 """Frames in flight before waiting for the upstream's acknowledgements."""
 HEARTBEAT_INTERVAL = 30.0
 MAX_BLOCK_BYTES = protocol.MAX_FRAME - 1 - protocol.BATCH_ID_SIZE
 
 
-class UpstreamSink(Sink):
+@dataclass
+class Frame:
+    """What an upstream acknowledgement of one frame settles: its datapoints
+    and the downstream batches they came in."""
+
+    datapoints: int
+    on_safe: list[Callable[[], None]]
+
+
+class UpstreamSink(Sink, Outbox):
     name = "upstream"
+    peer_name = "upstream lmaster"
+    connected_verb = "relaying to"
 
     def __init__(
         self, host: str, port: int, hostname: str, secret: bytes | None = None, tls: ssl.SSLContext | None = None
     ) -> None:
         self.host, self.port, self.hostname = host, port, hostname
         self.secret, self.tls = secret, tls
-        self.session = os.urandom(16)
-        self._sequence = 0
         self._queue: deque[tuple[Block, Callable[[], None] | None]] = deque()
         self._queued = 0
-        self._unacknowledged: OrderedDict[bytes, tuple[bytes, list[Callable[[], None]], int]] = OrderedDict()
-        self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._counters = {"sent": 0, "acknowledged": 0, "frames": 0, "resent_frames": 0, "connects": 0}
-        self._connect_log = RateLimitedLog(log, period=300.0)
+        self._counters = {"sent": 0, "acknowledged": 0}
+        self._session = SendingSession(self, log, MAX_UNACKNOWLEDGED, HEARTBEAT_INTERVAL)
 
     @property
     def address(self) -> str:
@@ -72,79 +77,20 @@ class UpstreamSink(Sink):
             return
         self._queue.append((block, on_safe))
         self._queued += len(block)
-        self._wakeup.set()
+        self._session.wake()
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        backoff = Backoff(maximum=30.0)
-        while True:
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(
-                        self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None
-                    ),
-                    CONNECT_TIMEOUT,
-                )
-            except (OSError, asyncio.TimeoutError) as error:
-                self._unreachable(error)
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            try:
-                hello = {"agent": f"lmaster {__version__} (relay)", "relay": True, "heartbeat": HEARTBEAT_INTERVAL}
-                await open_session(reader, writer, self.hostname, self.secret, hello, "upstream lmaster")
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, protocol.ProtocolError) as error:
-                writer.close()
-                self._unreachable(error)
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            backoff.reset()
-            self._counters["connects"] += 1
-            self._connect_log = RateLimitedLog(log, period=300.0)
-            log.info(
-                "relaying to upstream lmaster %s (%d datapoints queued, %d frames to send again)",
-                self.address, self._queued, len(self._unacknowledged),
-            )  # fmt: skip
-            try:
-                await self._stream(reader, writer)
-            except (OSError, ConnectionError, asyncio.IncompleteReadError, protocol.ProtocolError) as error:
-                log.warning("lost upstream lmaster %s: %s", self.address, error or type(error).__name__)
-            finally:
-                writer.close()
+        await self._session.run()
 
-    def _unreachable(self, error: BaseException) -> None:
-        self._connect_log.log(
-            logging.WARNING, "connect", "upstream lmaster %s unreachable (%s); %d datapoints waiting",
-            self.address, str(error) or type(error).__name__, self._queued,
-        )  # fmt: skip
+    async def dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        hello = {"agent": f"lmaster {__version__} (relay)", "relay": True, "heartbeat": HEARTBEAT_INTERVAL}
+        return await connect(self.host, self.port, self.tls, self.hostname, self.secret, hello, self.peer_name)
 
-    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        acks = asyncio.ensure_future(self._read_acks(reader))
-        try:
-            for body, _, _ in self._unacknowledged.values():
-                writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
-                self._counters["resent_frames"] += 1
-            while True:
-                if acks.done():
-                    acks.result()
-                    raise ConnectionError("closed by the upstream lmaster")
-                if not self._queue or len(self._unacknowledged) >= MAX_UNACKNOWLEDGED:
-                    self._wakeup.clear()
-                    wakeup = asyncio.ensure_future(self._wakeup.wait())
-                    done, _ = await asyncio.wait(
-                        {wakeup, acks}, timeout=HEARTBEAT_INTERVAL, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    wakeup.cancel()
-                    if not done:  # quiet: tell the upstream we are alive
-                        backlog = json.dumps({"queued": self._queued}).encode()
-                        writer.write(protocol.encode_frame(protocol.HEARTBEAT, backlog))
-                    continue
-                writer.write(protocol.encode_frame(protocol.DATAPOINTS, self._next_body()))
-                await writer.drain()
-        finally:
-            acks.cancel()
-
-    def _next_body(self) -> bytes:
-        """The next frame: queued blocks merged up to the frame cap, remembered until acknowledged."""
+    def next_batch(self) -> tuple[bytes, Frame] | None:
+        """The next frame: queued blocks merged up to the frame cap."""
+        if not self._queue:
+            return None
         blocks: list[Block] = []
         callbacks: list[Callable[[], None]] = []
         size = 0
@@ -160,47 +106,49 @@ class UpstreamSink(Sink):
             if on_safe is not None:
                 callbacks.append(on_safe)
         merged = concat(blocks)
-        self._sequence += 1
-        batch_id = protocol.batch_id(self.session, self._sequence)
-        body = batch_id + merged.encode()
-        self._unacknowledged[batch_id] = (body, callbacks, len(merged))
-        self._counters["frames"] += 1
         self._counters["sent"] += len(merged)
-        return body
+        return self._session.new_batch_id() + merged.encode(), Frame(len(merged), callbacks)
 
-    async def _read_acks(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            kind, payload = await read_frame(reader)
-            if kind != protocol.ACK:
-                raise protocol.ProtocolError(f"unexpected frame {kind!r} from the upstream lmaster")
-            for batch_id in protocol.decode_acks(payload):
-                entry = self._unacknowledged.pop(batch_id, None)
-                if entry is None:
-                    continue
-                _, callbacks, count = entry
-                self._counters["acknowledged"] += count
-                for on_safe in callbacks:
-                    on_safe()
-            self._wakeup.set()
+    def on_acknowledged(self, tag: object) -> None:
+        assert isinstance(tag, Frame)
+        self._counters["acknowledged"] += tag.datapoints
+        for on_safe in tag.on_safe:
+            on_safe()
+
+    def backlog(self) -> dict[str, int]:
+        return {"queued": self._queued}
+
+    def describe_backlog(self) -> str:
+        return f"{self._queued} datapoints queued, {len(self._session.in_flight)} frames to send again"
+
+    def on_disconnected(self) -> None:
+        """Frames in flight stay there and go again, with the same ids, after the reconnect."""
 
     async def close(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the upstream to acknowledge everything; what
         it has not is not acknowledged downstream either, so the agents send it again."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (self._queue or self._unacknowledged) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await self._session.flush(timeout, lambda: bool(self._queue))
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._queue or self._unacknowledged:
+        if self._queue or self._session.in_flight:
+            in_flight = self._session.in_flight.values()
+            unacknowledged = sum(frame.datapoints for _, frame in in_flight if isinstance(frame, Frame))
             log.warning(
                 "upstream lmaster %s: %d datapoints unacknowledged at shutdown; the agents will send them again",
-                self.address, self._queued + sum(entry[2] for entry in self._unacknowledged.values()),
+                self.address, self._queued + unacknowledged,
             )  # fmt: skip
 
     def stats(self) -> dict[str, int]:
-        return {"queued": self._queued, "unacknowledged_frames": len(self._unacknowledged), **self._counters}
+        session = self._session
+        return {
+            "queued": self._queued,
+            "unacknowledged_frames": len(session.in_flight),
+            **self._counters,
+            "frames": session.sent,
+            "resent_frames": session.resent,
+            "connects": session.connects,
+        }
 
     def reconfigure(self, cfg: MasterConfig) -> None:
         """Reload: the upstream's address and the secret stay as they were at start (this

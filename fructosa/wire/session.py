@@ -1,17 +1,46 @@
-"""The client side of a session's opening: challenge, hello, welcome.
+"""The acknowledged session, both halves: opening it, sending batches, acknowledging them.
 
-lagent and an lmaster relaying to an upstream lmaster open their sessions
-the same way (see :mod:`fructosa.wire.protocol`); with a shared secret both ends
-prove they hold it before any data flows.
+lagent and an lmaster relaying to an upstream lmaster are both *senders*:
+they open a session the same way (challenge, hello, welcome; with a shared
+secret both ends prove they hold it before any data flows, see
+:mod:`fructosa.wire.protocol`), then stream numbered batches that the peer
+acknowledges once they are safe on its side. :class:`SendingSession` is that
+sending half, written once: batch ids (a random session id plus a sequence
+number), a bounded window of batches in flight, acknowledgements, sending the
+unacknowledged batches again with the same ids after a reconnect (the peer
+drops duplicates), heartbeats while idle, and the reconnect loop. What to send
+next, in which order, and what an acknowledgement frees is the owner's
+business (an :class:`Outbox`): lagent's live samples and disk backlog, a
+relay's merged blocks and the downstream batches they carry.
+
+The server half follows at the end of this module: what lmaster does with each
+connection it accepts (the opening seen from the accepting side, its
+acknowledgements, and the ledger that spots batches it already took).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
+import json
+import logging
+import os
+import ssl
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 
+from ..backoff import Backoff
+from ..ratelog import RateLimitedLog
 from . import auth, protocol
 
 WELCOME_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 10.0
+SESSION_ID_SIZE = protocol.BATCH_ID_SIZE - 8
+FLUSH_POLL = 0.05
+CONNECT_ERRORS = (OSError, asyncio.TimeoutError, protocol.ProtocolError, asyncio.IncompleteReadError)
+"""What a failed connection attempt (TCP, TLS or the opening) raises."""
+STREAM_ERRORS = (OSError, ConnectionError, protocol.ProtocolError, asyncio.IncompleteReadError)
+"""What a session that breaks while streaming raises."""
 
 
 class IdleTimeout(Exception):
@@ -81,15 +110,265 @@ async def open_session(
     return welcome
 
 
+async def connect(
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None,
+    our_host: str,
+    secret: bytes | None,
+    hello_fields: dict,
+    peer_name: str,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A new connection with its session opened; raises one of CONNECT_ERRORS.
+
+    ``tls`` comes from :func:`fructosa.wire.auth.client_context_for`, the one
+    place that decides whether a link is encrypted.
+    """
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None), CONNECT_TIMEOUT
+    )
+    try:
+        await open_session(reader, writer, our_host, secret, hello_fields, peer_name)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+def describe_error(error: BaseException, peer_name: str, opening: bool = True) -> str:
+    """One line for the log on why a connection failed (``opening``) or broke."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate of {peer_name} not trusted: {error.verify_message}"
+    if isinstance(error, asyncio.IncompleteReadError):
+        if opening:
+            return f"connection closed by {peer_name} during the handshake (wrong secret or TLS settings?)"
+        return f"connection closed by {peer_name}"
+    return str(error) or type(error).__name__
+
+
+class Outbox(abc.ABC):
+    """The owner's side of a :class:`SendingSession`: where to connect, and what to send next.
+
+    A batch is a ``D`` frame's body, batch id first; its *tag* is whatever
+    the owner needs back when the peer acknowledges it (a spool record, the
+    callbacks of the downstream batches it carries).
+    """
+
+    peer_name = "lmaster"
+    connected_verb = "connected to"
+    """For the log line on each new session (a relay says "relaying to")."""
+
+    @property
+    @abc.abstractmethod
+    def address(self) -> str:
+        """host:port of the peer, for the log."""
+
+    @abc.abstractmethod
+    async def dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A new connection with its session opened (usually :func:`connect`)."""
+
+    @abc.abstractmethod
+    def next_batch(self) -> tuple[bytes, object] | None:
+        """The next batch to send (body, tag), or None when there is nothing."""
+
+    @abc.abstractmethod
+    def on_acknowledged(self, tag: object) -> None:
+        """The peer holds the batch safely."""
+
+    @abc.abstractmethod
+    def backlog(self) -> dict[str, int]:
+        """What waits on our side, for the peer (in heartbeats)."""
+
+    @abc.abstractmethod
+    def describe_backlog(self) -> str:
+        """What waits on our side, for the log."""
+
+    @abc.abstractmethod
+    def on_disconnected(self) -> None:
+        """The session broke: batches in flight go again after the reconnect, unless
+        the owner takes them back (:meth:`SendingSession.take_in_flight`)."""
+
+
+class SendingSession:
+    """Numbered batches to one peer, at most ``max_in_flight`` unacknowledged.
+
+    Batches in flight are kept (in the order first sent) until the peer
+    acknowledges them; after a reconnect they go again, with the same ids and
+    before anything new. While nothing goes out for ``heartbeat_interval``
+    seconds a heartbeat carrying :meth:`Outbox.backlog` does, so the peer
+    knows we are alive. :meth:`wake` tells the session new data waits; it then
+    lingers ``coalesce_delay`` seconds so data due at the same instant travels
+    in one batch.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        log: logging.Logger,
+        max_in_flight: int,
+        heartbeat_interval: float,
+        coalesce_delay: float = 0.0,
+    ) -> None:
+        self.outbox = outbox
+        self.log = log
+        self.max_in_flight = max_in_flight
+        self.heartbeat_interval = heartbeat_interval
+        self.coalesce_delay = coalesce_delay
+        self.id = os.urandom(SESSION_ID_SIZE)
+        self._last_sequence = 0
+        self.in_flight: OrderedDict[bytes, tuple[bytes, object]] = OrderedDict()
+        """batch id → (body, tag), in the order first sent."""
+        self.connected = asyncio.Event()
+        self.sent = 0
+        """Batches sent for the first time (not counting resends)."""
+        self.resent = 0
+        self.acknowledged = 0
+        self.connects = 0
+        self._new_data = asyncio.Event()
+        self._window_open = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._connect_log = RateLimitedLog(log, period=300.0)
+
+    def new_batch_id(self) -> bytes:
+        self._last_sequence += 1
+        return protocol.batch_id(self.id, self._last_sequence)
+
+    @property
+    def window_full(self) -> bool:
+        return len(self.in_flight) >= self.max_in_flight
+
+    def wake(self) -> None:
+        """New data waits to be sent."""
+        self._new_data.set()
+
+    def take_in_flight(self) -> list[tuple[bytes, object]]:
+        """Forget the batches in flight and hand them back (body, tag), oldest first:
+        an owner that keeps them elsewhere (a disk spool) sends them from there."""
+        taken = list(self.in_flight.values())
+        self.in_flight.clear()
+        return taken
+
+    def reconnect(self) -> None:
+        """Drop the current connection (the peer's address or security changed);
+        :meth:`run` dials again at once and resends what is in flight."""
+        if self._writer is not None:
+            self._writer.close()
+
+    async def flush(self, timeout: float, unsent: Callable[[], bool], only_while_connected: bool = False) -> bool:
+        """Wait up to ``timeout`` seconds for everything to be acknowledged (nothing
+        ``unsent()``, nothing in flight); with ``only_while_connected``, give up as
+        soon as the peer is away. Returns whether everything was."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while unsent() or self.in_flight:
+            if loop.time() >= deadline or (only_while_connected and not self.connected.is_set()):
+                return False
+            await asyncio.sleep(FLUSH_POLL)
+        return True
+
+    async def run(self) -> None:
+        """Connect, stream, reconnect with backoff; until cancelled."""
+        backoff = Backoff(maximum=30.0)
+        outbox = self.outbox
+        while True:
+            try:
+                reader, writer = await outbox.dial()
+            except CONNECT_ERRORS as error:
+                self._connect_log.log(
+                    logging.WARNING, "connect", "cannot reach %s %s (%s); %s", outbox.peer_name, outbox.address,
+                    describe_error(error, outbox.peer_name), outbox.describe_backlog(),
+                )  # fmt: skip
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            self._connect_log = RateLimitedLog(self.log, period=300.0)
+            self.log.info(
+                "%s %s %s (%s)", outbox.connected_verb, outbox.peer_name, outbox.address, outbox.describe_backlog()
+            )
+            self.connects += 1
+            self._writer = writer
+            self.connected.set()
+            try:
+                await self.stream(reader, writer)
+            except STREAM_ERRORS as error:
+                self.log.warning(
+                    "lost connection to %s %s: %s",
+                    outbox.peer_name, outbox.address, describe_error(error, outbox.peer_name, opening=False),
+                )  # fmt: skip
+            finally:
+                self.connected.clear()
+                self._writer = None
+                writer.close()
+                outbox.on_disconnected()
+
+    async def stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Send over one opened session until it breaks (raises why)."""
+        acks = asyncio.ensure_future(self._read_acks(reader))
+        loop = asyncio.get_running_loop()
+        try:
+            for body, _ in self.in_flight.values():
+                writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
+                self.resent += 1
+            await writer.drain()
+            last_sent = loop.time()
+            while True:
+                if acks.done():
+                    acks.result()  # raises why the peer went away
+                    raise ConnectionError(f"connection closed by {self.outbox.peer_name}")
+                batch = None if self.window_full else self.outbox.next_batch()
+                if batch is not None:
+                    body, tag = batch
+                    self.in_flight[body[: protocol.BATCH_ID_SIZE]] = (body, tag)
+                    writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
+                    await writer.drain()
+                    self.sent += 1
+                    last_sent = loop.time()
+                    continue
+                await self._wait_for_work(acks, last_sent + self.heartbeat_interval - loop.time())
+                if not acks.done() and loop.time() - last_sent >= self.heartbeat_interval:
+                    backlog = json.dumps(self.outbox.backlog()).encode()
+                    writer.write(protocol.encode_frame(protocol.HEARTBEAT, backlog))
+                    await writer.drain()
+                    last_sent = loop.time()
+        finally:
+            acks.cancel()
+
+    async def _wait_for_work(self, acks: asyncio.Future, timeout: float) -> None:
+        """Until an acknowledgement opens the window, new data comes (when the window
+        has room), the connection breaks, or ``timeout``. Called right after the
+        outbox had nothing or the window was full, with no await in between, so a
+        wake-up cannot slip past."""
+        self._window_open.clear()
+        self._new_data.clear()
+        waiters = [asyncio.ensure_future(self._window_open.wait())]
+        if not self.window_full:
+            waiters.append(asyncio.ensure_future(self._new_data.wait()))
+        await asyncio.wait([*waiters, acks], timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if self.coalesce_delay and self._new_data.is_set() and not acks.done():
+            await asyncio.sleep(self.coalesce_delay)
+
+    async def _read_acks(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            kind, payload = await read_frame(reader)
+            if kind != protocol.ACK:
+                raise protocol.ProtocolError(f"unexpected frame {kind!r} from {self.outbox.peer_name}")
+            for batch_id in protocol.decode_acks(payload):
+                entry = self.in_flight.pop(batch_id, None)
+                if entry is None:
+                    continue  # acknowledged twice, or taken back after a disconnection
+                self.acknowledged += 1
+                self.outbox.on_acknowledged(entry[1])
+            self._window_open.set()
+
+
 # == Server half ===============================================================
 #
 # What lmaster does on each connection it accepts: the opening seen from the
 # accepting side, the acknowledgements it writes, and the ledger of the
 # batches it has taken. The client half above and this half change
-# independently, so the server half's own imports stay here with it.
-
-from collections import OrderedDict  # noqa: E402
-from collections.abc import Callable, Hashable  # noqa: E402
+# independently.
 
 REMEMBERED_BATCHES = 1 << 18
 """Batches kept for duplicate detection (resends come within seconds to

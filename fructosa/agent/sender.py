@@ -1,0 +1,181 @@
+"""lagent's sending: samples into numbered batches, over the session to lmaster,
+through the disk spool while lmaster is away.
+
+Live samples go first and the spooled backlog drains in between, oldest
+first. Without a spool, batches in flight stay in memory and go again after
+a reconnect; with one, they are written to it when the connection breaks and
+read from it again (so a restart of the agent does not lose them either).
+The session itself (ids, window, acknowledgements, heartbeats, reconnecting)
+is :class:`fructosa.wire.session.SendingSession`, shared with a relaying lmaster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from collections.abc import Callable
+
+from .. import __version__
+from ..config import AgentConfig
+from ..graphite_paths import Datapoint
+from ..spool import Spool
+from ..wire import auth, protocol
+from ..wire.blocks import Block, split_for_frames
+from ..wire.session import Outbox, SendingSession, connect
+from .queue import SampleQueue
+
+log = logging.getLogger(__package__)
+
+MAX_SAMPLES_PER_BATCH = 1000
+MAX_UNACKNOWLEDGED = 32
+"""Batches in flight before the agent waits for acknowledgements."""
+COALESCE_DELAY = 0.05
+"""Seconds the sender waits after a wake-up so samples due at the same
+instant travel in one batch."""
+SPILL_INTERVAL = 1.0
+"""While lmaster is away, queued samples go to the spool this often, so a
+killed agent loses at most this much."""
+SPILL_THRESHOLD = 5000
+"""Samples queued in memory beyond which they go to the spool even while connected."""
+
+SpoolRecord = tuple[int, int]
+
+
+class Sender(Outbox):
+    """The agent's :class:`Outbox`: a batch's tag is its spool record (None for a live batch)."""
+
+    def __init__(
+        self, config: AgentConfig, queue: SampleQueue[list[Datapoint]], spool: Spool | None, tls: ssl.SSLContext | None
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.spool = spool
+        self.tls = tls
+        """From :func:`fructosa.wire.auth.client_context_for`, as every TLS decision."""
+        self.spooled = 0
+        """Batches written to the spool."""
+        self._ready: deque[bytes] = deque()  # live batches encoded, not yet sent
+        self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval, COALESCE_DELAY)
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.master_host}:{self.config.master_port}"
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """A reload: reconnect when lmaster's address or the link's security changed."""
+        old = self.config
+        self.config = config
+        self.session.heartbeat_interval = config.heartbeat_interval
+        if (old.master_host, old.master_port, old.link) != (config.master_host, config.master_port, config.link):
+            self.tls = auth.client_context_for(config.link)
+            log.info("reload: lmaster address or security changed: reconnecting to %s", self.address)
+            self.session.reconnect()
+
+    def wake(self) -> None:
+        """A sample was queued."""
+        self.session.wake()
+
+    def unsent(self) -> bool:
+        return bool(len(self.queue) or self._ready)
+
+    # -- the Outbox ---------------------------------------------------------
+
+    async def dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        config = self.config
+        hello = {"agent": f"lagent {__version__}", "heartbeat": config.heartbeat_interval}
+        return await connect(
+            config.master_host, config.master_port, self.tls, config.hostname, config.link.secret, hello, "lmaster"
+        )
+
+    def next_batch(self) -> tuple[bytes, SpoolRecord | None] | None:
+        """Live samples first, then the spooled backlog."""
+        if not self._ready and len(self.queue):
+            self._ready.extend(self._new_batches(MAX_SAMPLES_PER_BATCH))
+        if self._ready:
+            return self._ready.popleft(), None
+        if self.spool is not None and self.spool.unread():
+            record = self.spool.read_next()
+            if record is not None:
+                record_id, body = record
+                return body, record_id
+        return None
+
+    def on_acknowledged(self, tag: object) -> None:
+        if isinstance(tag, tuple) and self.spool is not None:  # a spool record, as next_batch made it
+            self.spool.ack(tag)
+
+    def backlog(self) -> dict[str, int]:
+        return {"queued": len(self.queue), "spooled": len(self.spool or ())}
+
+    def describe_backlog(self) -> str:
+        return f"{len(self.queue)} samples queued, {len(self.spool or ())} batches spooled"
+
+    def on_disconnected(self) -> None:
+        """Unacknowledged live batches go to the spool and spooled ones will be read
+        again; without a spool they stay in flight and go again after reconnecting."""
+        if self.spool is None:
+            return
+        for body, record in self.session.take_in_flight():
+            if record is None:
+                self._spool_body(body)
+        self.spool.rewind()
+        self.spill()
+
+    # -- the spool ----------------------------------------------------------
+
+    def _new_batches(self, limit: int) -> list[bytes]:
+        return encode_batches(self.queue.take(limit), self.session.new_batch_id)
+
+    def _spool_body(self, body: bytes) -> None:
+        assert self.spool is not None
+        self.spool.append(body)
+        self.spooled += 1
+
+    def spill(self) -> None:
+        """Everything queued or encoded goes to the spool."""
+        while self._ready:
+            self._spool_body(self._ready.popleft())
+        while len(self.queue):
+            for body in self._new_batches(MAX_SAMPLES_PER_BATCH):
+                self._spool_body(body)
+
+    async def spill_forever(self) -> None:
+        """Move queued samples to the spool while lmaster is away (or slow)."""
+        while True:
+            await asyncio.sleep(SPILL_INTERVAL)
+            if not self.session.connected.is_set() or len(self.queue) > SPILL_THRESHOLD:
+                self.spill()
+
+    async def flush(self, timeout: float) -> None:
+        """On shutdown: give queued and unacknowledged batches a chance to land while connected."""
+        await self.session.flush(timeout, self.unsent, only_while_connected=True)
+
+    def persist(self) -> None:
+        """At shutdown, after the session stopped: whatever is not acknowledged goes
+        to the spool (or is counted lost)."""
+        live = [body for body, record in self.session.take_in_flight() if record is None]
+        live.extend(self._ready)
+        self._ready.clear()
+        if self.spool is None:
+            if live or len(self.queue):
+                log.warning("no spool: %d batches and %d samples not delivered at shutdown", len(live), len(self.queue))
+            return
+        for body in live:
+            self._spool_body(body)
+        self.spill()
+        self.spool.close()
+
+
+def encode_batches(samples: list[list[Datapoint]], new_batch_id: Callable[[], bytes]) -> list[bytes]:
+    """``D`` frame bodies (batch id + block) of samples already flattened,
+    split so that each block fits the frame cap; lmaster only checks and forwards."""
+    datapoints: list[Datapoint] = []
+    for sample in samples:
+        datapoints.extend(sample)
+    room = protocol.MAX_FRAME - 1 - protocol.BATCH_ID_SIZE
+    return [
+        new_batch_id() + Block.of(chunk, samples=len(samples) if index == 0 else 0).encode()
+        for index, chunk in enumerate(split_for_frames(datapoints, room))
+    ]
