@@ -6,11 +6,22 @@ import logging
 import logging.handlers
 import sys
 import time
-
-from .config import LoggingConfig
+from dataclasses import dataclass
 
 FORMAT = "%(asctime)s %(program)s[%(process)d] %(levelname)s %(name)s: %(message)s"
 SYSLOG_FORMAT = "%(program)s[%(process)d]: %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``[logging]`` of either file (declared in fructosa.config.common); here so that logging needs no config."""
+
+    filename: str | None = "/var/log/fructosa.log"
+    """None: no log file (``log file = None`` in 0.3.2's examples)."""
+    max_bytes: int = 134217728
+    backup_count: int = 5
+    level: str = "INFO"
+    syslog: bool = False
 
 
 class _ProgramFilter(logging.Filter):
