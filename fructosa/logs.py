@@ -14,7 +14,11 @@ SYSLOG_FORMAT = "%(program)s[%(process)d]: %(levelname)s %(name)s: %(message)s"
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    """``[logging]`` of either file (declared in fructosa.config.common); here so that logging needs no config."""
+    """``[logging]`` of either daemon's file (keys declared in fructosa/config/common.py).
+
+    Defined here, not with the configuration, so that anything that logs
+    does not import the configuration package.
+    """
 
     filename: str | None = "/var/log/fructosa.log"
     """None: no log file (``log file = None`` in 0.3.2's examples)."""

@@ -17,8 +17,15 @@ from __future__ import annotations
 import logging
 
 from ..logs import LoggingConfig
-from .agent import AGENT_SCHEMA, DEFAULT_AGENT_CONFIG, DEFAULT_AGENT_SPOOL, AgentConfig, load_agent_config
-from .common import LinkConfig, SpoolConfig
+from .agent import (
+    AGENT_SCHEMA,
+    DEFAULT_AGENT_CONFIG,
+    DEFAULT_AGENT_SPOOL,
+    AgentConfig,
+    load_agent_config,
+    parse_hostname,
+)
+from .common import LinkConfig, SpoolConfig, parse_spool_size
 from .effective import effective_ini
 from .master import (
     DEFAULT_MASTER_CONFIG,
@@ -29,10 +36,24 @@ from .master import (
     SlurmConfig,
     UpstreamConfig,
     load_master_config,
+    parse_prefix,
 )
 from .reader import ConfigError, did_you_mean
 from .sensor_sections import SensorConfig
-from .values import LOG_LEVELS, parse_bool, parse_positive_float, parse_positive_int
+from .values import (
+    LOG_LEVELS,
+    parse_bool,
+    parse_existing_file,
+    parse_host,
+    parse_http_url,
+    parse_int,
+    parse_level,
+    parse_path,
+    parse_port,
+    parse_positive_float,
+    parse_positive_int,
+    parse_size,
+)
 
 SENSOR_SECTION_PREFIX = "sensor:"
 
@@ -62,8 +83,19 @@ __all__ = [
     "load_master_config",
     "log_findings",
     "parse_bool",
+    "parse_existing_file",
+    "parse_host",
+    "parse_hostname",
+    "parse_http_url",
+    "parse_int",
+    "parse_level",
+    "parse_path",
+    "parse_port",
     "parse_positive_float",
     "parse_positive_int",
+    "parse_prefix",
+    "parse_size",
+    "parse_spool_size",
 ]
 
 

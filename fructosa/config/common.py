@@ -89,18 +89,18 @@ def link_check(prefix: str, server: bool) -> Callable[[SectionRead], None]:
             try:
                 secret, warning = auth.read_secret(secret_file)
             except OSError as error:
-                raise read.file.error(read.section, "secret file", secret_file, error.strerror or str(error)) from None
+                raise read.error("secret file", error.strerror or str(error), secret_file) from None
             except ValueError as error:
-                raise read.file.error(read.section, "secret file", secret_file, str(error)) from None
+                raise read.error("secret file", str(error), secret_file) from None
             if warning:
                 read.file.warnings.append(warning)
             read.values[f"{prefix}.secret"] = secret
         cert, key = read.values[f"{prefix}.tls_cert"], read.values[f"{prefix}.tls_key"]
         if server and bool(cert) != bool(key):
             missing = "tls key" if cert else "tls cert"
-            raise read.file.missing(read.section, missing, "TLS needs both tls cert and tls key")
+            raise read.missing(missing, "TLS needs both tls cert and tls key")
         if not server and cert and not key:
-            raise read.file.missing(read.section, "tls key", "a client certificate needs its key")
+            raise read.missing("tls key", "a client certificate needs its key")
 
     return check
 

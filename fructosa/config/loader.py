@@ -19,29 +19,29 @@ from .schema import FROM_FIELD, NamedSection, Schema, Section, Variant
 
 @dataclass
 class SectionRead:
-    """One section's parsed values (by field path), for the checks across its keys."""
+    """One section's parsed values (by field path), for the checks across its keys and for ``build``."""
 
     file: IniFile
     section: str
     """As written in the file: ``qmaster`` where the file says so, for the messages."""
-    present: bool
     values: dict[str, Any]
+    present: bool = True
 
-    def error(self, key: str, reason: str) -> ConfigError:
-        return self.file.error(self.section, key, self.file.raw(self.section, key), reason)
+    def error(self, key: str, reason: str, value: str | None = None) -> ConfigError:
+        """The one-line error about ``key``, quoting ``value`` or else what the file says."""
+        if value is None:
+            value = self.file.parser.get(self.section, key, fallback="") if self.present else ""
+        return self.file.error(self.section, key, value, reason)
+
+    def missing(self, key: str, reason: str) -> ConfigError:
+        return self.file.missing(self.section, key, reason)
 
 
 @dataclass
-class NamedRead:
-    """One ``[kind:NAME]`` section's parsed values (by field path), for its ``build``."""
+class NamedRead(SectionRead):
+    """One ``[kind:NAME]`` section's parsed values, for its named section's ``build``."""
 
-    file: IniFile
-    section: str
-    name: str
-    values: dict[str, Any]
-
-    def error(self, key: str, reason: str) -> ConfigError:
-        return self.file.error(self.section, key, self.file.raw(self.section, key), reason)
+    name: str = ""
 
 
 def load(schema: Schema, path: str) -> Any:
@@ -93,7 +93,7 @@ def _read_section(file: IniFile, root: type, section: Section) -> dict[str, Any]
             value = field_default(root, key.field)
         if value is not NO_DEFAULT:
             values[key.field] = value
-    read = SectionRead(file, name or section.name, name is not None, values)
+    read = SectionRead(file, name or section.name, values, present=name is not None)
     for check in section.checks:
         check(read)
     return read.values
@@ -113,5 +113,5 @@ def _read_named(file: IniFile, named: NamedSection) -> tuple[Any, ...]:
         keys = named.keys_of(variant)
         file.warn_unknown_keys(section, keys)
         values = {key.field: file.parse(section, key) for key in keys}
-        built.append(named.build(NamedRead(file, section, name, values)))
+        built.append(named.build(NamedRead(file, section, values, name=name)))
     return tuple(built)

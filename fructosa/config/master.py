@@ -124,8 +124,7 @@ def check_graphite_ring(read: SectionRead) -> None:
     try:
         check_ring(destinations, values["graphite.replication_factor"], values["graphite.diverse_replicas"])
     except ValueError as reason:
-        raw = read.file.raw(read.section, "replication factor") if read.present else "1"
-        raise read.file.error(read.section, "replication factor", raw, str(reason)) from None
+        raise read.error("replication factor", str(reason), None if read.present else "1") from None
     if read.file.has(read.section, "destinations") and read.file.has(read.section, "carbon receiver pickle port"):
         read.file.warn(f"[{read.section}] carbon receiver pickle port ignored: destinations lists the pickle receivers")
 

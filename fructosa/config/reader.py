@@ -56,9 +56,6 @@ class IniFile:
             return self.parser.has_section(section)
         return self.parser.has_option(section, key)
 
-    def raw(self, section: str, key: str) -> str:
-        return self.parser.get(section, key)
-
     def warn(self, message: str) -> None:
         self.warnings.append(f"{self.path}: {message}")
 

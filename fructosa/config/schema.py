@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .values import format_value
+
+if TYPE_CHECKING:
+    from .loader import NamedRead, SectionRead
+    from .reader import IniFile
 
 FROM_FIELD: Any = object()
 """Key default meaning: whatever the configuration dataclass's field defaults to."""
@@ -45,7 +49,7 @@ class Key:
     optional: bool = False
     """Left out of the printed configuration while unset (adaptive sampling's keys)."""
     view: Callable[[Any], Any] | None = None
-    """What to print for it, from the section's configuration object, when not just ``field``."""
+    """What to print for it, from the configuration object ``field`` starts from, when not just ``field``."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -64,8 +68,8 @@ class Section:
     optional_field: str = ""
     """Non-empty: absent means this field keeps its dataclass default (None: no ``[upstream]``) and the
     section is commented out in the example; present means its keys' defaults apply."""
-    checks: tuple[Callable[[Any], None], ...] = ()
-    """Checks across keys, called with the :class:`~fructosa.config.loader.SectionRead` once all are parsed."""
+    checks: tuple[Callable[[SectionRead], None], ...] = ()
+    """Checks across keys, once all are parsed; they may add values (the secret read from its file)."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,7 @@ class NamedSection:
     kind: str
     field: str
     doc: str
-    build: Callable[[Any], Any]
-    """Called with a :class:`~fructosa.config.loader.NamedRead`."""
+    build: Callable[[NamedRead], Any]
     variants: Callable[[], Mapping[str, Variant]] | None = None
     """None: any name is accepted, with ``common_keys`` only."""
     common_keys: tuple[Key, ...] = ()
@@ -144,7 +147,7 @@ class Schema:
     sections: tuple[Section, ...]
     named: tuple[NamedSection, ...] = ()
     foreign: tuple[ForeignSection, ...] = ()
-    checks: tuple[Callable[[Any, dict[str, Any]], None], ...] = ()
+    checks: tuple[Callable[[IniFile, dict[str, Any]], None], ...] = ()
     """Checks across sections, called with the file and all values (named sections built) before assembly."""
 
     def section_names(self) -> Iterable[str]:
