@@ -5,11 +5,26 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
-
-from .config import LoggingConfig
+from dataclasses import dataclass
 
 FORMAT = "%(asctime)s %(program)s[%(process)d] %(levelname)s %(name)s: %(message)s"
 SYSLOG_FORMAT = "%(program)s[%(process)d]: %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``[logging]`` of either daemon's file (keys declared in fructosa/config/common.py).
+
+    Defined here, not with the configuration, so that anything that logs
+    does not import the configuration package.
+    """
+
+    filename: str | None = "/var/log/fructosa.log"
+    """None: no log file (``log file = None`` in 0.3.2's examples)."""
+    max_bytes: int = 134217728
+    backup_count: int = 5
+    level: str = "INFO"
+    syslog: bool = False
 
 
 class _ProgramFilter(logging.Filter):

@@ -13,47 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..config.sensor_sections import TIME_INTERVAL
+from ..config.values import format_value, parse_bool, parse_positive_float, parse_positive_int, parse_word_list
+
 
 class SensorUnsupported(Exception):
     """This host cannot provide the sensor's data (no battery, no fans…)."""
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "yes", "true", "on"):
-        return True
-    if lowered in ("0", "no", "false", "off"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean (yes/no, true/false, on/off, 1/0)")
-
-
-def parse_positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{text!r} is not a number of seconds > 0")
-    return value
-
-
-def parse_positive_int(text: str) -> int:
-    """A count such as ``count = 5``: a whole number of at least 1."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise ValueError(f"{text!r} is not a whole number >= 1")
-    return value
-
-
-def parse_word_list(text: str) -> tuple[str, ...]:
-    """Whitespace- or comma-separated words, e.g. mount points or NIC names."""
-    words = tuple(word for word in text.replace(",", " ").split() if word)
-    if not words:
-        raise ValueError("empty list")
-    return words
 
 
 PARSERS: dict[type, Callable[[str], Any]] = {
@@ -82,14 +47,9 @@ class Option:
         return value
 
     def format_default(self) -> str:
-        if self.type is bool:
-            return "yes" if self.default else "no"
-        if self.type is tuple:
-            return " ".join(self.default)
-        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+        return format_value(self.default) or ""
 
 
-TIME_INTERVAL = "time_interval"
 NO_SAMPLE = None
 """What ``shape()`` and ``measure()`` return when there is nothing to send yet
 (a rate's first reading): the agent then records nothing."""

@@ -1,0 +1,235 @@
+"""lmaster's file: where it listens, Graphite, an optional upstream lmaster, logging, Slurm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..graphite_paths import is_valid_path
+from ..logs import LoggingConfig
+from ..sinks.ring import Destination, check_ring, parse_destinations
+from .common import (
+    LOGGING,
+    LinkConfig,
+    SpoolConfig,
+    address_keys,
+    link_check,
+    link_keys,
+    mark_explicit_spool,
+    spool_keys,
+)
+from .loader import SectionRead, load
+from .schema import ForeignSection, Key, Schema, Section
+from .values import (
+    parse_bool,
+    parse_existing_file,
+    parse_host,
+    parse_http_url,
+    parse_port,
+    parse_positive_float,
+    parse_positive_int,
+)
+
+DEFAULT_MASTER_CONFIG = "/etc/fructosa/lmaster.conf"
+DEFAULT_MASTER_SPOOL = "/var/lib/fructosa/lmaster"
+
+
+@dataclass(frozen=True)
+class GraphiteConfig:
+    host: str = "localhost"
+    port: int = 2004
+    prefix: str = ""
+    max_queued_datapoints: int = 1_000_000
+    resend_window: float = 5.0
+    enabled: bool = True
+    plaintext_port: int = 2003
+    """carbon's line receiver, where lmaster's own metrics go (via graphyte)."""
+    destinations: tuple[Destination, ...] = ()
+    """carbon pickle receivers, hashed like carbon's consistent-hashing relay;
+    empty when built means the single legacy ``host``:``port``."""
+    replication_factor: int = 1
+    diverse_replicas: bool = True
+    """carbon's DIVERSE_REPLICAS: the copies of a path go to different hosts."""
+
+    def __post_init__(self) -> None:
+        if not self.destinations:
+            object.__setattr__(self, "destinations", (Destination(self.host, self.port),))
+
+    @property
+    def legacy(self) -> bool:
+        """One destination, ``host``:``pickle port``, as in 0.3.2 (no ``destinations`` key)."""
+        return self.destinations == (Destination(self.host, self.port),)
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """``[slurm]`` in lmaster.conf: poll Slurm for job events and counts (fructosa.jobs.events)."""
+
+    enabled: bool = False
+    poll_interval: float = 30.0
+    squeue: str = "squeue"
+    sacct: str = "sacct"
+    command_timeout: float = 10.0
+    slurm_conf: str | None = None
+    """``SLURM_CONF`` for the commands, when slurm.conf is not in the default place."""
+    events_url: str | None = None
+    """graphite-web's events API, e.g. ``http://graphite/events/``; None: metrics only."""
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """``[upstream]`` in lmaster.conf: relay everything to another lmaster (relay trees)."""
+
+    host: str
+    port: int = 7888
+    link: LinkConfig = LinkConfig()
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    path: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 7888
+    peer_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_connections: int = 4096
+    self_metrics: bool = True
+    self_metrics_interval: float = 10.0
+    spool: SpoolConfig | None = None
+    link: LinkConfig = LinkConfig()
+    graphite: GraphiteConfig = GraphiteConfig()
+    logging: LoggingConfig = LoggingConfig()
+    warnings: tuple[str, ...] = ()
+    slurm: SlurmConfig = SlurmConfig()
+    accept_relays: bool = False
+    """Let other lmasters relay to this one (they write paths of many hosts)."""
+    upstream: UpstreamConfig | None = None
+    notices: tuple[str, ...] = ()
+
+
+def parse_prefix(text: str) -> str:
+    prefix = text.strip().strip(".")
+    if prefix and not is_valid_path(prefix):
+        raise ValueError("a Graphite prefix is dot-separated words of letters, digits, _ and -")
+    return prefix
+
+
+def format_destinations(destinations: tuple[Destination, ...] | None) -> str | None:
+    return ", ".join(map(str, destinations)) if destinations else None
+
+
+def check_graphite_ring(read: SectionRead) -> None:
+    """Refuse a replication factor the destinations cannot honour; note a pickle port that no longer counts."""
+    values = read.values
+    destinations = values["graphite.destinations"] or (Destination(values["graphite.host"], values["graphite.port"]),)
+    try:
+        check_ring(destinations, values["graphite.replication_factor"], values["graphite.diverse_replicas"])
+    except ValueError as reason:
+        raise read.error("replication factor", str(reason), None if read.present else "1") from None
+    if read.file.has(read.section, "destinations") and read.file.has(read.section, "carbon receiver pickle port"):
+        read.file.warn(f"[{read.section}] carbon receiver pickle port ignored: destinations lists the pickle receivers")
+
+
+LMASTER = Section(
+    "lmaster",
+    aliases=("qmaster",),
+    doc="Where lmaster listens for agents, who may connect, and lmaster's own settings."
+    " [qmaster] (0.3.2) is read the same.",
+    keys=(
+        *address_keys("listen_host", "listen_port",
+                      "address to listen on; a name listens on all its addresses (localhost: 127.0.0.1 and ::1),"
+                      " 0.0.0.0 on every interface"),
+        *link_keys("link", True),
+        Key("peer timeout", "peer_timeout", parse_positive_float,
+            "seconds a new connection has to say hello, and a started frame to finish (against slow-loris peers)"),
+        Key("idle timeout", "idle_timeout", parse_positive_float,
+            "seconds an agent may send nothing at all before it is disconnected (agents send heartbeats)"),
+        Key("max connections", "max_connections", parse_positive_int,
+            "concurrent connections accepted; more are closed at once and logged"),
+        Key("self metrics", "self_metrics", parse_bool,
+            "send lmaster's own health under fructosa.lmaster.HOST.* and per-node liveness (HOST.fructosa.up)"),
+        Key("self metrics interval", "self_metrics_interval", parse_positive_float,
+            "seconds between two of those, and between two updates of the status file"),
+        Key("accept relays", "accept_relays", parse_bool,
+            "let other lmasters relay to this one (their [upstream] points here); use a secret file with it"),
+        *spool_keys(DEFAULT_MASTER_SPOOL, 1 << 30, "datapoints acknowledged to agents while carbon is away"),
+    ),
+    checks=(link_check("link", server=True), mark_explicit_spool),
+)  # fmt: skip
+
+GRAPHITE = Section(
+    "Graphite",
+    doc="carbon, where the samples go.",
+    keys=(
+        Key("enabled", "graphite.enabled", parse_bool,
+            "send to Graphite at all; with no, lmaster still accepts and acknowledges samples (a pure relay)"),
+        Key("host", "graphite.host", parse_host, "carbon-cache (or carbon-relay) host"),
+        Key("carbon receiver pickle port", "graphite.port", parse_port, "its pickle receiver, the samples go there",
+            view=lambda cfg: cfg.graphite.port if cfg.graphite.legacy else None),
+        Key("carbon receiver plaintext port", "graphite.plaintext_port", parse_port,
+            "its plaintext (line) receiver, lmaster's own metrics go there"),
+        Key("destinations", "graphite.destinations", parse_destinations,
+            "several carbon-caches instead of host and pickle port: host:port[:instance], comma-separated, hashed"
+            " like carbon's consistent-hashing relay (same hosts, instances and order as carbon.conf)",
+            example="10.0.0.1:2004:a, 10.0.0.1:2104:b, 10.0.0.2:2004:a",
+            format=format_destinations, view=lambda cfg: None if cfg.graphite.legacy else cfg.graphite.destinations),
+        Key("replication factor", "graphite.replication_factor", parse_positive_int,
+            "copies of each path on that many destinations (carbon's REPLICATION_FACTOR)"),
+        Key("diverse replicas", "graphite.diverse_replicas", parse_bool,
+            "put the copies of a path on different hosts (carbon's DIVERSE_REPLICAS)"),
+        Key("prefix", "graphite.prefix", parse_prefix,
+            "dot-separated prefix of every path (hpc: hpc.node01.CPUPercent.0); empty: paths as in 0.3.2"),
+        Key("max queued datapoints", "graphite.max_queued_datapoints", parse_positive_int,
+            "datapoints held in memory for carbon (about 150 bytes each); beyond, they go to the spool"),
+        Key("resend window", "graphite.resend_window", parse_positive_float,
+            "carbon acknowledges nothing: what was written in the last this many seconds is written again"
+            " after a broken connection"),
+    ),
+    checks=(check_graphite_ring,),
+)  # fmt: skip
+
+UPSTREAM = Section(
+    "upstream",
+    optional_field="upstream",
+    doc="Relay trees: forward everything to another lmaster (which needs accept relays = yes) with the same"
+    " delivery guarantee; for a pure relay set [Graphite] enabled = no.",
+    keys=(
+        *address_keys("upstream.host", "upstream.port", "the upstream lmaster", "central-lmaster.example.org",
+                      host_required="which lmaster should this one relay to?"),
+        *link_keys("upstream.link", False),
+    ),
+    checks=(link_check("upstream.link", server=False),),
+)  # fmt: skip
+
+SLURM = Section(
+    "slurm",
+    optional_field="slurm",
+    doc="Slurm job counts (fructosa.slurm.*) and a graphite-web event per job start and end, shown by Grafana"
+    " as annotations; on a head node with the Slurm client commands.",
+    keys=(
+        Key("enabled", "slurm.enabled", parse_bool, "poll Slurm (the section being present turns it on)", True),
+        Key("poll interval", "slurm.poll_interval", parse_positive_float,
+            "seconds between two squeue polls (a job shorter than this may be missed)"),
+        Key("squeue", "slurm.squeue", parse_host, "the squeue command (a name on PATH, or a path)"),
+        Key("sacct", "slurm.sacct", parse_host, "the sacct command"),
+        Key("command timeout", "slurm.command_timeout", parse_positive_float, "seconds each command may take"),
+        Key("slurm conf", "slurm.slurm_conf", parse_existing_file,
+            "SLURM_CONF for the commands, when slurm.conf is not in the default place",
+            example="/etc/slurm/slurm.conf"),
+        Key("events url", "slurm.events_url", parse_http_url,
+            "graphite-web's events API; without it, only the metrics are sent", example="http://localhost/events/"),
+    ),
+)  # fmt: skip
+
+MASTER_SCHEMA = Schema(
+    program="lmaster",
+    root=MasterConfig,
+    doc=f"FrUCToSA lmaster configuration (default location {DEFAULT_MASTER_CONFIG}). Every key is optional;"
+    " the values shown are the defaults. Files written for FrUCToSA 0.3.2 work unchanged ([qmaster] is read"
+    " as [lmaster]). Sizes: bytes, or a number with K, M, G; booleans: yes/no.",
+    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM),
+    foreign=(ForeignSection("sensor:", "ignored: sensors run in lagent, not lmaster"),),
+)
+
+
+def load_master_config(path: str = DEFAULT_MASTER_CONFIG) -> MasterConfig:
+    return load(MASTER_SCHEMA, path)
