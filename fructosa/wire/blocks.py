@@ -204,7 +204,7 @@ def all_valid(block: Block, host_prefix: str | None) -> bool:
     if b".." in separators or separators[:1] == b"." or separators[-1:] == b".":
         return False
     if host_prefix is not None:
-        prefix = f"{host_prefix}.".encode("ascii")
+        prefix = f"{host_prefix}.".encode("ascii", "replace")  # "?" is in no valid path
         if not paths.startswith(prefix) or paths.count(b"\n" + prefix) != count - 1:
             return False
     if len(paths) > MAX_PATH_LENGTH and max(map(len, paths.split(b"\n"))) > MAX_PATH_LENGTH:
@@ -219,8 +219,8 @@ def filter_valid(block: Block, host_prefix: str | None) -> tuple[Block, list[str
         paths = block.path_list()
     except UnicodeDecodeError:
         return Block(samples=block.samples), [f"{len(block)} datapoints with paths that are not ASCII"]
-    if len(paths) != len(block):
-        return Block(samples=block.samples), [f"{len(paths)} paths for {len(block)} datapoints"]
+    if len(paths) != len(block) or (not paths and block.paths):
+        return Block(samples=block.samples), [f"{len(paths) or 'some'} paths for {len(block)} datapoints"]
     keep: list[int] = []
     errors: list[str] = []
     for index, (path, when, value) in enumerate(zip(paths, block.times, block.values, strict=True)):
