@@ -18,7 +18,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fructosa.graphite_paths import MAX_TIMESTAMP
+from fructosa.graphite_paths import MAX_COMPONENT, MAX_TIMESTAMP
 from fructosa.wire.blocks import (
     MAX_PATH_LENGTH,
     Block,
@@ -35,7 +35,13 @@ PROPERTIES = settings(max_examples=300, deadline=None, derandomize=True, suppres
 COMPONENT_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 components = st.text(COMPONENT_CHARACTERS, min_size=1, max_size=12)
 valid_paths = st.lists(components, min_size=1, max_size=5).map(".".join)
-long_valid_paths = st.integers(MAX_PATH_LENGTH - 2, MAX_PATH_LENGTH + 2).map(lambda size: "a" * size)
+# Around both limits: a component whisper can make a file name of, a whole path.
+long_paths = st.one_of(
+    st.integers(MAX_COMPONENT - 1, MAX_COMPONENT + 2).map(lambda size: "x." + "c" * size),
+    st.integers(MAX_PATH_LENGTH - 2, MAX_PATH_LENGTH + 2).map(
+        lambda size: ("c" * 199 + ".") * 10 + "d" * (size - 2000)
+    ),
+)
 valid_times = st.floats(min_value=0, max_value=MAX_TIMESTAMP, exclude_max=True)
 valid_values = st.floats(allow_nan=False, allow_infinity=False)
 valid_datapoints = st.tuples(valid_paths, st.tuples(valid_times, valid_values))
@@ -43,7 +49,7 @@ valid_datapoints = st.tuples(valid_paths, st.tuples(valid_times, valid_values))
 # Anything a hostile peer can put in one path (a newline separates paths, so it cannot be inside one).
 ascii_paths = st.one_of(
     valid_paths,
-    long_valid_paths,
+    long_paths,
     st.text(st.characters(max_codepoint=127, blacklist_characters="\n"), max_size=20),
     st.lists(st.sampled_from(["", "a", "B-1", "x_y", " ", "\t", "\x00", "\x7f"]), max_size=4).map(".".join),
 )
@@ -155,6 +161,10 @@ def test_block_checks_agree_with_the_per_datapoint_rule(datapoints: list, host_p
     datapoints = with_prefix(datapoints, host_prefix)
     block = Block.decode(ascii_block(datapoints).encode())  # as lmaster receives it
     expected, refused = reference_check(datapoints, host_prefix)
+    for path, (when, value) in expected:  # what carbon can store, whisper can make files of
+        assert all(0 < len(part) <= MAX_COMPONENT for part in path.split(".")) and len(path) <= MAX_PATH_LENGTH
+        assert set(path) <= set(COMPONENT_CHARACTERS + ".") and 0 <= when < MAX_TIMESTAMP and math.isfinite(value)
+        assert host_prefix is None or path.startswith(host_prefix + ".")
 
     if all_valid(block, host_prefix):  # the fast path never lets an invalid datapoint through...
         assert refused == 0
@@ -169,8 +179,9 @@ def test_block_checks_agree_with_the_per_datapoint_rule(datapoints: list, host_p
     assert len(check_problems) == refused
     assert checked.samples == block.samples
     # What passes is a block that passes the whole-block check as it is.
-    assert all_valid(checked, host_prefix)
-    assert all_valid(Block.decode(checked.encode()), host_prefix)
+    if adds_up(expected):
+        assert all_valid(checked, host_prefix)
+        assert all_valid(Block.decode(checked.encode()), host_prefix)
 
 
 @PROPERTIES
