@@ -48,6 +48,7 @@ from fructosa.graphite_paths import SampleError, is_valid_path, sample_to_datapo
 from fructosa.master import heartbeat_backlog
 from fructosa.wire import protocol
 from tests.support.carbon import CarbonCache, free_ports
+from tests.support.configs import master_ini
 from tests.support.daemons import Daemon
 from tests.support.peer import Peer, closed_by_peer, handshake, read_frame
 
@@ -661,12 +662,8 @@ def master_config(workdir: Path, port: int, carbon_port: int) -> Path:
     secret.write_bytes(SECRET)
     secret.chmod(0o600)
     conf = workdir / "lmaster.conf"
-    conf.write_text(
-        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\npeer timeout = {PEER_TIMEOUT:g}\n"
-        f"idle timeout = 30\nspool dir = {workdir / 'spool'}\nsecret file = {secret}\n\n"
-        f"[Graphite]\nhost = 127.0.0.1\ncarbon receiver pickle port = {carbon_port}\n\n"
-        f"[logging]\nfilename = {workdir / 'lmaster.log'}\nlevel = INFO\n"
-    )
+    options = {"peer timeout": f"{PEER_TIMEOUT:g}", "idle timeout": 30, "secret file": secret}
+    conf.write_text(master_ini(workdir, port, carbon_port, level="INFO", lmaster=options))
     return conf
 
 
@@ -678,6 +675,7 @@ def master(tmp_path: Path, carbon: CarbonCache) -> Iterator[tuple[int, Daemon]]:
         yield port, daemon
 
 
+@pytest.mark.slow
 def test_thousands_of_malformed_frames(master: tuple[int, Daemon], carbon: CarbonCache, tmp_path: Path) -> None:
     port, daemon = master
     started = time.monotonic()
