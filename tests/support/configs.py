@@ -77,3 +77,9 @@ def agent_ini(
     }
     config.update({f"sensor:{sensor}": options for sensor, options in sensors.items()})
     return ini({**config, **(sections or {})})
+
+
+def options_of(lines: str) -> dict[str, str]:
+    """``key = value`` lines, as written in an INI section, as options."""
+    pairs = (line.split("=", 1) for line in lines.splitlines() if line.strip())
+    return {key.strip(): value.strip() for key, value in pairs}
