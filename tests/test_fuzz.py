@@ -51,6 +51,7 @@ from tests.support.carbon import CarbonCache, free_ports
 from tests.support.configs import master_ini
 from tests.support.daemons import Daemon
 from tests.support.peer import Peer, closed_by_peer, handshake, read_frame
+from tests.support.waiting import wait_for
 
 SECRET = b"fuzzing-secret-0123456789abcdef"
 SEED = int(os.environ.get("FRUCTOSA_FUZZ_SEED", "20240611"))
@@ -606,9 +607,10 @@ class HonestAgent:
         """Stop sending and wait until every batch is acknowledged."""
         self.stop_event.set()
         self.threads[0].join(timeout)
-        deadline = time.monotonic() + timeout
-        while self.sent_at and time.monotonic() < deadline and not self.errors:
-            time.sleep(0.05)
+        try:
+            wait_for(lambda: not self.sent_at or self.errors, timeout, "every honest batch acknowledged", interval=0.05)
+        except AssertionError:
+            pass  # the test reports what is left unacknowledged
         self.peer.close()
         self.threads[1].join(timeout)
 
