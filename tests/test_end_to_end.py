@@ -67,8 +67,7 @@ def test_agent_keeps_measuring_while_master_is_down(tmp_path: Path, carbon: Carb
         wait_for_log(log, "cannot reach lmaster")
         # The condition under test is "data older than lmaster": let the clock
         # move past the whisper second of the agent's first samples.
-        while time.time() < agent_started + 2:
-            time.sleep(0.1)
+        wait_for(lambda: time.time() >= agent_started + 2, 5, "the clock past the agent's first second")
         master_started = int(time.time())
         with Daemon("lmaster", master_conf, tmp_path).start(listen_port=master_port):
             # VirtualMemory runs every 30 s: its first sample predates lmaster.
@@ -88,8 +87,7 @@ def test_master_holds_datapoints_while_carbon_is_down(tmp_path: Path) -> None:
             agent_started = time.time()
             wait_for_log(log, "unreachable")
             wait_for_log(log, "connected to lmaster")
-            while time.time() < agent_started + 2:  # see above
-                time.sleep(0.1)
+            wait_for(lambda: time.time() >= agent_started + 2, 5, "the clock past the agent's first second")
             carbon_started = int(time.time())
             with carbon:
                 points = carbon.wait_for(f"{HOST}.VirtualMemory.percent", timeout=40)
