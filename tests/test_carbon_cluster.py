@@ -15,6 +15,7 @@ from fructosa.sinks.ring import Destination
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon, rewrite_ini, seed_configs
 from tests.support.peer import Peer
+from tests.support.waiting import wait_for
 from tests.test_ring import carbon_route, carbon_router
 
 PATHS = [f"node7.Cluster.metric_{index}" for index in range(60)]
@@ -57,14 +58,14 @@ def send_all(port: int) -> int:
 
 
 def wait_for_paths(caches: dict[str, CarbonCache], expected: dict[str, set], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        stored = {path: {name for name, cache in caches.items() if path in cache.metric_paths()} for path in PATHS}
-        if stored == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    wrong = {path: (stored[path], expected[path]) for path in PATHS if stored[path] != expected[path]}
-    assert not wrong, f"stored vs carbon's router: {wrong}"
+    def stored() -> dict[str, set]:
+        return {path: {name for name, cache in caches.items() if path in cache.metric_paths()} for path in PATHS}
+
+    def wrong() -> str:
+        now = stored()
+        return f"stored vs carbon's router: { {p: (now[p], expected[p]) for p in PATHS if now[p] != expected[p]} }"
+
+    wait_for(lambda: stored() == expected, timeout, "every path on the caches carbon's router names", describe=wrong)
 
 
 def test_each_path_lands_on_the_cache_carbons_router_names(tmp_path: Path) -> None:
@@ -99,9 +100,6 @@ def test_a_dead_cache_holds_up_only_its_own_share(tmp_path: Path) -> None:
         with start_master(tmp_path, caches, 1, True) as master:
             send_all(master.listen_port)  # acknowledged: b's share is safe in lmaster's spool
             a_share = {path: names for path, names in expected.items() if names == {"a"}}
-            deadline = time.monotonic() + 20
-            while not set(a_share) <= a.metric_paths() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert set(a_share) <= a.metric_paths(), "a's share stalled behind the dead cache b"
+            wait_for(lambda: set(a_share) <= a.metric_paths(), 20, "a's share, not stalled behind the dead cache b")
             with b:
                 wait_for_paths(caches, expected, timeout=30)

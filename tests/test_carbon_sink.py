@@ -12,6 +12,7 @@ from fructosa.sinks.carbon import CarbonPickleSink
 from fructosa.sinks.carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, CARBON_MAX_FRAME, carbon_frames
 from fructosa.wire.blocks import Block
 from tests.support.carbon import CarbonCache
+from tests.support.waiting import wait_for
 
 
 def unframe(frame: bytes) -> list:
@@ -35,12 +36,12 @@ def test_frames_respect_carbons_limits() -> None:
 async def drive(sink: CarbonPickleSink, until, timeout: float = 20.0) -> None:
     """Run the sink until ``until()`` holds (polled), then close it."""
     task = asyncio.create_task(sink.run())
-    deadline = time.monotonic() + timeout
-    while not until() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    await sink.close(timeout=5)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    try:  # polled from a thread: the sink runs on this event loop meanwhile
+        await asyncio.to_thread(wait_for, until, timeout, "the sink's condition", interval=0.05)
+    finally:
+        await sink.close(timeout=5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_many_datapoints_reach_whisper_with_prefix(carbon: CarbonCache) -> None:
@@ -52,9 +53,7 @@ def test_many_datapoints_reach_whisper_with_prefix(carbon: CarbonCache) -> None:
     asyncio.run(drive(sink, lambda: sink.stats()["sent"] == 3000))
     assert sink.stats()["sent"] == 3000 and sink.stats()["dropped"] == 0
     carbon.wait_for("hpc.node49.Load.v59", timeout=20)
-    deadline = time.monotonic() + 20
-    while len(carbon.metric_paths()) < 3000 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: len(carbon.metric_paths()) >= 3000, 20, "3000 whisper files")
     assert len(carbon.metric_paths()) == 3000
     assert carbon.series("hpc.node07.Load.v3")[-1] == (now, 157.0)
 
@@ -70,10 +69,9 @@ def test_bounded_queue_drops_oldest_when_carbon_is_away(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         task = asyncio.create_task(sink.run())
-        await asyncio.sleep(1)  # carbon is down: the sink retries with backoff
+        await asyncio.sleep(1)  # the condition under test: carbon is down a while, the sink retries with backoff
         with carbon:
-            while sink.stats()["sent"] < 100:
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(wait_for, lambda: sink.stats()["sent"] >= 100, 20, "100 datapoints sent")
             await asyncio.to_thread(carbon.wait_for, "n.S.b4.p49")
             assert not carbon.whisper_file("n.S.b0.p0").exists()
         await sink.close(timeout=1)
@@ -92,8 +90,7 @@ def test_sink_reconnects_after_carbon_restarts(tmp_path: Path) -> None:
         with carbon:
             sink.submit(Block.of([("n.S.before", (int(time.time()), 1.0))]))
             await asyncio.to_thread(carbon.wait_for, "n.S.before")
-        while sink.connected:  # the sink notices carbon is gone
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(wait_for, lambda: not sink.connected, 20, "the sink noticing carbon is gone")
         # What the sink gets now must arrive after carbon returns.
         sink.submit(Block.of([("n.S.during", (int(time.time()), 2.0))]))
         with carbon:

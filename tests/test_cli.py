@@ -6,7 +6,7 @@ import os
 import signal
 import socket
 import subprocess
-import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -14,21 +14,18 @@ import pytest
 from fructosa import __version__
 from fructosa.daemon import process_alive, running_pid
 from tests.support.carbon import free_ports
+from tests.support.configs import DEFAULT_SENSORS, Options, agent_ini, master_ini
 from tests.support.daemons import script
+from tests.support.waiting import wait_for, wait_for_log
 
 
 def run(program: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([script(program), *args], capture_output=True, text=True, timeout=timeout)
 
 
-def agent_config(tmp_path: Path, master_port: int, extra: str = "") -> Path:
+def agent_config(tmp_path: Path, master_port: int, sensors: Mapping[str, Options] = DEFAULT_SENSORS) -> Path:
     conf = tmp_path / "lagent.conf"
-    conf.write_text(
-        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {master_port}\n\n"
-        f"[lagent]\nspool dir = {tmp_path / 'spool'}\n\n"
-        f"[logging]\nfilename = {tmp_path / 'agent.log'}\n\n"
-        f"[sensor:CPUPercent]\ntime_interval = 1\n{extra}"
-    )
+    conf.write_text(agent_ini(tmp_path, master_port, log=tmp_path / "agent.log", sensors=sensors))
     return conf
 
 
@@ -79,10 +76,7 @@ def test_start_status_second_start_stop(tmp_path: Path, daemon_pids: list[int]) 
 def test_restart_replaces_the_process(tmp_path: Path, daemon_pids: list[int]) -> None:
     (port,) = free_ports(1)
     conf = tmp_path / "lmaster.conf"
-    conf.write_text(
-        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\nspool dir = {tmp_path}/spool\n"
-        f"[logging]\nfilename = {tmp_path}/m.log\n"
-    )
+    conf.write_text(master_ini(tmp_path, port, log=tmp_path / "m.log"))
     pidfile = str(tmp_path / "lmaster.pid")
     assert run("lmaster", "-c", str(conf), "-p", pidfile, "start").returncode == 0
     first = running_pid(pidfile)
@@ -124,9 +118,7 @@ def test_kill_9_leaves_a_pidfile_that_counts_as_not_running(tmp_path: Path, daem
     pid = running_pid(pidfile)
     daemon_pids.append(pid)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not process_alive(pid), 10, f"the killed agent (pid {pid}) gone")
     assert os.path.exists(pidfile)
     assert run("lagent", "-p", pidfile, "status").returncode == 3
     assert run("lagent", "-c", str(conf), "-p", pidfile, "start").returncode == 0
@@ -142,11 +134,7 @@ def test_foreground_logs_to_stderr_and_stops_on_sigterm(tmp_path: Path) -> None:
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        log = tmp_path / "agent.log"
-        deadline = time.monotonic() + 10
-        while "sensor CPUPercent started" not in (log.read_text() if log.exists() else ""):
-            assert time.monotonic() < deadline, "agent did not start its sensor"
-            time.sleep(0.05)
+        wait_for_log(tmp_path / "agent.log", "sensor CPUPercent started", timeout=10)
         assert running_pid(pidfile) == proc.pid
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
@@ -213,9 +201,7 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         conf = tmp_path / "lmaster.conf"
-        conf.write_text(
-            f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\n[logging]\nfilename = {tmp_path}/m.log\n"
-        )
+        conf.write_text(master_ini(tmp_path, port, log=tmp_path / "m.log"))
         result = run("lmaster", "-c", str(conf), "-p", str(tmp_path / "m.pid"), "start")
     assert result.returncode == 2
     assert one_line_error(result) == (
@@ -226,7 +212,7 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
 
 def test_unknown_sensor_is_logged_and_skipped(tmp_path: Path, daemon_pids: list[int]) -> None:
     (port,) = free_ports(1)
-    conf = agent_config(tmp_path, port, extra="\n[sensor:CPUPercnt]\ntime_interval = 5\n")
+    conf = agent_config(tmp_path, port, {**DEFAULT_SENSORS, "CPUPercnt": {"time_interval": 5}})
     pidfile = str(tmp_path / "lagent.pid")
     assert run("lagent", "-c", str(conf), "-p", pidfile, "start").returncode == 0
     daemon_pids.append(running_pid(pidfile))

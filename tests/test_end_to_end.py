@@ -10,6 +10,7 @@ import psutil
 from fructosa.graphite_paths import short_hostname
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon, seed_configs
+from tests.support.waiting import wait_for, wait_for_log
 
 HOST = short_hostname(__import__("socket").gethostname())
 REQUIRED = [
@@ -40,27 +41,20 @@ def test_seed_configs_deliver_every_sensor_to_whisper(tmp_path: Path, carbon: Ca
                 "CPUTimesPercent", "CPUCount", "CPUStats", "SwapMemory", "DiskPartitions",
                 "DiskIOCounters", "NetConnections", "NetIFAddrs", "NetIFStats", "BootTime", "Users",
             }  # fmt: skip
-            deadline = time.monotonic() + 20
-            while True:
-                seen = {path.split(".")[1] for path in carbon.metric_paths()}
-                if expected_sensors <= seen or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            assert expected_sensors <= seen, f"missing: {expected_sensors - seen}"
+
+            def seen() -> set[str]:
+                return {path.split(".")[1] for path in carbon.metric_paths()}
+
+            wait_for(
+                lambda: expected_sensors <= seen(),
+                20,
+                "every sensor the host supports in whisper",
+                describe=lambda: f"missing: {expected_sensors - seen()}",
+            )
     log = (tmp_path / "limon.log").read_text()
     assert "[Graphite] is not used by lagent" in log
     assert "sensor CPUPercent started, every 10 s" in log
     assert "connected to carbon" in log
-
-
-def wait_for_log(path: Path, text: str, timeout: float = 20.0) -> None:
-    """Poll the shared log file until ``text`` appears (the daemons' own report)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not logged within {timeout} s")
 
 
 def test_agent_keeps_measuring_while_master_is_down(tmp_path: Path, carbon: CarbonCache) -> None:
@@ -73,8 +67,7 @@ def test_agent_keeps_measuring_while_master_is_down(tmp_path: Path, carbon: Carb
         wait_for_log(log, "cannot reach lmaster")
         # The condition under test is "data older than lmaster": let the clock
         # move past the whisper second of the agent's first samples.
-        while time.time() < agent_started + 2:
-            time.sleep(0.1)
+        wait_for(lambda: time.time() >= agent_started + 2, 5, "the clock past the agent's first second")
         master_started = int(time.time())
         with Daemon("lmaster", master_conf, tmp_path).start(listen_port=master_port):
             # VirtualMemory runs every 30 s: its first sample predates lmaster.
@@ -94,8 +87,7 @@ def test_master_holds_datapoints_while_carbon_is_down(tmp_path: Path) -> None:
             agent_started = time.time()
             wait_for_log(log, "unreachable")
             wait_for_log(log, "connected to lmaster")
-            while time.time() < agent_started + 2:  # see above
-                time.sleep(0.1)
+            wait_for(lambda: time.time() >= agent_started + 2, 5, "the clock past the agent's first second")
             carbon_started = int(time.time())
             with carbon:
                 points = carbon.wait_for(f"{HOST}.VirtualMemory.percent", timeout=40)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.carbon import CarbonCache, free_ports
+from tests.support.configs import master_ini
 from tests.support.daemons import Daemon
 from tests.support.peer import Peer, closed_by_peer, hello_frame
 
@@ -61,12 +62,8 @@ def master(tmp_path: Path, carbon: CarbonCache) -> Iterator[tuple[int, Path]]:
     (port,) = free_ports(1)
     log = tmp_path / "lmaster.log"
     conf = tmp_path / "lmaster.conf"
-    conf.write_text(
-        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {port}\npeer timeout = 2\nidle timeout = 3\n"
-        f"max connections = 6\nspool dir = {tmp_path / 'spool'}\n\n"
-        f"[Graphite]\nhost = 127.0.0.1\ncarbon receiver pickle port = {carbon.pickle_port}\n\n"
-        f"[logging]\nfilename = {log}\nlevel = INFO\n"
-    )
+    options = {"peer timeout": 2, "idle timeout": 3, "max connections": 6}
+    conf.write_text(master_ini(tmp_path, port, carbon.pickle_port, log=log, level="INFO", lmaster=options))
     with Daemon("lmaster", conf, tmp_path).start(listen_port=port) as daemon:
         yield port, log
         assert daemon.running, "lmaster died"

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from fructosa.config import effective_agent_ini, effective_master_ini, load_agen
 from fructosa.graphite_paths import short_hostname
 from fructosa.sensors import REGISTRY
 from tests.support.carbon import CarbonCache, free_ports
+from tests.support.configs import Options, agent_ini, master_ini
 from tests.support.daemons import Daemon, script
+from tests.support.waiting import wait_for, wait_for_log
 
 CORPUS = Path(__file__).parent / "check_corpus"
 HOST = short_hostname(__import__("socket").gethostname())
@@ -87,26 +90,41 @@ def test_effective_configuration_loads_back_to_the_same(tmp_path: Path) -> None:
 class Site:
     """Configs for one master and one agent in ``tmp_path``, with short intervals."""
 
-    def __init__(self, tmp_path: Path, carbon: CarbonCache, master_extra: str = "", agent_extra: str = "") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        carbon: CarbonCache,
+        graphite: Options | None = None,
+        agent_options: Options | None = None,
+        agent_logging: Options | None = None,
+    ) -> None:
         self.tmp = tmp_path
         (self.port,) = free_ports(1)
         self.master_conf = tmp_path / "lmaster.conf"
         self.master_conf.write_text(
-            f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {self.port}\nspool dir = {tmp_path / 'spool-m'}\n"
-            f"self metrics interval = 1\n{master_extra}\n"
-            f"[Graphite]\nhost = 127.0.0.1\ncarbon receiver pickle port = {carbon.pickle_port}\n"
-            f"carbon receiver plaintext port = {carbon.line_port}\n"
-            f"[logging]\nfilename = {tmp_path / 'lmaster.log'}\n"
+            master_ini(
+                tmp_path,
+                self.port,
+                carbon.pickle_port,
+                lmaster={"self metrics interval": 1},
+                graphite={"carbon receiver plaintext port": carbon.line_port, **(graphite or {})},
+            )
         )
         self.agent_conf = tmp_path / "lagent.conf"
-        self.agent_head = (
-            f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {self.port}\n"
-            f"[lagent]\nhostname = node07\nspool dir = {tmp_path / 'spool-a'}\nheartbeat interval = 1\n"
-            f"self metrics interval = 1\n{agent_extra}\n[logging]\nfilename = {tmp_path / 'lagent.log'}\n"
-        )
+        self.agent_options = {"heartbeat interval": 1, "self metrics interval": 1, **(agent_options or {})}
+        self.agent_logging = agent_logging or {"filename": tmp_path / "lagent.log"}
 
-    def agent_sensors(self, sections: str) -> None:
-        self.agent_conf.write_text(self.agent_head + sections)
+    def agent_sensors(self, sensors: Mapping[str, Options]) -> None:
+        self.agent_conf.write_text(
+            agent_ini(
+                self.tmp,
+                self.port,
+                hostname="node07",
+                lagent=self.agent_options,
+                sensors=sensors,
+                sections={"logging": self.agent_logging},
+            )
+        )
 
     def master(self) -> Daemon:
         return Daemon("lmaster", self.master_conf, self.tmp).start(listen_port=self.port)
@@ -118,24 +136,15 @@ class Site:
         return (self.tmp / f"{name}.log").read_text()
 
 
-def wait_for_log(path: Path, text: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in (path.read_text() if path.exists() else ""):
-        assert time.monotonic() < deadline, f"{text!r} not in {path.name}"
-        time.sleep(0.1)
-
-
 def test_reload_adds_removes_and_retimes_sensors_without_gaps(tmp_path: Path, carbon: CarbonCache) -> None:
     site = Site(tmp_path, carbon)
     site.agent_sensors(
-        "[sensor:VirtualMemory]\ntime_interval = 1\n[sensor:SwapMemory]\ntime_interval = 1\n"
-        "[sensor:CPUStats]\ntime_interval = 5\n"
+        {"VirtualMemory": {"time_interval": 1}, "SwapMemory": {"time_interval": 1}, "CPUStats": {"time_interval": 5}}
     )
     with site.master(), site.agent() as agent:
         carbon.wait_for("node07.SwapMemory.total")
         site.agent_sensors(
-            "[sensor:VirtualMemory]\ntime_interval = 1\n[sensor:CPUStats]\ntime_interval = 1\n"
-            "[sensor:BootTime]\ntime_interval = 1\n"
+            {"VirtualMemory": {"time_interval": 1}, "CPUStats": {"time_interval": 1}, "BootTime": {"time_interval": 1}}
         )
         reloaded = run("lagent", "-c", str(site.agent_conf), "-p", str(agent.pidfile), "reload")
         assert reloaded.returncode == 0, reloaded.stderr
@@ -147,7 +156,7 @@ def test_reload_adds_removes_and_retimes_sensors_without_gaps(tmp_path: Path, ca
         swap_last = carbon.series("node07.SwapMemory.total")[-1][0]
         memory = carbon.wait_for("node07.VirtualMemory.percent", lambda pts: pts[-1][0] >= reloaded_at + 3)
         # a bad configuration is refused and the old one keeps running
-        site.agent_conf.write_text(site.agent_head + "[sensor:VirtualMemory]\ntime_interval = never\n")
+        site.agent_sensors({"VirtualMemory": {"time_interval": "never"}})
         os.kill(agent.pid, signal.SIGHUP)
         wait_for_log(tmp_path / "lagent.log", "reload rejected, the running configuration stays")
         assert agent.running
@@ -159,7 +168,7 @@ def test_reload_adds_removes_and_retimes_sensors_without_gaps(tmp_path: Path, ca
 
 def test_killed_agent_is_marked_down_and_status_shows_it(tmp_path: Path, carbon: CarbonCache) -> None:
     site = Site(tmp_path, carbon)
-    site.agent_sensors("[sensor:VirtualMemory]\ntime_interval = 1\n")
+    site.agent_sensors({"VirtualMemory": {"time_interval": 1}})
     with site.master() as master:
         agent = site.agent()
         carbon.wait_for("node07.fructosa.up", lambda pts: pts[-1][1] == 1.0)
@@ -178,7 +187,7 @@ def test_killed_agent_is_marked_down_and_status_shows_it(tmp_path: Path, carbon:
 
 def test_self_metrics_of_both_daemons_land_in_carbon(tmp_path: Path, carbon: CarbonCache) -> None:
     site = Site(tmp_path, carbon)
-    site.agent_sensors("[sensor:CPUPercent]\ntime_interval = 0.5\n")
+    site.agent_sensors({"CPUPercent": {"time_interval": 0.5}})
     with site.master(), site.agent():
         agent_rss = carbon.wait_for("node07.fructosa.agent.rss_bytes")[-1][1]
         assert 5e6 < agent_rss < 500e6
@@ -191,22 +200,29 @@ def test_self_metrics_of_both_daemons_land_in_carbon(tmp_path: Path, carbon: Car
 
 
 def test_switches_graphite_off_self_metrics_off_and_no_log_file(tmp_path: Path, carbon: CarbonCache) -> None:
-    site = Site(tmp_path, carbon, agent_extra="self metrics = no")
-    site.master_conf.write_text(site.master_conf.read_text().replace("[Graphite]\n", "[Graphite]\nenabled = no\n"))
-    site.agent_sensors("[sensor:VirtualMemory]\ntime_interval = 0.5\n")
-    site.agent_conf.write_text(site.agent_conf.read_text().replace("filename = ", "log file = None\n#"))
+    site = Site(
+        tmp_path,
+        carbon,
+        graphite={"enabled": "no"},
+        agent_options={"self metrics": "no"},
+        agent_logging={"log file": "None"},
+    )
+    site.agent_sensors({"VirtualMemory": {"time_interval": 0.5}})
     with site.master() as master, site.agent() as agent:
         wait_for_log(tmp_path / "lmaster.log", "no sink enabled")
-        status = run("lmaster", "-p", str(master.pidfile), "status")
-        deadline = time.monotonic() + 10
-        while "1 up" not in status.stdout and time.monotonic() < deadline:
-            time.sleep(0.2)
+
+        def master_status_with_agent_up() -> subprocess.CompletedProcess | None:
             status = run("lmaster", "-p", str(master.pidfile), "status")
+            return status if "1 up" in status.stdout else None
+
+        status = wait_for(master_status_with_agent_up, 10, "lmaster status saying its agent is up", interval=0.2)
         assert "1 agents (1 up)" in status.stdout
-        agent_status = run("lagent", "-p", str(agent.pidfile), "status")
-        while "connected to lmaster" not in agent_status.stdout and time.monotonic() < deadline + 10:
-            time.sleep(0.2)  # the agent rewrites its status file on its own report interval
-            agent_status = run("lagent", "-p", str(agent.pidfile), "status")
-        assert "connected to lmaster" in agent_status.stdout
+        # the agent rewrites its status file on its own report interval
+        wait_for(
+            lambda: "connected to lmaster" in run("lagent", "-p", str(agent.pidfile), "status").stdout,
+            20,
+            "lagent status saying it is connected",
+            interval=0.2,
+        )
     assert carbon.metric_paths() == set()
     assert not (tmp_path / "lagent.log").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 from fructosa.graphite_paths import short_hostname
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon, rewrite_ini, seed_configs
+from tests.support.waiting import wait_for_log
 
 HOST = short_hostname(__import__("socket").gethostname())
 
@@ -50,7 +51,7 @@ def test_two_level_tree_delivers_including_what_came_while_the_top_was_down(
     started = time.time()
     with Daemon("lmaster", site, site.parent).start(listen_port=site_port):
         with Daemon("lagent", agent, site.parent).start():
-            time.sleep(4)  # the agent measures while the central lmaster does not exist yet
+            time.sleep(4)  # the condition under test: the agent measures while the central lmaster does not exist
             with Daemon("lmaster", central, central.parent).start(listen_port=central_port):
                 central_up = time.time()
                 points = carbon.wait_for(path, lambda points: len(points) >= 6, timeout=30)
@@ -70,10 +71,5 @@ def test_central_lmaster_refuses_relays_unless_allowed(tmp_path: Path, carbon: C
             central_log, site_log = central.parent / "limon.log", site.parent / "limon.log"
             central_says = "relays are not accepted here (set [lmaster] accept relays = yes)"
             site_says = "upstream lmaster refused: relays not accepted here"
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                if central_says in central_log.read_text() and site_says in site_log.read_text():
-                    break
-                time.sleep(0.1)
-            assert central_says in central_log.read_text()
-            assert site_says in site_log.read_text()
+            wait_for_log(central_log, central_says, timeout=15)
+            wait_for_log(site_log, site_says, timeout=15)

@@ -23,13 +23,15 @@ import pytest
 
 from fructosa.wire import auth, protocol
 from tests.support.carbon import CarbonCache, free_ports
+from tests.support.configs import agent_ini, master_ini, options_of
 from tests.support.daemons import Daemon
 from tests.support.peer import Peer, closed_by_peer, handshake, hello_frame, read_frame
 from tests.support.tls import OpenSSLMissing, Pki, make_pki
+from tests.support.waiting import wait_for_line
 
 SECRET = b"0123456789abcdef-the-right-shared-secret"
 WRONG_SECRET = b"fedcba9876543210-somebody-elses-secret"
-SENSOR = "[sensor:VirtualMemory]\ntime_interval = 0.5\n"
+SENSORS = {"VirtualMemory": {"time_interval": 0.5}}
 METRIC = "VirtualMemory.percent"
 """What every test agent measures: one datapoint per agent every 0.5 s."""
 
@@ -42,19 +44,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         return make_pki(tmp_path_factory.mktemp("pki"))
     except OpenSSLMissing as reason:
         pytest.skip(f"TLS tests need a throwaway CA: {reason}")
-
-
-def wait_for_line(path: Path, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-    """Poll a daemon's log until a line matches ``pattern`` (a regex)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        match = re.search(pattern, text)
-        if match:
-            return match
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no line matching {pattern!r} in {path} after {timeout} s:\n{text[-3000:]}")
-        time.sleep(0.1)
 
 
 class Site:
@@ -82,11 +71,11 @@ class Site:
 
     def master(self, link: str = "") -> Daemon:
         conf = self.workdir / "lmaster.conf"
+        options = {"peer timeout": 2, **options_of(link)}
         conf.write_text(
-            f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {self.port}\npeer timeout = 2\n"
-            f"spool dir = {self.workdir / 'spool-lmaster'}\n{link}\n"
-            f"[Graphite]\nhost = 127.0.0.1\ncarbon receiver pickle port = {self.carbon.pickle_port}\n\n"
-            f"[logging]\nfilename = {self.master_log}\nlevel = INFO\n"
+            master_ini(
+                self.workdir, self.port, self.carbon.pickle_port, log=self.master_log, level="INFO", lmaster=options
+            )
         )
         daemon = Daemon("lmaster", conf, self.workdir / "lmaster")
         self.stack.callback(daemon.stop)
@@ -97,9 +86,15 @@ class Site:
     def agent(self, name: str, link: str = "", host: str = "127.0.0.1") -> Daemon:
         conf = self.workdir / f"{name}.conf"
         conf.write_text(
-            f"[lmaster]\nhost = {host}\nincoming data port = {self.port}\n{link}\n"
-            f"[lagent]\nhostname = {name}\nspool dir = {self.workdir / ('spool-' + name)}\n\n"
-            f"[logging]\nfilename = {self.agent_log(name)}\nlevel = INFO\n\n{SENSOR}"
+            agent_ini(
+                self.workdir,
+                self.port,
+                hostname=name,
+                master_host=host,
+                level="INFO",
+                lmaster=options_of(link),
+                sensors=SENSORS,
+            )
         )
         daemon = Daemon("lagent", conf, self.workdir / name)
         self.stack.callback(daemon.stop)

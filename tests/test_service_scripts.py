@@ -21,7 +21,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +29,9 @@ import pytest
 from fructosa import config
 from fructosa.daemon import process_alive, running_pid
 from tests.support.carbon import free_ports
+from tests.support.configs import agent_ini, master_ini
 from tests.support.daemons import script
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 OPENRC, SYSTEMD = REPO / "openrc", REPO / "systemd"
@@ -135,29 +136,16 @@ esac
 def config_text(program: str, workdir: Path, port: int, broken: bool = False) -> str:
     """A configuration that keeps everything in ``workdir``; ``broken`` gives
     it a malformed value, which ``check`` refuses."""
-    text = (
-        f"[lmaster]\nhost = 127.0.0.1\nincoming data port = {'seven' if broken else port}\n"
-        + ("" if program == "lmaster" else "\n[lagent]\n")
-        + f"spool dir = {workdir / ('spool-' + program)}\n"
-        + f"\n[logging]\nfilename = {workdir / (program + '.log')}\n"
-    )
+    listen = "seven" if broken else port
     if program == "lmaster":
         (carbon_port,) = free_ports(1)  # nothing listens: lmaster spools
-        return text + f"\n[Graphite]\nhost = 127.0.0.1\ncarbon receiver pickle port = {carbon_port}\n"
-    return text + "\n[sensor:CPUPercent]\ntime_interval = 1\n"
+        return master_ini(workdir, listen, carbon_port)
+    return agent_ini(workdir, listen)
 
 
 def log_text(workdir: Path, program: str) -> str:
     path = workdir / f"{program}.log"
     return path.read_text(errors="replace") if path.exists() else ""
-
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def reloads(workdir: Path, program: str) -> int:
@@ -312,7 +300,7 @@ def test_openrc_script_drives_the_daemon(program: str, tmp_path: Path, pidfiles:
     # reload: checkconfig, then SIGHUP; the daemon says it reloaded.
     reloaded = openrc.run(program, "reload")
     assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
-    wait_for(lambda: reloads(tmp_path, program) == 1, what=f"{program} to log its reload")
+    wait_for(lambda: reloads(tmp_path, program) == 1, 15, f"{program} to log its reload")
     # A broken configuration is neither reloaded nor allowed to stop it for a restart.
     conf.write_text(broken)
     assert openrc.run(program, "reload").returncode != 0
@@ -441,11 +429,11 @@ def test_systemd_unit_commands_drive_the_daemon(program: str, tmp_path: Path, pi
     daemon = subprocess.Popen(exec_argv(start, env, program), stdout=log, stderr=subprocess.STDOUT)
     try:
         # Type=simple: the process systemd started is the daemon (no fork).
-        wait_for(lambda: running_pid(str(pidfile)) == daemon.pid or daemon.poll() is not None, what="the pidfile")
+        wait_for(lambda: running_pid(str(pidfile)) == daemon.pid or daemon.poll() is not None, 15, "the pidfile")
         assert daemon.poll() is None, (tmp_path / "journal").read_text()
         reloaded = run(reload)
         assert reloaded.returncode == 0, reloaded.stderr
-        wait_for(lambda: reloads(tmp_path, program) == 1, what=f"{program} to log its reload")
+        wait_for(lambda: reloads(tmp_path, program) == 1, 15, f"{program} to log its reload")
         conf.write_text(broken)
         assert run(reload).returncode != 0, "a configuration that does not load must fail the reload"
         # systemctl stop: SIGTERM to the main process, then wait TimeoutStopSec.

@@ -35,6 +35,7 @@ from tests.dashboards.pipeline import agent_config, master_config
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon
 from tests.support.slurm import SlurmCluster, unavailable_reason
+from tests.support.waiting import wait_for
 
 HOST = short_hostname(socket.gethostname())
 BURNER = "while :; do :; done"
@@ -132,20 +133,16 @@ def burner_job(slurm: SlurmCluster) -> tuple[str, list[int]]:
     """Submit the burner and wait until discovery sees its processes."""
     job = slurm.sbatch(BURNER, "-J", "fructosa-burn")
     slurm.wait_state(job, ("RUNNING",))
-    deadline = time.monotonic() + 10
-    while not (pids := running_jobs().get(job)):
-        assert time.monotonic() < deadline, f"job {job} runs but discovery finds no process of it\n{slurm.logs()}"
-        time.sleep(0.1)
+    pids = wait_for(
+        lambda: running_jobs().get(job), 10, f"discovery finding a process of job {job}", describe=slurm.logs
+    )
     return job, pids
 
 
 def wait_gone(slurm: SlurmCluster, job: str) -> None:
     """After scancel: wait until Slurm forgot the job and none of its processes is left."""
     slurm.wait_state(job, ("GONE", "COMPLETED", "CANCELLED"))
-    deadline = time.monotonic() + 10
-    while job in running_jobs():
-        assert time.monotonic() < deadline, f"job {job} cancelled, but its processes are still found"
-        time.sleep(0.1)
+    wait_for(lambda: job not in running_jobs(), 10, f"job {job} cancelled: its processes gone")
 
 
 def test_discovery_finds_a_real_job(slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> None:

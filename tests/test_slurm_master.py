@@ -30,8 +30,10 @@ from fructosa.jobs.report import ReportError, job_profile, summarize
 from fructosa.jobs.slurm import Job, expand_hostlist, parse_sacct, parse_squeue
 from tests.dashboards.helpers import model_targets
 from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
+from tests.support.configs import agent_ini, master_ini
 from tests.support.daemons import Daemon
 from tests.support.slurm import SlurmCluster, unavailable_reason
+from tests.support.waiting import wait_for
 
 HOST = short_hostname(__import__("socket").gethostname())
 BURN_SECONDS = 5
@@ -51,17 +53,21 @@ def _configs(workdir: Path, slurm: SlurmCluster, carbon: CarbonCache, web: Graph
     (port,) = free_ports(1)
     log = workdir / "limon.log"
     master = workdir / "lmaster.conf"
+    slurm_options = {"poll interval": 0.5, "slurm conf": slurm.conf_path, "events url": f"{web.url}/events/"}
     master.write_text(
-        f"[lmaster]\nincoming data port = {port}\nspool dir = {workdir / 'spool-m'}\nself metrics = no\n"
-        f"[Graphite]\ncarbon receiver pickle port = {carbon.pickle_port}\n"
-        f"carbon receiver plaintext port = {carbon.line_port}\n"
-        f"[slurm]\npoll interval = 0.5\nslurm conf = {slurm.conf_path}\nevents url = {web.url}/events/\n"
-        f"[logging]\nfilename = {log}\n"
+        master_ini(
+            workdir,
+            port,
+            carbon.pickle_port,
+            log=log,
+            lmaster={"self metrics": "no"},
+            graphite={"carbon receiver plaintext port": carbon.line_port},
+            sections={"slurm": slurm_options},
+        )
     )
     agent = workdir / "lagent.conf"
     agent.write_text(
-        f"[lmaster]\nincoming data port = {port}\n[lagent]\nspool dir = {workdir / 'spool-a'}\nself metrics = no\n"
-        f"[logging]\nfilename = {log}\n[sensor:SlurmJobs]\ntime_interval = 0.5\n"
+        agent_ini(workdir, port, log=log, lagent={"self metrics": "no"}, sensors={"SlurmJobs": {"time_interval": 0.5}})
     )
     return master, agent, port
 
@@ -122,9 +128,7 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     carbon.wait_for("fructosa.slurm.jobs.ended", lambda s: s[-1][1] == 2)
 
     # graphite-web events, as Grafana annotations read them (by tag).
-    deadline = time.monotonic() + 10
-    while len(stack.web.events_of("slurm job_end")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: len(stack.web.events_of("slurm job_end")) >= 2, 10, "graphite-web's two job_end events")
     (start,) = stack.web.events_of(f"slurm job_start job_{burner}")
     assert "user_root" in start["tags"] and "partition_debug" in start["tags"]
     assert "'burner'" in start["data"] and HOST in start["data"]
@@ -247,7 +251,6 @@ def test_slurm_section_of_lmaster_conf(tmp_path: Path) -> None:
     conf.write_text("[slurm]\nevents url = graphite/events\n")
     with pytest.raises(ConfigError, match=r"\[slurm\] events url = 'graphite/events': not an http:// or https:// URL$"):
         load_master_config(str(conf))
-
 
 
 def test_poller_survives_a_missing_squeue_and_an_unreachable_graphite(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..graphite_paths import MAX_TIMESTAMP, Datapoint
+from ..graphite_paths import MAX_COMPONENT, MAX_TIMESTAMP, Datapoint
 
 _HEADER = struct.Struct("<III")
 MAX_PATH_LENGTH = 2048
@@ -168,7 +168,8 @@ def check_block(block: Block, host_prefix: str | None = None) -> tuple[Block, li
     """(the block's valid datapoints, why the others were refused).
 
     Valid: an ASCII dotted path of ``[A-Za-z0-9_-]`` components of at most
-    :data:`MAX_PATH_LENGTH` characters, under ``host_prefix`` when given (an
+    :data:`MAX_COMPONENT` characters (whisper makes each a file name), at most
+    :data:`MAX_PATH_LENGTH` characters in all, under ``host_prefix`` when given (an
     agent writes only below its own host name), a finite timestamp whisper
     can store, a finite value. The common case, a block that is all valid,
     is recognised without a Python-level loop over its datapoints.
@@ -188,11 +189,15 @@ def all_valid(block: Block, host_prefix: str | None) -> bool:
     if b".." in separators or separators[:1] == b"." or separators[-1:] == b".":
         return False
     if host_prefix is not None:
-        prefix = f"{host_prefix}.".encode("ascii")
+        prefix = f"{host_prefix}.".encode("ascii", "replace")  # "?" is in no valid path
         if not paths.startswith(prefix) or paths.count(b"\n" + prefix) != count - 1:
             return False
-    if len(paths) > MAX_PATH_LENGTH and max(map(len, paths.split(b"\n"))) > MAX_PATH_LENGTH:
-        return False
+    if len(paths) > MAX_COMPONENT:  # else no path, hence no component, can be too long
+        longest = max(map(len, paths.split(b"\n")))
+        if longest > MAX_PATH_LENGTH:
+            return False
+        if longest > MAX_COMPONENT and max(map(len, separators.split(b"."))) > MAX_COMPONENT:
+            return False  # a component whisper cannot make a file name of
     if not math.isfinite(sum(block.values) + sum(block.times)):
         return False  # NaN or infinity somewhere (or values too huge to add up): look closer
     return 0 <= min(block.times) and max(block.times) < MAX_TIMESTAMP
@@ -203,8 +208,8 @@ def filter_valid(block: Block, host_prefix: str | None) -> tuple[Block, list[str
         paths = block.path_list()
     except UnicodeDecodeError:
         return Block(samples=block.samples), [f"{len(block)} datapoints with paths that are not ASCII"]
-    if len(paths) != len(block):
-        return Block(samples=block.samples), [f"{len(paths)} paths for {len(block)} datapoints"]
+    if len(paths) != len(block) or (not paths and block.paths):
+        return Block(samples=block.samples), [f"{len(paths) or 'some'} paths for {len(block)} datapoints"]
     keep: list[int] = []
     errors: list[str] = []
     for index, (path, when, value) in enumerate(zip(paths, block.times, block.values, strict=True)):
@@ -225,6 +230,8 @@ def datapoint_problem(path: str, when: float, value: float, host_prefix: str | N
         return f"path of {len(path)} characters (at most {MAX_PATH_LENGTH}): {shown!r}…"
     if not _VALID_PATH.fullmatch(path):
         return f"path {shown!r} is not dot-separated [A-Za-z0-9_-] components"
+    if max(map(len, path.split("."))) > MAX_COMPONENT:
+        return f"path {shown!r} has a component of more than {MAX_COMPONENT} characters"
     if host_prefix is not None and not path.startswith(f"{host_prefix}."):
         return f"path {shown!r} is not below the agent's own host {host_prefix!r}"
     if not (0 <= when < MAX_TIMESTAMP):

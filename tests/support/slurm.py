@@ -22,12 +22,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from .carbon import POLL_INTERVAL, ServerProcess, free_ports, tail
+from .waiting import wait_for
 
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sacct", "sinfo", "scontrol")
 CGROUP_FREEZER = Path("/sys/fs/cgroup/freezer")
@@ -229,6 +229,7 @@ class SlurmCluster:
 
     def wait_accounted(self, job: str, timeout: float = 15.0) -> None:
         """Poll until the jobcomp file has the finished job (``sacct -c`` can see it)."""
+
         def accounted() -> bool:
             return f"JobId={job} " in (self.jobcomp_path.read_text() if self.jobcomp_path.exists() else "")
 
@@ -260,11 +261,11 @@ class SlurmCluster:
 
 
 def _poll(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL_INTERVAL)
+    """Whether ``condition`` came true within ``timeout`` (callers decide what a timeout means)."""
+    try:
+        wait_for(condition, timeout, interval=POLL_INTERVAL)
+    except AssertionError:
+        return False
     return True
 
 
