@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import nodes, openapi, static
+from .guard import ConnectionGuard
 from .keys import GUARD, SETTINGS, STATE
 from .middlewares import body_limit, json_errors, make_authenticate, security_headers
-from .server import ConnectionGuard
 from .settings import HttpSettings
 from .state import HttpState
 

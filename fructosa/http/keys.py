@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from .guard import ConnectionGuard
 from .settings import HttpSettings
 from .state import HttpState
 
-if TYPE_CHECKING:
-    from .server import ConnectionGuard
-
 SETTINGS = web.AppKey("settings", HttpSettings)
 STATE = web.AppKey("state", HttpState)
-GUARD = web.AppKey("guard", "ConnectionGuard")
+GUARD = web.AppKey("guard", ConnectionGuard)

@@ -25,8 +25,22 @@ SCHEMAS: dict[str, Any] = {
     "Node": {
         "type": "object",
         "required": [
-            "hostname", "ip_address", "state", "last_seen", "heartbeat_interval", "agent", "connected_since",
-            "cpu_usage", "mem_usage", "sensors", "cpu", "cpus", "memory_bytes", "boot_time", "system", "platform",
+            "hostname",
+            "ip_address",
+            "state",
+            "last_seen",
+            "heartbeat_interval",
+            "agent",
+            "connected_since",
+            "cpu_usage",
+            "mem_usage",
+            "sensors",
+            "cpu",
+            "cpus",
+            "memory_bytes",
+            "boot_time",
+            "system",
+            "platform",
             "gpus",
         ],  # fmt: skip
         "additionalProperties": False,
@@ -67,8 +81,12 @@ SCHEMAS: dict[str, Any] = {
     "Latest": {
         "type": "object",
         "description": "Graphite path → [timestamp, value]",
-        "additionalProperties": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "number"}],
-                                 "minItems": 2, "maxItems": 2},
+        "additionalProperties": {
+            "type": "array",
+            "prefixItems": [{"type": "number"}, {"type": "number"}],
+            "minItems": 2,
+            "maxItems": 2,
+        },
     },  # fmt: skip
     "History": {
         "type": "object",
@@ -87,11 +105,17 @@ SCHEMAS: dict[str, Any] = {
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _ok(schema: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
 
 
 _COMMON_ERRORS = {
@@ -130,8 +154,16 @@ def document() -> dict[str, Any]:
                 "every node, keyed by host name, or grouped by an attribute",
                 {
                     "description": "nodes (grouped when group_by is given)",
-                    "content": {"application/json": {"schema": {"oneOf": [
-                        {"$ref": "#/components/schemas/Nodes"}, {"$ref": "#/components/schemas/GroupedNodes"}]}}},
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/Nodes"},
+                                    {"$ref": "#/components/schemas/GroupedNodes"},
+                                ]
+                            }
+                        }
+                    },
                 },  # fmt: skip
                 [
                     {"name": "group_by", "in": "query", "required": False, "schema": {"enum": list(GROUPABLE)}},

@@ -41,9 +41,7 @@ def resolve(relative: str, raw_path: str) -> Path | None:
 
 def _file(request: web.Request, path: Path, max_age: int | None) -> web.FileResponse:
     cache = f"public, max-age={max_age}, immutable" if max_age else "no-cache"
-    return web.FileResponse(
-        path, headers={"Cache-Control": cache, "Content-Security-Policy": _CONTENT_SECURITY_POLICY}
-    )
+    return web.FileResponse(path, headers={"Cache-Control": cache, "Content-Security-Policy": _CONTENT_SECURITY_POLICY})
 
 
 @routes.get("/")

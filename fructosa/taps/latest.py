@@ -173,14 +173,14 @@ class LatestValues:
             return
         key = (hash(paths), len(paths))
         layout = entry.layouts.get(key)
-        if layout is None:
+        if layout is None or len(layout[0]) != len(times):  # new layout (or, in theory, a hash collision)
             layout = self._layout(entry, [path[prefix_length:] for path in paths.decode("ascii").split("\n")])
             if len(entry.layouts) >= _LAYOUTS_PER_HOST:
                 del entry.layouts[next(iter(entry.layouts))]
             entry.layouts[key] = layout
         slots, main, dropped = layout
         newest_times, newest_values = entry.times, entry.values
-        for slot, when, value in zip(slots, times, values):
+        for slot, when, value in zip(slots, times, values, strict=True):
             if slot >= 0 and when >= newest_times[slot]:
                 newest_times[slot] = when
                 newest_values[slot] = value
@@ -224,7 +224,9 @@ class LatestValues:
     def _layout(self, entry: _Host, relatives: list[str]) -> tuple[array, tuple[tuple[int, int], ...], int]:
         """Slots for the positions of a block (``-1``: refused), its main series and the refused count."""
         gid_of = self._gid_of
-        missing = [name for name in dict.fromkeys(relatives) if (gid := gid_of.get(name)) is None or entry.slot(gid) < 0]
+        missing = [
+            name for name in dict.fromkeys(relatives) if (gid := gid_of.get(name)) is None or entry.slot(gid) < 0
+        ]
         if missing:
             self._insert(entry, missing)
         slots = array("i")
@@ -340,7 +342,7 @@ class LatestValues:
         names = self._names
         return {
             f"{host}.{names[gid]}": (when, value)
-            for gid, when, value in zip(entry.gids, entry.times, entry.values)
+            for gid, when, value in zip(entry.gids, entry.times, entry.values, strict=True)
             if when >= 0
         }
 
@@ -365,9 +367,7 @@ class LatestValues:
             return None
         if entry.cpu_slots is None:
             names = self._names
-            entry.cpu_slots = tuple(
-                slot for slot, gid in enumerate(entry.gids) if _PER_CPU.fullmatch(names[gid] or "")
-            )
+            entry.cpu_slots = tuple(slot for slot, gid in enumerate(entry.gids) if _PER_CPU.fullmatch(names[gid] or ""))
         readings = [entry.values[slot] for slot in entry.cpu_slots if entry.times[slot] >= 0]
         return sum(readings) / len(readings) if readings else None
 
