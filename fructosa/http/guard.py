@@ -7,9 +7,10 @@ import weakref
 
 from aiohttp import web
 
+_BUSY_BODY = b'{"error": "too many open connections"}'
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-    b'Content-Length: 37\r\n\r\n{"error": "too many open connections"}'
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
 )
 
 
