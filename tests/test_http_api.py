@@ -232,7 +232,7 @@ def test_one_node_latest_and_history():
             "/api/nodes/{host}/history",
         )
         assert set(cpus) == {"n01.CPUPercent.0", "n01.CPUPercent.1"} and len(cpus["n01.CPUPercent.0"]["times"]) == 6
-        for bad in ("CPU..x", "a/b", "x" * 201, ""):
+        for bad in ("CPU..x", "a/b", "x" * 201, "", "**.a.**", "*" * 60, "job_*.rss"):
             body = await check(
                 await client.get("/api/nodes/n01/history", params={"series": bad}, headers=AUTH), 400,
                 "/api/nodes/{host}/history",

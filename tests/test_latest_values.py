@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,3 +140,17 @@ def test_observe_is_cheap():
         store.observe(block, "node1")
     micros = (time.perf_counter() - started) / rounds * 1e6
     assert micros < 1500, f"{micros:.0f} µs per 500-datapoint block"  # about 80 µs measured on an idle machine
+
+
+def test_history_patterns():
+    store = LatestValues()
+    names = ["SlurmJobs.job_1.rss", "SlurmJobs.job_1.cpu_percent", "SlurmJobs.count", "CPUPercent.total"]
+    store.observe(_block("a", names, 5.0), "a")
+    assert set(store.history("a", "SlurmJobs.*.rss")) == {"a.SlurmJobs.job_1.rss"}
+    assert set(store.history("a", "SlurmJobs.**")) == {f"a.{name}" for name in names[:3]}
+    assert set(store.history("a", "**")) == {f"a.{name}" for name in names}
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="at most one"):
+        store.history("a", "**.**.**.**.**.**.**.**.**.**.**.**.x")
+    assert store.history("a", ".".join(["*"] * 60)) == {}  # many single-component wildcards stay linear
+    assert time.perf_counter() - started < 1.0

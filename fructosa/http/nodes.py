@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..taps.latest import LatestValues
+from ..taps.latest import LatestValues, pattern_problem
 from .keys import SETTINGS, STATE
 from .state import STATES, NodeRecord
 
@@ -14,7 +14,6 @@ routes = web.RouteTableDef()
 
 GROUPABLE = ("state", "agent", "system", "platform", "cpu", "cpus", "memory_bytes", "gpus", "ip_address", "hostname")
 """Attributes ``?group_by=`` accepts: the node's facts that many nodes share."""
-MAX_SERIES_PATTERN = 200
 
 
 def node_json(record: NodeRecord, latest: LatestValues, now: float, slack: float) -> dict[str, Any]:
@@ -71,11 +70,18 @@ async def list_nodes(request: web.Request) -> web.Response:
         if wanted_state is None or node["state"] == wanted_state:
             nodes[record.hostname] = node
     if group_by is None:
-        return web.json_response(nodes)
+        return _compressed(web.json_response(nodes))
     groups: dict[str, dict[str, Any]] = {}
     for hostname, node in nodes.items():
         groups.setdefault(group_key(node, group_by), {})[hostname] = node
-    return web.json_response(groups)
+    return _compressed(web.json_response(groups))
+
+
+def _compressed(response: web.Response) -> web.Response:
+    """Compressed when the client accepts it: 5,000 nodes are 2.5 MB of JSON, a tenth of that gzipped."""
+    if len(response.body or b"") > 16_384:
+        response.enable_compression()
+    return response
 
 
 def _known_host(request: web.Request) -> str:
@@ -105,16 +111,8 @@ async def latest_values(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     host = _known_host(request)
     pattern = request.query.get("series")
-    if pattern is not None and not _valid_pattern(pattern):
-        raise _bad_request(
-            f"series {pattern[:80]!r} is not a path below the host: dot-separated [A-Za-z0-9_-] components or *, **"
-        )
+    problem = None if pattern is None else pattern_problem(pattern)
+    if problem:
+        raise _bad_request(f"bad series {pattern[:80]!r}: {problem}")
     series = request.app[STATE].latest.history(host, pattern) or {}
     return web.json_response({path: {"times": times, "values": values} for path, (times, values) in series.items()})
-
-
-def _valid_pattern(pattern: str) -> bool:
-    if not 0 < len(pattern) <= MAX_SERIES_PATTERN:
-        return False
-    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-*")
-    return all(component and set(component) <= allowed for component in pattern.split("."))

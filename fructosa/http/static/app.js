@@ -43,6 +43,7 @@ function askToken(message) {
   return new Promise((resolve) => tokenWaiters.push(resolve));
 }
 
+$("#token-dialog").addEventListener("cancel", (event) => event.preventDefault()); // Escape must not strand requests
 $("#token-form").addEventListener("submit", () => {
   sessionStorage.setItem(TOKEN_KEY, $("#token-input").value.trim());
   $("#token-input").value = "";
@@ -164,8 +165,9 @@ function renderTable() {
     body.append(tr);
   });
   $("#nodes tbody").replaceChildren(body);
-  $("#page-info").textContent = view.rows.length
-    ? `${start + 1}–${start + slice.length} of ${view.rows.length}` : "no nodes";
+  const nodeCount = view.rows.filter((row) => row.group === undefined).length;
+  $("#page-info").textContent = nodeCount
+    ? `rows ${start + 1}–${start + slice.length} of ${view.rows.length} · ${nodeCount} nodes` : "no nodes";
   document.querySelectorAll("#nodes th").forEach((th) => {
     th.classList.toggle("sorted-asc", th.dataset.key === view.sortKey && view.sortDir > 0);
     th.classList.toggle("sorted-desc", th.dataset.key === view.sortKey && view.sortDir < 0);
@@ -199,9 +201,26 @@ $("#nodes tbody").addEventListener("click", (event) => {
   const row = event.target.closest("tr[data-host]");
   if (row) location.hash = `#/node/${encodeURIComponent(row.dataset.host)}`;
 });
-$("#filter").addEventListener("input", () => { view.page = 0; buildRows(); renderTable(); });
-$("#state-filter").addEventListener("change", () => { view.page = 0; refreshNodes().catch(showError); });
-$("#group-by").addEventListener("change", () => { view.page = 0; refreshNodes().catch(showError); });
+// The table's controls live in the hash too (#/nodes?group_by=platform&state=late&q=gpu), so a view can be bookmarked.
+function saveControls() {
+  const params = new URLSearchParams();
+  if ($("#group-by").value) params.set("group_by", $("#group-by").value);
+  if ($("#state-filter").value) params.set("state", $("#state-filter").value);
+  if ($("#filter").value.trim()) params.set("q", $("#filter").value.trim());
+  history.replaceState(null, "", "#/nodes" + (params.toString() ? "?" + params : ""));
+}
+
+function loadControls(query) {
+  const params = new URLSearchParams(query || "");
+  const groupBy = params.get("group_by") || "", state = params.get("state") || "";
+  $("#group-by").value = GROUPABLE.includes(groupBy) ? groupBy : "";
+  $("#state-filter").value = STATE_ORDER[state] !== undefined ? state : "";
+  $("#filter").value = params.get("q") || "";
+}
+
+$("#filter").addEventListener("input", () => { view.page = 0; saveControls(); buildRows(); renderTable(); });
+$("#state-filter").addEventListener("change", () => { view.page = 0; saveControls(); refreshNodes().catch(showError); });
+$("#group-by").addEventListener("change", () => { view.page = 0; saveControls(); refreshNodes().catch(showError); });
 $("#prev-page").addEventListener("click", () => turnPage(-1));
 $("#next-page").addEventListener("click", () => turnPage(1));
 for (const attribute of GROUPABLE) $("#group-by").append(element("option", { value: attribute }, attribute.replace("_", " ")));
@@ -301,8 +320,8 @@ function drawCharts(host, history) {
     const options = {
       width, height: 200,
       scales: { x: { time: true }, y: chart.range ? { range: chart.range } : { auto: true } },
-      axes: [{}, { size: 60, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
-      series: [{}, ...names.map((name, i) => ({ label: name.replace(/^(CPUPercent|SlurmJobs|NetIOCounters|DiskIOCounters|GPU)\./, ""), stroke: COLORS[i % COLORS.length], width: 1, spanGaps: true }))],
+      axes: [{ space: 90 }, { size: 60, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
+      series: [{}, ...names.map((name, i) => ({ label: name.replace(/^(CPUPercent|SlurmJobs|NetIOCounters|DiskIOCounters|GPU)\./, ""), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }))],
       legend: { live: true },
     };
     entry = { key, box, plot: new uPlot(options, data, box) };
@@ -374,7 +393,9 @@ function route() {
   } else {
     currentHost = null;
     document.title = "FrUCToSA nodes";
-    if (location.hash !== "#/nodes") history.replaceState(null, "", "#/nodes");
+    const nodesRoute = location.hash.match(/^#\/nodes(?:\?(.*))?$/);
+    loadControls(nodesRoute ? nodesRoute[1] : "");
+    saveControls();
     const tick = () => refreshNodes().catch(showError);
     tick();
     timer = setInterval(tick, REFRESH_MS);
