@@ -177,6 +177,7 @@ def test_nodes_list_fields_and_states():
             assert list(filtered) == hosts
         body = await check(await client.get("/api/nodes?state=sleepy", headers=AUTH), 400, "/api/nodes")
         assert "up, late, down" in body["error"]
+        assert await check(await client.get("/api/nodes?state=up&group_by=gpus", headers=AUTH), 200, "/api/nodes")
         body = await check(await client.get("/api/nodes?sort=cpu", headers=AUTH), 400, "/api/nodes")
         assert "sort" in body["error"]
 
@@ -308,6 +309,7 @@ def test_idle_connections_do_not_delay_requests_and_limits_hold():
         try:
             for _ in range(200):
                 idle.append(await asyncio.open_connection("127.0.0.1", port))
+            idle[0][1].write(b"GET /api/nodes HTTP/1.1\r\nHost: x\r\n")  # headers that never end
             async with aiohttp.ClientSession() as session:
                 started = time.monotonic()
                 async with session.get(f"http://127.0.0.1:{port}/api/nodes", headers=AUTH) as response:
@@ -319,6 +321,28 @@ def test_idle_connections_do_not_delay_requests_and_limits_hold():
         finally:
             for _, writer in idle:
                 writer.close()
+            await runner.cleanup()
+
+    run(scenario)
+
+
+def test_idle_keep_alive_connections_are_closed():
+    settings = HttpSettings(listen=(("127.0.0.1", 0),), idle_timeout=0.5)
+    app = make_app(settings, HttpState(StaticNodes(records()), latest_store(), clock=lambda: NOW))
+
+    async def scenario() -> None:
+        runner, sites = await server.start(app)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", sites[0].port)
+            writer.write(b"GET /api/nodes?state=up HTTP/1.1\r\nHost: x\r\n\r\n")
+            status_line = await asyncio.wait_for(reader.readline(), 5)
+            assert status_line.startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            while await asyncio.wait_for(reader.read(65536), 10):
+                pass  # the rest of the response, then EOF when the idle timeout closes the connection
+            assert time.monotonic() - started < 5
+            writer.close()
+        finally:
             await runner.cleanup()
 
     run(scenario)

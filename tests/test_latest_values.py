@@ -154,3 +154,16 @@ def test_history_patterns():
         store.history("a", "**.**.**.**.**.**.**.**.**.**.**.**.x")
     assert store.history("a", ".".join(["*"] * 60)) == {}  # many single-component wildcards stay linear
     assert time.perf_counter() - started < 1.0
+
+
+def test_malformed_blocks_are_ignored_not_raised():
+    store = LatestValues()
+    store.observe(
+        Block(b"a.X.y\na.X.z", Block.of([("a.X.y", (1.0, 1.0))]).times, Block.of([("a.X.y", (1.0, 1.0))]).values), "a"
+    )
+    store.observe(
+        Block(b"b.X\nc.X", Block.of([("b.X", (1.0, 1.0))]).times, Block.of([("b.X", (1.0, 1.0))]).values), "z"
+    )
+    assert store.malformed_blocks == 2 and store.hosts() == []
+    store.observe(_block("a", ["X.y"], 2.0), "a")
+    assert store.latest("a") == {"a.X.y": (2.0, 1.0)}

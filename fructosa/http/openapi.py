@@ -157,7 +157,7 @@ def document() -> dict[str, Any]:
                     "content": {
                         "application/json": {
                             "schema": {
-                                "oneOf": [
+                                "anyOf": [
                                     {"$ref": "#/components/schemas/Nodes"},
                                     {"$ref": "#/components/schemas/GroupedNodes"},
                                 ]

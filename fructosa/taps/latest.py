@@ -173,6 +173,8 @@ class LatestValues:
         """Datapoints refused because ``max_hosts`` hosts were already known."""
         self.dropped_series = 0
         """Datapoints refused because their host already had ``max_series_per_host`` series."""
+        self.malformed_blocks = 0
+        """Blocks whose path count did not match their values (ignored: a tap never raises)."""
 
     # -- feeding -------------------------------------------------------------------------------------
 
@@ -186,7 +188,11 @@ class LatestValues:
         if paths.startswith(prefix) and paths.count(b"\n" + prefix) == count - 1:
             self._observe_one_host(host, paths, len(prefix), block.times, block.values)
         else:  # a relay's block: several hosts, grouped by each path's first component
-            for path, when, value in zip(block.path_list(), block.times, block.values, strict=True):
+            paths_list = paths.decode("ascii", "replace").split("\n")
+            if len(paths_list) != count or len(block.values) != count:
+                self.malformed_blocks += 1
+                return
+            for path, when, value in zip(paths_list, block.times, block.values, strict=True):
                 owner, dot, relative = path.partition(".")
                 if dot and relative:
                     self._store_one(owner, relative, when, value)
@@ -199,7 +205,11 @@ class LatestValues:
         key = (hash(paths), len(paths))
         layout = entry.layouts.get(key)
         if layout is None or len(layout[0]) != len(times):  # new layout (or, in theory, a hash collision)
-            layout = self._layout(entry, [path[prefix_length:] for path in paths.decode("ascii").split("\n")])
+            relatives = [path[prefix_length:] for path in paths.decode("ascii", "replace").split("\n")]
+            if len(relatives) != len(times) or len(values) != len(times):
+                self.malformed_blocks += 1  # blocks are checked before taps see them: never expected
+                return
+            layout = self._layout(entry, relatives)
             if len(entry.layouts) >= _LAYOUTS_PER_HOST:
                 del entry.layouts[next(iter(entry.layouts))]
             entry.layouts[key] = layout
@@ -335,7 +345,7 @@ class LatestValues:
         removed = 0
         for host in list(self._hosts):
             entry = self._hosts[host]
-            if min(entry.times, default=horizon) >= horizon:
+            if entry.gids and min(entry.times) >= horizon:
                 continue
             keep = [index for index, when in enumerate(entry.times) if when >= horizon]
             for index, gid in enumerate(entry.gids):
@@ -423,6 +433,7 @@ class LatestValues:
             "history_points": sum(len(h.times) for e in self._hosts.values() for h in e.history.values()),
             "dropped_hosts": self.dropped_hosts,
             "dropped_series": self.dropped_series,
+            "malformed_blocks": self.malformed_blocks,
         }
 
     def __iter__(self) -> Iterator[str]:
