@@ -1,0 +1,440 @@
+"""The newest value of every series, and a short history of the main ones.
+
+lmaster hands every checked block to its taps; :class:`LatestValues` keeps,
+per host, the newest ``(timestamp, value)`` of each Graphite path, which is
+what ``GET /api/nodes/HOST/latest``, the nodes table's CPU and memory columns
+and (later) ``/metrics`` read. For the node page's charts it also keeps a
+short history of the *main series* (CPU, memory, network and disk traffic,
+Slurm jobs: :data:`DEFAULT_MAIN_SERIES`).
+
+Memory is the design constraint: 5,000 hosts × 300 series must fit in about
+100 MB. So nothing is a Python object per series:
+
+* the path relative to its host (``CPUPercent.3``) is interned once for the
+  whole cluster and becomes a small integer (*gid*); hosts mostly share their
+  relative paths, so a few thousand strings serve every host;
+* each host keeps three flat arrays, sorted by gid: gids (4 bytes), times and
+  values (8 bytes each), found by :func:`bisect.bisect_left`;
+* interned names are reference-counted by the hosts holding them, and
+  :meth:`LatestValues.prune` drops series that stopped (finished Slurm jobs),
+  so the interning table does not grow forever.
+
+Measured (``tests/test_latest_values.py::test_memory_per_series``, tracemalloc,
+5,000 hosts × 300 series incl. the block-layout caches, without history):
+about 27 bytes per series, 41 MB in all.
+
+Observing is on lmaster's hot path. An agent sends blocks of the same paths
+over and over, so each host remembers the slot of every position for its last
+few block layouts (keyed by the hash and length of the block's path bytes);
+a block with a known layout costs one loop of array stores: about 80 µs per
+500-datapoint block (the first block of a layout: about 600 µs).
+
+History: for each main series, the points of the last ``history_seconds`` at
+the series' own rate, at most ``history_points``, at most
+``max_history_series`` series per host: 16 bytes a point, so the defaults
+(300 s, 60 points, 32 series) cost at most 30 KB per host; a node with eight
+CPUs, memory and four traffic counters about 6 KB at a 10 s interval (5,000
+such nodes: 31 MB).
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..wire.blocks import Block
+
+DEFAULT_MAIN_SERIES: tuple[str, ...] = (
+    "CPUPercent.*",
+    "VirtualMemory.percent",
+    "SwapMemory.percent",
+    "LoadAverage.*",
+    "NetIOCounters.bytes_sent",
+    "NetIOCounters.bytes_recv",
+    "DiskIOCounters.read_bytes",
+    "DiskIOCounters.write_bytes",
+    "SlurmJobs.count",
+    "SlurmJobs.*.cpu_percent",
+    "SlurmJobs.*.rss",
+    "GPU.*.utilization.gpu",
+)
+"""Paths relative to the host whose history is kept; ``*`` is one path component."""
+
+_LAYOUTS_PER_HOST = 4
+_PER_CPU = re.compile(r"CPUPercent\.[0-9]+")
+_NO_SLOT = -1
+
+
+_COMPONENT = re.compile(r"[A-Za-z0-9_-]+|\*\*?")
+MAX_PATTERN_LENGTH = 200
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a series glob, or None.
+
+    Components are names, ``*`` (one component) or ``**`` (one or more), at most one
+    ``**``: patterns come from HTTP clients, and ``**`` twice would make a regex
+    that backtracks exponentially.
+    """
+    if not 0 < len(pattern) <= MAX_PATTERN_LENGTH:
+        return f"a series pattern has 1 to {MAX_PATTERN_LENGTH} characters"
+    components = pattern.split(".")
+    if not all(_COMPONENT.fullmatch(component) for component in components):
+        return "a series pattern is dot-separated components, each [A-Za-z0-9_-]+, * or **"
+    if components.count("**") > 1:
+        return "a series pattern has at most one **"
+    return None
+
+
+def pattern_regex(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regex for series globs over relative paths (see :func:`pattern_problem`); ValueError if one is bad."""
+    parts = []
+    for pattern in patterns:
+        problem = pattern_problem(pattern)
+        if problem:
+            raise ValueError(f"{problem}: {pattern[:80]!r}")
+        components = ["[A-Za-z0-9_.-]+" if c == "**" else "[A-Za-z0-9_-]+" if c == "*" else re.escape(c)
+                      for c in pattern.split(".")]  # fmt: skip
+        parts.append("(?:" + r"\.".join(components) + ")")
+    return re.compile("|".join(parts) or "(?!)")
+
+
+@dataclass(frozen=True)
+class LatestLimits:
+    max_hosts: int = 20_000
+    max_series_per_host: int = 5_000
+    history_seconds: float = 300.0
+    history_points: int = 60
+    max_history_series: int = 32
+    series_ttl: float = 3600.0
+    """:meth:`LatestValues.prune` forgets series with no value for this long."""
+
+
+class _History:
+    """Time-ordered points of one main series; old points leave from the front."""
+
+    __slots__ = ("times", "values")
+
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.values = array("d")
+
+    def add(self, when: float, value: float, window: float, cap: int) -> None:
+        times = self.times
+        if times and when <= times[-1]:
+            return  # out of order or a repeat: a chart wants one line forward
+        drop = 0
+        horizon = when - window
+        while drop < len(times) and (times[drop] < horizon or len(times) - drop >= cap):
+            drop += 1
+        if drop:
+            del times[:drop]
+            del self.values[:drop]
+        times.append(when)
+        self.values.append(value)
+
+
+class _Host:
+    __slots__ = ("gids", "times", "values", "layouts", "history", "cpu_slots", "dropped")
+
+    def __init__(self) -> None:
+        self.gids = array("I")
+        self.times = array("d")
+        self.values = array("d")
+        self.layouts: dict[tuple[int, int], tuple[array, tuple[tuple[int, int], ...], int]] = {}
+        self.history: dict[int, _History] = {}
+        self.cpu_slots: tuple[int, ...] | None = None
+        self.dropped = 0
+
+    def slot(self, gid: int) -> int:
+        index = bisect_left(self.gids, gid)
+        return index if index < len(self.gids) and self.gids[index] == gid else _NO_SLOT
+
+
+class LatestValues:
+    """The newest value per series and per host, plus main-series history; see the module docstring.
+
+    Not thread-safe: lmaster calls it from its event loop only.
+    """
+
+    def __init__(self, limits: LatestLimits | None = None, main_series: Iterable[str] = DEFAULT_MAIN_SERIES):
+        self.limits = limits or LatestLimits()
+        self._main = pattern_regex(main_series)
+        self._hosts: dict[str, _Host] = {}
+        self._gid_of: dict[str, int] = {}
+        self._names: list[str | None] = []
+        self._refs = array("I")
+        self._is_main = bytearray()
+        self._free: list[int] = []
+        self.dropped_hosts = 0
+        """Datapoints refused because ``max_hosts`` hosts were already known."""
+        self.dropped_series = 0
+        """Datapoints refused because their host already had ``max_series_per_host`` series."""
+        self.malformed_blocks = 0
+        """Blocks whose path count did not match their values (ignored: a tap never raises)."""
+
+    # -- feeding -------------------------------------------------------------------------------------
+
+    def observe(self, block: Block, host: str) -> None:
+        """Remember the block's datapoints; ``host`` is the agent it came from (a hint for the fast path)."""
+        count = len(block)
+        if not count:
+            return
+        paths = block.paths
+        prefix = f"{host}.".encode("ascii", "replace")
+        if paths.startswith(prefix) and paths.count(b"\n" + prefix) == count - 1:
+            self._observe_one_host(host, paths, len(prefix), block.times, block.values)
+        else:  # a relay's block: several hosts, grouped by each path's first component
+            paths_list = paths.decode("ascii", "replace").split("\n")
+            if len(paths_list) != count or len(block.values) != count:
+                self.malformed_blocks += 1
+                return
+            for path, when, value in zip(paths_list, block.times, block.values, strict=True):
+                owner, dot, relative = path.partition(".")
+                if dot and relative:
+                    self._store_one(owner, relative, when, value)
+
+    def _observe_one_host(self, host: str, paths: bytes, prefix_length: int, times: array, values: array) -> None:
+        entry = self._hosts.get(host) or self._add_host(host)
+        if entry is None:
+            self.dropped_hosts += len(times)
+            return
+        key = (hash(paths), len(paths))
+        layout = entry.layouts.get(key)
+        if layout is None or len(layout[0]) != len(times):  # new layout (or, in theory, a hash collision)
+            relatives = [path[prefix_length:] for path in paths.decode("ascii", "replace").split("\n")]
+            if len(relatives) != len(times) or len(values) != len(times):
+                self.malformed_blocks += 1  # blocks are checked before taps see them: never expected
+                return
+            layout = self._layout(entry, relatives)
+            if len(entry.layouts) >= _LAYOUTS_PER_HOST:
+                del entry.layouts[next(iter(entry.layouts))]
+            entry.layouts[key] = layout
+        slots, main, dropped = layout
+        newest_times, newest_values = entry.times, entry.values
+        for slot, when, value in zip(slots, times, values, strict=True):
+            if slot >= 0 and when >= newest_times[slot]:
+                newest_times[slot] = when
+                newest_values[slot] = value
+        if main:
+            limits = self.limits
+            for position, gid in main:
+                self._history(entry, gid).add(
+                    times[position], values[position], limits.history_seconds, limits.history_points
+                )
+        if dropped:
+            entry.dropped += dropped
+            self.dropped_series += dropped
+
+    def _store_one(self, host: str, relative: str, when: float, value: float) -> None:
+        entry = self._hosts.get(host) or self._add_host(host)
+        if entry is None:
+            self.dropped_hosts += 1
+            return
+        gid = self._gid_of.get(relative)
+        slot = _NO_SLOT if gid is None else entry.slot(gid)
+        if slot == _NO_SLOT:
+            self._insert(entry, [relative])
+            gid = self._gid_of.get(relative)
+            slot = _NO_SLOT if gid is None else entry.slot(gid)
+            if slot == _NO_SLOT:
+                entry.dropped += 1
+                self.dropped_series += 1
+                return
+        if when >= entry.times[slot]:
+            entry.times[slot] = when
+            entry.values[slot] = value
+        if self._is_main[gid]:
+            self._history(entry, gid).add(when, value, self.limits.history_seconds, self.limits.history_points)
+
+    def _add_host(self, host: str) -> _Host | None:
+        if len(self._hosts) >= self.limits.max_hosts:
+            return None
+        entry = self._hosts[host] = _Host()
+        return entry
+
+    def _layout(self, entry: _Host, relatives: list[str]) -> tuple[array, tuple[tuple[int, int], ...], int]:
+        """Slots for the positions of a block (``-1``: refused), its main series and the refused count."""
+        gid_of = self._gid_of
+        missing = [
+            name for name in dict.fromkeys(relatives) if (gid := gid_of.get(name)) is None or entry.slot(gid) < 0
+        ]
+        if missing:
+            self._insert(entry, missing)
+        slots = array("i")
+        main: list[tuple[int, int]] = []
+        is_main = self._is_main
+        for position, name in enumerate(relatives):
+            gid = gid_of.get(name)
+            slot = _NO_SLOT if gid is None else entry.slot(gid)
+            slots.append(slot)
+            if slot >= 0 and is_main[gid]:
+                main.append((position, gid))
+        return slots, tuple(main), slots.count(_NO_SLOT)
+
+    def _insert(self, entry: _Host, names: list[str]) -> None:
+        """Give ``entry`` series for ``names`` (up to its cap); slots move, so cached layouts go."""
+        room = self.limits.max_series_per_host - len(entry.gids)
+        new = sorted({self._intern(name) for name in names[: max(room, 0)]})
+        if not new:
+            return
+        gids, times, values = entry.gids, entry.times, entry.values
+        merged = sorted(set(gids).union(new))
+        old = {gid: index for index, gid in enumerate(gids)}
+        entry.gids = array("I", merged)
+        entry.times = array("d", [times[old[gid]] if gid in old else -1.0 for gid in merged])
+        entry.values = array("d", [values[old[gid]] if gid in old else 0.0 for gid in merged])
+        for gid in new:
+            if gid not in old:
+                self._refs[gid] += 1
+        self._layout_changed(entry)
+
+    def _intern(self, name: str) -> int:
+        gid = self._gid_of.get(name)
+        if gid is not None:
+            return gid
+        if self._free:
+            gid = self._free.pop()
+            self._names[gid] = name
+            self._is_main[gid] = bool(self._main.fullmatch(name))
+        else:
+            gid = len(self._names)
+            self._names.append(name)
+            self._refs.append(0)
+            self._is_main.append(bool(self._main.fullmatch(name)))
+        self._gid_of[name] = gid
+        return gid
+
+    def _release(self, gid: int) -> None:
+        self._refs[gid] -= 1
+        if self._refs[gid] == 0:
+            del self._gid_of[self._names[gid]]
+            self._names[gid] = None
+            self._free.append(gid)
+
+    def _history(self, entry: _Host, gid: int) -> _History:
+        history = entry.history.get(gid)
+        if history is None:
+            history = _History()
+            if len(entry.history) < self.limits.max_history_series:
+                entry.history[gid] = history  # beyond the cap: recorded into a throw-away object
+        return history
+
+    @staticmethod
+    def _layout_changed(entry: _Host) -> None:
+        entry.layouts.clear()
+        entry.cpu_slots = None
+
+    # -- upkeep --------------------------------------------------------------------------------------
+
+    def forget(self, host: str) -> bool:
+        """Drop everything about ``host`` (decommissioned, renamed); False if it was unknown."""
+        entry = self._hosts.pop(host, None)
+        if entry is None:
+            return False
+        for gid in entry.gids:
+            self._release(gid)
+        return True
+
+    def prune(self, now: float) -> int:
+        """Forget series without a value for ``series_ttl`` seconds (and hosts left empty); how many."""
+        horizon = now - self.limits.series_ttl
+        removed = 0
+        for host in list(self._hosts):
+            entry = self._hosts[host]
+            if entry.gids and min(entry.times) >= horizon:
+                continue
+            keep = [index for index, when in enumerate(entry.times) if when >= horizon]
+            for index, gid in enumerate(entry.gids):
+                if entry.times[index] < horizon:
+                    entry.history.pop(gid, None)
+                    self._release(gid)
+            removed += len(entry.gids) - len(keep)
+            entry.gids = array("I", [entry.gids[index] for index in keep])
+            entry.times = array("d", [entry.times[index] for index in keep])
+            entry.values = array("d", [entry.values[index] for index in keep])
+            self._layout_changed(entry)
+            if not keep:
+                del self._hosts[host]
+        return removed
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def hosts(self) -> list[str]:
+        return sorted(self._hosts)
+
+    def __contains__(self, host: object) -> bool:
+        return host in self._hosts
+
+    def latest(self, host: str) -> dict[str, tuple[float, float]] | None:
+        """``{graphite path: (timestamp, value)}`` of one host; None for an unknown host."""
+        entry = self._hosts.get(host)
+        if entry is None:
+            return None
+        names = self._names
+        return {
+            f"{host}.{names[gid]}": (when, value)
+            for gid, when, value in zip(entry.gids, entry.times, entry.values, strict=True)
+            if when >= 0
+        }
+
+    def get(self, host: str, relative: str) -> tuple[float, float] | None:
+        """The newest ``(timestamp, value)`` of ``HOST.relative``, or None."""
+        entry = self._hosts.get(host)
+        gid = self._gid_of.get(relative)
+        if entry is None or gid is None:
+            return None
+        slot = entry.slot(gid)
+        if slot < 0 or entry.times[slot] < 0:
+            return None
+        return entry.times[slot], entry.values[slot]
+
+    def cpu_percent(self, host: str) -> float | None:
+        """``CPUPercent.total`` if the host sends it, else the mean of its per-CPU ``CPUPercent.N``."""
+        total = self.get(host, "CPUPercent.total")
+        if total is not None:
+            return total[1]
+        entry = self._hosts.get(host)
+        if entry is None:
+            return None
+        if entry.cpu_slots is None:
+            names = self._names
+            entry.cpu_slots = tuple(slot for slot, gid in enumerate(entry.gids) if _PER_CPU.fullmatch(names[gid] or ""))
+        readings = [entry.values[slot] for slot in entry.cpu_slots if entry.times[slot] >= 0]
+        return sum(readings) / len(readings) if readings else None
+
+    def history(self, host: str, pattern: str | None = None) -> dict[str, tuple[list[float], list[float]]] | None:
+        """``{graphite path: (times, values)}`` of the host's main series matching a glob; None: unknown host."""
+        entry = self._hosts.get(host)
+        if entry is None:
+            return None
+        wanted = pattern_regex([pattern]) if pattern else None
+        names = self._names
+        result = {}
+        for gid, points in sorted(entry.history.items(), key=lambda item: names[item[0]] or ""):
+            name = names[gid] or ""
+            if wanted is None or wanted.fullmatch(name):
+                result[f"{host}.{name}"] = (points.times.tolist(), points.values.tolist())
+        return result
+
+    def dropped(self, host: str) -> int:
+        entry = self._hosts.get(host)
+        return entry.dropped if entry else 0
+
+    def stats(self) -> dict[str, int]:
+        """Sizes and drop counters, for lmaster's self-monitoring."""
+        return {
+            "hosts": len(self._hosts),
+            "series": sum(len(entry.gids) for entry in self._hosts.values()),
+            "names": len(self._gid_of),
+            "history_points": sum(len(h.times) for e in self._hosts.values() for h in e.history.values()),
+            "dropped_hosts": self.dropped_hosts,
+            "dropped_series": self.dropped_series,
+            "malformed_blocks": self.malformed_blocks,
+        }
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.hosts())
