@@ -187,6 +187,7 @@ def _gaps(series: list[tuple[int, float]]) -> list[int]:
     return [b[0] - a[0] for a, b in zip(series, series[1:], strict=False)]
 
 
+@pytest.mark.slow
 def test_cpu_burners_switch_cpupercent_to_fast_sampling_in_whisper(tmp_path: Path, carbon: CarbonCache) -> None:
     (master_port,) = free_ports(1)
     master_conf, agent_conf = seed_configs(tmp_path, master_port, carbon.pickle_port)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from fructosa.graphite_paths import short_hostname
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon, rewrite_ini, seed_configs
@@ -43,6 +45,7 @@ def tree_configs(tmp_path: Path, carbon: CarbonCache, accept_relays: bool) -> tu
     return central, site, agent, central_port, site_port
 
 
+@pytest.mark.slow
 def test_two_level_tree_delivers_including_what_came_while_the_top_was_down(
     tmp_path: Path, carbon: CarbonCache
 ) -> None:
