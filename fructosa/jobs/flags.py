@@ -139,4 +139,4 @@ def job_flags(profile: Mapping[str, Any], thresholds: FlagThresholds | None = No
 
 
 def _mib(value: float) -> str:
-    return f"{value / MIB:.1f} MiB" if value < 1 << 30 else f"{value / (1 << 30):.2f} GiB"
+    return f"{value / MIB:.1f} MiB" if value < 1 << 30 else f"{value / (1 << 30):.1f} GiB"
