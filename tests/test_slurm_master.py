@@ -5,7 +5,8 @@ carbon-cache and graphite-web (with its events database), lmaster with a
 ``[slurm]`` section polling squeue every 0.5 s and posting events, and lagent
 running the SlurmJobs sensor every 0.5 s. Real ``sbatch --wrap`` jobs — a CPU
 burner and a memory allocator — then must show up as per-job series, master
-counts going up and back to 0, graphite-web events, and a job report.
+counts going up and back to 0, graphite-web events, and a job report whose
+efficiency flags tell them from an idle ``sleep`` job.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ HOST = short_hostname(__import__("socket").gethostname())
 BURN_SECONDS = 5
 BURNER = f"python3 -c 'import time; t = time.time() + {BURN_SECONDS}; exec(\"while time.time() < t: pass\")'"
 ALLOCATOR = "python3 -c 'import time; block = b\"x\" * (200 << 20); time.sleep(4)'"
+ALLOCATOR_MEMORY_MIB = 300
+SLEEPER = "sleep 3"
 
 
 @dataclass
@@ -98,7 +101,7 @@ def _report(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None:
     carbon, slurm = stack.carbon, stack.slurm
     burner = slurm.sbatch(BURNER, "-J", "burner")
-    allocator = slurm.sbatch(ALLOCATOR, "-J", "allocator")
+    allocator = slurm.sbatch(ALLOCATOR, "-J", "allocator", f"--mem={ALLOCATOR_MEMORY_MIB}M")
 
     # The node's view (lagent's SlurmJobs sensor): per-job series with plausible values.
     # A busy loop: near 100 % of one CPU on an idle node; on a shared 2-core CI box other tests take
@@ -135,6 +138,7 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     (end,) = stack.web.events_of(f"job_end job_{burner}")
     assert end["what"] == f"Slurm job {burner} ended (COMPLETED)"
     assert end["when"] >= start["when"] + BURN_SECONDS - 1
+    sleeper = slurm.sbatch(SLEEPER, "-J", "sleeper")  # after the counts above: it would change them
 
     # The job report: Slurm accounting (jobcomp) + graphite-web's render API.
     charts = stack.workdir / "charts"
@@ -150,11 +154,35 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     assert profile["nodes"][HOST]["cpu_percent_peak"] > 50
     for path in profile["charts"]:
         assert Path(path).read_bytes().startswith(b"\x89PNG")
+    # Flags: a busy CPU is no idle_cpus; 5 s is a short job; without --mem Slurm gives the whole node's memory
+    # (in the jobcomp log's TRES), of which a busy loop uses a sliver.
+    flags = {flag["name"]: flag for flag in profile["flags"]}
+    assert sorted(flags) == ["low_memory_use", "short_job"], profile["flags"]
+    assert flags["short_job"]["threshold"] == 60 and flags["short_job"]["value"] == profile["duration_seconds"]
+    assert profile["allocated_memory_bytes"] > 2 * ALLOCATOR_MEMORY_MIB << 20  # the node's RealMemory
     text = _report(stack, allocator)
     assert text.returncode == 0, text.stderr
     assert f"Job {allocator} (allocator) of root in debug: COMPLETED" in text.stdout
     peak_mib = float(text.stdout.split("memory peak ")[1].split(" MiB")[0])
     assert 150 < peak_mib < 400, text.stdout
+    assert f" MiB of {ALLOCATOR_MEMORY_MIB}.0 MiB allocated;" in text.stdout  # --mem, from the jobcomp log
+    assert "flag low_memory_use" not in text.stdout and "flag memory_near_limit" not in text.stdout
+    assert "  flag short_job: ran " in text.stdout
+    # ~210 of 300 MiB: near the limit once the threshold is lowered below that share.
+    near = json.loads(_report(stack, allocator, "--format", "json", "--memory-near-limit", "0.5").stdout)
+    (flag,) = [flag for flag in near["flags"] if flag["name"] == "memory_near_limit"]
+    assert flag["threshold"] == 0.5 and 0.5 < flag["value"] < 1.3
+    assert flag["value"] == pytest.approx(near["rss_peak"] / (ALLOCATOR_MEMORY_MIB << 20), rel=1e-3)
+
+    # A sleeping job holds its CPU idle: idle_cpus with the measured share, and short.
+    slurm.wait_state(sleeper, ("GONE",), timeout=20)
+    slurm.wait_accounted(sleeper)
+    idle = _report(stack, sleeper, "--format", "json")
+    assert idle.returncode == 0, idle.stderr
+    flags = {flag["name"]: flag for flag in json.loads(idle.stdout)["flags"]}
+    assert {"idle_cpus", "short_job"} <= set(flags), flags
+    assert flags["idle_cpus"]["threshold"] == 0.25 and 0 <= flags["idle_cpus"]["value"] < 0.05
+    assert _report(stack, sleeper, "--short-job", "1").stdout.count("flag short_job") == 0
 
     # The job dashboard's targets, with $job chosen, give this job's data from the real graphite-web.
     for _, target in model_targets(job_dashboard()):

@@ -5,7 +5,10 @@ The job's nodes, time span and allocated CPUs come from Slurm accounting
 per-job series (``NODE.SlurmJobs.job_ID.*``, written by the SlurmJobs
 sensor) come from graphite-web's render API. The profile: duration, CPU
 used vs allocated (efficiency), peak and mean resident memory, and bytes
-read and written, per node and in total. ``--png DIR`` also saves charts
+read and written, per node and in total, and the efficiency flags of
+:mod:`.flags` (idle CPUs, memory unused or near its limit, heavy IO, a
+short job), whose thresholds have command line options. The memory Slurm
+allocated comes from :mod:`.allocation`. ``--png DIR`` also saves charts
 rendered by graphite-web.
 
 Exit status: 0 profile printed, 1 Slurm or graphite-web failed, 2 unknown
@@ -16,6 +19,7 @@ or no SlurmJobs sensor on its nodes). Every failure is one line on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -28,7 +32,9 @@ from typing import Any
 
 from .. import __version__
 from ..graphite_paths import sanitize_component
-from .slurm import Job, Slurm, SlurmError
+from .allocation import AllocationQueries
+from .flags import FlagThresholds, job_flags
+from .slurm import Job, SlurmError
 
 METRICS = ("cpu_percent", "rss", "read_bytes_per_second", "write_bytes_per_second", "processes")
 HTTP_TIMEOUT = 30.0
@@ -111,8 +117,18 @@ def _integrate(series: list[tuple[int, float]], step_hint: float | None) -> floa
     )
 
 
-def job_profile(job: Job, base_url: str, prefix: str = "") -> dict[str, Any]:
-    """The report's data: the job from Slurm and each node's profile from Graphite."""
+def job_profile(
+    job: Job,
+    base_url: str,
+    prefix: str = "",
+    allocated_memory: int | None = None,
+    thresholds: FlagThresholds | None = None,
+) -> dict[str, Any]:
+    """The report's data: the job from Slurm, each node's profile from Graphite, and the flags they raise.
+
+    ``allocated_memory`` is the job's total in bytes as Slurm recorded it
+    (None: unknown, and the memory flags are not evaluated).
+    """
     nodes = job.nodes
     if not nodes:
         raise ReportError(f"job {job.job_id}: Slurm accounting lists no nodes (it never ran)", 2)
@@ -144,7 +160,7 @@ def job_profile(job: Job, base_url: str, prefix: str = "") -> dict[str, Any]:
     ]
     used_cpus = sum(cpu_means) / 100.0 if cpu_means else None
     efficiency = round(100.0 * used_cpus / job.cpus, 1) if used_cpus is not None and job.cpus else None
-    return {
+    profile = {
         "job_id": job.job_id,
         "name": job.name,
         "user": job.user,
@@ -161,7 +177,10 @@ def job_profile(job: Job, base_url: str, prefix: str = "") -> dict[str, Any]:
         "write_bytes": sum(p["write_bytes"] or 0 for p in per_node.values()),
         "nodes": per_node,
         "nodes_without_data": sorted(unknown + empty),
+        "allocated_memory_bytes": allocated_memory,
     }
+    profile["flags"] = [flag.as_json() for flag in job_flags(profile, thresholds)]
+    return profile
 
 
 def _when(timestamp: float) -> str:
@@ -178,6 +197,10 @@ def _size(value: float | None) -> str:
     return f"{value} B"
 
 
+def _allocation(value: int | None) -> str:
+    return "an allocation Slurm did not record" if value is None else f"{_size(value)} allocated"
+
+
 def _num(value: Any, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value}{suffix}"
 
@@ -191,9 +214,11 @@ def format_text(profile: dict[str, Any]) -> str:
         f" ({profile['duration_seconds']:g} s) on {len(profile['nodes'])} node(s)",
         f"  CPU: {_num(profile['used_cpus_mean'])} of {_num(profile['allocated_cpus'])} allocated CPUs used on average"
         f" (efficiency {_num(profile['cpu_efficiency_percent'], ' %')})",
-        f"  memory peak {_size(profile['rss_peak'])}; IO read {_size(profile['read_bytes'])},"
-        f" written {_size(profile['write_bytes'])}",
+        f"  memory peak {_size(profile['rss_peak'])} of {_allocation(profile['allocated_memory_bytes'])};"
+        f" IO read {_size(profile['read_bytes'])}, written {_size(profile['write_bytes'])}",
     ]
+    flags = profile.get("flags", [])
+    lines += [f"  flag {flag['name']}: {flag['message']}" for flag in flags] or ["  flags: none"]
     for node, p in profile["nodes"].items():
         lines.append(
             f"  {node}: CPU mean {_num(p['cpu_percent_mean'], ' %')} peak {_num(p['cpu_percent_peak'], ' %')},"
@@ -243,16 +268,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--png", metavar="DIR", type=Path, help="also save PNG charts rendered by graphite-web")
     parser.add_argument("--sacct", default="sacct", help="sacct command (default: sacct on PATH)")
+    parser.add_argument("--scontrol", default="scontrol", help="scontrol command (default: scontrol on PATH)")
+    flags = parser.add_argument_group("flag thresholds")
+    for spec in dataclasses.fields(FlagThresholds):
+        flags.add_argument(
+            f"--{spec.name.replace('_', '-')}", type=float, metavar=spec.metadata["unit"].upper().replace("/", "_PER_"),
+            help=f"{spec.metadata['doc']} (default {spec.default:.10g})",
+        )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
+    overrides = {
+        spec.name: getattr(args, spec.name)
+        for spec in dataclasses.fields(FlagThresholds)
+        if getattr(args, spec.name) is not None
+    }
+    try:
+        thresholds = FlagThresholds(**overrides)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         job_id = args.job_id.strip()
         if not job_id.replace("_", "").isdigit():
             raise ReportError(f"{args.job_id!r} is not a Slurm job id", 2)
-        job = Slurm(sacct=args.sacct).accounted_job(job_id)
+        slurm = AllocationQueries(sacct=args.sacct, scontrol=args.scontrol)
+        job = slurm.accounted_job(job_id)
         if job is None:
             raise ReportError(f"job {job_id}: not in Slurm accounting (unknown job, or not finished yet)", 2)
-        profile = job_profile(job, args.graphite, args.prefix)
+        profile = job_profile(job, args.graphite, args.prefix, slurm.allocated_memory(job.job_id), thresholds)
         if args.png:
             profile["charts"] = [str(path) for path in save_charts(profile, args.graphite, args.png, args.prefix)]
     except SlurmError as error:

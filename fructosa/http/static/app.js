@@ -34,7 +34,7 @@ async function api(path) {
 let tokenWaiters = null;
 function askToken(message) {
   const dialog = $("#token-dialog");
-  $("#token-error").textContent = sessionStorage.getItem(TOKEN_KEY) ? message || "That token was refused." : "";
+  $("#token-error").textContent = sessionStorage.getItem(TOKEN_KEY) ? `That token was refused${message ? ` (${message})` : ""}.` : "";
   if (!tokenWaiters) {
     tokenWaiters = [];
     dialog.showModal();
@@ -85,6 +85,13 @@ function bytes(value) {
 }
 
 const percent = (value) => (value == null ? "" : value.toFixed(1));
+
+// "4 × NVIDIA A100-SXM4-80GB" rather than the same name four times.
+function gpuList(gpus) {
+  const counts = new Map();
+  for (const gpu of gpus) counts.set(gpu, (counts.get(gpu) || 0) + 1);
+  return [...counts].map(([name, count]) => (count > 1 ? `${count} × ${name}` : name)).join(", ");
+}
 const when = (seconds) => (seconds == null ? "" : new Date(seconds * 1000).toLocaleString());
 
 function element(tag, attributes = {}, ...children) {
@@ -97,11 +104,11 @@ function element(tag, attributes = {}, ...children) {
 }
 
 function bar(value) {
-  const cell = element("td", { class: "num" });
+  const cell = element("td", { class: "num usage" });
   if (value == null) return cell;
   const fill = element("i");
   fill.style.width = `${Math.min(100, Math.max(0, value))}%`;
-  cell.append(element("span", { class: "bar" }, fill), percent(value));
+  cell.append(element("span", { class: "bar" }, fill), element("span", { class: "pct" }, percent(value)));
   return cell;
 }
 
@@ -136,7 +143,9 @@ function buildRows() {
     rows.push(...members);
   }
   view.rows = rows;
-  $("#summary").textContent = `${counts.up} up · ${counts.late} late · ${counts.down} down`;
+  // Zero counts are muted, so a late or down node stands out in the header from across the room.
+  const parts = ["up", "late", "down"].map((state) => element("span", { class: counts[state] ? `count ${state}` : "count" }, `${counts[state]} ${state}`));
+  $("#summary").replaceChildren(parts[0], " · ", parts[1], " · ", parts[2]);
 }
 
 function renderTable() {
@@ -151,7 +160,7 @@ function renderTable() {
       body.append(element("tr", { class: "group" }, element("td", { colspan: 10 }, `${$("#group-by").value}: ${row.group} (${row.size})`)));
       return;
     }
-    const tr = element("tr", { "data-host": row.hostname, class: index === view.selected ? "selected" : "" },
+    const tr = element("tr", { "data-host": row.hostname, class: `state-${row.state}${index === view.selected ? " selected" : ""}` },
       element("td", {}, element("span", { class: `state ${row.state}` }, row.state)),
       element("td", {}, row.hostname),
       bar(row.cpu_usage),
@@ -269,10 +278,10 @@ document.addEventListener("keydown", (event) => {
 
 // Charts of the main series: which paths (below the host) go into which chart, and counters shown per second.
 const CHARTS = [
-  { title: "CPU %", match: /^CPUPercent\./, range: [0, 100] },
-  { title: "Memory %", match: /^(VirtualMemory|SwapMemory)\.percent$/, range: [0, 100] },
-  { title: "Network bytes/s", match: /^NetIOCounters\.bytes_/, rate: true },
-  { title: "Disk bytes/s", match: /^DiskIOCounters\.(read|write)_bytes$/, rate: true },
+  { title: "CPU %", match: /^CPUPercent\./, range: [0, 100], label: (name) => name.replace(/^CPUPercent\.(\d+)$/, "cpu $1").replace(/^CPUPercent\./, "") },
+  { title: "Memory %", match: /^(VirtualMemory|SwapMemory)\.percent$/, range: [0, 100], label: (name) => (name.startsWith("Swap") ? "swap" : "memory") },
+  { title: "Network bytes/s", match: /^NetIOCounters\.bytes_/, rate: true, label: (name) => ({ bytes_recv: "received", bytes_sent: "sent" })[name.split(".").pop()] || name },
+  { title: "Disk bytes/s", match: /^DiskIOCounters\.(read|write)_bytes$/, rate: true, label: (name) => (name.endsWith("read_bytes") ? "read" : "written") },
   { title: "Load", match: /^LoadAverage\./ },
   { title: "Slurm jobs: CPU %", match: /^SlurmJobs\..+\.cpu_percent$/ },
   { title: "Slurm jobs: RSS", match: /^SlurmJobs\..+\.rss$/ },
@@ -321,7 +330,7 @@ function drawCharts(host, history) {
       width, height: 200,
       scales: { x: { time: true }, y: chart.range ? { range: chart.range } : { auto: true } },
       axes: [{ space: 90 }, { size: 60, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
-      series: [{}, ...names.map((name, i) => ({ label: name.replace(/^(CPUPercent|SlurmJobs|NetIOCounters|DiskIOCounters|GPU)\./, ""), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }))],
+      series: [{}, ...names.map((name, i) => ({ label: chart.label ? chart.label(name) : name.replace(/^(SlurmJobs|LoadAverage|GPU)\./, "").replace(/\.(cpu_percent|rss|utilization\.gpu)$/, ""), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }))],
       legend: { live: true },
     };
     entry = { key, box, plot: new uPlot(options, data, box) };
@@ -338,7 +347,7 @@ function drawFacts(node) {
     ["Agent", node.agent], ["Connected since", when(node.connected_since)], ["Address", node.ip_address],
     ["Heartbeat", `${node.heartbeat_interval} s`], ["CPU", node.cpu], ["CPUs", node.cpus],
     ["Memory", bytes(node.memory_bytes)], ["Booted", when(node.boot_time)], ["System", node.system],
-    ["Platform", node.platform], ["GPUs", node.gpus.join(", ") || "none"], ["CPU use", `${percent(node.cpu_usage)} %`],
+    ["Platform", node.platform], ["GPUs", gpuList(node.gpus) || "none"], ["CPU use", `${percent(node.cpu_usage)} %`],
     ["Memory use", `${percent(node.mem_usage)} %`],
     ["Sensors", Object.entries(node.sensors).map(([name, every]) => `${name} ${every}s`).join(", ")],
   ];
