@@ -50,7 +50,7 @@ from fructosa.wire import protocol
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.configs import master_ini
 from tests.support.daemons import Daemon
-from tests.support.peer import Peer, closed_by_peer, handshake, read_frame
+from tests.support.peer import Peer, closed_by_peer, handshake, hello_frame, read_frame
 from tests.support.waiting import wait_for
 
 SECRET = b"fuzzing-secret-0123456789abcdef"
@@ -1107,16 +1107,13 @@ def test_hostile_datapoint_blocks(master: tuple[int, Daemon], carbon: CarbonCach
     assert re.search(r"malformed sample from 127\.0\.0\.1:\d+ skipped", log), log[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lmaster: short_hostname() of a hello host whose first label is over 200 characters raises "
-    "SampleError outside _serve_agent's handlers: an unlogged traceback instead of a logged refusal",
-)
 def test_a_hello_host_too_long_for_a_path_is_refused_cleanly(master: tuple[int, Daemon], tmp_path: Path) -> None:
     port, daemon = master
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        handshake(sock, "h" * 255, SECRET)  # protocol.check_hello accepts up to 255 characters
-        sock.sendall(d_frame(raw_block(b"x.y", [time.time()], [1.0])))
+        kind, payload = read_frame(sock)
+        assert kind == protocol.CHALLENGE
+        # a host name must be one path component of at most 200 characters
+        sock.sendall(hello_frame("h" * 255, protocol.decode_json(payload), SECRET))
         assert closed_by_peer(sock, 5)
     answers(port, timeout=3)
     assert daemon.running

@@ -169,17 +169,21 @@ def test_discovery_finds_a_real_job(slurm: SlurmCluster, monkeypatch: pytest.Mon
 
 
 def test_sensor_measures_a_real_job_between_two_reads(slurm: SlurmCluster) -> None:
-    job, _ = burner_job(slurm)
+    job, pids = burner_job(slurm)
     try:
         sensor = SlurmJobs()
         sensor.start()
         sensor.measure()  # the first reading only takes the reference for the rates
+        before = sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids), time.monotonic()
         time.sleep(1.0)  # the measured interval itself, not a synchronisation
         value = sensor.measure()
+        after = sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids), time.monotonic()
+        used = 100 * (after[0] - before[0]) / (after[1] - before[1])  # what the job's processes really got
         assert value["count"] >= 1
         metrics = value[f"job_{job}"]
         assert metrics["processes"] >= 1
-        assert 50 <= metrics["cpu_percent"] <= 130, metrics  # one busy CPU (the 2-core CI machine is shared)
+        # one busy CPU, or what a machine shared with other work lets it have
+        assert used > 10 and abs(metrics["cpu_percent"] - used) <= max(15, 0.25 * used), (metrics, used)
         assert metrics["rss"] > 0
     finally:
         slurm.run("scancel", job)
