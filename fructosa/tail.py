@@ -37,6 +37,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 DEFAULT_URL = "ws://127.0.0.1:8080/api/stream"
 OPEN_TIMEOUT = 10.0
 PROGRAM = "fructosa-tail"
+POLICY_VIOLATION = 1008
+"""The close code of a stream that wanted a token (or a right one)."""
 
 
 class TailError(Exception):
@@ -98,6 +100,8 @@ async def tail(url: str, token: str | None, patterns: list[str], last: bool, out
                 elif "error" in message:
                     raise TailError(f"lmaster: {message['error']}", 2)
         except ConnectionClosed as closed:
+            if getattr(closed.rcvd, "code", None) == POLICY_VIOLATION:
+                raise TailError(f"lmaster refused the stream ({_close_reason(closed)}); see --token-file", 2) from None
             raise TailError(f"lmaster closed the stream ({_close_reason(closed)})", 1) from closed
         raise TailError("lmaster closed the stream", 1)
 

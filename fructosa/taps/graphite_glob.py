@@ -132,6 +132,11 @@ class GlobPattern:
         first = self.components[0]
         return first.globstar or first.matches(name)
 
+    def first_names(self) -> frozenset[str] | None:
+        """The only names the first component can match (an index key), or None if it has wildcards."""
+        first = self.components[0]
+        return None if first.globstar or first.regex is not None else first.names
+
     def __repr__(self) -> str:
         return f"GlobPattern({self.text!r})"
 

@@ -15,7 +15,9 @@ Costs, on lmaster's hot path:
   hash of the path bytes and one tuple per *matching* datapoint;
 * a new layout looks its paths up in a bounded LRU of path → subscribers,
   and only a path never seen is matched, once per distinct pattern (clients
-  asking for the same pattern share it);
+  asking for the same pattern share it) among the candidates an index finds
+  by component count and literal first component (host-specific patterns
+  meet only their host's paths);
 * both caches are emptied when any subscription changes.
 
 A subscriber's queue holds at most ``queue_size`` items; when its client
@@ -105,6 +107,23 @@ class Subscriber:
         return dropped, items
 
 
+_Holders = tuple[GlobPattern, set[Subscriber]]
+
+
+class _PatternIndex:
+    """Distinct patterns by what a path must have for them to match, so a path meets only its candidates."""
+
+    __slots__ = ("exact", "by_length", "spanning")
+
+    def __init__(self) -> None:
+        self.exact: dict[tuple[int, str], list[_Holders]] = {}
+        """(components, literal first component): the usual host-specific pattern."""
+        self.by_length: dict[int, list[_Holders]] = {}
+        """Components: patterns whose first component has wildcards."""
+        self.spanning: list[_Holders] = []
+        """Patterns with ``**``: any length."""
+
+
 _Layout = tuple[tuple[Subscriber, tuple[int, ...], tuple[str, ...]], ...]
 """Per interested subscriber: the block positions it wants and their paths."""
 
@@ -120,9 +139,10 @@ class StreamHub(Tap):
         self._clients: set[Subscriber] = set()
         self._listening: set[Subscriber] = set()
         """Subscribers with at least one pattern: empty means observe has nothing to do."""
-        self._by_pattern: dict[str, tuple[GlobPattern, set[Subscriber]]] = {}
+        self._by_pattern: dict[str, _Holders] = {}
         self._layouts: OrderedDict[tuple[int, int, int], _Layout] = OrderedDict()
         self._paths: OrderedDict[str, tuple[Subscriber, ...]] = OrderedDict()
+        self._index: _PatternIndex | None = None
         self.matched_paths = 0
         """Paths matched against the patterns (cache misses), for tests and self-monitoring."""
         self.malformed_blocks = 0
@@ -202,6 +222,7 @@ class StreamHub(Tap):
     def _invalidate(self) -> None:
         self._layouts.clear()
         self._paths.clear()
+        self._index = None
 
     # -- what lmaster calls ----------------------------------------------------------------------------
 
@@ -261,15 +282,34 @@ class StreamHub(Tap):
             return cached
         self.matched_paths += 1
         parts = path.split(".")
+        index = self._index or self._build_index()
         found: set[Subscriber] = set()
-        for pattern, holders in self._by_pattern.values():
-            if not holders <= found and pattern.matches_parts(parts):
-                found |= holders
+        for candidates in (
+            index.exact.get((len(parts), parts[0]), ()),
+            index.by_length.get(len(parts), ()),
+            index.spanning,
+        ):
+            for pattern, holders in candidates:
+                if not holders <= found and pattern.matches_parts(parts):
+                    found |= holders
         result = tuple(found)
         self._paths[path] = result
         if len(self._paths) > self.limits.path_cache:
             self._paths.popitem(last=False)
         return result
+
+    def _build_index(self) -> _PatternIndex:
+        index = self._index = _PatternIndex()
+        for pattern, holders in self._by_pattern.values():
+            names = pattern.first_names()
+            if pattern.has_globstar:
+                index.spanning.append((pattern, holders))
+            elif names is None:
+                index.by_length.setdefault(len(pattern.components), []).append((pattern, holders))
+            else:
+                for name in names:
+                    index.exact.setdefault((len(pattern.components), name), []).append((pattern, holders))
+        return index
 
     def current_values(self, patterns: list[GlobPattern]) -> list[tuple[str, float, float, bool]]:
         """The newest value of every stored series matching one of ``patterns``, by path, at most ``queue_size``."""
