@@ -488,6 +488,45 @@ def test_a_stalled_client_neither_slows_the_relay_nor_a_fast_client():
     with_stream(test, hub)
 
 
+def test_shutdown_closes_streams_without_waiting_for_stalled_clients():
+    hub = StreamHub(limits=StreamLimits(queue_size=2000))
+
+    async def scenario() -> None:
+        server = TestServer(stream_app(hub))
+        client = TestClient(server)
+        await client.start_server()
+        try:
+            stalled = await client.ws_connect("/api/stream", headers=AUTH)
+            polite = await client.ws_connect("/api/stream", headers=AUTH)
+            await stalled.send_json({"subscribe": ["**"]})
+            await eventually(lambda: hub.stats()["listening"] == 1, what="the subscription")
+            flood = Block.of([(f"n{index:04d}.x", (NOW, 1.0)) for index in range(1000)])
+            deadline = time.monotonic() + 30
+            while hub.stats()["dropped"] == 0:
+                assert time.monotonic() < deadline, "the stalled client never lost anything"
+                hub.observe(flood, None)
+                await asyncio.sleep(0.001)
+            started = time.monotonic()
+            await server.close()  # what lmaster's stop does: runner.cleanup()
+            assert time.monotonic() - started < stream_http.CLOSE_WAIT + 3
+            message = await polite.receive(timeout=5)
+            assert message.type == aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.GOING_AWAY
+            assert hub.stats()["clients"] == 0
+        finally:
+            await client.close()
+
+    run(scenario)
+
+
+def test_public_read_streams_without_a_token():
+    async def test(client: TestClient, hub: StreamHub) -> None:
+        async with client.ws_connect("/api/stream") as ws:
+            await ws.send_json({"subscribe": ["n01.x"]})
+            assert await receive(ws) == {"subscribed": ["n01.x"]}
+
+    with_stream(test, public_read=True)
+
+
 # -- fructosa-tail, the real console script -------------------------------------------------------------------
 
 

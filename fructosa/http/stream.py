@@ -27,7 +27,6 @@ with the :class:`~fructosa.taps.stream.StreamHub` that lmaster's flow feeds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -52,12 +51,38 @@ HEARTBEAT = 30.0
 CHUNK = 2000
 """Datapoints in one message at most."""
 POLICY_VIOLATION = 1008
+CLOSE_WAIT = 2.0
+"""Seconds lmaster's shutdown waits for clients to take the close frame."""
+OPEN_STREAMS = web.AppKey("open_streams", set)
+"""(WebSocketResponse, transport) of every open stream, for the shutdown."""
 
 
 def add_stream_routes(app: web.Application, hub: StreamHub) -> None:
-    """Serve ``GET /api/stream`` from ``hub`` (call before the app starts)."""
+    """Serve ``GET /api/stream`` from ``hub`` (call before the app starts); open streams close at shutdown."""
     app[STREAM_HUB] = hub
+    app[OPEN_STREAMS] = set()
     app.router.add_get(STREAM_PATH, stream)
+    app.on_shutdown.append(_close_streams)
+
+
+async def _close_streams(app: web.Application) -> None:
+    """Say goodbye (code 1001) to every client, so that the runner's cleanup does not wait for them to leave.
+
+    A stalled client cannot even take the close frame: after :data:`CLOSE_WAIT`
+    seconds its connection is cut.
+    """
+    streams = list(app[OPEN_STREAMS])
+    closing = [
+        asyncio.ensure_future(ws.close(code=WSCloseCode.GOING_AWAY, message=b"lmaster stops")) for ws, _ in streams
+    ]
+    if not closing:
+        return
+    await asyncio.wait(closing, timeout=CLOSE_WAIT)
+    for (_, transport), task in zip(streams, closing, strict=True):
+        if not task.done():
+            task.cancel()
+            if transport is not None:
+                transport.abort()
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -71,13 +96,23 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return error_response(503, f"{hub.limits.max_clients} stream clients are connected already")
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT)
     await ws.prepare(request)
+    entry = (ws, request.transport)
+    request.app[OPEN_STREAMS].add(entry)
+    try:
+        await _serve(ws, request, hub, authorized)
+    finally:
+        request.app[OPEN_STREAMS].discard(entry)
+    return ws
+
+
+async def _serve(ws: web.WebSocketResponse, request: web.Request, hub: StreamHub, authorized: bool | None) -> None:
     if not authorized and not await _token_message(ws, request):
-        return ws
+        return
     try:
         subscriber = hub.connect()
     except StreamFull as full:
         await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=str(full).encode())
-        return ws
+        return
     sender = asyncio.create_task(_send(ws, subscriber), name="stream sender")
     try:
         async for message in ws:
@@ -90,9 +125,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     finally:
         hub.disconnect(subscriber)
         sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await sender
-    return ws
+        await asyncio.wait([sender])  # not "await sender": its CancelledError would read as ours
+        if not sender.cancelled() and sender.exception() is not None:
+            log.debug("stream to %s: sending failed: %r", request.remote, sender.exception())
 
 
 stream.authenticates_itself = True  # type: ignore[attr-defined]
