@@ -269,6 +269,43 @@ def test_late_joiner_gets_current_values_first_and_events_reach_everyone():
     ]
 
 
+def test_current_values_by_lookup_equal_those_by_scan_and_a_big_scan_yields_to_the_loop():
+    latest = LatestValues()
+    for number in range(300):
+        host = f"n{number:03d}"
+        latest.observe(
+            Block.of([(f"{host}.S{index // 10}.v{index % 10}", (NOW, float(index))) for index in range(200)]), host
+        )
+    hub = StreamHub(latest)
+    looked_up = hub.current_values([compile_pattern("n0{0,1}?.S{1,2}.v4")])  # a get per series: no scan
+    scanned = hub.current_values([compile_pattern("n0{0,1}?.S{1,2}.v[4]")])  # [4] is a wildcard: a scan
+    assert looked_up == scanned and len(looked_up) == 20 * 2
+    assert looked_up[:2] == [("n000.S1.v4", NOW, 14.0, True), ("n000.S2.v4", NOW, 24.0, True)]
+
+    async def scenario() -> None:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        client = hub.connect()
+        await hub.subscribe_async(client, ["*.S1.v[0-9]", "*.nothing.*"])  # 60,000 series looked at
+        assert ticks - before >= 2, "the scan held the event loop"
+        ticking.cancel()
+        dropped, items = client.take()
+        assert (
+            dropped == 0 and len(items) == 300 * 10 + 1 and items[-1] == {"subscribed": ["*.S1.v[0-9]", "*.nothing.*"]}
+        )
+
+    run(scenario)
+
+
 def test_hub_limits():
     hub = StreamHub(limits=StreamLimits(max_clients=2, max_patterns=3, max_pattern_length=20))
     client = hub.connect()

@@ -117,7 +117,7 @@ async def _serve(ws: web.WebSocketResponse, request: web.Request, hub: StreamHub
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
-                _handle(hub, subscriber, message.data)
+                await _handle(hub, subscriber, message.data)
             elif message.type == WSMsgType.BINARY:
                 subscriber.put_message({"error": "binary messages are not understood; send JSON text"})
             elif message.type == WSMsgType.ERROR:
@@ -175,7 +175,7 @@ def _parse(data: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _handle(hub: StreamHub, subscriber: Subscriber, data: str) -> None:
+async def _handle(hub: StreamHub, subscriber: Subscriber, data: str) -> None:
     """One client message; a bad one is answered ``{"error": ...}`` and changes nothing."""
     try:
         request = json.loads(data)
@@ -187,7 +187,7 @@ def _handle(hub: StreamHub, subscriber: Subscriber, data: str) -> None:
         return
     try:
         if "subscribe" in request:
-            hub.subscribe(subscriber, request["subscribe"])
+            await hub.subscribe_async(subscriber, request["subscribe"])
         else:
             hub.unsubscribe(subscriber, request["unsubscribe"])
     except PatternError as error:

@@ -132,6 +132,16 @@ class GlobPattern:
         first = self.components[0]
         return first.globstar or first.matches(name)
 
+    def relatives(self, limit: int = 64) -> list[str] | None:
+        """Every path below the first component this pattern can match, when there are few (an index lookup
+        instead of a scan); None when a later component has wildcards or there are more than ``limit``."""
+        paths = [""]
+        for component in self.components[1:]:
+            if component.globstar or component.regex is not None or len(paths) * len(component.names) > limit:
+                return None
+            paths = [f"{path}.{name}" if path else name for path in paths for name in sorted(component.names)]
+        return paths if len(self.components) > 1 else None
+
     def first_names(self) -> frozenset[str] | None:
         """The only names the first component can match (an index key), or None if it has wildcards."""
         first = self.components[0]

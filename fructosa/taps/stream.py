@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,8 @@ class Subscriber:
         return dropped, items
 
 
+_SCAN_SLICE = 20_000
+"""Stored series a subscribe looks at between two turns of the event loop (about 20 ms)."""
 _Holders = tuple[GlobPattern, set[Subscriber]]
 
 
@@ -176,19 +178,46 @@ class StreamHub(Tap):
     def subscribe(self, subscriber: Subscriber, patterns: object) -> list[str]:
         """Add patterns (all or none; PatternError says why); queue their current values, then an acknowledgement.
 
-        Returns the patterns the subscriber holds now.
+        Returns the patterns the subscriber holds now. Scans the latest values
+        at once: :meth:`subscribe_async` is the same without holding the loop.
         """
+        compiled = self._new_patterns(subscriber, patterns)
+        current = self.current_values(compiled)
+        return self._register(subscriber, compiled, current)
+
+    async def subscribe_async(self, subscriber: Subscriber, patterns: object) -> list[str]:
+        """:meth:`subscribe`, yielding to the event loop while it scans a large latest-values store."""
+        compiled = self._new_patterns(subscriber, patterns)
+        found: list[tuple[str, float, float, bool]] = []
+        scanned = 0
+        for points, cost in self._current_by_host(compiled):
+            found.extend(points)
+            scanned += cost
+            if scanned >= _SCAN_SLICE:
+                scanned = 0
+                await asyncio.sleep(0)  # agents' frames go on while a client's history is gathered
+        del found[self.limits.queue_size :]
+        return self._register(subscriber, compiled, found)
+
+    def _new_patterns(self, subscriber: Subscriber, patterns: object) -> list[GlobPattern]:
         compiled = [pattern for pattern in self.compile(patterns) if pattern.text not in subscriber.patterns]
+        self._check_room(subscriber, compiled)
+        return compiled
+
+    def _check_room(self, subscriber: Subscriber, compiled: list[GlobPattern]) -> None:
         total = len(subscriber.patterns) + len(compiled)
         if total > self.limits.max_patterns:
             raise PatternError(f"at most {self.limits.max_patterns} patterns per client, not {total}")
+
+    def _register(self, subscriber: Subscriber, compiled: list[GlobPattern], current: list[Any]) -> list[str]:
+        compiled = [pattern for pattern in compiled if pattern.text not in subscriber.patterns]
+        self._check_room(subscriber, compiled)
         for pattern in compiled:
             subscriber.patterns[pattern.text] = pattern
             self._by_pattern.setdefault(pattern.text, (pattern, set()))[1].add(subscriber)
         if subscriber.patterns:
             self._listening.add(subscriber)
         self._invalidate()
-        current = self.current_values(compiled)
         if current:
             subscriber.put(current)
         held = sorted(subscriber.patterns)
@@ -312,20 +341,36 @@ class StreamHub(Tap):
         return index
 
     def current_values(self, patterns: list[GlobPattern]) -> list[tuple[str, float, float, bool]]:
-        """The newest value of every stored series matching one of ``patterns``, by path, at most ``queue_size``."""
-        if self.latest is None or not patterns:
-            return []
+        """The newest value of every stored series matching one of ``patterns``, by host and path, at most
+        ``queue_size`` of them."""
         found: list[tuple[str, float, float, bool]] = []
-        room = self.limits.queue_size
-        for host in self.latest.hosts():
+        for points, _ in self._current_by_host(patterns):
+            found.extend(points)
+        return found[: self.limits.queue_size]
+
+    def _current_by_host(self, patterns: list[GlobPattern]) -> Iterator[tuple[list[Any], int]]:
+        """Per host, its matching current values and how many series were looked at; stops at ``queue_size``."""
+        latest, room = self.latest, self.limits.queue_size
+        if latest is None or not patterns:
+            return
+        for host in latest.hosts():
             relevant = [pattern for pattern in patterns if pattern.may_match_first(host)]
-            for path, (when, value) in sorted((self.latest.latest(host) or {}).items()) if relevant else ():
-                parts = path.split(".")
-                if any(pattern.matches_parts(parts) for pattern in relevant):
-                    found.append((path, when, value, True))
-                    if len(found) >= room:
-                        return found
-        return found
+            if not relevant:
+                continue
+            lookups = [pattern.relatives() for pattern in relevant]
+            if all(relatives is not None for relatives in lookups):  # e.g. *.CPUPercent.total: no scan of the host
+                wanted = sorted({relative for relatives in lookups for relative in relatives or ()})
+                stored = [(f"{host}.{relative}", latest.get(host, relative)) for relative in wanted]
+                cost = len(wanted)
+            else:
+                stored = sorted((latest.latest(host) or {}).items())
+                cost = len(stored)
+                stored = [(path, point) for path, point in stored if any(p.matches(path) for p in relevant)]
+            points = [(path, point[0], point[1], True) for path, point in stored if point is not None]
+            yield points, cost
+            room -= len(points)
+            if room <= 0:
+                return
 
     def stats(self) -> dict[str, int]:
         return {
