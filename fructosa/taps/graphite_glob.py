@@ -104,10 +104,13 @@ class GlobPattern:
 
     def matches_parts(self, parts: list[str]) -> bool:
         components = self.components
-        if not self.has_globstar:
-            return len(parts) == len(components) and all(
-                component.matches(part) for component, part in zip(components, parts, strict=True)
-            )
+        if not self.has_globstar:  # the usual case, on lmaster's hot path: a plain loop, no calls
+            if len(parts) != len(components):
+                return False
+            for component, part in zip(components, parts):  # noqa: B905 - lengths are equal
+                if part not in component.names and (component.regex is None or not component.regex.match(part)):
+                    return False
+            return True
         count = len(parts)
         positions = {0}  # how many path components the pattern's first components can have consumed
         last = len(components) - 1
