@@ -36,6 +36,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 DEFAULT_URL = "ws://127.0.0.1:8080/api/stream"
 OPEN_TIMEOUT = 10.0
+MAX_MESSAGE = 16 << 20
+"""Bytes in one message from lmaster (its messages hold at most 2,000 datapoints: about 150 KB)."""
 PROGRAM = "fructosa-tail"
 POLICY_VIOLATION = 1008
 """The close code of a stream that wanted a token (or a right one)."""
@@ -74,7 +76,7 @@ def print_points(points: list[list[Any]], out: TextIO) -> None:
 async def tail(url: str, token: str | None, patterns: list[str], last: bool, out: TextIO) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        connection = await connect(url, open_timeout=OPEN_TIMEOUT, max_size=None, **{_HEADERS: headers})
+        connection = await connect(url, open_timeout=OPEN_TIMEOUT, max_size=MAX_MESSAGE, **{_HEADERS: headers})
     except InvalidURI as error:
         raise TailError(f"--url {url!r}: {error}", 2) from error
     except InvalidHandshake as error:
