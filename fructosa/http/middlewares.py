@@ -100,6 +100,9 @@ def make_authenticate() -> Callable[[web.Request, Handler], Awaitable[web.Stream
         settings = request.app[SETTINGS]
         if settings.token is None or (settings.public_read and request.method in READ_METHODS):
             return await handler(request)
+        handles_its_own = getattr(request.match_info.handler, "authenticates_itself", False)
+        if handles_its_own and "Authorization" not in request.headers:
+            return await handler(request)  # a browser's WebSocket cannot send the header: its first message has it
         scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not offered.strip():
             refusals.note(peer, "no bearer token")

@@ -190,6 +190,7 @@ def document() -> dict[str, Any]:
                 ],
                 not_found=True,
             ),
+            "/api/stream": STREAM_OPERATION,
             "/api/openapi.json": _get(
                 "this document", {"description": "OpenAPI 3.1", "content": {"application/json": {}}}, [], False
             ),
@@ -197,6 +198,35 @@ def document() -> dict[str, Any]:
     }
 
 
+STREAM_OPERATION: dict[str, Any] = {
+    "get": {
+        "summary": "live datapoints and events over a WebSocket, by Graphite glob pattern",
+        "description": "Upgrade to a WebSocket (JSON text messages). Authentication: the Authorization header, or "
+        'for browsers a first message {"token": "TOKEN"} within 5 s (else closed with code 1008). '
+        'Client → server, at any time: {"subscribe": [PATTERN, ...]} and {"unsubscribe": [PATTERN, ...]}; '
+        "patterns are Graphite globs as graphite-web matches them (* ? [...] {a,b} within a component, ** across "
+        "components), at most 100 per client and 512 characters each. "
+        'Server → client: after a subscribe {"current": [[path, timestamp, value], ...]} (the newest stored value '
+        'of each series the new patterns match), then {"subscribed": [PATTERN, ...]}; then '
+        '{"datapoints": [[path, timestamp, value], ...]} as datapoints arrive (matching paths only), '
+        '{"dropped": N} when the client read too slowly and lost its N oldest queued items, '
+        '{"event": {...}} for lmaster\'s events, {"error": "..."} for a message not understood (the connection '
+        "stays open). A message over 64 KiB closes the connection with code 1009.",
+        "parameters": [],
+        "responses": {
+            "101": {"description": "switching to the WebSocket protocol"},
+            "400": _error("not a WebSocket upgrade, or a token in the query string"),
+            "401": _COMMON_ERRORS["401"],
+            "405": _COMMON_ERRORS["405"],
+            "503": _error("the stream's client limit is reached"),
+        },
+    }
+}
+
+
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document())
+    served = {resource.canonical for resource in request.app.router.resources()}
+    described = document()
+    described["paths"] = {path: item for path, item in described["paths"].items() if path in served}
+    return web.json_response(described)
