@@ -218,6 +218,7 @@ class ActionRunner:
         status = None if timed_out else process.returncode
         return status, bytes(kept).decode("utf-8", "replace"), note
 
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)

@@ -75,4 +75,3 @@ class AlarmStore:
                 os.close(directory)
         except OSError as error:
             raise StoreError(f"{self.directory}: cannot store the alarms: {error.strerror or error}") from None
-

@@ -40,7 +40,7 @@ async def run_action(request: web.Request) -> web.Response:
     body = await json_body(request) if request.can_read_body else {}
     unknown = sorted(set(body) - {"arguments"})
     if unknown:
-        raise web.HTTPBadRequest(text=f"unknown field {unknown[0][:40]!r}; the body is {{\"arguments\": {{...}}}}")
+        raise web.HTTPBadRequest(text=f'unknown field {unknown[0][:40]!r}; the body is {{"arguments": {{...}}}}')
     caller = request.remote or "unknown"
     try:
         result = await runner.run(name, body.get("arguments", {}), caller=f"HTTP client {caller}")

@@ -280,4 +280,3 @@ async def delete_alarm(request: web.Request) -> web.Response:
     except StoreError as error:
         raise web.HTTPInternalServerError(text=str(error)) from None
     return web.json_response({"deleted": name})
-

@@ -7,6 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from .actions import ACTIONS
+from .alarms import ALARMS
 from .nodes import GROUPABLE
 from .state import STATES
 
@@ -117,8 +119,22 @@ _STATE = {
 ALARM_SCHEMAS: dict[str, Any] = {
     "Alarm": {
         "type": "object",
-        "required": ["name", "metric", "operator", "value", "for", "target", "job", "severity", "action", "origin",
-                     "status", "since", "firing", "states"],
+        "required": [
+            "name",
+            "metric",
+            "operator",
+            "value",
+            "for",
+            "target",
+            "job",
+            "severity",
+            "action",
+            "origin",
+            "status",
+            "since",
+            "firing",
+            "states",
+        ],
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string"},
@@ -134,8 +150,11 @@ ALARM_SCHEMAS: dict[str, Any] = {
             "status": {"enum": ["ok", "pending", "firing", "resolved"], "description": "the worst of its states"},
             "since": _NULLABLE_NUMBER,
             "firing": {"type": "integer", "minimum": 0},
-            "states": {"type": "object", "description": "node, job id or 'cluster' → state",
-                       "additionalProperties": _STATE},
+            "states": {
+                "type": "object",
+                "description": "node, job id or 'cluster' → state",
+                "additionalProperties": _STATE,
+            },
         },
     },  # fmt: skip
     "Alarms": {
@@ -188,8 +207,13 @@ ALARM_SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "name": {"type": "string"},
                     "metric": {"type": "string"},
-                    "operator": {"type": "object", "description": "e.g. {\"More\": 33}", "minProperties": 1,
-                                 "maxProperties": 1, "additionalProperties": {"type": "number"}},
+                    "operator": {
+                        "type": "object",
+                        "description": 'e.g. {"More": 33}',
+                        "minProperties": 1,
+                        "maxProperties": 1,
+                        "additionalProperties": {"type": "number"},
+                    },
                     "current": _NULLABLE_NUMBER,
                     "active": {"type": "boolean"},
                     "pretty": {"type": "string"},
@@ -204,8 +228,11 @@ ALARM_SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string"},
             "command": {"type": "array", "items": {"type": "string"}, "description": "argument vector template"},
-            "arguments": {"type": "object", "additionalProperties": {"type": "string"},
-                          "description": "argument → the regex its value must match entirely"},
+            "arguments": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "argument → the regex its value must match entirely",
+            },
             "timeout": {"type": "number"},
         },
     },  # fmt: skip
@@ -374,7 +401,4 @@ def document(alarms: bool = False, actions: bool = False) -> dict[str, Any]:
 
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    from .actions import ACTIONS
-    from .alarms import ALARMS
-
     return web.json_response(document(alarms=ALARMS in request.app, actions=ACTIONS in request.app))
