@@ -252,6 +252,26 @@ def test_bad_rules_name_their_field(fields, field):
     assert error.value.field == field
 
 
+def test_firing_levels_are_emitted_on_changes_and_every_levels_interval():
+    clock = Clock()
+    emitted: list[Any] = []
+    notifier = Notifier(emit=emitted.extend)
+    engine, _ = evaluator(make_rule("hot", "*.x", ">", 1), make_rule("Other one", "*.y", ">", 1), clock=clock)
+    engine.level_listeners.append(notifier.levels)
+    engine.tick()
+    assert emitted == [("fructosa.alarms.hot.firing", (NOW, 0.0)), ("fructosa.alarms.Other_one.firing", (NOW, 0.0))]
+    clock.now += 1
+    engine.observe(block(("n01.x", 5.0), ("n02.x", 5.0), when=clock.now), "relay")
+    hot = "fructosa.alarms.hot.firing"
+    assert emitted[2:] == [(hot, (NOW + 1, 1.0)), (hot, (NOW + 1, 2.0))]
+    engine.tick()
+    assert len(emitted) == 4  # within levels interval: nothing new
+    clock.now += 10
+    engine.tick()
+    assert emitted[4:] == [("fructosa.alarms.hot.firing", (NOW + 11, 2.0)),
+                           ("fructosa.alarms.Other_one.firing", (NOW + 11, 0.0))]  # fmt: skip
+
+
 # -- store ----------------------------------------------------------------------------------------------
 
 WRITER = textwrap.dedent(

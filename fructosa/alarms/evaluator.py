@@ -63,6 +63,8 @@ class EvaluatorSettings:
     max_keys_per_rule: int = 100_000
     max_nodes: int = 20_000
     tick_interval: float = 1.0
+    levels_interval: float = 10.0
+    """Seconds between two rounds of every rule's firing level (changes are published at once)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class AlarmEvaluator(Tap):
         self.dropped_keys = 0
         self.ignored_stale = 0
         self._last_prune = 0.0
+        self._last_levels = 0.0
         self._reindex()
 
     # -- rules ---------------------------------------------------------------------------------------
@@ -324,13 +327,15 @@ class AlarmEvaluator(Tap):
         if now - self._last_prune >= min(10.0, self.settings.stale_after):
             self._prune(now)
             self._last_prune = now
-        self._publish_levels(now, {runtime.rule.slug: runtime.firing() for runtime in self.runtimes.values()})
+        if now - self._last_levels >= self.settings.levels_interval:
+            self._last_levels = now
+            self._publish_levels(now, {runtime.rule.slug: runtime.firing() for runtime in self.runtimes.values()})
 
     def _silent_after(self, node: str) -> float:
         return self.settings.silent_after or 3 * self.heartbeat_of(node)
 
     def _tick_silent(self, runtime: RuleRuntime, now: float) -> None:
-        for node, last in self.last_seen.items():
+        for node, last in list(self.last_seen.items()):
             silence = now - last
             if silence > self._silent_after(node) or runtime.states.get(node, State()).status != "ok":
                 self._set(runtime, node, silence > self._silent_after(node), silence, now)
@@ -338,7 +343,7 @@ class AlarmEvaluator(Tap):
     def _tick_idle(self, runtime: RuleRuntime, now: float) -> None:
         allocated = self.job_cpus()
         runtime.dirty.clear()
-        for job, series in runtime.series.items():
+        for job, series in list(runtime.series.items()):
             cpus = allocated.get(job)
             if not cpus or not series:
                 continue
@@ -347,7 +352,7 @@ class AlarmEvaluator(Tap):
 
     def _prune(self, now: float) -> None:
         horizon = now - self.settings.stale_after
-        for runtime in self.runtimes.values():
+        for runtime in list(self.runtimes.values()):
             for key in list(runtime.series):
                 series = runtime.series[key]
                 for path in [path for path, (when, _) in series.items() if when < horizon]:

@@ -137,10 +137,20 @@ class Notifier:
             self._enqueue(self.settings.webhook, webhook_body(transition))
 
     def levels(self, now: float, levels: dict[str, int]) -> None:
-        """``fructosa.alarms.NAME.firing`` for each rule given."""
-        if self.emit is not None and levels:
-            second = float(int(now))
-            self.emit([(f"fructosa.alarms.{name}.firing", (second, float(count))) for name, count in levels.items()])
+        """``fructosa.alarms.NAME.firing`` for each rule given.
+
+        Emitted from the event loop's next turn when one runs: ``emit`` hands
+        datapoints to every tap, the evaluator included, which must not be
+        re-entered while it is evaluating a block.
+        """
+        if self.emit is None or not levels:
+            return
+        second = float(int(now))
+        datapoints = [(f"fructosa.alarms.{name}.firing", (second, float(count))) for name, count in levels.items()]
+        try:
+            asyncio.get_running_loop().call_soon(self.emit, datapoints)
+        except RuntimeError:  # no loop (tests driving the evaluator by hand): at once
+            self.emit(datapoints)
 
     def _enqueue(self, url: str, body: dict[str, Any]) -> None:
         try:
