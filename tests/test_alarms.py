@@ -24,8 +24,8 @@ from fructosa.alarms import cli
 from fructosa.alarms.evaluator import AlarmEvaluator, EvaluatorSettings, Transition
 from fructosa.alarms.notify import Notifier, NotifySettings
 from fructosa.alarms.rules import RuleError, make_rule
-from fructosa.alarms.service import AlarmService, LimitReached
-from fructosa.alarms.store import AlarmStore
+from fructosa.alarms.service import AlarmService, LimitReached, usable_state_dir
+from fructosa.alarms.store import AlarmStore, StoreError
 from fructosa.config import ConfigError, load_master_config
 from fructosa.http.actions import add_action_routes
 from fructosa.http.alarms import add_alarm_routes
@@ -278,7 +278,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from fructosa.alarms.rules import make_rule
-    from fructosa.alarms.store import AlarmStore
+    from fructosa.alarms.store import AlarmStore, StoreError
     store = AlarmStore(sys.argv[1])
     rules = []
     for i in range(1_000_000):
@@ -670,6 +670,17 @@ def test_configuration_declares_alarms_and_actions(tmp_path):
     assert action.patterns == {"node": "node[0-9]{2}"} and action.timeout == 10
     alarms = AlarmService.from_config(config)
     assert [rule.name for rule in alarms.rules()] == ["node-silent", "hot", "fat jobs"]
+
+
+def test_state_dir_must_be_usable_unless_it_is_the_default(tmp_path, caplog, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(StoreError, match="state dir"):
+        usable_state_dir(str(blocked / "alarms"))
+    assert usable_state_dir(str(tmp_path / "new")) == str(tmp_path / "new") and (tmp_path / "new").is_dir()
+    monkeypatch.setattr("fructosa.config.alarms.DEFAULT_ALARM_STATE_DIR", str(blocked / "alarms"))
+    assert usable_state_dir(str(blocked / "alarms")) is None
+    assert "until lmaster stops" in caplog.text
 
 
 @pytest.mark.parametrize(

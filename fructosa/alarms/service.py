@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -47,6 +48,28 @@ class Protected(ValueError):
 
 class LimitReached(ValueError):
     """``max alarms`` alarms exist already (HTTP 400, documented)."""
+
+
+def usable_state_dir(directory: str | None) -> str | None:
+    """The state directory, created if need be; the default one, when unusable (not root), means memory only.
+
+    A directory set in the configuration must be usable: StoreError (lmaster does not start).
+    """
+    from ..config.alarms import DEFAULT_ALARM_STATE_DIR
+
+    if directory is None:
+        return None
+    try:
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as error:
+        reason = f"{directory}: unusable for alarms ({error.strerror or error})"
+        if directory != DEFAULT_ALARM_STATE_DIR:
+            raise StoreError(f"[alarms] state dir = {directory!r}: {reason}") from None
+        log.warning("%s: alarms added at run time will last until lmaster stops", reason)
+        return None
+    return directory
 
 
 class AlarmService(Tap):
@@ -91,7 +114,7 @@ class AlarmService(Tap):
         )  # fmt: skip
         return cls(
             evaluator,
-            AlarmStore(settings.state_dir),
+            AlarmStore(usable_state_dir(settings.state_dir)),
             Notifier(NotifySettings(settings.webhook, settings.events_url)),
             ActionRunner(config.actions),
             settings.max_alarms,
