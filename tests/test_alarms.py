@@ -545,6 +545,21 @@ def test_api_alarms(tmp_path):
     with_client(tmp_path, test)
 
 
+def test_openapi_documents_the_alarm_and_action_routes(tmp_path):
+    async def test(client: TestClient, alarms: AlarmService) -> None:
+        document = await (await client.get("/api/openapi.json", headers=AUTH)).json()
+        served = {resource.canonical for resource in client.app.router.resources()}
+        alarm_paths = {path for path in document["paths"] if "alarms" in path or "actions" in path}
+        assert alarm_paths == {path for path in served if "alarms" in path or "actions" in path}
+        for path in alarm_paths:
+            for operation in document["paths"][path].values():
+                assert "401" in operation["responses"], path
+        for schema in document["components"]["schemas"].values():
+            jsonschema.Draft202012Validator.check_schema(schema)
+
+    with_client(tmp_path, test)
+
+
 def test_changes_need_the_token_even_with_public_read(tmp_path):
     async def test(client: TestClient, alarms: AlarmService) -> None:
         add = {"name": "a", "target": "main", "metric": "*.x", "operation": ">", "value": 1}
