@@ -452,6 +452,7 @@ def test_metric_proxy_curl_shapes(tmp_path):
             {"name": "hot-n01", "target": "n01", "metric": "CPUPercent.total", "operation": "More", "value": 99},
             {"name": "job-rss", "target": "4242", "metric": "rss", "operation": "<", "value": 1.5},
             {"name": "eq", "target": "main", "metric": "*.x.y", "operation": "=", "value": 0},
+            {"name": "n02-glob", "target": "n02", "metric": "*.Load.*", "operation": "Less", "value": 0},
         ):
             assert (await (await client.post("/alarms/add", json=body, headers=AUTH)).json())["success"] is True
         rules = {rule.name: rule for rule in alarms.rules()}
@@ -460,10 +461,11 @@ def test_metric_proxy_curl_shapes(tmp_path):
         assert (rules["job-rss"].target, rules["job-rss"].job) == ("job", "4242")
         assert rules["job-rss"].metric == "*.SlurmJobs.job_4242.rss"
         assert rules["eq"].operator == "=="
+        assert (rules["n02-glob"].metric, rules["n02-glob"].operator) == ("n02.Load.*", "<")
         alarms.observe(block(("n01.CPUPercent.total", 100.0)), "n01")
         alarms.evaluator.tick()
         listing = await (await client.get("/alarms/list", headers=AUTH)).json()
-        assert set(listing) == {"main", "n01", "4242"}
+        assert set(listing) == {"main", "n01", "n02", "4242"}
         high = next(entry for entry in listing["main"] if entry["name"] == "High CPU")
         assert high == {"name": "High CPU", "metric": "*.CPUPercent.total", "operator": {"More": 80.0},
                         "current": 100.0, "active": True, "pretty": rules["High CPU"].pretty}  # fmt: skip
@@ -478,7 +480,7 @@ def test_metric_proxy_curl_shapes(tmp_path):
         assert response.status == 400 and (await response.json())["success"] is False
         response = await client.get("/alarms/del?targetjob=main&name=disk-full", headers=AUTH)
         assert response.status == 409 and "configuration" in (await response.json())["operation"]
-        assert {rule.name for rule in AlarmStore(str(tmp_path / "alarms")).load()} == {"hot-n01", "eq"}
+        assert {rule.name for rule in AlarmStore(str(tmp_path / "alarms")).load()} == {"hot-n01", "eq", "n02-glob"}
 
     with_client(tmp_path, test)
 

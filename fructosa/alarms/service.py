@@ -169,7 +169,12 @@ class AlarmService(Tap):
         if runtime is None:
             raise KeyError(name)
         if runtime.rule.origin != "api":
-            raise Protected(f"alarm {name!r} comes from the {runtime.rule.origin}; change it there")
+            where = (
+                "built in ([alarms] switches it)"
+                if runtime.rule.origin == "builtin"
+                else "declared in the configuration file"
+            )
+            raise Protected(f"alarm {name!r} is {where}; it cannot be deleted at run time")
         self.store.save([rule for rule in self.stored() if rule.name != name])
         self.evaluator.remove_rule(name)
         log.info("alarm deleted: %s", runtime.rule.pretty)

@@ -12,7 +12,8 @@ answered ``{"operation": "...", "success": true}`` or, with status 400,
 mean over all nodes), a Slurm job id, or a node name; ``operation`` is
 ``>``, ``<`` or ``=`` (also ``>=``, ``<=``, ``!=``, and the names ``More``,
 ``Less``, ``Equal``). For a job or node target, a metric given below it
-(``cpu_percent``, ``CPUPercent.total``) is completed to the full glob.
+(``cpu_percent``, ``CPUPercent.total``) is completed to the full glob, and a
+node target narrows a glob over nodes (``*.CPUPercent.total``) to itself.
 
 FrUCToSA's own, with ``for``, ``severity`` and per-key states::
 
@@ -95,7 +96,10 @@ def rule_from_proxy(body: dict[str, Any]) -> Rule:
             metric = f"*.SlurmJobs.job_{target}.{metric}"
     elif target != MAIN:
         kind = "node"
-        if metric.split(".")[0] != target:
+        components = metric.split(".")
+        if any(char in components[0] for char in "*?[{"):  # a glob over nodes: this node only
+            metric = ".".join([target, *components[1:]])
+        elif components[0] != target:  # given below the node
             metric = f"{target}.{metric}"
     return make_rule(body["name"], metric, PROXY_OPERATIONS[operation], body["value"], target=kind, job=job)
 
