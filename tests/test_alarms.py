@@ -303,6 +303,7 @@ def test_store_survives_kill_9_mid_write_loop(tmp_path):
         numbers = [int(rule.name[1:]) for rule in rules]
         assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # one consistent write, not a mix
         assert all(rule.value == number for rule, number in zip(rules, numbers, strict=True))
+        assert os.listdir(tmp_path) == ["alarms.json"]  # a killed write's temporary file is cleaned up
 
 
 def test_store_round_trip_and_unreadable_entries(tmp_path, caplog):

@@ -10,6 +10,7 @@ new one, never a half-written one; a leftover temporary file is ignored.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -35,9 +36,12 @@ class AlarmStore:
         self.path = os.path.join(directory, FILE_NAME) if directory else None
 
     def load(self) -> list[Rule]:
-        """The stored rules; one that no longer checks is logged and skipped."""
-        if self.path is None or not os.path.exists(self.path):
+        """The stored rules; one that no longer checks is logged and skipped; a killed write's leftover goes."""
+        if self.path is None or self.directory is None or not os.path.exists(self.path):
             return []
+        for leftover in glob.glob(os.path.join(glob.escape(self.directory), ".alarms-*.tmp")):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
         try:
             with open(self.path, encoding="utf-8") as stream:
                 data = json.load(stream)
