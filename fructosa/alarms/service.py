@@ -2,7 +2,11 @@
 
 lmaster wiring (a few lines)::
 
-    alarms = AlarmService.from_config(config, heartbeat_of=..., job_cpus=...)
+    alarms = AlarmService.from_config(
+        config,
+        heartbeat_of=lambda host: ...,  # the agent's heartbeat interval from its hello; any float for any host
+        job_cpus=lambda: {job_id: job.cpus for job_id, job in (poller.known or {}).items()},  # [slurm] poller
+    )
     master = Master(config, taps=[..., alarms])       # alarms.observe sees every block
     alarms.bind(emit=master.emit, on_event=hub.push)  # fructosa.alarms.*.firing, live stream
     add_alarm_routes(app, alarms); add_action_routes(app, alarms.actions)
