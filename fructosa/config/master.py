@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..graphite_paths import is_valid_path
 from ..logs import LoggingConfig
 from ..sinks.ring import Destination, check_ring, parse_destinations
+from .alarms import ALARM_SECTIONS, ALARMS, AlarmsConfig, check_alarm_actions
 from .common import (
     LOGGING,
     LinkConfig,
@@ -104,6 +105,9 @@ class MasterConfig:
     """Let other lmasters relay to this one (they write paths of many hosts)."""
     upstream: UpstreamConfig | None = None
     notices: tuple[str, ...] = ()
+    alarms: AlarmsConfig = AlarmsConfig()
+    alarm_rules: tuple = ()
+    actions: tuple = ()
 
 
 def parse_prefix(text: str) -> str:
@@ -226,7 +230,9 @@ MASTER_SCHEMA = Schema(
     doc=f"FrUCToSA lmaster configuration (default location {DEFAULT_MASTER_CONFIG}). Every key is optional;"
     " the values shown are the defaults. Files written for FrUCToSA 0.3.2 work unchanged ([qmaster] is read"
     " as [lmaster]). Sizes: bytes, or a number with K, M, G; booleans: yes/no.",
-    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM),
+    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM, ALARMS),
+    named=ALARM_SECTIONS,
+    checks=(check_alarm_actions,),
     foreign=(ForeignSection("sensor:", "ignored: sensors run in lagent, not lmaster"),),
 )
 

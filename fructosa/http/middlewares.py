@@ -24,6 +24,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN_QUERY_KEYS = frozenset({"token", "access_token", "api_key", "apikey", "key", "auth", "bearer"})
 """Query parameters refused outright: a token in a URL ends up in logs, proxies and browser history."""
 READ_METHODS = frozenset({"GET", "HEAD"})
+GUARDED_PREFIXES = ("/api", "/alarms")
+"""Paths the token guards: the API, and the Metric-Proxy-compatible alarm routes."""
+CHANGING_GETS = frozenset({"/alarms/del"})
+"""GET routes that change something (the Metric Proxy's delete): never let through by public read."""
 REFUSAL_LOG_INTERVAL = 60.0
 """Seconds between two log lines about refused requests from one peer address."""
 
@@ -89,7 +93,7 @@ def make_authenticate() -> Callable[[web.Request, Handler], Awaitable[web.Stream
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not (request.path == "/api" or request.path.startswith("/api/")):
+        if not any(request.path == prefix or request.path.startswith(prefix + "/") for prefix in GUARDED_PREFIXES):
             return await handler(request)
         peer = request.remote or "unknown"
         if TOKEN_QUERY_KEYS.intersection(key.lower() for key in request.query):
@@ -98,7 +102,8 @@ def make_authenticate() -> Callable[[web.Request, Handler], Awaitable[web.Stream
                 400, "a token in the URL is refused (URLs end up in logs); send the header Authorization: Bearer TOKEN"
             )
         settings = request.app[SETTINGS]
-        if settings.token is None or (settings.public_read and request.method in READ_METHODS):
+        public = settings.public_read and request.method in READ_METHODS and request.path not in CHANGING_GETS
+        if settings.token is None or public:
             return await handler(request)
         handles_its_own = getattr(request.match_info.handler, "authenticates_itself", False)
         if handles_its_own and "Authorization" not in request.headers:

@@ -7,6 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from .actions import ACTIONS
+from .alarms import ALARMS
 from .nodes import GROUPABLE
 from .state import STATES
 
@@ -104,6 +106,158 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+_STATE = {
+    "type": "object",
+    "required": ["status", "since", "value"],
+    "additionalProperties": False,
+    "properties": {
+        "status": {"enum": ["ok", "pending", "firing", "resolved"]},
+        "since": {"type": "number", "description": "Unix time it entered this status"},
+        "value": _NULLABLE_NUMBER,
+    },
+}
+ALARM_SCHEMAS: dict[str, Any] = {
+    "Alarm": {
+        "type": "object",
+        "required": [
+            "name",
+            "metric",
+            "operator",
+            "value",
+            "for",
+            "target",
+            "job",
+            "severity",
+            "action",
+            "origin",
+            "status",
+            "since",
+            "firing",
+            "states",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "metric": {"type": "string", "description": "Graphite glob, the node first"},
+            "operator": {"enum": [">", ">=", "<", "<=", "==", "!="]},
+            "value": {"type": "number"},
+            "for": {"type": "number", "description": "seconds the condition must hold before it fires"},
+            "target": {"enum": ["node", "cluster-mean", "cluster-max", "cluster-sum", "job"]},
+            "job": {**_NULLABLE_STRING, "description": "a job target narrowed to one job id"},
+            "severity": {"enum": ["info", "warning", "critical"]},
+            "action": _NULLABLE_STRING,
+            "origin": {"enum": ["api", "configuration", "builtin"]},
+            "status": {"enum": ["ok", "pending", "firing", "resolved"], "description": "the worst of its states"},
+            "since": _NULLABLE_NUMBER,
+            "firing": {"type": "integer", "minimum": 0},
+            "states": {
+                "type": "object",
+                "description": "node, job id or 'cluster' → state",
+                "additionalProperties": _STATE,
+            },
+        },
+    },  # fmt: skip
+    "Alarms": {
+        "type": "object",
+        "required": ["alarms", "max_alarms"],
+        "additionalProperties": False,
+        "properties": {
+            "alarms": {"type": "array", "items": {"$ref": "#/components/schemas/Alarm"}},
+            "max_alarms": {"type": "integer", "description": "alarms in all; more are refused (400)"},
+        },
+    },
+    "NewAlarm": {
+        "type": "object",
+        "required": ["name", "metric", "operator", "value"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "maxLength": 100},
+            "metric": {"type": "string", "maxLength": 300},
+            "operator": {"enum": [">", ">=", "<", "<=", "==", "!="]},
+            "value": {"type": "number"},
+            "for": {"type": "number", "minimum": 0},
+            "target": {"enum": ["node", "cluster-mean", "cluster-max", "cluster-sum", "job"]},
+            "severity": {"enum": ["info", "warning", "critical"]},
+            "action": {"type": "string"},
+            "job": {"type": "string", "pattern": "^[0-9]+$"},
+        },
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["deleted"],
+        "additionalProperties": False,
+        "properties": {"deleted": {"type": "string"}},
+    },
+    "ProxyAnswer": {
+        "type": "object",
+        "required": ["operation", "success"],
+        "additionalProperties": False,
+        "description": "the Metric Proxy's answer",
+        "properties": {"operation": {"type": "string"}, "success": {"type": "boolean"}, "error": {"type": "string"}},
+    },
+    "ProxyAlarms": {
+        "type": "object",
+        "description": "target (main, a job id or a node) → its alarms, as the Metric Proxy lists them",
+        "additionalProperties": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "metric", "operator", "current", "active", "pretty"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "metric": {"type": "string"},
+                    "operator": {
+                        "type": "object",
+                        "description": 'e.g. {"More": 33}',
+                        "minProperties": 1,
+                        "maxProperties": 1,
+                        "additionalProperties": {"type": "number"},
+                    },
+                    "current": _NULLABLE_NUMBER,
+                    "active": {"type": "boolean"},
+                    "pretty": {"type": "string"},
+                },
+            },
+        },
+    },  # fmt: skip
+    "Action": {
+        "type": "object",
+        "required": ["name", "command", "arguments", "timeout"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "command": {"type": "array", "items": {"type": "string"}, "description": "argument vector template"},
+            "arguments": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "argument → the regex its value must match entirely",
+            },
+            "timeout": {"type": "number"},
+        },
+    },  # fmt: skip
+    "Actions": {
+        "type": "object",
+        "required": ["actions"],
+        "additionalProperties": False,
+        "properties": {"actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}}},
+    },
+    "ActionResult": {
+        "type": "object",
+        "required": ["action", "arguments", "result", "exit_status", "output"],
+        "additionalProperties": False,
+        "properties": {
+            "action": {"type": "string"},
+            "arguments": {"type": "object", "additionalProperties": {"type": "string"}},
+            "result": {"enum": ["success", "failed"]},
+            "exit_status": {"type": ["integer", "null"], "description": "null: killed at its timeout, or not started"},
+            "output": {"type": "string", "description": "stdout and stderr, at most 64 KiB"},
+        },
+    },
+}
+SCHEMAS.update(ALARM_SCHEMAS)
+
+
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -134,7 +288,54 @@ def _get(summary: str, ok: dict[str, Any], parameters: list[dict[str, Any]], not
     return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
 
 
-def document() -> dict[str, Any]:
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_PROXY_ERROR = _ok("ProxyAnswer", "refused (success false): a bad definition, an unknown alarm, max alarms reached")
+
+
+def alarm_paths(alarms: bool = True, actions: bool = True) -> dict[str, Any]:
+    """The alarm and action routes (fructosa/http/alarms.py, actions.py), those the app serves."""
+    errors = {key: value for key, value in _COMMON_ERRORS.items() if key != "405"}
+    paths = {
+        "/api/alarms": {
+            **_get("every alarm with its states", _ok("Alarms", "alarms"), [], False),
+            "post": {"summary": "add an alarm (kept across restarts)", "requestBody": _body("NewAlarm"),
+                     "responses": {"201": _ok("Alarm", "added"), **errors,
+                                   "409": _error("the name is taken")}},
+        },
+        "/api/alarms/{name}": {
+            **_get("one alarm", _ok("Alarm", "the alarm"), [_NAME], True),
+            "delete": {"summary": "delete an alarm added at run time", "parameters": [_NAME],
+                       "responses": {"200": _ok("Deleted", "deleted"), **errors, "404": _error("no such alarm"),
+                                     "409": _error("declared in the configuration (or built in)")}},
+        },
+        "/api/actions": _get("the declared actions", _ok("Actions", "actions"), [], False),
+        "/api/actions/{name}": {
+            "post": {"summary": "run an action; arguments are checked before anything runs", "parameters": [_NAME],
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "type": "object", "properties": {"arguments": {"type": "object"}}}}}},
+                     "responses": {"200": _ok("ActionResult", "it ran (result says how it went)"), **errors,
+                                   "404": _error("no such action")}},
+        },
+        "/alarms/add": {"post": {"summary": "Metric Proxy: add an alarm", "responses": {
+            "200": _ok("ProxyAnswer", "registered"), "400": _PROXY_ERROR, "401": _COMMON_ERRORS["401"]}}},
+        "/alarms/del": {
+            method: {"summary": "Metric Proxy: delete an alarm (GET ?targetjob=T&name=N, or POST {target, name})",
+                     "responses": {"200": _ok("ProxyAnswer", "deleted"), "400": _PROXY_ERROR,
+                                   "401": _COMMON_ERRORS["401"],
+                                   "409": _ok("ProxyAnswer", "declared in the configuration")}}
+            for method in ("get", "post")
+        },
+        "/alarms/list": _get("Metric Proxy: every alarm by target", _ok("ProxyAlarms", "alarms"), [], False),
+        "/alarms": _get("Metric Proxy: the firing alarms by target", _ok("ProxyAlarms", "alarms"), [], False),
+    }  # fmt: skip
+    return {path: item for path, item in paths.items() if (actions if "/actions" in path else alarms)}
+
+
+def document(alarms: bool = False, actions: bool = False) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -194,6 +395,7 @@ def document() -> dict[str, Any]:
             "/api/openapi.json": _get(
                 "this document", {"description": "OpenAPI 3.1", "content": {"application/json": {}}}, [], False
             ),
+            **alarm_paths(alarms, actions),
         },
     }
 
@@ -227,6 +429,6 @@ STREAM_OPERATION: dict[str, Any] = {
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     served = {resource.canonical for resource in request.app.router.resources()}
-    described = document()
+    described = document(alarms=ALARMS in request.app, actions=ACTIONS in request.app)
     described["paths"] = {path: item for path, item in described["paths"].items() if path in served}
     return web.json_response(described)
