@@ -10,6 +10,9 @@ The flood itself, with real processes, is tests/test_flood.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from fructosa.sinks.carbon import CarbonPickleSink
 from fructosa.sinks.upstream import UpstreamSink
 from fructosa.spool import Spool
 from fructosa.wire.blocks import Block
+from tests.support.carbon import CarbonCache
 
 TIMEOUT = 10.0
 POLL = 0.01
@@ -241,3 +245,52 @@ def test_upstream_queue_pressure_counts_bytes() -> None:
     sink.submit(long_block(250))
     assert sink.pressure() == pytest.approx(block_bytes(long_block(250)) / (1 << 20))
     assert sink.pressure() > 0.4 and sink.stats()["queued_bytes"] > 500_000
+
+
+DISK_FULL_SCRIPT = """
+import asyncio, json, resource, signal, sys, time
+from fructosa.sinks.carbon import CarbonPickleSink
+from fructosa.spool import Spool
+from fructosa.wire.blocks import Block
+
+async def main(directory, port):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
+    spool = Spool(directory, 64 << 20, segment_bytes=64 << 20)
+    sink = CarbonPickleSink("127.0.0.1", port, spool=spool)
+    acknowledged = []
+    now = time.time()
+    block = Block.of([(f"node01.disk.full.{i}", (now - 600 + i, float(i))) for i in range(500)])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+    for index in range(20):  # carbon not connected yet: to the spool, until the disk refuses
+        sink.submit(block, lambda index=index: acknowledged.append(index))
+    refused = {"acknowledged": len(acknowledged), "stats": sink.stats(), "pressure": sink.pressure()}
+    task = asyncio.create_task(sink.run())
+    for _ in range(200):
+        if len(acknowledged) == 20 and not sink.stats()["queued"] and not len(spool):
+            break
+        await asyncio.sleep(0.05)
+    delivered = {"acknowledged": len(acknowledged), "stats": sink.stats()}
+    await sink.close(5)
+    task.cancel()
+    print(json.dumps({"refused": refused, "delivered": delivered}))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_a_block_the_disk_refuses_stays_in_memory_unacknowledged_until_carbon_has_it(
+    tmp_path: Path, carbon: CarbonCache
+) -> None:
+    """A full disk (here a file size limit) must not lose a batch: it waits in memory, unacknowledged."""
+    result = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_SCRIPT, str(tmp_path / "spool"), str(carbon.pickle_port)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    refused, delivered = outcome["refused"], outcome["delivered"]
+    assert 0 < refused["acknowledged"] < 20  # what fit in the spool is acknowledged, the rest is not
+    assert refused["stats"]["spool_refused"] == (20 - refused["acknowledged"]) * 500
+    assert refused["stats"]["queued"] == (20 - refused["acknowledged"]) * 500
+    assert delivered["acknowledged"] == 20 and delivered["stats"]["spool_dropped"] == 0
+    carbon.wait_for("node01.disk.full.499", timeout=20)
+    assert "spool refused" in result.stderr

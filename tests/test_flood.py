@@ -157,7 +157,6 @@ def wait_until_stored(journal: Path, carbon: CarbonCache, until: float, timeout:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_flooding_peer_with_the_secret_cannot_make_lmaster_drop_acknowledged_data(tmp_path: Path) -> None:
     for sub in ("m", "a0"):
