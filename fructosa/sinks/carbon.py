@@ -278,26 +278,10 @@ class CarbonPickleSink(Sink):
             count += len(batch.block)
             size += batch.size
             batches.append(batch)
-        while (
-            not batches and self.spool is not None and self.spool.unread()
-            and count < DATAPOINTS_PER_WRITE and size < BYTES_PER_WRITE
-        ):  # fmt: skip
-            record = self.spool.read_next()
-            if record is None:
-                break
-            record_id, payload = record
-            try:
-                block, refused = check_block(Block.decode(payload))
-                if refused:
-                    raise ValueError(f"{len(refused)} invalid datapoints, the first: {refused[0]}")
-            except Exception as error:  # a record we wrote but cannot read: skip it, loudly
-                log.error("spool %s: unreadable record skipped: %s", self.spool.directory, error)
-                self.spool.ack(record_id)
-                continue
-            batch = _Batch(block, record_id=record_id, size=block_bytes(block))
-            batches.append(batch)
-            count += len(block)
-            size += batch.size
+        if not batches and self.spool is not None:
+            replayed = next_spooled(self.spool)
+            if replayed is not None:
+                batches.append(replayed)
         return batches
 
     def _written(self, batches: list[_Batch], frames: int) -> None:
@@ -384,3 +368,22 @@ class CarbonPickleSink(Sink):
             "queued": self._queued, "queued_bytes": self._queued_bytes, "spool_batches": len(spool or ()),
             "spool_dropped": spool.dropped if spool is not None else 0, **self._counters,
         }  # fmt: skip
+
+
+def next_spooled(spool: Spool) -> _Batch | None:
+    """The oldest record of the spool not yet handed out, as a batch; unreadable ones are skipped, loudly."""
+    while spool.unread():
+        record = spool.read_next()
+        if record is None:
+            return None
+        record_id, payload = record
+        try:
+            block, refused = check_block(Block.decode(payload))
+            if refused:
+                raise ValueError(f"{len(refused)} invalid datapoints, the first: {refused[0]}")
+        except Exception as error:  # a record we wrote but cannot read: skip it
+            log.error("spool %s: unreadable record skipped: %s", spool.directory, error)
+            spool.ack(record_id)
+            continue
+        return _Batch(block, record_id=record_id, size=block_bytes(block))
+    return None
