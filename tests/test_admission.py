@@ -294,3 +294,24 @@ def test_a_block_the_disk_refuses_stays_in_memory_unacknowledged_until_carbon_ha
     assert delivered["acknowledged"] == 20 and delivered["stats"]["spool_dropped"] == 0
     carbon.wait_for("node01.disk.full.499", timeout=20)
     assert "spool refused" in result.stderr
+
+
+def test_a_batch_taken_without_queueing_still_holds_the_next_while_it_is_being_taken() -> None:
+    """A large ``S`` frame is decoded in a thread: others must not pass the check meanwhile and all deliver after."""
+
+    async def scenario() -> None:
+        gate = Admission(Level(0.0), poll_interval=POLL)
+        taken: list[str] = []
+        hold = asyncio.Event()
+        decoding = asyncio.create_task(take_turns(gate, "decoding", 1, taken, hold))
+        await asyncio.sleep(0)
+        others = [asyncio.create_task(take_turns(gate, name, 1, taken)) for name in ("a", "b")]
+        await settle()
+        assert taken == ["decoding"] and gate.waiting == 2
+        hold.set()
+        await asyncio.wait_for(asyncio.gather(decoding, *others), 1.0)
+        assert taken == ["decoding", "a", "b"]
+        await take_turns(gate, "alone", 3, taken)  # the queue is empty again: no waiting
+        assert gate.counters.waits == 2
+
+    run(scenario)

@@ -19,9 +19,11 @@ turn, one turn at a time, and a connection that wants another batch queues
 again behind the others. So each connection's share is one batch (at most
 one 1 MiB frame) per round, however fast it sends: a flooding peer gets at
 most its round-robin share of what the sinks drain, and cannot starve the
-others. Serving one batch at a time also bounds how far the sinks can go
-past the high-water mark: by one batch. Outside congestion a batch is taken
-at once, with no queue.
+others. Taking one batch at a time also bounds how far the sinks can go past
+the high-water mark: by one batch. Outside congestion a batch is taken at
+once, with no queue, unless another is still being taken (a large ``S``
+frame decoded in a thread): then it queues too, so that many connections
+cannot all pass the check and only then all deliver.
 
 The frame loop asks for its turn after reading a data frame and before
 taking it (:meth:`Admission.turn`), not before reading: a turn then lasts
@@ -76,7 +78,7 @@ class Admission:
         self.counters = AdmissionCounters()
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._serving: asyncio.Event | None = None
-        """Set when the batch being served is taken; None when none is."""
+        """The turn in progress (set when it is over); None between turns."""
         self._pump: asyncio.Task | None = None
 
     @property
@@ -103,7 +105,11 @@ class Admission:
     async def turn(self) -> AsyncIterator[None]:
         """Wait for this connection's turn to take one batch; the turn ends with the ``async with`` block."""
         if not self._waiting and self._serving is None and self.is_open():
-            yield  # no congestion, nobody waiting: no queue
+            self._serving = asyncio.Event()  # no congestion, nobody waiting or taking a batch: no queue
+            try:
+                yield
+            finally:
+                self._turn_over()
             return
         self.counters.waits += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -124,13 +130,17 @@ class Admission:
             self._turn_over()
 
     def _turn_over(self) -> None:
-        if self._serving is not None:
-            self._serving.set()
+        served, self._serving = self._serving, None
+        if served is not None:
+            served.set()
 
     async def _serve_turns(self) -> None:
         """Grant turns in FIFO order, one at a time, while the sinks have room."""
         try:
             while self._waiting:
+                if self._serving is not None:  # a turn taken without queueing is not over yet
+                    await self._serving.wait()
+                    continue
                 if not self.is_open():
                     await asyncio.sleep(self.poll_interval)
                     continue
@@ -139,10 +149,7 @@ class Admission:
                     continue  # its connection is gone
                 served = self._serving = asyncio.Event()
                 future.set_result(None)
-                try:
-                    await served.wait()
-                finally:
-                    self._serving = None
+                await served.wait()
         finally:
             self._pump = None
 
