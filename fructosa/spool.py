@@ -19,7 +19,12 @@ the receivers tolerate (the master drops duplicate batches; carbon
 overwrites the same path and timestamp).
 
 When the spool exceeds ``max_bytes`` the oldest segment is deleted; its
-unconsumed records are counted in ``dropped`` and logged.
+unconsumed records are counted in ``dropped`` and logged. That is the last
+resort: lmaster stops reading agents' batches well before (its flow watches
+:attr:`Spool.fill`), so what it acknowledged is not dropped to make room for
+more; what can still fill it is lmaster's own datapoints (dropped by the flow
+first) and a full disk, where ``append`` raises and the caller keeps the
+record elsewhere.
 
 Safety: the daemons usually run as root, so no file in the spool is opened
 through a symlink (``O_NOFOLLOW``; a symlink named like a segment is
@@ -224,6 +229,11 @@ class Spool:
     def bytes(self) -> int:
         return sum(segment.size for segment in self._segments)
 
+    @property
+    def fill(self) -> float:
+        """How full the spool is: 0.0 empty, 1.0 at ``max_bytes`` (the next record drops the oldest)."""
+        return self.bytes / self.max_bytes
+
     def __len__(self) -> int:
         """Records not yet acknowledged (read or not)."""
         return self._pending_records
@@ -242,7 +252,13 @@ class Spool:
         segment = self._segments[-1]
         if self._append_fd is None:
             self._append_fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW, 0o600)
-        os.write(self._append_fd, record)
+        try:
+            written = os.write(self._append_fd, record)
+            if written != len(record):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(record)} bytes)")
+        except OSError as error:  # disk full: no torn record is left behind, the caller keeps the payload
+            os.ftruncate(self._append_fd, segment.size)
+            raise SpoolError(error.errno or errno.EIO, f"spool {self.directory}: {error.strerror or error}") from None
         segment.size += len(record)
         segment.records += 1
         self._pending_records += 1
@@ -279,7 +295,8 @@ class Spool:
                 self._read_segment, self._read_offset = following
             self._cursor_dirty = True
             log.warning(
-                "spool %s full (%d bytes): dropped the oldest %d records; %d dropped in total",
+                "spool %s full (%d bytes): dropped the oldest %d records (data already acknowledged is lost);"
+                " %d dropped in total",
                 self.directory, self.max_bytes, unconsumed, self.dropped,
             )  # fmt: skip
 

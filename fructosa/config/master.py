@@ -21,6 +21,7 @@ from .common import (
 from .loader import SectionRead, load
 from .schema import ForeignSection, Key, Schema, Section
 from .values import (
+    format_size,
     parse_bool,
     parse_existing_file,
     parse_host,
@@ -28,6 +29,7 @@ from .values import (
     parse_port,
     parse_positive_float,
     parse_positive_int,
+    parse_size,
 )
 
 DEFAULT_MASTER_CONFIG = "/etc/fructosa/lmaster.conf"
@@ -40,6 +42,8 @@ class GraphiteConfig:
     port: int = 2004
     prefix: str = ""
     max_queued_datapoints: int = 1_000_000
+    max_queued_bytes: int = 256 << 20
+    """Bytes of the blocks held in memory for carbon (paths + 16 per datapoint), and for an upstream lmaster."""
     resend_window: float = 5.0
     enabled: bool = True
     plaintext_port: int = 2003
@@ -117,6 +121,16 @@ def parse_prefix(text: str) -> str:
     return prefix
 
 
+def parse_queue_size(text: str) -> int:
+    size = parse_size(text)
+    if size < MIN_QUEUE_BYTES:
+        raise ValueError("the memory queue needs at least 4M (a few 1 MiB batches)")
+    return size
+
+
+MIN_QUEUE_BYTES = 4 << 20
+
+
 def format_destinations(destinations: tuple[Destination, ...] | None) -> str | None:
     return ", ".join(map(str, destinations)) if destinations else None
 
@@ -184,6 +198,10 @@ GRAPHITE = Section(
             "dot-separated prefix of every path (hpc: hpc.node01.CPUPercent.0); empty: paths as in 0.3.2"),
         Key("max queued datapoints", "graphite.max_queued_datapoints", parse_positive_int,
             "datapoints held in memory for carbon (about 150 bytes each); beyond, they go to the spool"),
+        Key("max queued bytes", "graphite.max_queued_bytes", parse_queue_size,
+            "bytes of the datapoints held in memory for carbon or an upstream lmaster (paths + 16 per datapoint),"
+            " bounding memory whatever the path lengths; near it (or a nearly full spool) lmaster stops reading"
+            " agents' batches until it drains, and the agents keep them", format=format_size),
         Key("resend window", "graphite.resend_window", parse_positive_float,
             "carbon acknowledges nothing: what was written in the last this many seconds is written again"
             " after a broken connection"),

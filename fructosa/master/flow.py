@@ -15,6 +15,14 @@ datapoints as one block to
 
 The datapoints lmaster makes itself (liveness, job events) take the same
 way through :meth:`Flow.emit`, without an acknowledgement.
+
+Back-pressure: the frame loop takes each batch at its turn
+(:attr:`Flow.admission`, :mod:`fructosa.master.admission`), which waits
+while the sinks are nearly full, so that lmaster stops acknowledging rather
+than letting a sink drop what it acknowledged before. lmaster's own
+datapoints do not wait (nobody would keep them): while the sinks are over
+the high-water mark they are dropped, counted and logged, so they never
+take the room of acknowledged data either.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from ..taps import Tap
 from ..wire import protocol
 from ..wire.blocks import Block, BlockError, all_valid, filter_valid
 from ..wire.session import BatchLedger
+from .admission import Admission
 
 log = logging.getLogger(__package__)  # one logger for all of lmaster, as admins filter on it
 
@@ -49,6 +58,8 @@ class FlowCounters:
     bad_samples: int = 0
     datapoints: int = 0
     bad_datapoints: int = 0
+    own_dropped: int = 0
+    """lmaster's own datapoints dropped because the sinks were nearly full."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,12 @@ class Flow:
         self.counters = FlowCounters()
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
         self._refusal_log = RateLimitedLog(log, period=300.0)
+        self._drop_log = RateLimitedLog(log, period=60.0)
+        self.admission = Admission(self.pressure)
+
+    def pressure(self) -> float:
+        """The fullest sink's fill (:meth:`fructosa.sinks.Sink.pressure`): 1.0 means it would drop data."""
+        return max((sink.pressure() for sink in self.sinks), default=0.0)
 
     async def take_batch(
         self, kind: bytes, payload: bytes, acknowledge: Callable[[bytes], None], sender: Sender
@@ -128,9 +145,18 @@ class Flow:
                 )
 
     def emit(self, datapoints: list[Datapoint]) -> None:
-        """Send datapoints lmaster makes itself (liveness, job events) to every sink and tap."""
-        if datapoints:
-            self.deliver(Block.of(datapoints), None)
+        """Send datapoints lmaster makes itself (liveness, job events) to every sink and tap;
+        dropped (counted) while the sinks are over the high-water mark."""
+        if not datapoints:
+            return
+        if self.pressure() >= self.admission.high:
+            self.counters.own_dropped += len(datapoints)
+            self._drop_log.log(
+                logging.WARNING, "own", "sinks nearly full: dropped %d of lmaster's own datapoints (%d in total)",
+                len(datapoints), self.counters.own_dropped,
+            )  # fmt: skip
+            return
+        self.deliver(Block.of(datapoints), None)
 
     async def checked_block(self, kind: bytes, body: bytes, sender: Sender) -> Block:
         """The valid datapoints of one batch; what is refused is counted and logged.
@@ -166,7 +192,8 @@ class Flow:
         return block
 
     def close(self) -> None:
-        """Stop the decoder thread (after the connections are gone)."""
+        """Stop the decoder thread and the admission (after the connections are gone)."""
+        self.admission.close()
         self._decoder.shutdown(wait=False, cancel_futures=True)
 
 

@@ -136,6 +136,9 @@ class Reporter:
             "samples_malformed": counters.bad_samples,
             "datapoints_in": counters.datapoints,
             "datapoints_refused": counters.bad_datapoints,
+            "own_datapoints_dropped": counters.own_dropped,
+            "sink_pressure": self.flow.pressure(),
+            "congestions": self.flow.admission.counters.congestions,
             "cpu_percent": usage["cpu_percent"],
             "rss_bytes": usage["rss_bytes"],
         }

@@ -198,7 +198,8 @@ class AgentServer:
                 if not self.agents.holds(state):
                     state = self.agents.register(state)
                 if kind == protocol.DATAPOINTS or kind == protocol.SAMPLES:
-                    state.samples += await self.flow.take_batch(kind, payload, acks.send, sender)
+                    async with self.flow.admission.turn():  # back-pressure: waits while the sinks are nearly full
+                        state.samples += await self.flow.take_batch(kind, payload, acks.send, sender)
                     state.last_data = state.last_frame
                 elif kind == protocol.HEARTBEAT:
                     state.backlog = heartbeat_backlog(payload, state.backlog)

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
     from ..config import MasterConfig
 
 
+def block_bytes(block: Block) -> int:
+    """What a block costs in a sink's memory or spool, about: its paths and two doubles a datapoint.
+
+    Memory bounds count these bytes as well as datapoints, since paths may be 2,000 characters long.
+    """
+    return len(block.paths) + 16 * len(block)
+
+
 class Sink(abc.ABC):
     name: str
 
@@ -49,6 +57,15 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:
         """Counters for logs and self-metrics (queued, sent, dropped…)."""
+
+    def pressure(self) -> float:
+        """How full this sink is: 0.0 empty, 1.0 where taking more would drop something it holds.
+
+        lmaster stops taking agents' batches near 1.0 (:mod:`fructosa.master.admission`),
+        so a sink never has to drop what was acknowledged to make room. The default:
+        a sink that never drops.
+        """
+        return 0.0
 
     def reconfigure(self, cfg: MasterConfig) -> None:
         """Reload: apply what of ``cfg`` this sink can change while running.

@@ -34,7 +34,7 @@ def build_sinks(cfg: MasterConfig, spool: Spool | None = None) -> list[Sink]:
     if cfg.graphite.enabled:
         sinks.append(carbon_sink(cfg.graphite, spool))
     if cfg.upstream is not None:
-        sinks.append(upstream_sink(cfg.upstream))
+        sinks.append(upstream_sink(cfg.upstream, cfg.graphite))
     return sinks
 
 
@@ -43,17 +43,22 @@ def carbon_sink(graphite: GraphiteConfig, spool: Spool | None) -> Sink:
     if len(graphite.destinations) > 1 or graphite.replication_factor > 1:
         ring = ConsistentHashRing(graphite.destinations, graphite.replication_factor, graphite.diverse_replicas)
         return CarbonClusterSink(
-            ring, graphite.prefix, graphite.max_queued_datapoints, spool, graphite.resend_window
+            ring, graphite.prefix, graphite.max_queued_datapoints, spool, graphite.resend_window,
+            graphite.max_queued_bytes,
         )  # fmt: skip
     (destination,) = graphite.destinations
     return CarbonPickleSink(
         destination.host, destination.port, graphite.prefix, graphite.max_queued_datapoints, spool,
-        graphite.resend_window,
+        graphite.resend_window, graphite.max_queued_bytes,
     )  # fmt: skip
 
 
-def upstream_sink(upstream: UpstreamConfig) -> UpstreamSink:
-    """The sink to the lmaster this one relays to, as this host (TLS when any TLS setting asks for it)."""
+def upstream_sink(upstream: UpstreamConfig, graphite: GraphiteConfig | None = None) -> UpstreamSink:
+    """The sink to the lmaster this one relays to, as this host (TLS when any TLS setting asks for it);
+    its memory queue has ``[Graphite]``'s bounds."""
     link = upstream.link
     tls = auth.client_context_for(link)
-    return UpstreamSink(upstream.host, upstream.port, short_hostname(socket.gethostname()), link.secret, tls)
+    sink = UpstreamSink(upstream.host, upstream.port, short_hostname(socket.gethostname()), link.secret, tls)
+    if graphite is not None:
+        sink.max_queued, sink.max_queued_bytes = graphite.max_queued_datapoints, graphite.max_queued_bytes
+    return sink

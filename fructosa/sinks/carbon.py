@@ -14,6 +14,18 @@ what is still in memory. Batches are kept as :class:`~fructosa.wire.blocks.Block
 added only when the frames are written. A batch counts as safe (its ``on_safe`` is called,
 which lets lmaster acknowledge it to the agent) once it is written to
 carbon's socket or to the spool.
+
+Memory is bounded in bytes as well as datapoints (``max_queued_bytes``:
+paths + 16 bytes a datapoint, :func:`block_bytes`), since paths may be
+2,000 characters long: the memory queue beyond either bound goes to the
+spool, and the resend window forgets its oldest batches beyond the byte
+bound. :meth:`CarbonPickleSink.pressure` counts against the spool all that
+would land in it if carbon went away now (spool, memory queue, resend
+window, the write in progress), so lmaster stops taking batches before the
+spool could have to drop acknowledged records. If the disk refuses a
+record (full), the block stays in memory instead: a new batch is then
+acknowledged only once written to carbon, and the memory beyond its bounds
+raises the pressure in turn.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from ..backoff import Backoff
 from ..ratelog import RateLimitedLog
 from ..spool import Spool
 from ..wire.blocks import Block, check_block
-from . import Sink
+from . import Sink, block_bytes
 from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, carbon_frames
 
 if TYPE_CHECKING:
@@ -40,8 +52,10 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 DATAPOINTS_PER_WRITE = 20 * CARBON_DATAPOINTS_PER_FRAME
-"""Datapoints written before each drain: enough to amortize, small enough to
-keep the unconfirmed tail short."""
+BYTES_PER_WRITE = 4 << 20
+"""Datapoints (and block bytes) written before each drain: enough to amortize, small
+enough to keep the unconfirmed tail, and the frames built for it, short."""
+DEFAULT_MAX_QUEUED_BYTES = 256 << 20
 
 
 @dataclass(slots=True)
@@ -49,6 +63,7 @@ class _Batch:
     block: Block
     on_safe: Callable[[], None] | None = None
     record_id: tuple[int, int] | None = None  # set when replayed from the spool
+    size: int = 0  # block_bytes(block)
 
     def safe(self) -> None:
         if self.on_safe is not None:
@@ -67,25 +82,34 @@ class CarbonPickleSink(Sink):
         max_queued: int = 1_000_000,
         spool: Spool | None = None,
         resend_window: float = 5.0,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
     ) -> None:
         self.host = host
         self.port = port
         self.prefix = prefix
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
         self.spool = spool
         self.resend_window = resend_window
         self._queue: deque[_Batch] = deque()
         self._queued = 0
+        self._queued_bytes = 0
         self._recent: deque[tuple[float, _Batch]] = deque()
+        self._recent_bytes = 0
         self._in_flight: list[_Batch] = []
+        self._in_flight_bytes = 0
         self._wakeup = asyncio.Event()
         self._connected = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._counters = {"sent": 0, "dropped": 0, "spooled": 0, "resent": 0, "connects": 0, "frames": 0}
+        self._counters = {
+            "sent": 0, "dropped": 0, "spooled": 0, "resent": 0, "connects": 0, "frames": 0,
+            "spool_refused": 0, "resend_forgotten": 0,
+        }  # fmt: skip
         self._drop_log = RateLimitedLog(log, period=60.0)
         self._connect_log = RateLimitedLog(log, period=300.0)
+        self._spool_log = RateLimitedLog(log, period=60.0)
 
     @property
     def connected(self) -> bool:
@@ -103,6 +127,7 @@ class CarbonPickleSink(Sink):
             return  # one carbon becoming several is another set of sinks: lmaster says it needs a restart
         (destination,) = graphite.destinations
         self.prefix, self.resend_window = graphite.prefix, graphite.resend_window
+        self.max_queued, self.max_queued_bytes = graphite.max_queued_datapoints, graphite.max_queued_bytes
         if (destination.host, destination.port) == (self.host, self.port):
             return
         log.info("carbon destination changes from %s to %s:%d", self.address, destination.host, destination.port)
@@ -117,37 +142,70 @@ class CarbonPickleSink(Sink):
             if on_safe:
                 on_safe()
             return
-        if self.spool is not None and (not self.connected or self._queued >= self.max_queued):
-            self._to_spool(block)
-            if on_safe:
-                on_safe()
-            return
-        batch = _Batch(block, on_safe)
-        self._queue.append(batch)
-        self._queued += len(block)
+        if self.spool is not None and (not self.connected or self._memory_full()):
+            if self._to_spool(block):
+                if on_safe:
+                    on_safe()
+                return
+            # the disk refused it: it waits in memory, acknowledged once written to carbon
+        batch = _Batch(block, on_safe, size=block_bytes(block))
+        self._enqueue(batch)
         if self.spool is None:
             batch.safe()  # memory is all there is: safe as it gets
-            if self._queued > self.max_queued:
+            if self._memory_full(beyond=True):
                 self._drop_oldest()
         self._wakeup.set()
 
-    def _to_spool(self, block: Block) -> None:
+    def _enqueue(self, batch: _Batch) -> None:
+        self._queue.append(batch)
+        self._queued += len(batch.block)
+        self._queued_bytes += batch.size
+
+    def _memory_full(self, beyond: bool = False) -> bool:
+        """The memory queue is at (``beyond``: over) one of its bounds."""
+        if beyond:
+            return self._queued > self.max_queued or self._queued_bytes > self.max_queued_bytes
+        return self._queued >= self.max_queued or self._queued_bytes >= self.max_queued_bytes
+
+    def pressure(self) -> float:
+        """With a spool: the share of it that what may land there (spool, memory, resend window, the
+        write in progress) would fill, plus memory beyond its bounds when the disk refused records;
+        without: the memory queue against its bounds (beyond them it drops the oldest)."""
+        self._forget_old(time.monotonic())  # what left the resend window no longer counts
+        memory = max(self._queued / self.max_queued, self._queued_bytes / self.max_queued_bytes)
+        if self.spool is None:
+            return memory
+        at_risk = self.spool.bytes + self._queued_bytes + self._recent_bytes + self._in_flight_bytes
+        return max(at_risk / self.spool.max_bytes, memory if memory > 1.0 else 0.0)
+
+    def _to_spool(self, block: Block) -> bool:
+        """Append a block to the spool; False (counted, logged) when the disk refuses it."""
         assert self.spool is not None
-        self.spool.append(block.encode())
+        try:
+            self.spool.append(block.encode())
+        except OSError as error:
+            self._counters["spool_refused"] += len(block)
+            self._spool_log.log(
+                logging.ERROR, "refused", "carbon %s: spool refused %d datapoints (%s); kept in memory, %d in total",
+                self.address, len(block), error, self._counters["spool_refused"],
+            )  # fmt: skip
+            return False
         self._counters["spooled"] += len(block)
         self._wakeup.set()
+        return True
 
     def _drop_oldest(self) -> None:
         dropped = 0
-        while self._queued > self.max_queued and len(self._queue) > 1:
+        while self._memory_full(beyond=True) and len(self._queue) > 1:
             batch = self._queue.popleft()
             self._queued -= len(batch.block)
+            self._queued_bytes -= batch.size
             dropped += len(batch.block)
         self._counters["dropped"] += dropped
         self._drop_log.log(
             logging.WARNING, "drop",
-            "carbon %s: queue full (%d datapoints) and no spool: dropped the %d oldest; %d dropped in total",
-            self.address, self.max_queued, dropped, self._counters["dropped"],
+            "carbon %s: queue full (%d datapoints or %d bytes), no spool: dropped the %d oldest; %d dropped in total",
+            self.address, self.max_queued, self.max_queued_bytes, dropped, self._counters["dropped"],
         )  # fmt: skip
 
     # -- delivering ----------------------------------------------------------
@@ -201,6 +259,7 @@ class CarbonPickleSink(Sink):
                     self._forget_old(time.monotonic())
                     continue
                 self._in_flight = batches
+                self._in_flight_bytes = sum(batch.size for batch in batches)
                 frames = [frame for batch in batches for frame in carbon_frames(batch.block, self.prefix)]
                 writer.writelines(frames)
                 await writer.drain()
@@ -211,27 +270,18 @@ class CarbonPickleSink(Sink):
     def _take_batches(self) -> list[_Batch]:
         """Memory queue first (live data), then the spooled backlog."""
         batches: list[_Batch] = []
-        count = 0
-        while self._queue and count < DATAPOINTS_PER_WRITE:
+        count = size = 0
+        while self._queue and count < DATAPOINTS_PER_WRITE and size < BYTES_PER_WRITE:
             batch = self._queue.popleft()
             self._queued -= len(batch.block)
+            self._queued_bytes -= batch.size
             count += len(batch.block)
+            size += batch.size
             batches.append(batch)
-        while not batches and self.spool is not None and self.spool.unread() and count < DATAPOINTS_PER_WRITE:
-            record = self.spool.read_next()
-            if record is None:
-                break
-            record_id, payload = record
-            try:
-                block, refused = check_block(Block.decode(payload))
-                if refused:
-                    raise ValueError(f"{len(refused)} invalid datapoints, the first: {refused[0]}")
-            except Exception as error:  # a record we wrote but cannot read: skip it, loudly
-                log.error("spool %s: unreadable record skipped: %s", self.spool.directory, error)
-                self.spool.ack(record_id)
-                continue
-            batches.append(_Batch(block, record_id=record_id))
-            count += len(block)
+        if not batches and self.spool is not None:
+            replayed = next_spooled(self.spool)
+            if replayed is not None:
+                batches.append(replayed)
         return batches
 
     def _written(self, batches: list[_Batch], frames: int) -> None:
@@ -244,13 +294,20 @@ class CarbonPickleSink(Sink):
             self._counters["sent"] += len(batch.block)
             if self.resend_window > 0:
                 self._recent.append((now, batch))
+                self._recent_bytes += batch.size
         self._counters["frames"] += frames
         self._in_flight = []
+        self._in_flight_bytes = 0
         self._forget_old(now)
 
     def _forget_old(self, now: float) -> None:
+        """Forget what left the resend window, and its oldest beyond the byte bound (counted)."""
         while self._recent and self._recent[0][0] < now - self.resend_window:
-            self._recent.popleft()
+            self._recent_bytes -= self._recent.popleft()[1].size
+        while self._recent and self._recent_bytes > self.max_queued_bytes:
+            _, batch = self._recent.popleft()
+            self._recent_bytes -= batch.size
+            self._counters["resend_forgotten"] += len(batch.block)
 
     def _connection_lost(self) -> None:
         """What carbon may not have stored goes back: the recent window, the
@@ -259,20 +316,29 @@ class CarbonPickleSink(Sink):
         # At shutdown carbon is fine: what it was sent needs no second copy.
         resend = [] if self._closing else [batch for _, batch in self._recent]
         self._recent.clear()
+        self._recent_bytes = 0
         self._counters["resent"] += sum(len(batch.block) for batch in resend)
         unsent = [batch for batch in self._in_flight if batch.record_id is None]
         self._in_flight = []
+        self._in_flight_bytes = 0
         if self.spool is None:
             back = resend + unsent
             self._queue.extendleft(reversed(back))
             self._queued += sum(len(batch.block) for batch in back)
+            self._queued_bytes += sum(batch.size for batch in back)
             return
         self.spool.rewind()  # replayed records in flight are read again
-        for batch in [*resend, *unsent, *self._queue]:
-            self._to_spool(batch.block)
-            batch.safe()
+        self._spool_all([*resend, *unsent, *self._queue])
+
+    def _spool_all(self, batches: list[_Batch]) -> None:
+        """Move batches to the spool; those the disk refuses stay in the memory queue, in order."""
         self._queue.clear()
-        self._queued = 0
+        self._queued = self._queued_bytes = 0
+        for batch in batches:
+            if self._to_spool(batch.block):
+                batch.safe()
+            else:
+                self._enqueue(batch)
 
     async def close(self, timeout: float) -> None:
         """Deliver what is queued within ``timeout`` seconds; persist the rest."""
@@ -285,11 +351,9 @@ class CarbonPickleSink(Sink):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.spool is not None:
-            for batch in self._queue:
-                self._to_spool(batch.block)
-                batch.safe()
-            self._queue.clear()
-            self._queued = 0
+            self._spool_all(list(self._queue))
+            if self._queued:
+                log.error("carbon %s: %d datapoints lost at shutdown (spool refused)", self.address, self._queued)
             log.info(
                 "carbon %s: %d batches kept in spool %s for the next start",
                 self.address, len(self.spool), self.spool.directory,
@@ -299,4 +363,27 @@ class CarbonPickleSink(Sink):
             log.warning("carbon %s: %d datapoints not delivered at shutdown (no spool)", self.address, self._queued)
 
     def stats(self) -> dict[str, int]:
-        return {"queued": self._queued, "spool_batches": len(self.spool or ()), **self._counters}
+        spool = self.spool
+        return {
+            "queued": self._queued, "queued_bytes": self._queued_bytes, "spool_batches": len(spool or ()),
+            "spool_dropped": spool.dropped if spool is not None else 0, **self._counters,
+        }  # fmt: skip
+
+
+def next_spooled(spool: Spool) -> _Batch | None:
+    """The oldest record of the spool not yet handed out, as a batch; unreadable ones are skipped, loudly."""
+    while spool.unread():
+        record = spool.read_next()
+        if record is None:
+            return None
+        record_id, payload = record
+        try:
+            block, refused = check_block(Block.decode(payload))
+            if refused:
+                raise ValueError(f"{len(refused)} invalid datapoints, the first: {refused[0]}")
+        except Exception as error:  # a record we wrote but cannot read: skip it
+            log.error("spool %s: unreadable record skipped: %s", spool.directory, error)
+            spool.ack(record_id)
+            continue
+        return _Batch(block, record_id=record_id, size=block_bytes(block))
+    return None

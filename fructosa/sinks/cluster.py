@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from ..spool import Spool
 from ..wire.blocks import Block
 from . import Sink
-from .carbon import CarbonPickleSink
+from .carbon import DEFAULT_MAX_QUEUED_BYTES, CarbonPickleSink
 from .ring import CachedRouter, ConsistentHashRing, Destination
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class CarbonClusterSink(Sink):
         max_queued: int = 1_000_000,
         spool: Spool | None = None,
         resend_window: float = 5.0,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
     ) -> None:
         self.ring = ring
         self.router = CachedRouter(ring)
@@ -58,7 +59,7 @@ class CarbonClusterSink(Sink):
             if spool is not None:  # each shard replays on its own: one spool directory each
                 shard_spool = Spool(Path(spool.directory) / destination_label(destination), spool.max_bytes)
             shard = CarbonPickleSink(
-                destination.host, destination.port, prefix, max_queued, shard_spool, resend_window
+                destination.host, destination.port, prefix, max_queued, shard_spool, resend_window, max_queued_bytes
             )  # fmt: skip
             shard.name = f"graphite.{destination_label(destination)}"
             self.shards[destination] = shard
@@ -96,12 +97,19 @@ class CarbonClusterSink(Sink):
         for destination, part in parts.items():
             self.shards[destination].submit(part, part_safe)
 
+    def pressure(self) -> float:
+        """The fullest destination's: one carbon away fills its own spool, and stops everyone."""
+        return max((shard.pressure() for shard in self.shards.values()), default=0.0)
+
     def reconfigure(self, cfg: MasterConfig) -> None:
         """Reload: the ring (destinations, prefix) is fixed while running, since moving
         paths between caches would split their series; a change waits for the restart."""
         graphite = cfg.graphite
         if graphite.destinations != self.ring.destinations or graphite.prefix != self.prefix:
             log.warning("reload: a change of [Graphite] destinations or prefix takes effect at the next restart")
+        for shard in self.shards.values():
+            shard.resend_window = graphite.resend_window
+            shard.max_queued, shard.max_queued_bytes = graphite.max_queued_datapoints, graphite.max_queued_bytes
 
     async def run(self) -> None:
         await asyncio.gather(*(shard.run() for shard in self.shards.values()))

@@ -8,7 +8,9 @@ keeps each frame until the upstream acknowledges it, and only then calls the
 frame's ``on_safe`` callbacks, which lets it acknowledge the batches to its
 own agents. So the guarantee is end to end: while the upstream is away,
 nothing is acknowledged downstream, the agents' windows fill and they spool
-on their own disks; after a reconnect, unacknowledged frames are sent again
+on their own disks (and while its memory queue nears ``max_queued`` datapoints
+or ``max_queued_bytes`` bytes, :meth:`UpstreamSink.pressure` makes lmaster stop
+taking batches, so the queue stays bounded in memory); after a reconnect, unacknowledged frames are sent again
 with the same ids and the upstream drops the duplicates. The session (ids,
 window, acknowledgements, resending, heartbeats, reconnecting) is
 :class:`fructosa.wire.session.SendingSession`, the same as lagent's.
@@ -28,7 +30,7 @@ from .. import __version__
 from ..wire import protocol
 from ..wire.blocks import Block, concat
 from ..wire.session import Outbox, SendingSession, connect
-from . import Sink
+from . import Sink, block_bytes
 
 if TYPE_CHECKING:
     from ..config import MasterConfig
@@ -39,6 +41,8 @@ MAX_UNACKNOWLEDGED = 64
 """Frames in flight before waiting for the upstream's acknowledgements."""
 HEARTBEAT_INTERVAL = 30.0
 MAX_BLOCK_BYTES = protocol.MAX_FRAME - 1 - protocol.BATCH_ID_SIZE
+DEFAULT_MAX_QUEUED = 1_000_000
+DEFAULT_MAX_QUEUED_BYTES = 256 << 20
 
 
 @dataclass
@@ -62,6 +66,9 @@ class UpstreamSink(Sink, Outbox):
         self.secret, self.tls = secret, tls
         self._queue: deque[tuple[Block, Callable[[], None] | None]] = deque()
         self._queued = 0
+        self._queued_bytes = 0
+        self.max_queued = DEFAULT_MAX_QUEUED
+        self.max_queued_bytes = DEFAULT_MAX_QUEUED_BYTES
         self._task: asyncio.Task | None = None
         self._counters = {"sent": 0, "acknowledged": 0}
         self._session = SendingSession(self, log, MAX_UNACKNOWLEDGED, HEARTBEAT_INTERVAL)
@@ -77,7 +84,12 @@ class UpstreamSink(Sink, Outbox):
             return
         self._queue.append((block, on_safe))
         self._queued += len(block)
+        self._queued_bytes += block_bytes(block)
         self._session.wake()
+
+    def pressure(self) -> float:
+        """The memory queue against its bounds; it never drops, lmaster stops taking batches near 1.0."""
+        return max(self._queued / self.max_queued, self._queued_bytes / self.max_queued_bytes)
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
@@ -101,6 +113,7 @@ class UpstreamSink(Sink, Outbox):
                 break
             self._queue.popleft()
             self._queued -= len(block)
+            self._queued_bytes -= block_bytes(block)
             blocks.append(block)
             size += cost
             if on_safe is not None:
@@ -143,6 +156,7 @@ class UpstreamSink(Sink, Outbox):
         session = self._session
         return {
             "queued": self._queued,
+            "queued_bytes": self._queued_bytes,
             "unacknowledged_frames": len(session.in_flight),
             **self._counters,
             "frames": session.sent,
@@ -153,6 +167,7 @@ class UpstreamSink(Sink, Outbox):
     def reconfigure(self, cfg: MasterConfig) -> None:
         """Reload: the upstream's address and the secret stay as they were at start (this
         sink's session and unacknowledged frames belong to that upstream); a change waits for the restart."""
+        self.max_queued, self.max_queued_bytes = cfg.graphite.max_queued_datapoints, cfg.graphite.max_queued_bytes
         upstream = cfg.upstream
         if upstream is not None and (upstream.host, upstream.port, upstream.link.secret) != (
             self.host, self.port, self.secret
