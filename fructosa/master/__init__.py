@@ -36,4 +36,11 @@ from .server import AgentServer, Limits, heartbeat_backlog
 __all__ = [
     "AgentLink",
     "AgentServer",
-    "AgentState", "AgentTable", "Flow", "Limits", "Master", "decode_batch", "heartbeat_backlog"]
+    "AgentState",
+    "AgentTable",
+    "Flow",
+    "Limits",
+    "Master",
+    "decode_batch",
+    "heartbeat_backlog",
+]

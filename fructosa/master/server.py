@@ -175,13 +175,10 @@ class AgentServer:
         timeout = self.limits.peer_timeout
         task = asyncio.current_task()
         assert task is not None
-        try:
-            return await asyncio.wait_for(
-                accept_session(
-                    reader, writer, self.secret, accept_relays=self.accept_relays, timeout=timeout,
-                    server=f"lmaster {__version__}", admit=lambda hello: self._admit(task, peer_ip, hello),
-                ),
-                timeout,
+        try:  # accept_session keeps the deadline itself: a wait_for task around it could end unobserved
+            return await accept_session(
+                reader, writer, self.secret, accept_relays=self.accept_relays, timeout=timeout,
+                server=f"lmaster {__version__}", admit=lambda hello: self._admit(task, peer_ip, hello),
             )  # fmt: skip
         except asyncio.TimeoutError:
             self._reject(peer_ip, address, "timeout", f"no hello within {timeout:g} s")

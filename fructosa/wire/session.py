@@ -397,8 +397,8 @@ async def accept_session(
 
     Sends the challenge (a fresh nonce, and whether the shared secret is
     required), reads the hello (:func:`read_hello`: at most
-    :data:`~fructosa.wire.protocol.MAX_HELLO` bytes, a started frame must
-    complete within ``timeout``), refuses a relay unless ``accept_relays``,
+    :data:`~fructosa.wire.protocol.MAX_HELLO` bytes, complete within
+    ``timeout`` seconds of the challenge), refuses a relay unless ``accept_relays``,
     checks the hello's proof of the secret, asks ``admit`` (with the verified
     hello, just before the welcome: a reason to refuse, or None), and sends
     the welcome (with lmaster's own proof, and ``server`` naming it). Nothing
@@ -413,7 +413,7 @@ async def accept_session(
         "nonce": nonce, "auth": secret is not None,
     }  # fmt: skip
     writer.write(protocol.encode_json(protocol.CHALLENGE, challenge))
-    try:
+    try:  # no await before this: the hello's deadline counts from the challenge
         hello = protocol.check_hello(await read_hello(reader, timeout))
     except protocol.ProtocolError as error:
         _refuse(writer, str(error))
@@ -443,17 +443,24 @@ async def accept_session(
 
 async def read_hello(reader: asyncio.StreamReader, timeout: float | None) -> bytes:
     """The payload of the first frame, which must be a hello of at most
-    :data:`~fructosa.wire.protocol.MAX_HELLO` bytes: its length and kind are
-    checked before a byte of its payload is read, so a peer announcing a
-    1 MiB hello costs a few bytes of buffer, not a megabyte."""
-    head = await asyncio.wait_for(reader.readexactly(protocol.HEADER_SIZE + 1), timeout)
+    :data:`~fructosa.wire.protocol.MAX_HELLO` bytes, complete within ``timeout``
+    seconds (asyncio.TimeoutError otherwise): its length and kind are checked
+    before a byte of its payload is read, so a peer announcing a 1 MiB hello
+    costs a few bytes of buffer, not a megabyte."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - loop.time())
+
+    head = await asyncio.wait_for(reader.readexactly(protocol.HEADER_SIZE + 1), left())
     length = protocol.frame_length(head[: protocol.HEADER_SIZE])
     kind = head[protocol.HEADER_SIZE :]
     if kind != protocol.HELLO:
         raise protocol.ProtocolError(f"first frame is {kind!r}, not a hello")
     if length - 1 > protocol.MAX_HELLO:
         raise protocol.ProtocolError(f"hello of {length - 1} bytes (at most {protocol.MAX_HELLO})")
-    return await asyncio.wait_for(reader.readexactly(length - 1), timeout)
+    return await asyncio.wait_for(reader.readexactly(length - 1), left())
 
 
 def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
