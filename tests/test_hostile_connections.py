@@ -363,6 +363,7 @@ def test_a_1_mib_hello_is_cut_after_its_header(site: Site) -> None:
     for sock in sockets:
         assert closed_by_peer(sock, 5)
         sock.close()
+    print(f"lmaster's RSS grew by {grown} bytes for {HUGE_HELLOS} hellos of 1 MiB")
     assert grown < MAX_RSS_GROWTH, f"lmaster grew by {grown} bytes"
     wait_for_line(site.log, r"disconnected 127\.0\.0\.4:\d+: bad hello: hello of 1048575 bytes \(at most 4096\)")
     control = Peer(site.port, "control", SECRET)
@@ -385,4 +386,5 @@ def test_resets_in_the_middle_of_a_hello_log_a_bounded_number_of_lines(site: Sit
     control.close()
     wait_for_line(site.log, r"127\.0\.0\.5:\d+")
     lines = [line for line in log_text(site.log).splitlines() if "127.0.0.5" in line]
+    print(f"{len(lines)} log lines for {RESETS} resets mid-hello")
     assert 1 <= len(lines) <= 2, lines  # one per kind of problem: a reset, or a close mid-frame

@@ -45,7 +45,7 @@ class Limits:
     """Seconds an agent may send nothing at all (it sends heartbeats when quiet)."""
     max_connections: int = 4096
     """Authenticated connections."""
-    max_unauthenticated: int = 64
+    max_unauthenticated: int = 256
     """Connections that have not completed their hello; past it the oldest is dropped."""
 
     @classmethod
