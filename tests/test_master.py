@@ -611,6 +611,34 @@ def test_a_master_serves_agents_end_to_end_in_process(tmp_path: Path) -> None:
     run(scenario)
 
 
+def test_a_verified_hello_beyond_max_connections_is_refused_with_a_reason() -> None:
+    """Two connections pass the accept check together; the second verified hello finds the one slot taken."""
+
+    async def scenario() -> None:
+        sockets = listening_sockets("127.0.0.1", 0)
+        port = sockets[0].getsockname()[1]
+        master = Master(master_config(max_connections=1), sockets, sinks=[])
+        stop = asyncio.Event()
+        running = asyncio.create_task(master.run(stop))
+        first = await asyncio.open_connection("127.0.0.1", port)
+        second = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert "error" not in await open_session(*first, "node01", None, {"agent": "test_master"})
+            with pytest.raises(protocol.ProtocolError, match=r"refused: too many connections \(max connections = 1\)"):
+                await open_session(*second, "node02", None, {"agent": "test_master"})
+            third = await asyncio.open_connection("127.0.0.1", port)  # closed at once: no challenge
+            assert await asyncio.wait_for(third[0].read(), 5) == b""
+            third[1].close()
+            assert (master.server.admission.authenticated, master.server.counters.rejected) == (1, 2)
+        finally:
+            first[1].close()
+            second[1].close()
+            stop.set()
+            await running
+
+    run(scenario)
+
+
 # -- TLS to the upstream --------------------------------------------------------------------
 
 
