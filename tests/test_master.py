@@ -556,6 +556,10 @@ def test_status_report_lists_agents_and_counters(tmp_path: Path) -> None:
     assert written["pid"] == os.getpid() and written["report"].splitlines()[1] == "2 agents (1 up):"
     assert sorted(flow.sinks[0].paths()) == ["node01.fructosa.seconds_since_data", "node01.fructosa.up",
                                              "node02.fructosa.up"]  # fmt: skip
+    table.heard("node01", link("10.0.0.9:5000", now), None, now)  # a second live connection of node01
+    status = reporter.status(now)
+    assert status["agents"][0]["connections"] == 2 and status["agents"][0]["address"] == "10.0.0.9:5000"
+    assert status["report"].splitlines()[3].split()[:4] == ["node01", "yes", "10.0.0.9:5000", "+1"]
 
 
 # -- a real Master on loopback -------------------------------------------------------------
