@@ -154,6 +154,13 @@ def test_a_borrowed_host_name_cannot_mark_a_connected_agent_down(site: Site) -> 
             assert kind == protocol.WELCOME and "error" not in protocol.decode_json(payload)
             sock.sendall(protocol.encode_frame(protocol.HEARTBEAT, b""))
         time.sleep(0.2)
+    for lookalike in ("good!", "good.evil", "good_"):  # names that would sanitize to "good": refused, with the reason
+        with socket.create_connection(("127.0.0.1", site.port), timeout=5) as sock:
+            _, payload = read_frame(sock)
+            sock.sendall(hello(lookalike, protocol.decode_json(payload)))
+            kind, payload = read_frame(sock)
+            assert "is not a Graphite path component" in protocol.decode_json(payload)["error"]
+            assert closed_by_peer(sock, 5)
     watched_until = time.monotonic() + 3  # six reports of lmaster's
     while time.monotonic() < watched_until:
         assert site.status_rows()["good"]["up"], "the status file says good is down"
