@@ -1110,10 +1110,9 @@ def test_hostile_datapoint_blocks(master: tuple[int, Daemon], carbon: CarbonCach
 def test_a_hello_host_too_long_for_a_path_is_refused_cleanly(master: tuple[int, Daemon], tmp_path: Path) -> None:
     port, daemon = master
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        kind, payload = read_frame(sock)
-        assert kind == protocol.CHALLENGE
-        # a host name must be one path component of at most 200 characters
-        sock.sendall(hello_frame("h" * 255, protocol.decode_json(payload), SECRET))
+        welcome = handshake(sock, "h" * 255, SECRET)  # over 200 characters: not a path component
+        assert "is not a Graphite path component" in welcome.get("error", ""), welcome
+        sock.sendall(d_frame(raw_block(b"x.y", [time.time()], [1.0])))
         assert closed_by_peer(sock, 5)
     answers(port, timeout=3)
     assert daemon.running

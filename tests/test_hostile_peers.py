@@ -175,11 +175,11 @@ def test_idle_agents_are_dropped_and_connections_are_capped(master: tuple[int, P
     quiet = Peer(port, "quiet")
     assert closed_by_peer(quiet.sock, timeout=6), "a silent agent is kept forever"
     assert "agent quiet silent for 3 s" in log.read_text()
-    crowd = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+    crowd = [Peer(port, f"crowd{index}") for index in range(6)]  # max connections counts authenticated ones
     try:
         extra = socket.create_connection(("127.0.0.1", port), timeout=5)
         assert closed_by_peer(extra, timeout=2)
         assert "too many connections (max connections = 6)" in log.read_text()
     finally:
-        for sock in crowd:
-            sock.close()
+        for peer in crowd:
+            peer.close()

@@ -27,7 +27,9 @@ import pytest
 from fructosa import checks
 from fructosa.config import GraphiteConfig, LinkConfig, MasterConfig, UpstreamConfig
 from fructosa.daemon import write_status
-from fructosa.master import AgentState, AgentTable, Flow, Master, heartbeat_backlog
+from fructosa.graphite_paths import FlattenBudget
+from fructosa.master import AgentLink, AgentState, AgentTable, Flow, Master, decode_batch, heartbeat_backlog
+from fructosa.master.slots import ConnectionSlots
 from fructosa.master.flow import Sender
 from fructosa.master.report import Reporter
 from fructosa.master.server import ServerCounters
@@ -125,20 +127,23 @@ NODE = Sender(host="node01", address="10.0.0.1:40000", host_prefix="node01")
 # -- the agent table ---------------------------------------------------------------
 
 
-def connected(host: str, address: str, at: float) -> AgentState:
-    return AgentState(
-        host=host, address=address, agent="lagent test", connected=True, connected_since=at, last_frame=at
-    )
+def link(address: str, at: float, heartbeat: float = 30.0) -> AgentLink:
+    return AgentLink(address=address, agent="lagent test", heartbeat_interval=heartbeat, connected_since=at)
+
+
+def connected(table: AgentTable, host: str, address: str, at: float) -> tuple[AgentState, AgentLink]:
+    """A connection of ``host`` that has sent its first frame at ``at``: the host's entry, and the connection."""
+    connection = link(address, at)
+    return table.heard(host, connection, None, at), connection
 
 
 def test_a_reconnecting_agent_keeps_its_history() -> None:
     table = AgentTable()
-    first = table.register(connected("node01", "10.0.0.1:1000", 100.0))
+    first, first_link = connected(table, "node01", "10.0.0.1:1000", 100.0)
     first.samples, first.last_data, first.backlog = 42, 150.0, 7
-    first.connected = False  # the connection ended
-    again = connected("node01", "10.0.0.1:2000", 200.0)
-    assert not table.holds(again)
-    entry = table.register(again)
+    table.detach(first, first_link, 120.0)  # the connection ended
+    assert not first.connected and not first.up(121.0) and first.last_frame == 120.0
+    entry, _ = connected(table, "node01", "10.0.0.1:2000", 200.0)
     assert entry is first and table.holds(entry) and len(table) == 1
     assert (entry.samples, entry.last_data, entry.backlog) == (42, 150.0, 7)
     assert (entry.address, entry.connected, entry.connected_since, entry.last_frame) == (
@@ -147,23 +152,61 @@ def test_a_reconnecting_agent_keeps_its_history() -> None:
     assert entry.up(201.0) and not entry.up(201.0 + 2 * entry.heartbeat_interval + 6)
 
 
+def test_a_host_is_up_while_any_of_its_connections_is_live() -> None:
+    """A peer borrowing a connected agent's name, sending a frame and hanging up
+    (or announcing a tiny heartbeat) cannot mark the agent down."""
+    table = AgentTable()
+    good, honest = connected(table, "good", "10.0.0.1:1000", 100.0)
+    spoof = link("10.0.0.66:4000", 110.0, heartbeat=0.01)
+    assert table.heard("good", spoof, None, 110.0) is good and len(good.links) == 2
+    table.detach(good, spoof, 110.5)
+    assert good.connected and good.up(111.0) and good.links == [honest]
+    assert not good.up(100.0 + 2 * 30.0 + 6)  # the honest connection itself must still be heard from
+    assert table.heard("good", honest, good, 150.0) is good and good.up(200.0)
+    table.detach(good, spoof, 151.0)  # detaching twice changes nothing
+    assert good.links == [honest]
+    table.detach(good, honest, 160.0)
+    assert not good.connected and not good.up(160.0) and table.connected() == 0
+
+
+def test_a_connection_of_a_forgotten_host_attaches_again() -> None:
+    table = AgentTable(max_agents=1)
+    node1, node1_link = connected(table, "node1", "10.0.0.1:1", 100.0)
+    connected(table, "node2", "10.0.0.2:1", 200.0)  # the table is full: node1, the longest silent, goes
+    assert table.get("node1") is None and not table.holds(node1)
+    again = table.heard("node1", node1_link, node1, 300.0)
+    assert table.holds(again) and again is not node1 and again.links == [node1_link] and again.up(300.0)
+
+
 def test_the_table_is_bounded_and_forgets_the_longest_silent_agent() -> None:
     table = AgentTable(max_agents=3)
-    for index, at in enumerate((300.0, 100.0, 200.0)):
-        table.register(connected(f"node{index}", f"10.0.0.{index}:1", at))
-    table.get("node0").connected = False  # disconnected agents go first, however recent
-    table.register(connected("node3", "10.0.0.3:1", 400.0))
+    states = [
+        connected(table, f"node{index}", f"10.0.0.{index}:1", at) for index, at in enumerate((300.0, 100.0, 200.0))
+    ]
+    table.detach(*states[0], 300.0)  # disconnected agents go first, however recent
+    connected(table, "node3", "10.0.0.3:1", 400.0)
     assert sorted(state.host for state in table) == ["node1", "node2", "node3"]
-    table.register(connected("node4", "10.0.0.4:1", 500.0))
+    connected(table, "node4", "10.0.0.4:1", 500.0)
     assert sorted(state.host for state in table) == ["node2", "node3", "node4"]  # node1 silent since 100
     assert table.connected() == 3
+
+
+def test_hosts_not_heard_from_for_the_forget_time_are_forgotten() -> None:
+    table = AgentTable()
+    gone, gone_link = connected(table, "gone", "10.0.0.1:1", 100.0)
+    table.detach(gone, gone_link, 110.0)
+    quiet, _ = connected(table, "quiet", "10.0.0.2:1", 100.0)  # connected, however long silent: kept
+    table.heard("recent", link("10.0.0.3:1", 500.0), None, 500.0)
+    assert table.forget_silent(now=600.0, after=500.0) == []  # gone last seen 490 s ago
+    assert table.forget_silent(now=611.0, after=500.0) == ["gone"]
+    assert sorted(state.host for state in table) == ["quiet", "recent"] and table.holds(quiet)
 
 
 def test_known_agents_come_back_from_the_status_file(tmp_path: Path) -> None:
     status_file = str(tmp_path / "lmaster.status")
     table = AgentTable()
-    table.register(connected("node01", "10.0.0.1:1", 100.0)).last_data = 123.5
-    table.register(connected("node02", "10.0.0.2:1", 100.0))
+    connected(table, "node01", "10.0.0.1:1", 100.0)[0].last_data = 123.5
+    connected(table, "node02", "10.0.0.2:1", 100.0)
     reporter = Reporter(MasterConfig(path="test"), table, Flow([]), ServerCounters(), status_file=status_file)
     write_status(status_file, reporter.status(time.time()))
 
@@ -171,6 +214,7 @@ def test_known_agents_come_back_from_the_status_file(tmp_path: Path) -> None:
     restarted.load(status_file)
     assert sorted(state.host for state in restarted) == ["node01", "node02"]
     assert restarted.get("node01").last_data == 123.5 and not restarted.get("node01").connected
+    assert restarted.get("node01").last_frame == 100.0  # when it was last seen: the forget time counts from there
     liveness = dict(Reporter(MasterConfig(path="test"), restarted, Flow([]), ServerCounters()).liveness(1000.0))
     assert liveness["node01.fructosa.up"] == (1000.0, 0.0)  # a node that died meanwhile shows up = 0
     assert "node02.fructosa.seconds_since_data" not in liveness  # it never sent data
@@ -244,10 +288,12 @@ def test_an_undecodable_batch_is_refused_and_forgotten() -> None:
         acked: list[bytes] = []
         with pytest.raises(protocol.ProtocolError, match="undecodable datapoints"):
             await flow.take_batch(protocol.DATAPOINTS, batch(3) + b"\x01\x02", acked.append, NODE)
-        assert flow.ledger.lookup(batch(3)) is None and sink.blocks == []
+        assert flow.ledger.lookup(("node01", batch(3))) is None and sink.blocks == []
         payload = d_frame_payload(batch(3), [("node01.x", (1000.0, 1.0))])
         await flow.take_batch(protocol.DATAPOINTS, payload, acked.append, NODE)  # the same id, now valid
-        assert acked == [batch(3)] and sink.paths() == ["node01.x"] and flow.ledger.lookup(batch(3)) == "safe"
+        assert (
+            acked == [batch(3)] and sink.paths() == ["node01.x"] and flow.ledger.lookup(("node01", batch(3))) == "safe"
+        )
 
     run(scenario)
 
@@ -322,6 +368,40 @@ def test_without_sinks_a_batch_is_acknowledged_at_once() -> None:
     run(scenario)
 
 
+def test_batch_ids_are_per_host_so_another_peer_cannot_claim_them() -> None:
+    """A peer sending another agent's batch ids first takes nothing from it; the same host's resend is a duplicate."""
+
+    async def scenario() -> None:
+        sink = HeldSink(hold=False)
+        flow = Flow([sink])
+        acked: list[tuple[str, bytes]] = []
+        thief = Sender(host="mallory", address="10.0.0.66:1", host_prefix="mallory")
+        relay = Sender(host="relay1", address="10.0.0.7:1", host_prefix=None)
+        for sender, path in ((thief, "mallory.x"), (relay, "node01.y"), (NODE, "node01.cpu"), (NODE, "node01.cpu")):
+            await flow.take_batch(
+                protocol.DATAPOINTS, d_frame_payload(batch(1), [(path, (1000.0, 1.0))]),
+                lambda batch_id, host=sender.host: acked.append((host, batch_id)), sender,
+            )  # fmt: skip
+        await asyncio.sleep(0)
+        assert sink.paths() == ["mallory.x", "node01.y", "node01.cpu"]
+        assert flow.counters.duplicates == 1 and acked.count(("node01", batch(1))) == 2
+        assert flow.ledger.lookup(("node01", batch(1))) == "safe" and flow.ledger.lookup(batch(1)) is None
+
+    run(scenario)
+
+
+def test_sample_batches_flatten_within_one_budget_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """decode_batch shares one FlattenBudget among the samples of a batch (made small here to see it bite)."""
+    monkeypatch.setattr("fructosa.master.flow.FlattenBudget", lambda: FlattenBudget(50))
+    sample = {"host": "node01", "sensor": "Wide", "time": 1000.0, "value": {f"v{i}": i for i in range(10)}}
+    pickled = protocol.encode_samples([sample] * 10)[protocol.HEADER_SIZE + 1 + protocol.BATCH_ID_SIZE :]
+    count, datapoints, errors = decode_batch(pickled)
+    assert (count, len(datapoints), len(errors)) == (10, 40, 6)  # 11 visits a sample: 4 fit in 50
+    assert "more than 50 values in one batch" in str(errors[0])
+    monkeypatch.undo()
+    assert len(decode_batch(pickled)[1]) == 100  # the real budget (200,000) holds them all
+
+
 def test_the_ledger_is_bounded_and_takes_any_key() -> None:
     ledger = BatchLedger(capacity=2)
     acks: list[str] = []
@@ -333,6 +413,53 @@ def test_the_ledger_is_bounded_and_takes_any_key() -> None:
     assert acks == ["first", "again"] and ledger.lookup(("node01", batch(1))) == "safe"
     ledger.admit(("node03", batch(1)), lambda: None)
     assert len(ledger) == 2 and ledger.lookup(("node01", batch(1))) is None  # the oldest is forgotten
+
+
+# -- connection budgets -------------------------------------------------------------
+
+
+def test_opening_connections_over_budget_drop_the_oldest_of_the_busiest_address() -> None:
+    async def scenario() -> None:
+        tasks = [asyncio.create_task(asyncio.sleep(10)) for _ in range(8)]
+        slots = ConnectionSlots()
+        assert slots.arrive(tasks[0], "10.0.0.1", "10.0.0.1:1", 3) == []  # the agent, first
+        for index in (1, 2):
+            assert slots.arrive(tasks[index], "10.0.0.66", f"10.0.0.66:{index}", 3) == []
+        dropped = slots.arrive(tasks[3], "10.0.0.66", "10.0.0.66:3", 3)
+        assert [d.address for d in dropped] == ["10.0.0.66:1"]  # the squatter's oldest, not the older agent
+        assert slots.opening == 3
+        assert slots.authenticate(tasks[0], "10.0.0.1", max_authenticated=1)
+        assert (slots.opening, slots.authenticated) == (2, 1)
+        assert not slots.authenticate(tasks[2], "10.0.0.66", max_authenticated=1)  # authenticated slots taken
+        # one connection per address: the oldest overall goes
+        spread = ConnectionSlots()
+        for index in range(4):
+            dropped = spread.arrive(tasks[4 + index], f"10.0.1.{index}", f"10.0.1.{index}:1", 3)
+        assert [d.address for d in dropped] == ["10.0.1.0:1"] and spread.opening == 3
+        spread.leave(tasks[5], "10.0.1.1")
+        spread.leave(tasks[5], "10.0.1.1")  # leaving twice changes nothing
+        assert spread.opening == 2
+        for task in tasks:
+            task.cancel()
+
+    run(scenario)
+
+
+def test_forgotten_hosts_leave_the_status_and_liveness(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    now = time.time()
+    table = AgentTable()
+    for index in range(12):
+        table.detach(*connected(table, f"ghost{index:02}", "10.0.0.66:1", now - 100), now - 100)
+    connected(table, "alive", "10.0.0.1:1", now - 1000)
+    status_file = tmp_path / "status"
+    reporter = Reporter(
+        master_config(forget_agents_after=50.0), table, Flow([]), ServerCounters(), status_file=str(status_file)
+    )
+    with caplog.at_level(logging.INFO, logger="fructosa.master"):
+        reporter.report(now)
+    assert [row["host"] for row in json.loads(status_file.read_text())["agents"]] == ["alive"]
+    assert [path for path, _ in reporter.liveness(now)] == ["alive.fructosa.up"]
+    assert "forgot 12 agents not heard from for 50 s: ghost00, ghost01," in caplog.text and ", …" in caplog.text
 
 
 # -- sinks from the configuration, and reload ----------------------------------------
@@ -404,9 +531,9 @@ def test_master_reload_reaches_every_part(caplog: pytest.LogCaptureFixture) -> N
 def test_status_report_lists_agents_and_counters(tmp_path: Path) -> None:
     now = time.time()
     table = AgentTable()
-    up = table.register(connected("node01", "10.0.0.1:40000", now - 30))
+    up, _ = connected(table, "node01", "10.0.0.1:40000", now - 30)
     up.last_data, up.samples_per_second, up.backlog = now - 2, 12.5, 3
-    table.register(AgentState(host="node02", last_data=0.0))  # known, never sent, not connected
+    table.detach(*connected(table, "node02", "10.0.0.2:1", now - 60), now - 60)  # known, never sent, gone
     flow = Flow([HeldSink("graphite")])
     flow.counters.frames, flow.counters.duplicates, flow.counters.datapoints = 10, 1, 500
     counters = ServerCounters(connections=4, rejected=1)
@@ -423,12 +550,16 @@ def test_status_report_lists_agents_and_counters(tmp_path: Path) -> None:
     assert lines[2].split() == ["host", "up", "address", "agent", "connected", "last", "data", "samples/s", "backlog"]
     assert lines[3].split() == ["node01", "yes", "10.0.0.1:40000", "lagent", "test", "30", "s", "ago", "2", "s", "ago",
                                 "12.50", "3"]  # fmt: skip
-    assert lines[4].split() == ["node02", "NO", "-", "never", "0.00", "0"]
+    assert lines[4].split() == ["node02", "NO", "10.0.0.2:1", "lagent", "test", "-", "never", "0.00", "0"]
     reporter.report(now)  # writes the status file and sends liveness through the flow
     written = json.loads((tmp_path / "status").read_text())
     assert written["pid"] == os.getpid() and written["report"].splitlines()[1] == "2 agents (1 up):"
     assert sorted(flow.sinks[0].paths()) == ["node01.fructosa.seconds_since_data", "node01.fructosa.up",
                                              "node02.fructosa.up"]  # fmt: skip
+    table.heard("node01", link("10.0.0.9:5000", now), None, now)  # a second live connection of node01
+    status = reporter.status(now)
+    assert status["agents"][0]["connections"] == 2 and status["agents"][0]["address"] == "10.0.0.9:5000"
+    assert status["report"].splitlines()[3].split()[:4] == ["node01", "yes", "10.0.0.9:5000", "+1"]
 
 
 # -- a real Master on loopback -------------------------------------------------------------
@@ -480,6 +611,34 @@ def test_a_master_serves_agents_end_to_end_in_process(tmp_path: Path) -> None:
         assert tap.closed and not entry.connected
         report = json.loads((tmp_path / "status").read_text())["report"]
         assert "3 connections (1 rejected), 3 batches (1 duplicates)" in report
+
+    run(scenario)
+
+
+def test_a_verified_hello_beyond_max_connections_is_refused_with_a_reason() -> None:
+    """Two connections pass the accept check together; the second verified hello finds the one slot taken."""
+
+    async def scenario() -> None:
+        sockets = listening_sockets("127.0.0.1", 0)
+        port = sockets[0].getsockname()[1]
+        master = Master(master_config(max_connections=1), sockets, sinks=[])
+        stop = asyncio.Event()
+        running = asyncio.create_task(master.run(stop))
+        first = await asyncio.open_connection("127.0.0.1", port)
+        second = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert "error" not in await open_session(*first, "node01", None, {"agent": "test_master"})
+            with pytest.raises(protocol.ProtocolError, match=r"refused: too many connections \(max connections = 1\)"):
+                await open_session(*second, "node02", None, {"agent": "test_master"})
+            third = await asyncio.open_connection("127.0.0.1", port)  # closed at once: no challenge
+            assert await asyncio.wait_for(third[0].read(), 5) == b""
+            third[1].close()
+            assert (master.server.slots.authenticated, master.server.counters.rejected) == (1, 2)
+        finally:
+            first[1].close()
+            second[1].close()
+            stop.set()
+            await running
 
     run(scenario)
 

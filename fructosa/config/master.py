@@ -97,6 +97,10 @@ class MasterConfig:
     peer_timeout: float = 10.0
     idle_timeout: float = 120.0
     max_connections: int = 4096
+    max_unauthenticated: int = 256
+    """Connections still in their opening (no verified hello yet); past it the oldest is dropped."""
+    forget_agents_after: float = 7 * 86400.0
+    """Seconds a host may stay unheard of before it leaves the agent table (liveness, status)."""
     self_metrics: bool = True
     self_metrics_interval: float = 10.0
     spool: SpoolConfig | None = None
@@ -162,7 +166,13 @@ LMASTER = Section(
         Key("idle timeout", "idle_timeout", parse_positive_float,
             "seconds an agent may send nothing at all before it is disconnected (agents send heartbeats)"),
         Key("max connections", "max_connections", parse_positive_int,
-            "concurrent connections accepted; more are closed at once and logged"),
+            "concurrent authenticated connections (agents and relays); more are refused and logged"),
+        Key("max unauthenticated", "max_unauthenticated", parse_positive_int,
+            "concurrent connections that have not completed their hello yet; past it the oldest of the address"
+            " holding the most is dropped, so strangers squatting sockets cannot keep agents out"),
+        Key("forget agents after", "forget_agents_after", parse_positive_float,
+            "seconds after which a host not heard from leaves the agent table: no more HOST.fructosa.up,"
+            " gone from lmaster status (604800: 7 days)"),
         Key("self metrics", "self_metrics", parse_bool,
             "send lmaster's own health under fructosa.lmaster.HOST.* and per-node liveness (HOST.fructosa.up)"),
         Key("self metrics interval", "self_metrics_interval", parse_positive_float,

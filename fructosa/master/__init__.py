@@ -11,7 +11,7 @@ a shared secret its HMAC) before any batch.
 
 A batch is acknowledged only once every sink holds it safely (written to
 carbon, or to the disk spool, or acknowledged by the upstream lmaster); a
-batch id seen before is acknowledged without being relayed again. Taps see
+batch id its host sent before is acknowledged without being relayed again. Taps see
 every checked block but are never waited for.
 
 The parts:
@@ -28,9 +28,19 @@ half of :mod:`fructosa.wire.session`; the sinks live in :mod:`fructosa.sinks`,
 the taps in :mod:`fructosa.taps`.
 """
 
-from .agents import AgentState, AgentTable
+from .agents import AgentLink, AgentState, AgentTable
 from .flow import Flow, decode_batch
 from .lmaster import Master
 from .server import AgentServer, Limits, heartbeat_backlog
 
-__all__ = ["AgentServer", "AgentState", "AgentTable", "Flow", "Limits", "Master", "decode_batch", "heartbeat_backlog"]
+__all__ = [
+    "AgentLink",
+    "AgentServer",
+    "AgentState",
+    "AgentTable",
+    "Flow",
+    "Limits",
+    "Master",
+    "decode_batch",
+    "heartbeat_backlog",
+]

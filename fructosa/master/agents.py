@@ -2,21 +2,46 @@
 
 One entry per host name (as its hello says), made on a connection's first
 frame after the hello, so a peer that only says hello (or garbage after it)
-leaves no trace. A reconnecting agent keeps its entry (and with it its
+leaves no trace. A host may have several live connections at once (a
+reconnect overlapping a connection not yet timed out, or any peer holding
+the shared secret that says it is that host): the entry keeps one
+:class:`AgentLink` per connection, and the host is up while ANY of them is
+live, so a peer borrowing a connected agent's name and hanging up cannot
+mark that agent down. A reconnecting agent keeps its entry (and with it its
 history: last data, samples). Hosts the previous run knew come back from the
 status file, so a node that died while lmaster was down still shows up = 0
-instead of simply vanishing. The table is bounded: past its size the
-longest-silent agent is forgotten.
+instead of simply vanishing.
+
+The table is bounded twice: past its size the longest-silent agent is
+forgotten, and a host not heard from for ``[lmaster] forget agents after``
+is forgotten too (:meth:`AgentTable.forget_silent`), so names invented by a
+hostile peer stop getting liveness datapoints and leave the status file.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_KNOWN_AGENTS = 100_000
 """Agent table size; beyond it the longest-silent agent is forgotten."""
+
+
+@dataclass(eq=False)  # a connection is itself: two alike are still two
+class AgentLink:
+    """One live, authenticated connection of a host."""
+
+    address: str
+    agent: str = ""
+    heartbeat_interval: float = 30.0
+    connected_since: float = 0.0
+    last_frame: float = 0.0
+
+    def live(self, now: float) -> bool:
+        """Heard from within two of its heartbeats (plus slack)."""
+        return now - self.last_frame <= 2 * self.heartbeat_interval + 5
 
 
 @dataclass
@@ -25,20 +50,32 @@ class AgentState:
 
     host: str
     address: str = ""
+    """Of its newest connection (or its last, once disconnected)."""
     agent: str = ""
-    connected: bool = False
-    connected_since: float = 0.0
     last_frame: float = 0.0
+    """When any connection of the host last sent a frame (or ended): when it was last seen."""
     last_data: float = 0.0
     samples: int = 0
     samples_per_second: float = 0.0
     backlog: int = 0
     heartbeat_interval: float = 30.0
+    """Of its newest connection."""
+    links: list[AgentLink] = field(default_factory=list)
+    """Its live connections, oldest first."""
     _samples_at_last_report: int = 0
 
+    @property
+    def connected(self) -> bool:
+        return bool(self.links)
+
+    @property
+    def connected_since(self) -> float:
+        """Since when the host has been connected without a break (0 when it is not)."""
+        return min((link.connected_since for link in self.links), default=0.0)
+
     def up(self, now: float) -> bool:
-        """Connected and heard from within two heartbeats (plus slack)."""
-        return self.connected and now - self.last_frame <= 2 * self.heartbeat_interval + 5
+        """Some connection of the host is live: it sent a frame within two of its heartbeats (plus slack)."""
+        return any(link.live(now) for link in self.links)
 
 
 class AgentTable:
@@ -61,22 +98,47 @@ class AgentTable:
         """True when ``state`` is the table's entry for its host (registered, not forgotten)."""
         return self._agents.get(state.host) is state
 
-    def register(self, state: AgentState) -> AgentState:
-        """Put a (re)connected agent in the table, keeping what is known of it; the entry to update from now on."""
-        known = self._agents.get(state.host)
-        if known is not None:
-            known.address, known.agent, known.connected = state.address, state.agent, True
-            known.connected_since, known.last_frame = state.connected_since, state.last_frame
-            known.heartbeat_interval = state.heartbeat_interval
-            return known
-        if len(self._agents) >= self.max_agents:  # forget the longest-silent one
-            silent = min(self._agents.values(), key=lambda other: (other.connected, other.last_frame))
-            del self._agents[silent.host]
-        self._agents[state.host] = state
+    def heard(self, host: str, link: AgentLink, state: AgentState | None, now: float) -> AgentState:
+        """A frame came on ``link``, a connection of ``host``: the host's entry from now on.
+
+        ``state`` is what the previous frame of this connection returned (None
+        on its first frame); the link is attached to the host's entry when it
+        is not yet, also after the entry was forgotten meanwhile.
+        """
+        link.last_frame = now
+        if state is None or not self.holds(state) or link not in state.links:
+            state = self.attach(host, link)
+        state.last_frame = now
         return state
+
+    def attach(self, host: str, link: AgentLink) -> AgentState:
+        """Count ``link`` as a live connection of ``host``, keeping what is known of the host."""
+        state = self._agents.get(host)
+        if state is None:
+            if len(self._agents) >= self.max_agents:  # forget the longest-silent one
+                silent = min(self._agents.values(), key=lambda other: (other.connected, other.last_frame))
+                del self._agents[silent.host]
+            state = self._agents[host] = AgentState(host=host)
+        state.address, state.agent, state.heartbeat_interval = link.address, link.agent, link.heartbeat_interval
+        state.last_frame = max(state.last_frame, link.last_frame)
+        state.links.append(link)
+        return state
+
+    def detach(self, state: AgentState, link: AgentLink, now: float) -> None:
+        """The connection ``link`` of ``state``'s host ended; the host stays up while another is live."""
+        if link in state.links:
+            state.links.remove(link)
+            state.last_frame = max(state.last_frame, now)
 
     def connected(self) -> int:
         return sum(state.connected for state in self._agents.values())
+
+    def forget_silent(self, now: float, after: float) -> list[str]:
+        """Forget the hosts without a connection and not heard from for ``after`` seconds; their names."""
+        forgotten = [host for host, state in self._agents.items() if not state.links and now - state.last_frame > after]
+        for host in forgotten:
+            del self._agents[host]
+        return forgotten
 
     def update_rates(self, interval: float) -> None:
         """Samples per second of every agent over the last ``interval`` seconds (called once per report)."""
@@ -85,16 +147,21 @@ class AgentTable:
             state._samples_at_last_report = state.samples
 
     def load(self, status_file: str) -> None:
-        """The hosts of the previous run's status file, disconnected, with when they last sent data.
+        """The hosts of the previous run's status file, disconnected, with when they were last seen and sent data.
 
-        A missing or unreadable file is no error: the table simply starts empty.
+        A host the file does not say when it was last seen (a file of an older
+        lmaster) counts as seen now. A missing or unreadable file is no error:
+        the table simply starts empty.
         """
+        now = time.time()
         try:
             with open(status_file, encoding="utf-8") as stream:
                 previous = json.load(stream)
             for row in previous.get("agents", []):
                 host = row.get("host")
                 if isinstance(host, str) and host and len(self._agents) < self.max_agents:
-                    self._agents[host] = AgentState(host=host, last_data=float(row.get("last_data") or 0))
+                    last_data = float(row.get("last_data") or 0)
+                    seen = float(row.get("last_seen") or 0) or last_data or now
+                    self._agents[host] = AgentState(host=host, last_data=last_data, last_frame=seen)
         except (OSError, ValueError, TypeError, AttributeError):
             return

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..graphite_paths import Datapoint, SampleError, sample_to_datapoints
+from ..graphite_paths import Datapoint, FlattenBudget, SampleError, sample_to_datapoints
 from ..ratelog import RateLimitedLog
 from ..sinks import Sink
 from ..taps import Tap
@@ -105,14 +105,15 @@ class Flow:
         """
         batch_id, body = protocol.split_batch(payload)
         self.counters.frames += 1
-        safe = self.ledger.admit(batch_id, functools.partial(acknowledge, batch_id))
+        key = (sender.host, batch_id)  # batch ids are per host: another peer's copy takes nothing from this one
+        safe = self.ledger.admit(key, functools.partial(acknowledge, batch_id))
         if safe is None:
             self.counters.duplicates += 1
             return 0
         try:
             block = await self.checked_block(kind, body, sender)
         except protocol.ProtocolError:
-            self.ledger.forget(batch_id)
+            self.ledger.forget(key)
             raise
         self.counters.samples += block.samples
         self.counters.datapoints += len(block)
@@ -198,13 +199,17 @@ class Flow:
 
 
 def decode_batch(pickled: bytes) -> tuple[int, list[Datapoint], list[SampleError]]:
-    """(samples, datapoints, refusals) of one ``S`` batch; ProtocolError if undecodable."""
+    """(samples, datapoints, refusals) of one ``S`` batch; ProtocolError if undecodable.
+
+    One :class:`~fructosa.graphite_paths.FlattenBudget` for the whole batch:
+    the bound on values visited holds per frame, not only per sample."""
     samples = protocol.decode_samples(pickled)
     datapoints: list[Datapoint] = []
     errors: list[SampleError] = []
+    budget = FlattenBudget()
     for sample in samples:
         try:
-            sample_to_datapoints(sample, out=datapoints)
+            sample_to_datapoints(sample, out=datapoints, budget=budget)
         except SampleError as error:
             errors.append(error)
     return len(samples), datapoints, errors

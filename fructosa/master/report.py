@@ -2,9 +2,12 @@
 
 Every ``self metrics interval`` it
 
+* forgets the hosts not heard from for ``forget agents after`` seconds
+  (:meth:`~fructosa.master.agents.AgentTable.forget_silent`), one log line for all;
 * sends per-node liveness through the flow, so it reaches every sink and tap
-  like agents' data: ``HOST.fructosa.up`` (1 while the agent is connected
-  and heard from within two heartbeats) and ``HOST.fructosa.seconds_since_data``;
+  like agents' data: ``HOST.fructosa.up`` (1 while any connection of the host
+  is live: heard from within two of its heartbeats) and
+  ``HOST.fructosa.seconds_since_data``;
 * sends its own health to carbon's plaintext port with graphyte
   (``fructosa.lmaster.HOST.*``: agents, counters, the sinks' counters, CPU, memory);
 * rewrites the status file that ``lmaster status`` shows: the agent table
@@ -103,6 +106,7 @@ class Reporter:
             self._log.log(logging.ERROR, "report", "self-report failed: %s: %s", type(error).__name__, error)
 
     def _report(self, now: float) -> None:
+        self.forget_silent(now)
         self.agents.update_rates(self.config.self_metrics_interval)
         self.flow.emit(self.liveness(now))
         if self._sender is not None:
@@ -113,6 +117,15 @@ class Reporter:
                 write_status(self.status_file, self.status(now))
             except OSError as error:
                 self._log.log(logging.WARNING, "status", "cannot write status file %s: %s", self.status_file, error)
+
+    def forget_silent(self, now: float) -> list[str]:
+        """Forget the hosts not heard from for ``forget agents after`` seconds (logged in one line)."""
+        after = self.config.forget_agents_after
+        forgotten = self.agents.forget_silent(now, after)
+        if forgotten:
+            shown = ", ".join(sorted(forgotten)[:10]) + (", …" if len(forgotten) > 10 else "")
+            log.info("forgot %d agents not heard from for %g s: %s", len(forgotten), after, shown)
+        return forgotten
 
     def liveness(self, now: float) -> list[Datapoint]:
         """``HOST.fructosa.up`` of every known agent, and ``seconds_since_data`` of those that ever sent."""
@@ -159,6 +172,8 @@ class Reporter:
                 "agent": state.agent,
                 "up": state.up(now),
                 "connected_since": state.connected_since,
+                "connections": len(state.links),
+                "last_seen": state.last_frame,
                 "last_data": state.last_data,
                 "samples_per_second": round(state.samples_per_second, 2),
                 "backlog": state.backlog,
@@ -181,8 +196,10 @@ class Reporter:
             f"{'samples/s':>9} {'backlog':>8}",
         ]
         for row in rows:
+            others = row["connections"] - 1  # a host may have several live connections
+            address = row["address"] + (f" +{others}" if others > 0 else "")
             lines.append(
-                f"  {row['host']:<20} {'yes' if row['up'] else 'NO':<4} {row['address']:<22} {row['agent']:<18} "
+                f"  {row['host']:<20} {'yes' if row['up'] else 'NO':<4} {address:<22} {row['agent']:<18} "
                 f"{ago(row['connected_since']) if row['up'] else '-':<12} {ago(row['last_data']):<12} "
                 f"{row['samples_per_second']:>9.2f} {row['backlog']:>8}"
             )

@@ -2,12 +2,13 @@
 
 Each agent connection is its own coroutine, so a slow, silent or hostile peer
 costs one task and a socket, never other agents' data. Anything a peer sends
-is checked before use: the number of connections, frame lengths before the
-payload is read (:func:`~fructosa.wire.session.read_frame`), the hello (and
-with a shared secret its HMAC, :func:`~fructosa.wire.session.accept_session`)
-before any batch, then each batch by the flow (:mod:`fructosa.master.flow`).
-A peer breaking the rules is disconnected with one log line per address and
-kind of problem.
+is checked before use: the number of connections, opening and authenticated
+apart (:mod:`fructosa.master.slots`), frame lengths before the payload is
+read (:func:`~fructosa.wire.session.read_frame`; a hello is at most 4 KiB),
+the hello (and with a shared secret its HMAC,
+:func:`~fructosa.wire.session.accept_session`) before any batch, then each
+batch by the flow (:mod:`fructosa.master.flow`). A peer breaking the rules is
+disconnected with one log line per address and kind of problem.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from .. import __version__
 from ..graphite_paths import short_hostname
 from ..ratelog import RateLimitedLog
 from ..wire import protocol
-from ..wire.session import AckWriter, AuthenticationError, IdleTimeout, accept_session, read_frame
-from .agents import AgentState, AgentTable
+from ..wire.session import AckWriter, AuthenticationError, IdleTimeout, SessionRefused, accept_session, read_frame
+from .slots import ConnectionSlots
+from .agents import AgentLink, AgentState, AgentTable
 from .flow import Flow, Sender
 
 if TYPE_CHECKING:
@@ -42,10 +44,13 @@ class Limits:
     idle_timeout: float = 120.0
     """Seconds an agent may send nothing at all (it sends heartbeats when quiet)."""
     max_connections: int = 4096
+    """Authenticated connections."""
+    max_unauthenticated: int = 256
+    """Connections that have not completed their hello; past it the oldest is dropped."""
 
     @classmethod
     def of(cls, cfg: MasterConfig) -> Limits:
-        return cls(cfg.peer_timeout, cfg.idle_timeout, cfg.max_connections)
+        return cls(cfg.peer_timeout, cfg.idle_timeout, cfg.max_connections, cfg.max_unauthenticated)
 
 
 @dataclass
@@ -75,6 +80,7 @@ class AgentServer:
         self.counters = ServerCounters()
         self._peer_log = RateLimitedLog(log, period=300.0)
         self._connections: set[asyncio.Task] = set()
+        self.slots = ConnectionSlots()
         self._servers: list[asyncio.Server] = []
 
     @property
@@ -123,15 +129,20 @@ class AgentServer:
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername") or ("?", 0)
-        address = f"{peer[0]}:{peer[1]}"
+        ip, address = str(peer[0]), f"{peer[0]}:{peer[1]}"
         self.counters.connections += 1
-        if len(self._connections) >= self.limits.max_connections:
-            self._reject(
-                peer[0], address, "limit", f"too many connections (max connections = {self.limits.max_connections})"
-            )
+        if self.slots.authenticated >= self.limits.max_connections:
+            self._reject(ip, address, "limit", self._too_many())
             writer.close()
             return
         self._connections.add(task)
+        for dropped in self.slots.arrive(task, ip, address, self.limits.max_unauthenticated):
+            self._reject(
+                dropped.ip, dropped.address, "crowded",
+                f"dropped before its hello: over {self.limits.max_unauthenticated} connections without one"
+                " (max unauthenticated), this the oldest of the address holding the most",
+            )  # fmt: skip
+            dropped.task.cancel()
         try:
             await self._serve_agent(reader, writer, address)
         except asyncio.CancelledError:
@@ -142,7 +153,16 @@ class AgentServer:
             log.exception("connection %s closed after an unexpected error", address)
         finally:
             self._connections.discard(task)
+            self.slots.leave(task, ip)
             writer.close()
+
+    def _too_many(self) -> str:
+        return f"too many connections (max connections = {self.limits.max_connections})"
+
+    def _admit(self, task: asyncio.Task, ip: str, hello: dict) -> str | None:
+        """Called with a verified hello just before the welcome: None when the connection
+        takes an authenticated slot, else why not."""
+        return None if self.slots.authenticate(task, ip, self.limits.max_connections) else self._too_many()
 
     def _reject(self, peer_ip: str, address: str, category: str, reason: str) -> None:
         """Disconnect with a log line, once per peer address and kind of problem."""
@@ -153,13 +173,12 @@ class AgentServer:
         """The peer's verified hello, or None (logged) when it does not get that far."""
         peer_ip = address.rsplit(":", 1)[0]
         timeout = self.limits.peer_timeout
-        try:
-            return await asyncio.wait_for(
-                accept_session(
-                    reader, writer, self.secret, accept_relays=self.accept_relays, timeout=timeout,
-                    server=f"lmaster {__version__}",
-                ),
-                timeout,
+        task = asyncio.current_task()
+        assert task is not None
+        try:  # accept_session keeps the deadline itself: a wait_for task around it could end unobserved
+            return await accept_session(
+                reader, writer, self.secret, accept_relays=self.accept_relays, timeout=timeout,
+                server=f"lmaster {__version__}", admit=lambda hello: self._admit(task, peer_ip, hello),
             )  # fmt: skip
         except asyncio.TimeoutError:
             self._reject(peer_ip, address, "timeout", f"no hello within {timeout:g} s")
@@ -168,8 +187,12 @@ class AgentServer:
                 self._reject(peer_ip, address, "protocol", "closed in the middle of its hello")
             else:  # a port probe or health check, not an agent
                 log.debug("%s closed the connection without a hello", address)
+        except (ConnectionError, OSError) as error:  # reset mid-hello: as rate-limited as any other failure
+            self._reject(peer_ip, address, "lost", f"connection lost during its hello: {error}")
         except AuthenticationError as error:
             self._reject(peer_ip, address, "auth", f"authentication failed: {error}")
+        except SessionRefused as error:
+            self._reject(peer_ip, address, "limit", str(error))
         except protocol.ProtocolError as error:
             self._reject(peer_ip, address, "protocol", f"bad hello: {error}")
         return None
@@ -182,21 +205,20 @@ class AgentServer:
         agent = f"{hello['host']} ({address}, {hello.get('agent', 'unknown agent')})"
         log.info("agent %s connected", agent)
         # The table entry is made on the first frame after the hello, so a peer
-        # that only says hello (or garbage after it) leaves no trace in it.
-        state = AgentState(host=hello["host"], address=address, agent=str(hello.get("agent", "")), connected=True)
-        state.connected_since = state.last_frame = time.time()
+        # that only says hello (or garbage after it) leaves no trace in it; it
+        # counts this connection (link) among the host's live ones until it ends.
+        link = AgentLink(address=address, agent=str(hello.get("agent", "")), connected_since=time.time())
         heartbeat = hello.get("heartbeat")
         if isinstance(heartbeat, (int, float)) and 0 < heartbeat < 86400:
-            state.heartbeat_interval = float(heartbeat)
+            link.heartbeat_interval = float(heartbeat)
+        state: AgentState | None = None
         acks = AckWriter(writer)
         relay = hello.get("relay") is True  # accept_session lets a relay through only when relays are allowed
         sender = Sender(hello["host"], address, None if relay else short_hostname(hello["host"]))
         try:
             while True:
                 kind, payload = await read_frame(reader, self.limits.peer_timeout, self.limits.idle_timeout)
-                state.last_frame = time.time()
-                if not self.agents.holds(state):
-                    state = self.agents.register(state)
+                state = self.agents.heard(hello["host"], link, state, time.time())
                 if kind == protocol.DATAPOINTS or kind == protocol.SAMPLES:
                     async with self.flow.admission.turn():  # back-pressure: waits while the sinks are nearly full
                         state.samples += await self.flow.take_batch(kind, payload, acks.send, sender)
@@ -222,8 +244,8 @@ class AgentServer:
             self._reject(peer_ip, address, "protocol", f"agent {hello['host']}: {error}")
         finally:
             acks.closed = True
-            if state.address == address:  # not already replaced by a newer connection
-                state.connected = False
+            if state is not None:  # the host stays up while another of its connections is live
+                self.agents.detach(state, link, time.time())
 
 
 def heartbeat_backlog(payload: bytes, previous: int) -> int:

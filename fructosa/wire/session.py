@@ -379,6 +379,10 @@ class AuthenticationError(protocol.ProtocolError):
     """The peer does not prove it knows the shared secret."""
 
 
+class SessionRefused(protocol.ProtocolError):
+    """A verified peer refused all the same (lmaster has no room for it)."""
+
+
 async def accept_session(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -387,16 +391,21 @@ async def accept_session(
     accept_relays: bool,
     timeout: float | None,
     server: str,
+    admit: Callable[[dict], str | None] | None = None,
 ) -> dict:
     """Runs the opening on an accepted connection and returns the peer's verified hello.
 
     Sends the challenge (a fresh nonce, and whether the shared secret is
-    required), reads the hello (a started frame must complete within
-    ``timeout``), refuses a relay unless ``accept_relays``, checks the hello's
-    proof of the secret, and sends the welcome (with lmaster's own proof, and
-    ``server`` naming it). Nothing the peer sends after is worth reading
-    unless this returns. A refusal is answered with an error welcome, then
-    raised: AuthenticationError, or ProtocolError (with a message for the log).
+    required), reads the hello (:func:`read_hello`: at most
+    :data:`~fructosa.wire.protocol.MAX_HELLO` bytes, complete within
+    ``timeout`` seconds of the challenge), refuses a relay unless ``accept_relays``,
+    checks the hello's proof of the secret, asks ``admit`` (with the verified
+    hello, just before the welcome: a reason to refuse, or None), and sends
+    the welcome (with lmaster's own proof, and ``server`` naming it). Nothing
+    the peer sends after is worth reading unless this returns. A refusal is
+    answered with an error welcome, so the peer can log why, then raised:
+    AuthenticationError, SessionRefused, or ProtocolError (with a message for
+    the log).
     """
     nonce = auth.new_nonce()
     challenge = {
@@ -404,12 +413,13 @@ async def accept_session(
         "nonce": nonce, "auth": secret is not None,
     }  # fmt: skip
     writer.write(protocol.encode_json(protocol.CHALLENGE, challenge))
-    kind, payload = await read_frame(reader, timeout)
-    if kind != protocol.HELLO:
-        raise protocol.ProtocolError(f"first frame is {kind!r}, not a hello")
-    hello = protocol.check_hello(payload)
+    try:  # no await before this: the hello's deadline counts from the challenge
+        hello = protocol.check_hello(await read_hello(reader, timeout))
+    except protocol.ProtocolError as error:
+        _refuse(writer, str(error))
+        raise
     if hello.get("relay") is True and not accept_relays:
-        writer.write(protocol.encode_json(protocol.WELCOME, {"error": "relays not accepted here"}))
+        _refuse(writer, "relays not accepted here")
         raise protocol.ProtocolError(
             f"lmaster {hello['host']!r} wants to relay, but relays are not accepted here "
             "(set [lmaster] accept relays = yes)"
@@ -419,12 +429,43 @@ async def accept_session(
         try:
             _check_proof(secret, nonce, hello)
         except AuthenticationError:
-            writer.write(protocol.encode_json(protocol.WELCOME, {"error": "authentication failed"}))
+            _refuse(writer, "authentication failed")
             raise
         welcome["mac"] = auth.master_mac(secret, str(hello.get("nonce", "")), nonce)
+    refusal = admit(hello) if admit is not None else None
+    if refusal is not None:
+        _refuse(writer, refusal)
+        raise SessionRefused(refusal)
     welcome["master"] = server
     writer.write(protocol.encode_json(protocol.WELCOME, welcome))
     return hello
+
+
+async def read_hello(reader: asyncio.StreamReader, timeout: float | None) -> bytes:
+    """The payload of the first frame, which must be a hello of at most
+    :data:`~fructosa.wire.protocol.MAX_HELLO` bytes, complete within ``timeout``
+    seconds (asyncio.TimeoutError otherwise): its length and kind are checked
+    before a byte of its payload is read, so a peer announcing a 1 MiB hello
+    costs a few bytes of buffer, not a megabyte."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - loop.time())
+
+    head = await asyncio.wait_for(reader.readexactly(protocol.HEADER_SIZE + 1), left())
+    length = protocol.frame_length(head[: protocol.HEADER_SIZE])
+    kind = head[protocol.HEADER_SIZE :]
+    if kind != protocol.HELLO:
+        raise protocol.ProtocolError(f"first frame is {kind!r}, not a hello")
+    if length - 1 > protocol.MAX_HELLO:
+        raise protocol.ProtocolError(f"hello of {length - 1} bytes (at most {protocol.MAX_HELLO})")
+    return await asyncio.wait_for(reader.readexactly(length - 1), left())
+
+
+def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
+    """The error welcome: the peer logs why it was refused before the connection closes."""
+    writer.write(protocol.encode_json(protocol.WELCOME, {"error": reason[:500]}))
 
 
 def _check_proof(secret: bytes, nonce: str, hello: dict) -> None:
@@ -472,11 +513,13 @@ class BatchLedger:
 
     An agent sends a batch again when the connection broke before its
     acknowledgement arrived, or replays it from its spool after a restart.
-    A *key* names one batch: any hashable. Today it is the 24-byte batch id
-    (a random session per agent process, and a sequence number); keying by
-    ``(host, batch id)`` instead makes the ids per host, so one agent cannot
-    claim another's. Each key is pending (its acknowledgements wait for the
-    sinks) or safe; beyond ``capacity`` keys the oldest is forgotten.
+    A *key* names one batch: any hashable. lmaster uses ``(host, batch id)``,
+    the host being the one the sender's hello named (a relay's own name), and
+    the batch id its 24 bytes (a random session per agent process, and a
+    sequence number): ids are per host, so a peer that learns another agent's
+    batch ids and sends them first takes nothing from that agent. Each key is
+    pending (its acknowledgements wait for the sinks) or safe; beyond
+    ``capacity`` keys the oldest is forgotten.
     """
 
     def __init__(self, capacity: int = REMEMBERED_BATCHES) -> None:
