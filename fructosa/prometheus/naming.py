@@ -325,9 +325,7 @@ def rule_table(rules: dict[str, Rule] | None = None) -> str:
         )  # fmt: skip
         for shape in rule.shapes:
             rows.append(f"| `{_example(sensor, shape)}` | `{_series_text(sensor, shape, rule)}` | {kind} |")
-    rows.append(
-        '| `HOST.Prometheus.METRIC.LABEL.VALUE…` | `METRIC{host="HOST",LABEL="VALUE",…}` | untyped |'
-    )
+    rows.append('| `HOST.Prometheus.METRIC.LABEL.VALUE…` | `METRIC{host="HOST",LABEL="VALUE",…}` | untyped |')
     rows.append("| lmaster's self-metric `KEY` / `SINK.KEY` | `fructosa_lmaster_KEY` / "
                 '`fructosa_lmaster_sink_KEY{sink="SINK"}` | counter for counts, else gauge |')  # fmt: skip
     return "\n".join(rows)
