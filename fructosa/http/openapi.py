@@ -12,6 +12,16 @@ from .state import STATES
 
 routes = web.RouteTableDef()
 
+EXTRA_PATHS = web.AppKey("openapi_extra_paths", dict)
+"""Paths (and their schemas under ``components``) that optional route sets add with :func:`document_routes`."""
+
+
+def document_routes(app: web.Application, paths: dict[str, Any], schemas: dict[str, Any] | None = None) -> None:
+    """Describe routes added outside :func:`~.app.make_app` (``/metrics``, ``/api/scrapes``) in this document."""
+    extra = app.setdefault(EXTRA_PATHS, {"paths": {}, "schemas": {}})
+    extra["paths"].update(paths)
+    extra["schemas"].update(schemas or {})
+
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 
@@ -134,7 +144,8 @@ def _get(summary: str, ok: dict[str, Any], parameters: list[dict[str, Any]], not
     return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
 
 
-def document() -> dict[str, Any]:
+def document(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    extra = extra or {"paths": {}, "schemas": {}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -145,7 +156,7 @@ def document() -> dict[str, Any]:
             "(GET only); tokens in the query string are refused. Errors are JSON objects with one 'error' string.",
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **extra["schemas"]},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -193,10 +204,11 @@ def document() -> dict[str, Any]:
             "/api/openapi.json": _get(
                 "this document", {"description": "OpenAPI 3.1", "content": {"application/json": {}}}, [], False
             ),
+            **extra["paths"],
         },
     }
 
 
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document())
+    return web.json_response(document(request.app.get(EXTRA_PATHS)))
