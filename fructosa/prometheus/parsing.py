@@ -15,6 +15,10 @@ quantile) samples; ``_created`` timestamps are left out. ``include`` and
 (``exclude = *_bucket`` drops every histogram's buckets; ``include = node_cpu_*``
 keeps one family); an empty include keeps everything.
 
+Samples with more than :data:`MAX_LABELS` (3) labels are left out and
+counted: a sample nests at most 8 levels, and such series are info-style
+text (``node_uname_info{machine=…,release=…}``), not measurements.
+
 Bounds, because an exporter is just another program on the node: at most
 ``max_series`` samples (the rest are cut and counted), and never more than
 :data:`~fructosa.graphite_paths.MAX_LEAVES_PER_SAMPLE` values in the tree, the
@@ -31,12 +35,15 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..graphite_paths import MAX_LEAVES_PER_SAMPLE
+from ..graphite_paths import MAX_DEPTH, MAX_LEAVES_PER_SAMPLE
 
 SENSOR = "Prometheus"
 DEFAULT_MAX_SERIES = 5000
 MAX_BODY_BYTES = 16 << 20
 """Exposition bodies larger than this are refused (node exporter writes about 100 KB)."""
+MAX_LABELS = (MAX_DEPTH - 2) // 2
+"""Labels a sample may have: the metric and each label's name and value are one level of the sample each,
+and a sample nests at most MAX_DEPTH levels. More are info-style series (``node_uname_info``), text not numbers."""
 _TIMESTAMP_SAMPLES = ("counter", "histogram", "summary", "gaugehistogram")
 
 
@@ -72,6 +79,8 @@ class Parsed:
     """Samples beyond ``max_series`` (or the per-sample value bound)."""
     conflicts: int = 0
     """Samples whose path another sample already holds (the same series from two URLs)."""
+    too_many_labels: int = 0
+    """Samples with more than :data:`MAX_LABELS` labels, left out."""
     nodes: int = 1
     """Values the tree makes flattening visit (dicts and numbers): kept under MAX_LEAVES_PER_SAMPLE."""
 
@@ -100,6 +109,9 @@ def add_samples(
         if name.endswith("_created") and (kind in _TIMESTAMP_SAMPLES or name[: -len("_created")] in timestamped):
             continue  # when a counter or histogram started: a timestamp, not a measurement
         if not math.isfinite(value) or not keep.keeps(name, family_name):
+            continue
+        if len(labels) > MAX_LABELS:
+            parsed.too_many_labels += 1
             continue
         keys = [name]
         for label in sorted(labels):
