@@ -164,7 +164,11 @@ RULES: dict[str, Rule] = {
     "TopProcesses": Rule(("*.rank_{rank:[0-9]+}.who.{user}.{process}", "*.rank_{rank:[0-9]+}.*", "*")),
     "Users": Rule(("per_user.{user}", "*")),
     "VirtualMemory": Rule(("*",)),
-    "fructosa": Rule(("*",), name=PREFIX, help="lmaster's view of the agent (up: 1 while connected and heard from)"),
+    "fructosa": Rule(
+        ("agent.interval.{sensor}", "agent.*", "*"),
+        name=PREFIX,
+        help="the agent's own health, and lmaster's view of it (up: 1 while connected and heard from)",
+    ),  # fmt: skip
 }
 """Per sensor: the shapes of its paths below ``HOST.SENSOR`` (see the module docstring)."""
 
