@@ -59,7 +59,7 @@ def fetch(url: str, timeout: float, max_bytes: int = MAX_BODY_BYTES) -> str:
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise ScrapeError(f"response of {declared} bytes (at most {max_bytes})")
             pieces, size = [], 0
-            while piece := response.read(READ_PIECE):
+            while piece := response.read1(READ_PIECE):  # returns what one read brings: the deadline is checked
                 size += len(piece)
                 if size > max_bytes:
                     raise ScrapeError(f"response over {max_bytes} bytes")
