@@ -8,19 +8,16 @@ robustness is checked with hypothesis over exposition text.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.carbon import free_ports
-from support.prometheus import NodeExporter, unavailable_reason
+from support.prometheus import GOOD, HostileExporters, NodeExporter, unavailable_reason
 
 from fructosa.graphite_paths import MAX_LEAVES_PER_SAMPLE, sample_to_datapoints
 from fructosa.prometheus.parsing import ExpositionError, Filter, Parsed, add_samples, parse_exposition
@@ -29,8 +26,6 @@ from fructosa.sensors.prometheus import fetch, url_problem
 
 pytestmark = pytest.mark.timeout(120)
 needs_exporter = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
-
-GOOD = '# TYPE up gauge\nup 1\n# TYPE jobs_total counter\njobs_total{queue="gpu"} 7\n'
 
 
 def sensor(**settings):
@@ -67,79 +62,6 @@ def test_max_series_cuts_and_counts(node_exporter, caplog):
     assert len(paths_of(probe.measure())) == 10
     assert probe.series_cut > 0
     assert "beyond max_series" in caplog.text
-
-
-class HostileExporters:
-    """A local aiohttp server with a good, a malformed, a huge, a slow, a trickling and a failing exporter."""
-
-    def __init__(self) -> None:
-        (self.port,) = free_ports(1)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runner: web.AppRunner | None = None
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/good", self._fixed(200, GOOD))
-        app.router.add_get("/malformed", self._fixed(200, "<html>502 Bad Gateway</html>\n{{{"))
-        app.router.add_get("/error", self._fixed(500, "boom"))
-        app.router.add_get("/huge", self._huge)
-        app.router.add_get("/slow", self._slow)
-        app.router.add_get("/trickle", self._trickle)
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    @staticmethod
-    def _fixed(status: int, text: str):
-        async def handler(request: web.Request) -> web.Response:
-            return web.Response(status=status, text=text)
-
-        return handler
-
-    @staticmethod
-    async def _huge(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        line = b"huge_series_total 1\n" * 50_000  # 1 MB a write, no Content-Length: only the reader's cap stops it
-        for _ in range(40):
-            await response.write(line)
-        return response
-
-    @staticmethod
-    async def _slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(30)
-        return web.Response(text=GOOD)
-
-    @staticmethod
-    async def _trickle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        for _ in range(300):  # a byte every 0.1 s: never silent long enough for a socket timeout
-            await response.write(b"#")
-            await asyncio.sleep(0.1)
-        return response
-
-    def __enter__(self) -> HostileExporters:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        return self
-
-    async def _stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in others:  # handlers still sleeping or trickling
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-
-    def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

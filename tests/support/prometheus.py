@@ -5,21 +5,30 @@ does it); the packages' system services are never used: each binary runs
 as our child process on a free loopback port, with its configuration and
 TSDB in a temp dir, and is stopped by its own PID. Readiness is the
 program's own answer (``/-/ready``, ``/metrics``), polled with a deadline.
+:class:`HostileExporters` serves bad exporters (malformed, huge, slow,
+trickling, failing) and :class:`ServedApp` any aiohttp application, each
+from a thread of its own, for code under test that blocks.
 Like carbon.py this module does not import pytest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from aiohttp import web
+
 from .carbon import ServerProcess, free_ports
 
+GOOD = '# TYPE up gauge\nup 1\n# TYPE jobs_total counter\njobs_total{queue="gpu"} 7\n'
+"""What the good hostile-server route answers: two samples."""
 PROMETHEUS = "prometheus"
 NODE_EXPORTER = "prometheus-node-exporter"
 
@@ -134,3 +143,89 @@ class PrometheusServer:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+class ServedApp:
+    """An aiohttp application served from a thread of its own on a free loopback port (``with``)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        (self.port,) = free_ports(1)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runner: web.AppRunner | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def call(self, coroutine, timeout: float = 10.0):
+        """Run a coroutine on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        self.runner = web.AppRunner(self.app, shutdown_timeout=0.5)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:  # handlers still sleeping or trickling
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    def __enter__(self):
+        self.thread.start()
+        self.call(self._start())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.call(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _fixed(status: int, text: str):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=text)
+
+    return handler
+
+
+async def _huge(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    line = b"huge_series_total 1\n" * 50_000  # 1 MB a write, no Content-Length: only the reader's cap stops it
+    for _ in range(40):
+        await response.write(line)
+    return response
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(30)
+    return web.Response(text=GOOD)
+
+
+async def _trickle(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for _ in range(300):  # a byte every 0.1 s: never silent long enough for a socket timeout
+        await response.write(b"#")
+        await asyncio.sleep(0.1)
+    return response
+
+
+class HostileExporters(ServedApp):
+    """Exporters at ``/good``, ``/malformed``, ``/error`` (500), ``/huge`` (40 MB), ``/slow`` (30 s), ``/trickle``."""
+
+    def __init__(self) -> None:
+        app = web.Application()
+        app.router.add_get("/good", _fixed(200, GOOD))
+        app.router.add_get("/malformed", _fixed(200, "<html>502 Bad Gateway</html>\n{{{"))
+        app.router.add_get("/error", _fixed(500, "boom"))
+        app.router.add_get("/huge", _huge)
+        app.router.add_get("/slow", _slow)
+        app.router.add_get("/trickle", _trickle)
+        super().__init__(app)
