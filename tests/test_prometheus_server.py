@@ -239,3 +239,25 @@ def test_state_path_is_optional():
     target, new = scrapes.add("http://127.0.0.1:9100/metrics", 30)
     assert new and scrapes.targets == {target.id: target}
     assert not Path(STATE_FILE).exists()
+
+
+def test_openapi_documents_the_added_routes():
+    """With /metrics and /api/scrapes added, the document still lists exactly the served /api routes."""
+    store = LatestValues()
+    app = make_app(HttpSettings(token=TOKEN), HttpState(StaticNodes(), store))
+    add_metrics_routes(app, store)
+    add_scrapes_routes(app, Scrapes(lambda datapoints: None, None, FAST))
+
+    async def scenario() -> None:
+        async with TestClient(TestServer(app)) as client:
+            document = await (await client.get("/api/openapi.json", headers=AUTH)).json()
+            served = {resource.canonical for resource in app.router.resources() if resource.canonical != "/"}
+            served = {path for path in served if path.startswith("/api") or path == "/metrics"}
+            assert served == {path for path in document["paths"] if path.startswith("/api") or path == "/metrics"}
+            for path_item in document["paths"].values():
+                for operation in path_item.values():
+                    assert {"401", "400"} <= set(operation["responses"])
+            for schema in document["components"]["schemas"].values():
+                jsonschema.Draft202012Validator.check_schema(schema)
+
+    run(scenario)
