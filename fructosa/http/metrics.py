@@ -125,7 +125,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         response.headers["Content-Encoding"] = "gzip"
     await response.prepare(request)
     loop = asyncio.get_running_loop()
-    while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
-        await response.write(chunk)
-    await response.write_eof()
+    try:
+        while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:  # the scraper gave up (its scrape timeout): nothing to answer
+        pass
+    finally:
+        try:
+            chunks.close()
+        except ValueError:  # cancelled while a worker thread was building the next chunk: it ends with the thread
+            pass
     return response

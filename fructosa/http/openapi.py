@@ -22,6 +22,7 @@ def document_routes(app: web.Application, paths: dict[str, Any], schemas: dict[s
     extra["paths"].update(paths)
     extra["schemas"].update(schemas or {})
 
+
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 

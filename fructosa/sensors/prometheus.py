@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 """The classic text format: the one ``prometheus_client.parser`` reads."""
 READ_PIECE = 1 << 16
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Exporters are on this node: an ``http_proxy`` in the agent's environment must not send scrapes elsewhere."""
 
 
 class ScrapeError(Exception):
@@ -54,7 +56,7 @@ def fetch(url: str, timeout: float, max_bytes: int = MAX_BODY_BYTES) -> str:
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"Accept": ACCEPT, "User-Agent": "fructosa-lagent"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  (http/https checked)
+        with _OPENER.open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise ScrapeError(f"response of {declared} bytes (at most {max_bytes})")
