@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
@@ -309,3 +311,23 @@ def test_large_scrape_does_not_stall_the_event_loop():
         assert elapsed < 30, elapsed  # about 2 s on an idle machine (benchmarks/README.md)
 
     with_client(test, store=store)
+
+
+components = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True).map(lambda text: text.strip("_") or "x")
+sensors = st.sampled_from([*naming.RULES, "Prometheus", "Foo-Bar", "Foo_Bar"])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["n1", "n2"]), sensors, st.lists(components, max_size=5)), max_size=40))
+def test_any_paths_make_an_exposition_both_parsers_accept(paths):
+    store = LatestValues()
+    for host, sensor, keys in paths:
+        store.observe(Block.of([(".".join([host, sensor, *keys]), (NOW, 1.5))]), host)
+    exposition = MetricsExposition(store)
+    for openmetrics in (False, True):
+        text = body_of(exposition, openmetrics=openmetrics)
+        types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+        assert len(types) == len(set(types)), "a metric name has two TYPE lines: Prometheus refuses the scrape"
+        parse = parse_openmetrics if openmetrics else text_string_to_metric_families
+        written = sum(len(family.samples) for family in parse(text))
+        assert written >= len({path for path in store.hosts() for path in (store.latest(path) or {})})

@@ -117,7 +117,10 @@ class _Families:
     """
 
     def __init__(self) -> None:
-        self.index: dict[tuple[str, str, str], int] = {}
+        self.index: dict[str, int] = {}
+        """Exposed name (``_total`` included) → family: one family per name, whatever else differs, as a
+        second ``# TYPE`` line for a name makes Prometheus refuse the whole scrape (an exporter's metric
+        named like one of ours, two unknown sensors that sanitize alike)."""
         self.families: list[tuple[str, str, str]] = []
         self.by_name: dict[str, tuple[int, str, str] | None] = {}
 
@@ -130,12 +133,15 @@ class _Families:
             entry = None
         else:
             name, kind, help_text, labels = series
-            key = (name, kind, help_text)
-            family = self.index.get(key)
-            if family is None:
-                family = self.index[key] = len(self.families)
-                self.families.append(key)
             exposed = f"{name}_total" if kind == COUNTER else name
+            family = self.index.get(exposed)
+            if family is None and kind != COUNTER:
+                family = self.index.get(f"{name}_total")  # an untyped x_total next to our counter x
+            if family is None:
+                family = self.index[exposed] = len(self.families)
+                self.families.append((name, kind, help_text))
+                if kind == COUNTER:
+                    self.index.setdefault(name, family)  # OpenMetrics names the counter family x: keep x for it
             suffix = "".join(f',{label}="{_escape_label(value)}"' for label, value in labels) + "} "
             entry = (family, exposed, suffix)
         if len(self.by_name) < 1 << 20:

@@ -40,7 +40,6 @@ two equal.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -333,13 +332,3 @@ def rule_table(rules: dict[str, Rule] | None = None) -> str:
     rows.append("| lmaster's self-metric `KEY` / `SINK.KEY` | `fructosa_lmaster_KEY` / "
                 '`fructosa_lmaster_sink_KEY{sink="SINK"}` | counter for counts, else gauge |')  # fmt: skip
     return "\n".join(rows)
-
-
-def families(paths: Iterable[str]) -> dict[tuple[str, str, str], list[Series]]:
-    """Series of many paths grouped by family (a helper for tests and tools)."""
-    grouped: dict[tuple[str, str, str], list[Series]] = {}
-    for path in paths:
-        series = series_of(path)
-        if series is not None:
-            grouped.setdefault(series.family, []).append(series)
-    return grouped
