@@ -331,3 +331,20 @@ def test_any_paths_make_an_exposition_both_parsers_accept(paths):
         parse = parse_openmetrics if openmetrics else text_string_to_metric_families
         written = sum(len(family.samples) for family in parse(text))
         assert written >= len({path for path in store.hosts() for path in (store.latest(path) or {})})
+
+
+def test_concurrent_scrapes_agree():
+    """Two Prometheus servers scraping at once build in two threads over one name cache."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = LatestValues()
+    for host in range(50):
+        names = [f"Sensor{sensor}.field{field}" for sensor in range(30) for field in range(5)]
+        store.observe(Block.of([(f"h{host}.{name}", (NOW, 1.0)) for name in names]), f"h{host}")
+    exposition = MetricsExposition(store)
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(lambda _: body_of(exposition), range(8)))
+    stripped = {re.sub(r"fructosa_lmaster_metrics_scrapes_total .*", "", body) for body in bodies}
+    assert len(stripped) == 1
+    types = [line for line in bodies[0].splitlines() if line.startswith("# TYPE")]
+    assert len(types) == len(set(types)) == 150 + 2

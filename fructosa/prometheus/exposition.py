@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -169,6 +170,9 @@ class MetricsExposition:
         """Series left out by the ``max_series`` cap, over all scrapes."""
         self.scrapes = 0
         self._families = _Families()
+        self._lock = threading.Lock()
+        """Two scrapes at once (an HA pair of Prometheus servers) build in two threads: the name cache and the
+        counters are shared."""
 
     def snapshot(self, now: float, host_pattern: str | None = None) -> Snapshot:
         """Copies of what to write (cheap: on the event loop); ``host_pattern`` see :func:`host_pattern_problem`."""
@@ -192,7 +196,8 @@ class MetricsExposition:
             yield compressor.flush()
 
     def _text_chunks(self, snapshot: Snapshot, openmetrics: bool) -> Iterator[str]:
-        self.scrapes += 1
+        with self._lock:
+            self.scrapes += 1
         lines_of, families = self._lines(snapshot)
         pending: list[str] = []
         size = 0
@@ -213,8 +218,9 @@ class MetricsExposition:
     def _lines(self, snapshot: Snapshot) -> tuple[list[list[str]], list[tuple[str, str, str]]]:
         """Every fresh host's lines, grouped by family (Prometheus wants a family's lines together)."""
         names, cache = snapshot.names, self._families
-        entries = [cache.entry(name) if name is not None else None for name in names]
-        families = cache.families
+        with self._lock:
+            entries = [cache.entry(name) if name is not None else None for name in names]
+            families = list(cache.families)
         lines_of: list[list[str]] = [[] for _ in families]
         horizon = snapshot.now - self.settings.staleness
         room = self.settings.max_series
@@ -235,7 +241,8 @@ class MetricsExposition:
                 room -= 1
                 family, exposed, suffix = entry
                 lines_of[family].append(f"{exposed}{prefix}{suffix}{value!r}\n")
-        self.series_dropped += dropped
+        with self._lock:
+            self.series_dropped += dropped
         return lines_of, families
 
     def _own_families(self, own: dict[str, float]) -> list[Metric]:
