@@ -104,6 +104,9 @@ def samples_of(text: str) -> dict[tuple[str, tuple], float]:
         ("node01.SwapMemory.percent", "fructosa_swap_memory_percent", {}),
         ("node01.CPUStats.ctx_switches", "fructosa_cpu_stats_ctx_switches_total", {}),
         ("node01.fructosa.up", "fructosa_up", {}),
+        ("node01.Prometheus.x.a.1.a.2", "x_a_1_a_2", {}),  # a label twice is no series: all in the name
+        ("node01.Prometheus.x.host.h.job", "x_host_h_job", {}),
+        ("node01.Prometheus.x.host.h", "x", {"exported_host": "h"}),
         ("node01.Prometheus.node_cpu_seconds_total.cpu.0.mode.idle", "node_cpu_seconds_total",
          {"cpu": "0", "mode": "idle"}),
     ],

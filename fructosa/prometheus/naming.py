@@ -231,15 +231,17 @@ def _scraped_series(keys: list[str]) -> tuple[str, str, str, tuple[tuple[str, st
     if name[0].isdigit():
         name = "_" + name
     pairs = keys[1:]
-    if len(pairs) % 2:  # not label pairs: keep everything in the name
-        return "_".join([name, *map(metric_name_part, pairs)]), UNTYPED, "scraped by the Prometheus sensor", ()
+    help_text = "scraped by the Prometheus sensor from a local exporter"
     labels = []
-    for index in range(0, len(pairs), 2):
+    for index in range(0, len(pairs) - 1, 2):
         label = metric_name_part(pairs[index])
         if label[0].isdigit():
             label = "_" + label
         labels.append(("exported_host" if label == "host" else label, pairs[index + 1]))
-    return name, UNTYPED, "scraped by the Prometheus sensor from a local exporter", tuple(labels)
+    if len(pairs) % 2 or len({label for label, _ in labels}) < len(labels):
+        # not the sensor's label pairs (a label twice cannot be a series): keep everything in the name
+        return "_".join([name, *map(metric_name_part, pairs)]), UNTYPED, help_text, ()
+    return name, UNTYPED, help_text, tuple(labels)
 
 
 def series_of(path: str) -> Series | None:
