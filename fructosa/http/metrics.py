@@ -32,7 +32,6 @@ from ..prometheus.exposition import (
 from ..taps.latest import LatestValues
 from .keys import SETTINGS
 from .middlewares import error_response
-from .openapi import document_routes
 
 METRICS = web.AppKey("metrics", MetricsExposition)
 
@@ -84,7 +83,6 @@ def add_metrics_routes(
     exposition = MetricsExposition(store, settings, self_metrics)
     app[METRICS] = exposition
     app.router.add_get("/metrics", metrics)
-    document_routes(app, OPENAPI_PATHS)
     return exposition
 
 

@@ -7,21 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from .metrics import OPENAPI_PATHS as METRICS_PATHS
 from .nodes import GROUPABLE
+from .scrapes import OPENAPI_PATHS as SCRAPES_PATHS
+from .scrapes import OPENAPI_SCHEMAS as SCRAPES_SCHEMAS
 from .state import STATES
 
 routes = web.RouteTableDef()
-
-EXTRA_PATHS = web.AppKey("openapi_extra_paths", dict)
-"""Paths (and their schemas under ``components``) that optional route sets add with :func:`document_routes`."""
-
-
-def document_routes(app: web.Application, paths: dict[str, Any], schemas: dict[str, Any] | None = None) -> None:
-    """Describe routes added outside :func:`~.app.make_app` (``/metrics``, ``/api/scrapes``) in this document."""
-    extra = app.setdefault(EXTRA_PATHS, {"paths": {}, "schemas": {}})
-    extra["paths"].update(paths)
-    extra["schemas"].update(schemas or {})
-
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
@@ -145,8 +137,7 @@ def _get(summary: str, ok: dict[str, Any], parameters: list[dict[str, Any]], not
     return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
 
 
-def document(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    extra = extra or {"paths": {}, "schemas": {}}
+def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -157,7 +148,7 @@ def document(extra: dict[str, Any] | None = None) -> dict[str, Any]:
             "(GET only); tokens in the query string are refused. Errors are JSON objects with one 'error' string.",
         },
         "components": {
-            "schemas": {**SCHEMAS, **extra["schemas"]},
+            "schemas": {**SCHEMAS, **SCRAPES_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -205,11 +196,15 @@ def document(extra: dict[str, Any] | None = None) -> dict[str, Any]:
             "/api/openapi.json": _get(
                 "this document", {"description": "OpenAPI 3.1", "content": {"application/json": {}}}, [], False
             ),
-            **extra["paths"],
+            **METRICS_PATHS,
+            **SCRAPES_PATHS,
         },
     }
 
 
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document(request.app.get(EXTRA_PATHS)))
+    served = {resource.canonical for resource in request.app.router.resources()}
+    described = document()
+    described["paths"] = {path: item for path, item in described["paths"].items() if path in served}
+    return web.json_response(described)

@@ -15,7 +15,6 @@ from aiohttp import web
 
 from ..prometheus.scrapes import Scrapes
 from .middlewares import error_response
-from .openapi import document_routes
 
 SCRAPES = web.AppKey("scrapes", Scrapes)
 
@@ -107,7 +106,6 @@ def add_scrapes_routes(app: web.Application, scrapes: Scrapes) -> None:
     app.router.add_get("/api/scrapes", list_targets)
     app.router.add_post("/api/scrapes", add_target)
     app.router.add_delete("/api/scrapes/{id}", remove_target)
-    document_routes(app, OPENAPI_PATHS, OPENAPI_SCHEMAS)
 
 
 async def list_targets(request: web.Request) -> web.Response:
