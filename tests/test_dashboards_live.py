@@ -57,8 +57,8 @@ MISSING_AFTER = "10s"
 """``$missing_after`` here: gone01 is missing 10 s after its agent stopped."""
 VARIABLE = re.compile(r"\$\{?[A-Za-z_]")
 """A Grafana template variable (a regex's ``$`` is no variable)."""
-MAY_BE_UNSUPPORTED = {"SensorsTemperatures", "SensorsFans", "SensorsBattery", "CPUFreq", "GPU"}
-"""Sensors a machine may lack; any other unsupported sensor is a failure."""
+MAY_BE_UNSUPPORTED = {"SensorsTemperatures", "SensorsFans", "SensorsBattery", "CPUFreq", "GPU", "Prometheus"}
+"""Sensors a machine may lack (Prometheus: no exporter URLs configured); any other unsupported sensor fails."""
 MAY_BE_EMPTY = {
     "Temperatures",
     "Fans",

@@ -50,7 +50,7 @@ from fructosa.wire import protocol
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.configs import master_ini
 from tests.support.daemons import Daemon
-from tests.support.peer import Peer, closed_by_peer, handshake, hello_frame, read_frame
+from tests.support.peer import Peer, closed_by_peer, handshake, read_frame
 from tests.support.waiting import wait_for
 
 SECRET = b"fuzzing-secret-0123456789abcdef"

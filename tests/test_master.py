@@ -29,10 +29,10 @@ from fructosa.config import GraphiteConfig, LinkConfig, MasterConfig, UpstreamCo
 from fructosa.daemon import write_status
 from fructosa.graphite_paths import FlattenBudget
 from fructosa.master import AgentLink, AgentState, AgentTable, Flow, Master, decode_batch, heartbeat_backlog
-from fructosa.master.slots import ConnectionSlots
 from fructosa.master.flow import Sender
 from fructosa.master.report import Reporter
 from fructosa.master.server import ServerCounters
+from fructosa.master.slots import ConnectionSlots
 from fructosa.programs import listening_sockets
 from fructosa.sinks import Sink
 from fructosa.sinks.build import build_sinks

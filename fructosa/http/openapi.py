@@ -9,7 +9,10 @@ from aiohttp import web
 from .. import __version__
 from .actions import ACTIONS
 from .alarms import ALARMS
+from .metrics import OPENAPI_PATHS as METRICS_PATHS
 from .nodes import GROUPABLE
+from .scrapes import OPENAPI_PATHS as SCRAPES_PATHS
+from .scrapes import OPENAPI_SCHEMAS as SCRAPES_SCHEMAS
 from .state import STATES
 
 routes = web.RouteTableDef()
@@ -346,7 +349,7 @@ def document(alarms: bool = False, actions: bool = False) -> dict[str, Any]:
             "(GET only); tokens in the query string are refused. Errors are JSON objects with one 'error' string.",
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **SCRAPES_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -396,6 +399,8 @@ def document(alarms: bool = False, actions: bool = False) -> dict[str, Any]:
                 "this document", {"description": "OpenAPI 3.1", "content": {"application/json": {}}}, [], False
             ),
             **alarm_paths(alarms, actions),
+            **METRICS_PATHS,
+            **SCRAPES_PATHS,
         },
     }
 
@@ -430,5 +435,6 @@ STREAM_OPERATION: dict[str, Any] = {
 async def openapi(request: web.Request) -> web.Response:
     served = {resource.canonical for resource in request.app.router.resources()}
     described = document(alarms=ALARMS in request.app, actions=ACTIONS in request.app)
+    described = document()
     described["paths"] = {path: item for path, item in described["paths"].items() if path in served}
     return web.json_response(described)

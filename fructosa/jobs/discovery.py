@@ -183,9 +183,7 @@ def parse_listpids(text: str) -> dict[str, set[int]]:
 def jobs_from_scontrol(scontrol: str = "scontrol", timeout: float = SCONTROL_TIMEOUT) -> dict[str, set[int]]:
     """Job id → pids from ``scontrol listpids``; raises OSError with a one-line reason."""
     try:
-        result = subprocess.run(
-            [scontrol, "listpids"], capture_output=True, text=True, timeout=timeout, check=False
-        )
+        result = subprocess.run([scontrol, "listpids"], capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise OSError(f"{scontrol} listpids took more than {timeout:g} s") from None
     if result.returncode != 0:

@@ -27,9 +27,9 @@ from ..graphite_paths import short_hostname
 from ..ratelog import RateLimitedLog
 from ..wire import protocol
 from ..wire.session import AckWriter, AuthenticationError, IdleTimeout, SessionRefused, accept_session, read_frame
-from .slots import ConnectionSlots
 from .agents import AgentLink, AgentState, AgentTable
 from .flow import Flow, Sender
+from .slots import ConnectionSlots
 
 if TYPE_CHECKING:
     from ..config import MasterConfig

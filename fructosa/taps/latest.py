@@ -420,6 +420,18 @@ class LatestValues:
                 result[f"{host}.{name}"] = (points.times.tolist(), points.values.tolist())
         return result
 
+    def snapshot(
+        self, hosts: Iterable[str] | None = None
+    ) -> tuple[list[str | None], list[tuple[str, array, array, array]]]:
+        """Copies for a reader in another thread (``/metrics``): the interned names (index: gid) and, per host,
+        ``(host, gids, times, values)``; all hosts, or those of ``hosts`` that are known. A few ms for 5,000 hosts."""
+        chosen = sorted(self._hosts) if hosts is None else [host for host in hosts if host in self._hosts]
+        copies = []
+        for host in chosen:
+            entry = self._hosts[host]
+            copies.append((host, array("I", entry.gids), array("d", entry.times), array("d", entry.values)))
+        return list(self._names), copies
+
     def dropped(self, host: str) -> int:
         entry = self._hosts.get(host)
         return entry.dropped if entry else 0
