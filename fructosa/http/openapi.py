@@ -435,6 +435,5 @@ STREAM_OPERATION: dict[str, Any] = {
 async def openapi(request: web.Request) -> web.Response:
     served = {resource.canonical for resource in request.app.router.resources()}
     described = document(alarms=ALARMS in request.app, actions=ACTIONS in request.app)
-    described = document()
     described["paths"] = {path: item for path, item in described["paths"].items() if path in served}
     return web.json_response(described)
