@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_KNOWN_AGENTS = 100_000
 """Agent table size; beyond it the longest-silent agent is forgotten."""
@@ -34,6 +34,8 @@ class AgentState:
     samples_per_second: float = 0.0
     backlog: int = 0
     heartbeat_interval: float = 30.0
+    facts: dict = field(default_factory=dict)
+    """What the node is, from its hello (checked by :func:`fructosa.wire.protocol.check_facts`)."""
     _samples_at_last_report: int = 0
 
     def up(self, now: float) -> bool:
@@ -67,7 +69,7 @@ class AgentTable:
         if known is not None:
             known.address, known.agent, known.connected = state.address, state.agent, True
             known.connected_since, known.last_frame = state.connected_since, state.last_frame
-            known.heartbeat_interval = state.heartbeat_interval
+            known.heartbeat_interval, known.facts = state.heartbeat_interval, state.facts
             return known
         if len(self._agents) >= self.max_agents:  # forget the longest-silent one
             silent = min(self._agents.values(), key=lambda other: (other.connected, other.last_frame))

@@ -184,6 +184,7 @@ class AgentServer:
         # The table entry is made on the first frame after the hello, so a peer
         # that only says hello (or garbage after it) leaves no trace in it.
         state = AgentState(host=hello["host"], address=address, agent=str(hello.get("agent", "")), connected=True)
+        state.facts = hello.get("facts", {})
         state.connected_since = state.last_frame = time.time()
         heartbeat = hello.get("heartbeat")
         if isinstance(heartbeat, (int, float)) and 0 < heartbeat < 86400:
@@ -202,6 +203,9 @@ class AgentServer:
                     state.last_data = state.last_frame
                 elif kind == protocol.HEARTBEAT:
                     state.backlog = heartbeat_backlog(payload, state.backlog)
+                    sensors = protocol.heartbeat_sensors(payload)
+                    if sensors is not None:
+                        state.facts = {**state.facts, "sensors": sensors}
                 else:
                     raise protocol.ProtocolError(f"unexpected frame kind {kind!r}")
         except asyncio.IncompleteReadError as error:
