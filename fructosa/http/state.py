@@ -33,16 +33,16 @@ class NodeRecord:
     sensors: dict[str, float] = field(default_factory=dict)
     """Sensor name → its current interval in seconds."""
     cpu: str | None = None
-    """CPU model name."""
+    """Processor architecture, ``platform.machine()`` (``x86_64``, ``aarch64``)."""
     cpus: int | None = None
     memory_bytes: int | None = None
     boot_time: float | None = None
     system: str | None = None
     """Operating system, e.g. ``Linux``."""
     platform: str | None = None
-    """Distribution and kernel, e.g. ``Debian 12 (6.1.0-18-amd64)``."""
-    gpus: list[str] = field(default_factory=list)
-    """GPU model names, one per board."""
+    """``platform.platform()``, e.g. ``Linux-6.1.0-18-amd64-x86_64-with-glibc2.36``."""
+    gpus: int | None = None
+    """Number of GPU boards (NVML); None: not reported."""
 
     def state(self, now: float, slack: float = 0.0) -> str:
         """``down``: not connected; ``late``: connected but silent for more than two heartbeats; else ``up``."""
