@@ -83,3 +83,5 @@ class HttpState:
     nodes: NodeSource
     latest: LatestValues
     clock: Callable[[], float] = time.time
+    nodes_cache: dict[tuple[str | None, str | None], tuple[float, bytes]] = field(default_factory=dict)
+    """(group_by, state) → (monotonic time built, JSON body) of ``/api/nodes``; see ``nodes_cache_seconds``."""

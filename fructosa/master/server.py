@@ -203,9 +203,9 @@ class AgentServer:
                     state.last_data = state.last_frame
                 elif kind == protocol.HEARTBEAT:
                     state.backlog = heartbeat_backlog(payload, state.backlog)
-                    sensors = protocol.heartbeat_sensors(payload)
-                    if sensors is not None:
-                        state.facts = {**state.facts, "sensors": sensors}
+                    news = protocol.heartbeat_facts(payload)
+                    if news:
+                        state.facts = {**state.facts, **news}
                 else:
                     raise protocol.ProtocolError(f"unexpected frame kind {kind!r}")
         except asyncio.IncompleteReadError as error:

@@ -88,8 +88,9 @@ Frame kinds, in the order a session uses them:
     master can tell a quiet agent from a dead connection. When the sensors'
     intervals change (adaptive sampling, a reload), the agent sends one at
     once with ``"sensors": {NAME: SECONDS, ...}`` added, the hello's
-    ``facts.sensors`` anew; the master takes it from a heartbeat of at most
-    :data:`MAX_HELLO` bytes, checked as in the hello (:func:`heartbeat_sensors`).
+    ``facts.sensors`` anew (and ``"gpus": N`` when the GPU count became known
+    after the hello); the master takes them from a heartbeat of at most
+    :data:`MAX_HELLO` bytes, checked as in the hello (:func:`heartbeat_facts`).
     Riding on the heartbeat (not a frame kind of its own) keeps a newer agent
     working with an older master, which ignores fields it does not know.
 
@@ -461,15 +462,21 @@ def check_sensor_intervals(sensors: object) -> dict[str, float] | None:
     }  # fmt: skip
 
 
-def heartbeat_sensors(payload: bytes) -> dict[str, float] | None:
-    """The sensor intervals a heartbeat announces, or None when it announces none (or nothing sensible)."""
-    if b'"sensors"' not in payload or len(payload) > MAX_HELLO:
-        return None
+HEARTBEAT_FACTS = ("sensors", "gpus")
+"""Facts that change while connected, which a heartbeat may bring anew."""
+
+
+def heartbeat_facts(payload: bytes) -> dict:
+    """The changed facts a heartbeat brings (``sensors``, ``gpus``), checked as in the hello; {} for none."""
+    if len(payload) > MAX_HELLO or not any(f'"{name}"'.encode() in payload for name in HEARTBEAT_FACTS):
+        return {}
     try:
         message = json.loads(payload)
     except (ValueError, RecursionError):
-        return None
-    return check_sensor_intervals(message.get("sensors")) if isinstance(message, dict) else None
+        return {}
+    if not isinstance(message, dict):
+        return {}
+    return check_facts({name: message[name] for name in HEARTBEAT_FACTS if name in message})
 
 
 def _is_number(value: object) -> bool:
