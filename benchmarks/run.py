@@ -151,12 +151,15 @@ def show_profile(result: dict) -> str:
 
 
 def show_http(result: dict) -> str:
-    rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"])]
+    rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"]),
+             number(result[key]["foreign_percent"]), ", ".join(number(row["rate"]) for row in result["rounds"][key])]
             for label, key in (("relay alone", "alone"), ("with HTTP load", "with_http"))]  # fmt: skip
     clients = result.get("clients", {})
-    return table(["", "delivered dp/s", "lmaster CPU %", "lost"], rows) + (
-        f"\nHTTP connections held by lmaster: {result['http_connections']} (after the run: "
-        f"{result['http_connections_after']}); polls of /api/nodes: {clients.get('polls')} answers "
+    header = ["best round", "delivered dp/s", "lmaster CPU %", "lost", "others' CPU %", "every round dp/s"]
+    return table(header, rows) + (
+        f"\nlmaster's CPU for the HTTP load alone (no agent sending): {number(result['http_only_cpu_percent'], 1)} %"
+        f"\nHTTP connections held by lmaster (fewest seen): {result['http_connections']}; "
+        f"polls of /api/nodes (worst round): {clients.get('polls')} answers "
         f"{clients.get('statuses')}, p50 {number(clients.get('latency_p50_ms'), 1)} ms, "
         f"p99 {number(clients.get('latency_p99_ms'), 1)} ms, max {number(clients.get('latency_max_ms'), 1)} ms"
     )
