@@ -15,6 +15,7 @@ import os
 import platform
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from fructosa.http.nodes import GROUPABLE
 from fructosa.wire import protocol
 from tests.support.carbon import free_ports
 from tests.support.configs import agent_ini, master_ini
-from tests.support.daemons import Daemon
+from tests.support.daemons import Daemon, script
 from tests.support.waiting import wait_for, wait_for_log
 
 pytestmark = pytest.mark.timeout(180)
@@ -60,10 +61,11 @@ class Cluster:
         self.agents: dict[str, Daemon] = {}
         self.document: dict[str, Any] = {}
 
-    def write_master_conf(self, max_connections: int = MAX_CONNECTIONS) -> None:
+    def write_master_conf(self, max_connections: int = MAX_CONNECTIONS, public_read: str = "no") -> None:
         http = {
             "listen": f"127.0.0.1:{self.http_port}",
             "token file": self.token_file,
+            "public read": public_read,
             "max connections": max_connections,
             "request timeout": 30,
         }
@@ -298,6 +300,16 @@ def test_reload_applies_token_and_agents_report_new_intervals(cluster: Cluster) 
     finally:
         cluster.token = new
     assert "node-r" in cluster.nodes()
+    cluster.write_master_conf(public_read="yes")  # a wall display: reading without the token
+    os.kill(cluster.master.pid, signal.SIGHUP)
+    try:
+        wait_for(lambda: cluster.request("/api/nodes", token=None)[0] == 200, 15, "public read on")
+        assert "node-r" in cluster.api("/api/nodes", token=None)
+        assert cluster.request("/api/nodes", token=None, method="POST")[0] == 401  # reading only
+    finally:
+        cluster.write_master_conf()
+        os.kill(cluster.master.pid, signal.SIGHUP)
+    wait_for(lambda: cluster.request("/api/nodes", token=None)[0] == 401, 15, "public read off again")
 
 
 def test_facts_are_checked_and_bounded() -> None:
@@ -321,3 +333,43 @@ def test_facts_are_checked_and_bounded() -> None:
     with pytest.raises(protocol.ProtocolError):  # the hello as a whole stays capped
         protocol.check_hello(json.dumps({"protocol": "fructosa", "version": 1, "host": "n1",
                                          "facts": {"platform": "x" * protocol.MAX_HELLO}}).encode())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("http", "expected"),
+    [
+        ({"listen": "127.0.0.1:99999"}, "[http] listen = '127.0.0.1:99999': not a TCP port (1-65535)"),
+        ({"listen": "::1:8780"}, "write an IPv6 address in brackets, [::1]:8780"),
+        ({"listen": "0.0.0.0:8780"}, "0.0.0.0 is reachable from other hosts: set a token file (or public read = yes)"),
+        ({"token file": "/nonexistent/token"}, "[http] token file = '/nonexistent/token': No such file or directory"),
+        ({"tls cert": "CONFIG"}, "[http] tls key"),
+    ],
+)
+def test_check_names_file_section_key_and_value(tmp_path: Path, http: dict, expected: str) -> None:
+    conf = tmp_path / "lmaster.conf"
+    http = {key: str(conf) if value == "CONFIG" else value for key, value in http.items()}
+    conf.write_text(master_ini(tmp_path, 7888, graphite={"enabled": "no"}, sections={"http": http}))
+    result = subprocess.run([script("lmaster"), "-c", str(conf), "check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(conf) in errors[0] and expected in errors[0], result.stderr
+
+
+def test_world_readable_token_refused_and_busy_port_logged(tmp_path: Path) -> None:
+    """A token file every user can read is refused at start; a taken HTTP port is logged and lmaster relays on."""
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o644)
+    master_port, http_port = free_ports(2)
+    conf = tmp_path / "lmaster.conf"
+    http = {"listen": f"127.0.0.1:{http_port}", "token file": token}
+    conf.write_text(master_ini(tmp_path, master_port, graphite={"enabled": "no"}, sections={"http": http}))
+    result = subprocess.run([script("lmaster"), "-c", str(conf), "check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "readable by every user (mode 644): chmod 600 it" in result.stderr
+    token.chmod(0o600)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", http_port))
+        taken.listen()
+        with Daemon("lmaster", conf, tmp_path).start(listen_port=master_port) as master:
+            wait_for_log(tmp_path / "lmaster.log", f"[http] listen = 127.0.0.1:{http_port}: cannot serve the HTTP API")
+            assert master.running
