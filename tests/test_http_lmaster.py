@@ -9,6 +9,7 @@ agents of their own so the shared ones stay as they are.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -24,9 +25,14 @@ from typing import Any
 import jsonschema
 import psutil
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from fructosa import __version__
+from fructosa.http.app import make_app
 from fructosa.http.nodes import GROUPABLE
+from fructosa.http.settings import HttpSettings
+from fructosa.http.state import BuildBudget, HttpState, NodeRecord, StaticNodes
+from fructosa.taps.latest import LatestValues
 from fructosa.wire import protocol
 from tests.support.carbon import free_ports
 from tests.support.configs import agent_ini, master_ini
@@ -373,3 +379,32 @@ def test_world_readable_token_refused_and_busy_port_logged(tmp_path: Path) -> No
         with Daemon("lmaster", conf, tmp_path).start(listen_port=master_port) as master:
             wait_for_log(tmp_path / "lmaster.log", f"[http] listen = 127.0.0.1:{http_port}: cannot serve the HTTP API")
             assert master.running
+
+
+def test_nodes_answers_are_reused_and_their_builds_bounded() -> None:
+    """Many pollers cost one build per period; past the build budget older answers are served, never a stall."""
+    now = [100.0]
+    budget = BuildBudget(share=0.05, burst=0.1, clock=lambda: now[0])
+    assert budget.available()
+    budget.spend(0.2)  # one slow build (a very large cluster) overdraws the bucket
+    assert not budget.available()
+    now[0] += 1.0
+    assert not budget.available()  # 0.05 s back of the 0.1 s owed
+    now[0] += 2.0
+    assert budget.available() and budget.credit == pytest.approx(0.05)
+
+    nodes = StaticNodes([NodeRecord("n1", connected=True, last_seen=time.time())])
+    settings = HttpSettings(token=TOKEN.encode(), nodes_cache_seconds=3600.0)
+    app = make_app(settings, HttpState(nodes, LatestValues()))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def scenario() -> None:
+        async with TestClient(TestServer(app)) as client:
+            first = await (await client.get("/api/nodes", headers=headers)).json()
+            nodes.records["n2"] = NodeRecord("n2")
+            again = await (await client.get("/api/nodes", headers=headers)).json()
+            assert again == first and list(again) == ["n1"]  # the same answer, reused
+            grouped = await (await client.get("/api/nodes?group_by=state", headers=headers)).json()
+            assert set(grouped["down"]) == {"n2"}  # another query is another answer
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

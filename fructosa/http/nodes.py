@@ -64,12 +64,18 @@ async def list_nodes(request: web.Request) -> web.Response:
         raise _bad_request(f"unknown state {wanted_state!r}; valid: {', '.join(STATES)}")
     state, settings = request.app[STATE], request.app[SETTINGS]
     key = (group_by, wanted_state)
-    cached = state.nodes_cache.get(key)
-    if cached is not None and time.monotonic() - cached[0] < settings.nodes_cache_seconds:
+    caching = settings.nodes_cache_seconds > 0
+    cached = state.nodes_cache.get(key) if caching else None
+    if cached is not None and (
+        time.monotonic() - cached[0] < settings.nodes_cache_seconds or not state.build_budget.available()
+    ):  # fresh enough, or building again would take more than the HTTP API's share of lmaster's loop
         return _compressed(web.Response(body=cached[1], content_type="application/json"))
+    started = time.monotonic()
     body = json.dumps(_nodes_table(state, settings.heartbeat_slack, group_by, wanted_state)).encode()
-    if settings.nodes_cache_seconds > 0:
-        state.nodes_cache[key] = (time.monotonic(), body)
+    if caching:
+        finished = time.monotonic()
+        state.build_budget.spend(finished - started)
+        state.nodes_cache[key] = (finished, body)
     return _compressed(web.Response(body=body, content_type="application/json"))
 
 
