@@ -36,7 +36,7 @@ def records() -> list[NodeRecord]:
     common = dict(connected=True, heartbeat_interval=10.0, agent="lagent 0.4.0", system="Linux", cpus=4)
     return [
         NodeRecord("n01", "10.0.0.1", last_seen=NOW - 3, connected_since=NOW - 900, cpu="Xeon", memory_bytes=2**34,
-                   boot_time=NOW - 86400, platform="Debian 12", sensors={"CPUPercent": 5.0}, gpus=2,
+                   boot_time=NOW - 86400, platform="Debian 12", sensors={"CPUPercent": 5.0}, gpus=["A100", "A100"],
                    **common),
         NodeRecord("n02", "10.0.0.2", last_seen=NOW - 25, platform="Debian 12", **common),
         NodeRecord("n03", "10.0.0.3", last_seen=NOW - 400, connected=False, agent="lagent 0.3.2"),
@@ -168,7 +168,7 @@ def test_nodes_list_fields_and_states():
             "n01": "up", "n02": "late", "n03": "down", "n04": "down"}  # fmt: skip
         n01 = nodes["n01"]
         assert n01["cpu_usage"] == 30.0 and n01["mem_usage"] == 55.5  # mean of CPUPercent.0 and .1
-        assert n01["gpus"] == 2 and n01["sensors"] == {"CPUPercent": 5.0}
+        assert n01["gpus"] == ["A100", "A100"] and n01["sensors"] == {"CPUPercent": 5.0}
         assert n01["memory_bytes"] == 2**34 and n01["ip_address"] == "10.0.0.1"
         assert nodes["n02"]["cpu_usage"] == 90.0 and nodes["n02"]["mem_usage"] is None
         assert nodes["n04"]["cpu_usage"] is None and nodes["n04"]["last_seen"] is None
@@ -195,12 +195,13 @@ def test_group_by_every_attribute():
             for value, members in groups.items():
                 for node in members.values():
                     raw = node[attribute]
-                    assert value == ("unknown" if raw is None else str(raw)), (attribute, value, raw)
+                    shown = ", ".join(raw) if isinstance(raw, list) and raw else "none" if raw == [] else raw
+                    assert value == ("unknown" if raw is None else str(shown)), (attribute, value, raw)
         groups = await check(await client.get("/api/nodes?group_by=platform&state=late", headers=AUTH), 200)
         assert groups == {"Debian 12": {"n02": everything["n02"]}}
         assert set(groups) == {"Debian 12"}
         grouped = await (await client.get("/api/nodes?group_by=gpus", headers=AUTH)).json()
-        assert set(grouped) == {"2", "unknown"}
+        assert set(grouped) == {"A100, A100", "none"}
         body = await check(await client.get("/api/nodes?group_by=colour", headers=AUTH), 400, "/api/nodes")
         assert "'colour'" in body["error"] and all(attribute in body["error"] for attribute in GROUPABLE)
 

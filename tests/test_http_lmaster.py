@@ -32,6 +32,7 @@ from fructosa.http.app import make_app
 from fructosa.http.nodes import GROUPABLE
 from fructosa.http.settings import HttpSettings
 from fructosa.http.state import BuildBudget, HttpState, NodeRecord, StaticNodes
+from fructosa.master.nodes import gpu_models
 from fructosa.taps.latest import LatestValues
 from fructosa.wire import protocol
 from tests.support.carbon import free_ports
@@ -179,7 +180,7 @@ def test_nodes_carry_the_agents_facts(cluster: Cluster) -> None:
         assert node["cpus"] == os.cpu_count()
         assert node["cpu"] == platform.machine() and node["system"] == platform.system()
         assert node["platform"] == platform.platform()
-        assert node["memory_bytes"] == memory and node["gpus"] == 0
+        assert node["memory_bytes"] == memory and node["gpus"] == []  # no GPU sensor, so NVML was never loaded
         assert abs(node["boot_time"] - psutil.boot_time()) < 2
         assert node["agent"] == f"lagent {__version__}" and node["ip_address"] == "127.0.0.1"
         assert node["sensors"] == {"CPUPercent": 1.0, "VirtualMemory": 1.0}
@@ -203,9 +204,11 @@ def test_group_by_every_attribute(cluster: Cluster) -> None:
         for value, members in groups.items():
             for node in members.values():
                 raw = node[attribute]
-                assert value == ("unknown" if raw is None else str(raw)), (attribute, value, raw)
+                shown = (", ".join(raw) or "none") if isinstance(raw, list) else raw
+                assert value == ("unknown" if raw is None else str(shown)), (attribute, value, raw)
     assert set(cluster.nodes("?group_by=hostname")) == hosts
     assert cluster.nodes("?group_by=cpus").keys() == {str(os.cpu_count())}
+    assert cluster.nodes("?group_by=gpus").keys() == {"none"}  # lists are joined; no GPU here
     assert set(cluster.nodes("?group_by=state&state=up")) == {"up"}
     body = cluster.api("/api/nodes?group_by=colour", 400, "/api/nodes")
     assert "'colour'" in body["error"]
@@ -322,18 +325,21 @@ def test_facts_are_checked_and_bounded() -> None:
     """lmaster keeps facts of the right type and range and ignores the rest, never failing the session."""
     hello = {
         "cpu": "x86_64", "cpus": 8, "memory_bytes": 2**35, "boot_time": 1.7e9, "system": "Linux", "platform": "P",
-        "gpus": 4, "sensors": {"CPUPercent": 10, "bad name!": 5, "Disk": -1, "Net": "fast"}, "colour": "blue",
+        "gpus": 2, "gpu_models": ["A100", "A100"], "colour": "blue",
+        "sensors": {"CPUPercent": 10, "bad name!": 5, "Disk": -1, "Net": "fast"},
     }  # fmt: skip
     assert protocol.check_facts(hello) == {
         "cpu": "x86_64", "cpus": 8, "memory_bytes": 2**35, "boot_time": 1.7e9, "system": "Linux", "platform": "P",
-        "gpus": 4, "sensors": {"CPUPercent": 10.0},
+        "gpus": 2, "gpu_models": ["A100", "A100"], "sensors": {"CPUPercent": 10.0},
     }  # fmt: skip
     wrong = {"cpu": 5, "cpus": -1, "memory_bytes": True, "boot_time": float("nan"), "system": "x" * 500,
-             "platform": "\x00", "gpus": 1.5, "sensors": list(range(3))}  # fmt: skip
+             "platform": "\x00", "gpus": 1.5, "gpu_models": ["A100", 7], "sensors": list(range(3))}  # fmt: skip
     assert protocol.check_facts(wrong) == {} and protocol.check_facts("facts") == {}
     assert protocol.check_facts({"sensors": {f"S{n}": 1 for n in range(protocol.MAX_SENSORS + 1)}}) == {}
-    beat = json.dumps({"queued": 0, "spooled": 0, "sensors": {"CPUPercent": 2}, "gpus": 2, "cpus": 99}).encode()
-    assert protocol.heartbeat_facts(beat) == {"sensors": {"CPUPercent": 2.0}, "gpus": 2}
+    beat = {"queued": 0, "spooled": 0, "sensors": {"CPUPercent": 2}, "gpus": 1, "gpu_models": ["H100"], "cpus": 99}
+    assert protocol.heartbeat_facts(json.dumps(beat).encode()) == {
+        "sensors": {"CPUPercent": 2.0}, "gpus": 1, "gpu_models": ["H100"]}  # fmt: skip
+    assert gpu_models({"gpus": 2}) == ["unknown", "unknown"] and gpu_models({}) == []
     assert protocol.heartbeat_facts(b'{"queued": 3}') == {} and protocol.heartbeat_facts(b"[1") == {}
     assert protocol.heartbeat_facts(b'{"sensors": {}, "pad": "' + b"x" * protocol.MAX_HELLO + b'"}') == {}
     with pytest.raises(protocol.ProtocolError):  # the hello as a whole stays capped

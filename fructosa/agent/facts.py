@@ -1,9 +1,9 @@
-"""What a node is, told to lmaster in the hello: static facts, GPU count and sensor intervals.
+"""What a node is, told to lmaster in the hello: static facts, GPUs and sensor intervals.
 
 lmaster serves them in its HTTP API (``/api/nodes``: architecture, CPUs,
 memory, boot time, OS, GPUs, each sensor's interval) without a Graphite
 series of their own. The static part is read once per process; the GPU count
-and the sensors' intervals change (a GPU sensor's first read, adaptive
+and the sensors' intervals change (the GPU sensor's first read, adaptive
 sampling, a reload), so the sender compares them with what it last told and
 sends the news in a heartbeat (see :mod:`fructosa.wire.protocol`).
 """
@@ -41,20 +41,24 @@ def static_facts() -> dict:
     return {name: value for name, value in facts.items() if value is not None}
 
 
-def gpu_count() -> int:
-    """GPU boards NVML sees, when the GPU sensor has already loaded it; else 0 (pynvml is never imported here)."""
+def gpu_facts() -> dict:
+    """``gpus`` (boards NVML sees) and ``gpu_models`` (their names), once the GPU sensor has loaded NVML;
+    else no GPUs: pynvml is never imported here, so an agent without the GPU sensor never loads it."""
     nvml = sys.modules.get("pynvml")
-    if nvml is None:
-        return 0
-    try:
-        return int(nvml.nvmlDeviceGetCount())
-    except Exception:  # not initialised, or no driver: the sensor reports why
-        return 0
+    models: list[str] = []
+    if nvml is not None:
+        try:
+            for index in range(int(nvml.nvmlDeviceGetCount())):
+                name = nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(index))
+                models.append(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+        except Exception:  # not initialised, or no driver: the sensor reports why
+            models = []
+    return {"gpus": len(models), "gpu_models": models}
 
 
 def hello_facts(sensors: dict[str, float]) -> dict:
     """The hello's ``facts``; the sensor intervals are left out should they not fit the hello's size limit."""
-    facts = {**static_facts(), "gpus": gpu_count(), "sensors": sensors}
+    facts = {**static_facts(), **gpu_facts(), "sensors": sensors}
     if len(json.dumps(facts)) > protocol.MAX_HELLO // 2:
         log.warning("%d sensors: too many to list in the hello; lmaster will not show their intervals", len(sensors))
         del facts["sensors"]

@@ -24,7 +24,7 @@ from ..spool import Spool
 from ..wire import auth, protocol
 from ..wire.blocks import Block, split_for_frames
 from ..wire.session import Outbox, SendingSession, connect
-from .facts import gpu_count, hello_facts
+from .facts import gpu_facts, hello_facts
 from .queue import SampleQueue
 
 log = logging.getLogger(__package__)
@@ -66,7 +66,7 @@ class Sender(Outbox):
         self.intervals = intervals
         """Each sensor's current interval (the adaptive plan's), for the hello's facts."""
         self._told: dict = {}
-        """The changing facts (sensor intervals, GPU count) lmaster was last told, in a hello or heartbeat."""
+        """The changing facts (sensor intervals, GPUs) lmaster was last told, in a hello or heartbeat."""
         self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval, COALESCE_DELAY)
 
     @property
@@ -125,11 +125,11 @@ class Sender(Outbox):
         return {"queued": len(self.queue), "spooled": len(self.spool or ()), **news}
 
     def _facts_news(self) -> dict:
-        current = {"sensors": self.intervals(), "gpus": gpu_count()}
+        current = {"sensors": self.intervals(), **gpu_facts()}
         return {name: value for name, value in current.items() if self._told.get(name) != value}
 
     def note_facts(self) -> None:
-        """Sensor intervals or the GPU count may have changed: tell lmaster at once in a heartbeat if so."""
+        """Sensor intervals or the GPUs may have changed: tell lmaster at once in a heartbeat if so."""
         if self.session.connected.is_set() and self._facts_news():
             self.session.heartbeat_soon()
 

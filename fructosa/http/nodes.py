@@ -37,13 +37,15 @@ def node_json(record: NodeRecord, latest: LatestValues, now: float, slack: float
         "boot_time": record.boot_time,
         "system": record.system,
         "platform": record.platform,
-        "gpus": record.gpus,
+        "gpus": list(record.gpus),
     }
 
 
 def group_key(node: dict[str, Any], attribute: str) -> str:
-    """The JSON object key a node goes under: the value as text, a missing one as ``unknown``."""
+    """The JSON object key a node goes under: lists joined by ", ", missing values as ``unknown``."""
     value = node[attribute]
+    if isinstance(value, list):
+        return ", ".join(value) if value else "none"
     return "unknown" if value is None else str(value)
 
 

@@ -65,7 +65,7 @@ SCHEMAS: dict[str, Any] = {
             "boot_time": _NULLABLE_NUMBER,
             "system": _NULLABLE_STRING,
             "platform": _NULLABLE_STRING,
-            "gpus": {"type": ["integer", "null"], "minimum": 0, "description": "number of GPU boards"},
+            "gpus": {"type": "array", "items": {"type": "string"}},
         },
     },
     "Nodes": {
@@ -75,7 +75,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "GroupedNodes": {
         "type": "object",
-        "description": "attribute value as text → hostname → node (null as 'unknown')",
+        "description": "attribute value → hostname → node (lists joined by ', ', null as 'unknown')",
         "additionalProperties": {"$ref": "#/components/schemas/Nodes"},
     },
     "Latest": {

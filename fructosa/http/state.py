@@ -41,8 +41,8 @@ class NodeRecord:
     """Operating system, e.g. ``Linux``."""
     platform: str | None = None
     """``platform.platform()``, e.g. ``Linux-6.1.0-18-amd64-x86_64-with-glibc2.36``."""
-    gpus: int | None = None
-    """Number of GPU boards (NVML); None: not reported."""
+    gpus: list[str] = field(default_factory=list)
+    """GPU model names, one per board."""
 
     def state(self, now: float, slack: float = 0.0) -> str:
         """``down``: not connected; ``late``: connected but silent for more than two heartbeats; else ``up``."""

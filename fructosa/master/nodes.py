@@ -47,5 +47,13 @@ def node_record(state: AgentState) -> NodeRecord:
         boot_time=facts.get("boot_time"),
         system=facts.get("system"),
         platform=facts.get("platform"),
-        gpus=facts.get("gpus"),
+        gpus=gpu_models(facts),
     )
+
+
+def gpu_models(facts: dict) -> list[str]:
+    """One name per board: the agent's ``gpu_models``, or as many ``unknown`` as its ``gpus`` count says."""
+    models = facts.get("gpu_models")
+    if models is not None:
+        return list(models)
+    return ["unknown"] * min(facts.get("gpus", 0), 64)

@@ -33,10 +33,11 @@ Frame kinds, in the order a session uses them:
     datapoints. ``facts`` (optional) is what the node is, sent once per
     connection: ``{"cpu": "x86_64", "cpus": 64, "memory_bytes": N,
     "boot_time": UNIX_TIME, "system": "Linux", "platform": "Linux-6.1.0-...",
-    "gpus": 8, "sensors": {"CPUPercent": 10.0, ...}}`` (``cpu`` is
-    ``platform.machine()``, ``platform`` is ``platform.platform()``, ``gpus``
-    the number of GPU boards, ``sensors`` each sensor's current interval in
-    seconds). The master keeps the fields of the right type and range
+    "gpus": 2, "gpu_models": ["NVIDIA H100 80GB HBM3", ...], "sensors":
+    {"CPUPercent": 10.0, ...}}`` (``cpu`` is ``platform.machine()``,
+    ``platform`` is ``platform.platform()``, ``gpus`` the number of GPU
+    boards, ``gpu_models`` their names, one per board, ``sensors`` each
+    sensor's current interval in seconds). The master keeps the fields of the right type and range
     (:func:`check_facts`), drops the others and ignores unknown ones, so a
     newer agent never fails an older master. ``nonce`` is the agent's random nonce in hex. With a shared
     secret, ``mac`` is HMAC-SHA256(secret, ``"fructosa-agent|" + master nonce
@@ -88,8 +89,8 @@ Frame kinds, in the order a session uses them:
     master can tell a quiet agent from a dead connection. When the sensors'
     intervals change (adaptive sampling, a reload), the agent sends one at
     once with ``"sensors": {NAME: SECONDS, ...}`` added, the hello's
-    ``facts.sensors`` anew (and ``"gpus": N`` when the GPU count became known
-    after the hello); the master takes them from a heartbeat of at most
+    ``facts.sensors`` anew (and ``gpus`` and ``gpu_models`` when the GPUs
+    became known after the hello); the master takes them from a heartbeat of at most
     :data:`MAX_HELLO` bytes, checked as in the hello (:func:`heartbeat_facts`).
     Riding on the heartbeat (not a frame kind of its own) keeps a newer agent
     working with an older master, which ignores fields it does not know.
@@ -416,6 +417,8 @@ MAX_FACT_TEXT = 200
 """Characters of a text fact (``platform`` is the longest: distribution and kernel)."""
 MAX_SENSORS = 256
 """Sensors a node may report intervals for; lagent has about thirty kinds."""
+MAX_GPUS = 64
+"""GPU model names a node may list (an 8-board node with MIG still names 8 boards)."""
 MAX_INTERVAL = 7 * 86400.0
 _FACT_TEXTS = ("cpu", "system", "platform")
 _FACT_COUNTS = ("cpus", "memory_bytes", "gpus")
@@ -435,7 +438,7 @@ def check_facts(facts: object) -> dict:
     kept: dict = {}
     for name in _FACT_TEXTS:
         value = facts.get(name)
-        if isinstance(value, str) and 0 < len(value) <= MAX_FACT_TEXT and value.isprintable():
+        if _is_text(value):
             kept[name] = value
     for name in _FACT_COUNTS:
         value = facts.get(name)
@@ -444,6 +447,9 @@ def check_facts(facts: object) -> dict:
     boot_time = facts.get("boot_time")
     if _is_number(boot_time) and 0 < boot_time < 1e11:
         kept["boot_time"] = float(boot_time)
+    models = facts.get("gpu_models")
+    if isinstance(models, list) and len(models) <= MAX_GPUS and all(_is_text(model) for model in models):
+        kept["gpu_models"] = list(models)
     sensors = check_sensor_intervals(facts.get("sensors"))
     if sensors is not None:
         kept["sensors"] = sensors
@@ -462,12 +468,12 @@ def check_sensor_intervals(sensors: object) -> dict[str, float] | None:
     }  # fmt: skip
 
 
-HEARTBEAT_FACTS = ("sensors", "gpus")
+HEARTBEAT_FACTS = ("sensors", "gpus", "gpu_models")
 """Facts that change while connected, which a heartbeat may bring anew."""
 
 
 def heartbeat_facts(payload: bytes) -> dict:
-    """The changed facts a heartbeat brings (``sensors``, ``gpus``), checked as in the hello; {} for none."""
+    """The changed facts a heartbeat brings (:data:`HEARTBEAT_FACTS`), checked as in the hello; {} for none."""
     if len(payload) > MAX_HELLO or not any(f'"{name}"'.encode() in payload for name in HEARTBEAT_FACTS):
         return {}
     try:
@@ -477,6 +483,10 @@ def heartbeat_facts(payload: bytes) -> dict:
     if not isinstance(message, dict):
         return {}
     return check_facts({name: message[name] for name in HEARTBEAT_FACTS if name in message})
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_FACT_TEXT and value.isprintable()
 
 
 def _is_number(value: object) -> bool:

@@ -120,7 +120,7 @@ function compare(a, b) {
 
 function matches(node, text) {
   if (!text) return true;
-  return [node.hostname, node.agent, node.platform, node.system, node.cpu, node.ip_address, node.state]
+  return [node.hostname, node.agent, node.platform, node.system, node.cpu, node.ip_address, node.state, ...node.gpus]
     .some((value) => value && String(value).toLowerCase().includes(text));
 }
 
@@ -338,7 +338,7 @@ function drawFacts(node) {
     ["Agent", node.agent], ["Connected since", when(node.connected_since)], ["Address", node.ip_address],
     ["Heartbeat", `${node.heartbeat_interval} s`], ["CPU", node.cpu], ["CPUs", node.cpus],
     ["Memory", bytes(node.memory_bytes)], ["Booted", when(node.boot_time)], ["System", node.system],
-    ["Platform", node.platform], ["GPUs", node.gpus ?? "unknown"], ["CPU use", `${percent(node.cpu_usage)} %`],
+    ["Platform", node.platform], ["GPUs", node.gpus.join(", ") || "none"], ["CPU use", `${percent(node.cpu_usage)} %`],
     ["Memory use", `${percent(node.mem_usage)} %`],
     ["Sensors", Object.entries(node.sensors).map(([name, every]) => `${name} ${every}s`).join(", ")],
   ];
