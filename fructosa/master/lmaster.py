@@ -58,7 +58,7 @@ class Master:
             self.agents.load(status_file)
         self.http = HttpFace(cfg.http, self.agents) if cfg.http is not None else None
         if self.http is not None:
-            self.taps.append(self.http.latest)
+            self.taps.extend(self.http.taps)
         self.flow = Flow(self.sinks, self.taps)
         self.server = AgentServer(cfg, listen_sockets, self.flow, self.agents, tls)
         self.reporter = Reporter(cfg, self.agents, self.flow, self.server.counters, spool, status_file)

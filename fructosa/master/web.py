@@ -25,6 +25,7 @@ from ..http.app import apply_settings, make_app
 from ..http.keys import SETTINGS
 from ..http.settings import HttpSettings
 from ..http.state import HttpState
+from ..taps import Tap
 from ..taps.latest import LatestValues
 from .agents import AgentTable
 from .nodes import AgentNodes
@@ -55,6 +56,11 @@ class HttpFace:
         self.app = make_app(http_settings(cfg), HttpState(AgentNodes(agents), self.latest))
         self.runner: web.AppRunner | None = None
         self.addresses: list[str] = []
+
+    @property
+    def taps(self) -> list[Tap]:
+        """What the flow must feed: the latest-values store the API reads."""
+        return [self.latest]
 
     async def start(self) -> None:
         """Serve on every listen address; a failure is logged, and lmaster relays on without HTTP."""
