@@ -80,11 +80,10 @@ class Cluster:
             master_ini(self.workdir, self.master_port, graphite={"enabled": "no"}, sections={"http": http})
         )
 
-    def start_agent(self, host: str, sensors: dict = SENSORS) -> Daemon:
+    def start_agent(self, host: str, sensors: dict = SENSORS, heartbeat: float = 1) -> Daemon:
         conf = self.workdir / f"{host}.conf"
-        conf.write_text(
-            agent_ini(self.workdir, self.master_port, hostname=host, lagent={"heartbeat interval": 1}, sensors=sensors)
-        )
+        lagent = {"heartbeat interval": heartbeat}
+        conf.write_text(agent_ini(self.workdir, self.master_port, hostname=host, lagent=lagent, sensors=sensors))
         workdir = self.workdir / host
         workdir.mkdir(exist_ok=True)
         agent = Daemon("lagent", conf, workdir).start()
@@ -286,7 +285,7 @@ def test_stopped_agent_is_late_and_killed_agent_down(cluster: Cluster) -> None:
 
 
 def test_reload_applies_token_and_agents_report_new_intervals(cluster: Cluster) -> None:
-    agent = cluster.start_agent("node-r")
+    agent = cluster.start_agent("node-r", heartbeat=600)  # no regular heartbeat: the news must not wait for one
     sensors = lambda: cluster.nodes().get("node-r", {}).get("sensors")  # noqa: E731
     wait_for(lambda: sensors() == {"CPUPercent": 1.0, "VirtualMemory": 1.0}, 20, "node-r's intervals")
     conf = cluster.workdir / "node-r.conf"
