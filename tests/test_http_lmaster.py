@@ -16,6 +16,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,9 +36,10 @@ from fructosa.http.state import BuildBudget, HttpState, NodeRecord, StaticNodes
 from fructosa.master.nodes import gpu_models
 from fructosa.taps.latest import LatestValues
 from fructosa.wire import protocol
-from tests.support.carbon import free_ports
+from tests.support.carbon import can_connect, free_ports
 from tests.support.configs import agent_ini, master_ini
 from tests.support.daemons import Daemon, script
+from tests.support.tls import OpenSSLMissing, make_pki
 from tests.support.waiting import wait_for, wait_for_log
 
 pytestmark = pytest.mark.timeout(180)
@@ -347,7 +349,7 @@ def test_facts_are_checked_and_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("http", "expected"),
+    ("section", "expected"),
     [
         ({"listen": "127.0.0.1:99999"}, "[http] listen = '127.0.0.1:99999': not a TCP port (1-65535)"),
         ({"listen": "::1:8780"}, "write an IPv6 address in brackets, [::1]:8780"),
@@ -356,10 +358,10 @@ def test_facts_are_checked_and_bounded() -> None:
         ({"tls cert": "CONFIG"}, "[http] tls key"),
     ],
 )
-def test_check_names_file_section_key_and_value(tmp_path: Path, http: dict, expected: str) -> None:
+def test_check_names_file_section_key_and_value(tmp_path: Path, section: dict, expected: str) -> None:
     conf = tmp_path / "lmaster.conf"
-    http = {key: str(conf) if value == "CONFIG" else value for key, value in http.items()}
-    conf.write_text(master_ini(tmp_path, 7888, graphite={"enabled": "no"}, sections={"http": http}))
+    section = {key: str(conf) if value == "CONFIG" else value for key, value in section.items()}
+    conf.write_text(master_ini(tmp_path, 7888, graphite={"enabled": "no"}, sections={"http": section}))
     result = subprocess.run([script("lmaster"), "-c", str(conf), "check"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if "error" in line]
@@ -373,8 +375,8 @@ def test_world_readable_token_refused_and_busy_port_logged(tmp_path: Path) -> No
     token.chmod(0o644)
     master_port, http_port = free_ports(2)
     conf = tmp_path / "lmaster.conf"
-    http = {"listen": f"127.0.0.1:{http_port}", "token file": token}
-    conf.write_text(master_ini(tmp_path, master_port, graphite={"enabled": "no"}, sections={"http": http}))
+    section = {"listen": f"127.0.0.1:{http_port}", "token file": token}
+    conf.write_text(master_ini(tmp_path, master_port, graphite={"enabled": "no"}, sections={"http": section}))
     result = subprocess.run([script("lmaster"), "-c", str(conf), "check"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "readable by every user (mode 644): chmod 600 it" in result.stderr
     token.chmod(0o600)
@@ -413,3 +415,37 @@ def test_nodes_answers_are_reused_and_their_builds_bounded() -> None:
             assert set(grouped["down"]) == {"n2"}  # another query is another answer
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_https_with_tls_cert_and_key(tmp_path: Path) -> None:
+    """tls cert and tls key serve the API over HTTPS, verifiable with the CA; plain HTTP is not answered."""
+    try:
+        pki = make_pki(tmp_path / "pki")
+    except OpenSSLMissing as error:
+        pytest.skip(str(error))
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    master_port, http_port = free_ports(2)
+    conf = tmp_path / "lmaster.conf"
+    section = {"listen": f"127.0.0.1:{http_port}", "token file": token, "tls cert": pki.server.cert,
+               "tls key": pki.server.key}  # fmt: skip
+    conf.write_text(master_ini(tmp_path, master_port, graphite={"enabled": "no"}, sections={"http": section}))
+    with Daemon("lmaster", conf, tmp_path).start(listen_port=master_port):
+        wait_for(lambda: can_connect(http_port), 15, "HTTPS port open")
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        connection = http.client.HTTPSConnection("127.0.0.1", http_port, timeout=10, context=context)
+        try:
+            connection.request("GET", "/api/nodes", headers={"Authorization": f"Bearer {TOKEN}"})
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read()) == {}
+        finally:
+            connection.close()
+        plain = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+        try:
+            with pytest.raises((http.client.HTTPException, OSError)):
+                plain.request("GET", "/api/nodes")
+                plain.getresponse()
+        finally:
+            plain.close()
+        wait_for_log(tmp_path / "lmaster.log", f"HTTP API on https://127.0.0.1:{http_port}")
