@@ -71,6 +71,8 @@ class HttpFace:
             log.error("[http] listen = %s: cannot serve the HTTP API: %s", where, getattr(error, "strerror", error))
             return
         self.addresses = [site.name for site in sites]
+        if self.config.token is None:
+            log.warning("[http] has no token file: whoever reaches %s can read the API", ", ".join(self.addresses))
 
     async def run(self) -> None:
         """Prune the latest-values store once every :data:`PRUNE_INTERVAL` seconds, until cancelled."""
