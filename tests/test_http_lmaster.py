@@ -18,7 +18,9 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from fructosa import __version__
+from fructosa.agent import facts
 from fructosa.http.app import make_app
 from fructosa.http.nodes import GROUPABLE
 from fructosa.http.settings import HttpSettings
@@ -449,3 +452,19 @@ def test_https_with_tls_cert_and_key(tmp_path: Path) -> None:
         finally:
             plain.close()
         wait_for_log(tmp_path / "lmaster.log", f"HTTP API on https://127.0.0.1:{http_port}")
+
+
+def test_gpus_come_from_nvml_only_once_the_gpu_sensor_loaded_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pynvml in the process: no GPUs, and nothing imports it; once loaded, its boards are counted and named."""
+    monkeypatch.setattr(facts, "_found_gpus", None)
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    assert facts.gpu_facts() == {"gpus": 0, "gpu_models": []} and "pynvml" not in sys.modules
+    nvml = types.ModuleType("pynvml")  # what the GPU sensor's NVML answers on a two-board node
+    nvml.nvmlDeviceGetCount = lambda: 2  # type: ignore[attr-defined]
+    nvml.nvmlDeviceGetHandleByIndex = lambda index: index  # type: ignore[attr-defined]
+    nvml.nvmlDeviceGetName = lambda handle: b"NVIDIA H200"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    told = facts.hello_facts({"GPU": 10.0})
+    assert protocol.check_facts(told) == told
+    assert told["gpus"] == 2 and told["gpu_models"] == ["NVIDIA H200", "NVIDIA H200"]
+    assert gpu_models(protocol.check_facts(told)) == ["NVIDIA H200", "NVIDIA H200"]

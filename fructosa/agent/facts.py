@@ -41,9 +41,16 @@ def static_facts() -> dict:
     return {name: value for name, value in facts.items() if value is not None}
 
 
+_found_gpus: dict | None = None
+"""GPUs once NVML named some: boards do not come and go while the agent runs, so NVML is asked no more."""
+
+
 def gpu_facts() -> dict:
     """``gpus`` (boards NVML sees) and ``gpu_models`` (their names), once the GPU sensor has loaded NVML;
     else no GPUs: pynvml is never imported here, so an agent without the GPU sensor never loads it."""
+    global _found_gpus
+    if _found_gpus is not None:
+        return _found_gpus
     nvml = sys.modules.get("pynvml")
     models: list[str] = []
     if nvml is not None:
@@ -53,7 +60,10 @@ def gpu_facts() -> dict:
                 models.append(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
         except Exception:  # not initialised, or no driver: the sensor reports why
             models = []
-    return {"gpus": len(models), "gpu_models": models}
+    facts = {"gpus": len(models), "gpu_models": models}
+    if models:
+        _found_gpus = facts
+    return facts
 
 
 def hello_facts(sensors: dict[str, float]) -> dict:
