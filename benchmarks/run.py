@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tests` importable; appended,
     sys.path.append(str(REPO))  # so that a snapshot on PYTHONPATH (--commit) provides `fructosa`
 
-from benchmarks import agent_overhead, end_to_end, fanin, lmaster_profile, relay  # noqa: E402
+from benchmarks import agent_overhead, end_to_end, fanin, http_load, lmaster_profile, relay  # noqa: E402
 from benchmarks.measure import IDLE_WAIT, SNAPSHOT_VARIABLE, machine, wait_for_idle  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
     "fanin": fanin.run,
     "e2e": end_to_end.run,
     "profile": lmaster_profile.run,
+    "http": http_load.run,
 }
 DEFAULT = ("relay", "agent", "fanin", "e2e")
 
@@ -149,13 +150,35 @@ def show_profile(result: dict) -> str:
     return "\n".join(lines)
 
 
-SHOW = {"relay": show_relay, "agent": show_agent, "fanin": show_fanin, "e2e": show_e2e, "profile": show_profile}
+def show_http(result: dict) -> str:
+    rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"]),
+             number(result[key]["foreign_percent"]), ", ".join(number(row["rate"]) for row in result["rounds"][key])]
+            for label, key in (("relay alone", "alone"), ("with HTTP load", "with_http"))]  # fmt: skip
+    clients = result.get("clients", {})
+    header = ["best round", "delivered dp/s", "lmaster CPU %", "lost", "others' CPU %", "every round dp/s"]
+    return table(header, rows) + (
+        f"\nlmaster's CPU for the HTTP load alone (no agent sending): {number(result['http_only_cpu_percent'], 1)} %"
+        f"\nHTTP connections held by lmaster (fewest seen): {result['http_connections']}; "
+        f"polls of /api/nodes (worst round): {clients.get('polls')} answers "
+        f"{clients.get('statuses')}, p50 {number(clients.get('latency_p50_ms'), 1)} ms, "
+        f"p99 {number(clients.get('latency_p99_ms'), 1)} ms, max {number(clients.get('latency_max_ms'), 1)} ms"
+    )
+
+
+SHOW = {
+    "relay": show_relay,
+    "agent": show_agent,
+    "fanin": show_fanin,
+    "e2e": show_e2e,
+    "profile": show_profile,
+    "http": show_http,
+}
 
 
 def show_targets(results: dict) -> str:
     rows = [
         [target["target"], target["measured"], "PASS" if target["pass"] else "MISS"]
-        for name in ("relay", "agent", "fanin")
+        for name in ("relay", "agent", "fanin", "http")
         if name in results and "targets" in results[name]
         for target in results[name]["targets"]
     ]
@@ -236,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nlogs and configurations kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if any(name in results and "targets" in results[name] for name in ("relay", "agent", "fanin")):
+    if any(name in results and "targets" in results[name] for name in ("relay", "agent", "fanin", "http")):
         print("\n== targets ==")
         print(show_targets(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)

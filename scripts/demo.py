@@ -3,13 +3,16 @@
 Starts a real carbon-cache (whisper files in a temporary directory), lmaster
 and lagent with the example configuration files from conf/ (ports moved to
 free ones), waits until the agent's metrics are in Graphite and prints every
-path with its latest value, read back from the whisper files. Everything it
-started is stopped at the end (or on Ctrl-C with --keep).
+path with its latest value, read back from the whisper files. lmaster also
+serves its HTTP API and page on 127.0.0.1 with a random token kept in the
+demo's temporary directory (``--keep`` prints the URL and the token).
+Everything it started is stopped at the end (or on Ctrl-C with --keep).
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import tempfile
 import time
@@ -29,7 +32,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep everything running until Ctrl-C")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fructosa-demo-"))
-    (master_port,) = free_ports(1)
+    master_port, http_port = free_ports(2)
+    token = secrets.token_hex(24)
+    token_file = work / "http-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
     carbon = CarbonCache(work / "carbon")
     with carbon:
         log = work / "fructosa.log"
@@ -42,6 +49,8 @@ def main() -> int:
                     **common,
                     ("lmaster", "spool dir"): str(work / "spool-lmaster"),
                     ("Graphite", "carbon receiver pickle port"): str(carbon.pickle_port),
+                    ("http", "listen"): f"127.0.0.1:{http_port}",
+                    ("http", "token file"): str(token_file),
                 },
             )
         )
@@ -53,13 +62,15 @@ def main() -> int:
         )
         print(f"carbon-cache pid {carbon.pid}, pickle port {carbon.pickle_port}, whisper files in {carbon.data_dir}")
         with Daemon("lmaster", master_conf, work).start(listen_port=master_port) as master:
-            print(f"lmaster pid {master.pid}, listening on 127.0.0.1:{master_port}")
+            print(f"lmaster pid {master.pid}, listening on 127.0.0.1:{master_port}, HTTP on 127.0.0.1:{http_port}")
             with Daemon("lagent", agent_conf, work).start() as agent:
                 print(f"lagent pid {agent.pid}, all 20 sensors of conf/lagent.conf; log {log}")
                 print(f"collecting for {args.seconds:g} s ...")
                 time.sleep(args.seconds)
                 show(carbon)
                 if args.keep:
+                    print(f"\nlmaster's page: http://127.0.0.1:{http_port}/  (token: {token})")
+                    print(f"its API: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{http_port}/api/nodes")
                     print("running; Ctrl-C stops carbon-cache, lmaster and lagent")
                     try:
                         while True:

@@ -45,7 +45,7 @@ class Agent:
         self.counters = {"samples": 0}
         self.queue: SampleQueue[list[Datapoint]] = SampleQueue(config.max_queued_samples)
         self.plan = AdaptivePlan(config.sensors)
-        self.sender = Sender(config, self.queue, spool, tls)
+        self.sender = Sender(config, self.queue, spool, tls, self.plan.intervals)
         self.scheduler = SensorScheduler(self.plan, self.record)
         self.reporter = Reporter(self, status_file)
         self._journal: IO[str] | None = None
@@ -118,6 +118,7 @@ class Agent:
         self.plan.update(new.sensors)
         self.scheduler.apply(new.sensors)
         self.sender.reconfigure(self.config)
+        self.sender.note_facts()
 
     def current_interval(self, sensor: SensorConfig) -> float:
         """The interval ``sensor`` runs at now (its fast one while adaptive sampling says so)."""
@@ -141,5 +142,7 @@ class Agent:
         if self.plan.watches(sensor):
             for name in self.plan.observe(sensor, datapoints, asyncio.get_running_loop().time()):
                 self.scheduler.wake(name)
+        if self.plan.schedules or sensor == "GPU":  # an interval may have changed; NVML may know the GPUs now
+            self.sender.note_facts()
         if self._journal is not None:  # debug option: what was measured, for loss checks
             self._journal.writelines(f"{path} {number!r} {when!r}\n" for path, (when, number) in datapoints)

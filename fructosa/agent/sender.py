@@ -24,6 +24,7 @@ from ..spool import Spool
 from ..wire import auth, protocol
 from ..wire.blocks import Block, split_for_frames
 from ..wire.session import Outbox, SendingSession, connect
+from .facts import gpu_facts, hello_facts
 from .queue import SampleQueue
 
 log = logging.getLogger(__package__)
@@ -47,7 +48,12 @@ class Sender(Outbox):
     """The agent's :class:`Outbox`: a batch's tag is its spool record (None for a live batch)."""
 
     def __init__(
-        self, config: AgentConfig, queue: SampleQueue[list[Datapoint]], spool: Spool | None, tls: ssl.SSLContext | None
+        self,
+        config: AgentConfig,
+        queue: SampleQueue[list[Datapoint]],
+        spool: Spool | None,
+        tls: ssl.SSLContext | None,
+        intervals: Callable[[], dict[str, float]] = dict,
     ) -> None:
         self.config = config
         self.queue = queue
@@ -57,6 +63,10 @@ class Sender(Outbox):
         self.spooled = 0
         """Batches written to the spool."""
         self._ready: deque[bytes] = deque()  # live batches encoded, not yet sent
+        self.intervals = intervals
+        """Each sensor's current interval (the adaptive plan's), for the hello's facts."""
+        self._told: dict = {}
+        """The changing facts (sensor intervals, GPUs) lmaster was last told, in a hello or heartbeat."""
         self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval, COALESCE_DELAY)
 
     @property
@@ -84,7 +94,9 @@ class Sender(Outbox):
 
     async def dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         config = self.config
-        hello = {"agent": f"lagent {__version__}", "heartbeat": config.heartbeat_interval}
+        facts = hello_facts(self.intervals())
+        self._told = {name: facts.get(name) for name in protocol.HEARTBEAT_FACTS}
+        hello = {"agent": f"lagent {__version__}", "heartbeat": config.heartbeat_interval, "facts": facts}
         return await connect(
             config.master_host, config.master_port, self.tls, config.hostname, config.link.secret, hello, "lmaster"
         )
@@ -106,8 +118,20 @@ class Sender(Outbox):
         if isinstance(tag, tuple) and self.spool is not None:  # a spool record, as next_batch made it
             self.spool.ack(tag)
 
-    def backlog(self) -> dict[str, int]:
-        return {"queued": len(self.queue), "spooled": len(self.spool or ())}
+    def backlog(self) -> dict:
+        """The heartbeat's payload: the backlog, and the changing facts when they changed since lmaster heard them."""
+        news = self._facts_news()
+        self._told.update(news)
+        return {"queued": len(self.queue), "spooled": len(self.spool or ()), **news}
+
+    def _facts_news(self) -> dict:
+        current = {"sensors": self.intervals(), **gpu_facts()}
+        return {name: value for name, value in current.items() if self._told.get(name) != value}
+
+    def note_facts(self) -> None:
+        """Sensor intervals or the GPUs may have changed: tell lmaster at once in a heartbeat if so."""
+        if self.session.connected.is_set() and self._facts_news():
+            self.session.heartbeat_soon()
 
     def describe_backlog(self) -> str:
         return f"{len(self.queue)} samples queued, {len(self.spool or ())} batches spooled"

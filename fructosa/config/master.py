@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 
 from ..graphite_paths import is_valid_path
@@ -26,6 +28,7 @@ from .values import (
     parse_existing_file,
     parse_host,
     parse_http_url,
+    parse_path,
     parse_port,
     parse_positive_float,
     parse_positive_int,
@@ -90,6 +93,23 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """``[http]`` in lmaster.conf: the JSON API and the web page (:mod:`fructosa.http`); absent: no HTTP server."""
+
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 8780),)
+    token_file: str | None = None
+    token: bytes | None = None
+    """Read from ``token_file`` when the file is loaded (so a bad file is a start-up error)."""
+    public_read: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_connections: int = 1000
+    max_body: int = 1 << 20
+    idle_timeout: float = 30.0
+    request_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class MasterConfig:
     path: str
     listen_host: str = "127.0.0.1"
@@ -112,6 +132,7 @@ class MasterConfig:
     accept_relays: bool = False
     """Let other lmasters relay to this one (they write paths of many hosts)."""
     upstream: UpstreamConfig | None = None
+    http: HttpConfig | None = None
     notices: tuple[str, ...] = ()
     alarms: AlarmsConfig = AlarmsConfig()
     alarm_rules: tuple = ()
@@ -252,13 +273,122 @@ SLURM = Section(
     ),
 )  # fmt: skip
 
+# -- [http]: lmaster's JSON API and web page ---------------------------------------------------------
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def parse_listen(text: str) -> tuple[tuple[str, int], ...]:
+    """``host:port`` pairs separated by commas; an IPv6 address in brackets (``[::1]:8780``)."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, colon, port = item.rpartition(":")
+        if not colon or not host:
+            raise ValueError(f"{item!r} is not host:port")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError(f"{item!r}: write an IPv6 address in brackets, [::1]:8780")
+        pairs.append((parse_host(host), parse_port(port)))
+    if not pairs:
+        raise ValueError("no address: host:port, several separated by commas")
+    if len(set(pairs)) != len(pairs):
+        raise ValueError("an address is listed twice")
+    return tuple(pairs)
+
+
+def format_listen(pairs: tuple[tuple[str, int], ...] | None) -> str | None:
+    return ", ".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in pairs) if pairs else None
+
+
+def read_token_file(path: str) -> tuple[bytes, str | None]:
+    """(token, warning) from the file; OSError or ValueError with a one-line reason.
+
+    A token that every local user can read is refused (anyone on the head node
+    could read the API with it); one open to the file's group is a warning, as
+    for the secret file.
+    """
+    with open(path, "rb") as stream:
+        token = stream.read().strip()
+        mode = os.fstat(stream.fileno()).st_mode
+    if mode & stat.S_IROTH:
+        raise ValueError(f"readable by every user (mode {mode & 0o777:o}): chmod 600 it")
+    if len(token) < 16:
+        raise ValueError("the token must be at least 16 characters (e.g. openssl rand -hex 32)")
+    if any(byte < 0x21 or byte > 0x7E for byte in token):
+        raise ValueError("the token must be printable ASCII without spaces (it travels in an HTTP header)")
+    warning = None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warning = f"token file {path} is accessible to others than its owner (mode {mode & 0o777:o}): chmod 600 it"
+    return token, warning
+
+
+def check_http(read: SectionRead) -> None:
+    """Read the token now (a bad file is a start-up error); refuse an API open to the network without one."""
+    values = read.values
+    token_file = values["http.token_file"]
+    if token_file:
+        try:
+            token, warning = read_token_file(token_file)
+        except OSError as error:
+            raise read.error("token file", error.strerror or str(error), token_file) from None
+        except ValueError as error:
+            raise read.error("token file", str(error), token_file) from None
+        if warning:
+            read.file.warnings.append(warning)
+        values["http.token"] = token
+    elif not values["http.public_read"]:
+        exposed = [host for host, _ in values["http.listen"] if host not in LOOPBACK_HOSTS]
+        if exposed:
+            raise read.error(
+                "listen", f"{exposed[0]} is reachable from other hosts: set a token file (or public read = yes)"
+            )
+    cert, key = values["http.tls_cert"], values["http.tls_key"]
+    if bool(cert) != bool(key):
+        raise read.missing("tls key" if cert else "tls cert", "HTTPS needs both tls cert and tls key")
+
+
+HTTP = Section(
+    "http",
+    optional_field="http",
+    doc="lmaster's JSON API (/api/nodes, /api/openapi.json) and its web page (/); without this section no HTTP"
+    " server runs. reload applies a new token file and public read; other changes need a restart.",
+    keys=(
+        Key("listen", "http.listen", parse_listen,
+            "host:port to serve on, several separated by commas ([::1]:8780 for IPv6); beyond loopback it needs a"
+            " token file or public read = yes", format=format_listen),
+        Key("token file", "http.token_file", parse_path,
+            "bearer token every /api request must carry (Authorization: Bearer TOKEN): a file of at least 16"
+            " characters (openssl rand -hex 32), chmod 600; without it the API is open to whoever reaches listen",
+            example="/etc/fructosa/http-token"),
+        Key("public read", "http.public_read", parse_bool,
+            "let GET requests through without the token (a wall display); the API only reads anyway"),
+        Key("tls cert", "http.tls_cert", parse_existing_file, "serve HTTPS with this certificate (PEM)",
+            example="/etc/fructosa/lmaster.crt"),
+        Key("tls key", "http.tls_key", parse_existing_file, "the private key of tls cert",
+            example="/etc/fructosa/lmaster.key"),
+        Key("max connections", "http.max_connections", parse_positive_int,
+            "open HTTP connections; the next one is answered 503 and closed at once"),
+        Key("max body", "http.max_body", parse_size,
+            "request bodies larger than this are refused (413) unread (bytes, or a number with K, M, G)",
+            format=format_size),
+        Key("idle timeout", "http.idle_timeout", parse_positive_float,
+            "seconds a keep-alive connection may wait between two requests"),
+        Key("request timeout", "http.request_timeout", parse_positive_float,
+            "seconds a new connection has to send its first request (slow clients are cut off)"),
+    ),
+    checks=(check_http,),
+)  # fmt: skip
+
 MASTER_SCHEMA = Schema(
     program="lmaster",
     root=MasterConfig,
     doc=f"FrUCToSA lmaster configuration (default location {DEFAULT_MASTER_CONFIG}). Every key is optional;"
     " the values shown are the defaults. Files written for FrUCToSA 0.3.2 work unchanged ([qmaster] is read"
     " as [lmaster]). Sizes: bytes, or a number with K, M, G; booleans: yes/no.",
-    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM, ALARMS),
+    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM, HTTP, ALARMS),
     named=ALARM_SECTIONS,
     checks=(check_alarm_actions,),
     foreign=(ForeignSection("sensor:", "ignored: sensors run in lagent, not lmaster"),),

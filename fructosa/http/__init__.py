@@ -25,17 +25,18 @@ Parts (one module per concern):
   over the limit at accept and cuts clients that do not send a request in
   time.
 
-Wiring in lmaster (done by the master's owner):
+Wiring in lmaster (:mod:`fructosa.master.web`, with ``[http]`` in lmaster.conf):
 
 1. one :class:`~fructosa.taps.latest.LatestValues` is registered as a *tap*
    of the flow, so ``observe(block, host)`` sees every checked block, and
-   ``prune(time.time())`` runs once a minute from lmaster's housekeeping;
-   ``forget(host)`` when an agent is removed from the table;
-2. a ``NodeSource`` over lmaster's agent table turns each agent entry (host,
-   peer address, connected, last frame, heartbeat from the hello, agent
-   version, connected since, sensor intervals, the static facts the agent
-   reports) into a :class:`~.state.NodeRecord`;
+   ``prune(time.time())`` runs once a minute;
+2. :class:`fructosa.master.nodes.AgentNodes`, a ``NodeSource`` over lmaster's
+   agent table, turns each agent entry (host, peer address, connected, last
+   frame, heartbeat from the hello, agent version, connected since, and the
+   facts the agent tells in its hello: sensor intervals, CPUs, memory, ...)
+   into a :class:`~.state.NodeRecord`;
 3. ``runner, sites = await fructosa.http.server.start(make_app(settings,
    HttpState(source, latest)))`` at start-up, ``await runner.cleanup()`` at
-   shutdown.
+   shutdown; a reload hands new settings (token, public read) to
+   :func:`.app.apply_settings`.
 """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from aiohttp import web
 
 from . import nodes, openapi, static
@@ -24,3 +26,16 @@ def make_app(settings: HttpSettings, state: HttpState) -> web.Application:
     app.add_routes(openapi.routes)
     app.add_routes(static.routes)
     return app
+
+
+def apply_settings(app: web.Application, settings: HttpSettings) -> None:
+    """A reload: new settings (token, public read) for the running application.
+
+    aiohttp frowns on changing a started application's state because a handler
+    could see half of a change; here one immutable settings object replaces
+    another in a single step on the event loop, so every request sees either
+    the old settings or the new ones.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app[SETTINGS] = settings

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from aiohttp import web
 
 from ..taps.latest import LatestValues, pattern_problem
 from .keys import SETTINGS, STATE
-from .state import STATES, NodeRecord
+from .state import STATES, HttpState, NodeRecord
 
 routes = web.RouteTableDef()
 
@@ -63,18 +65,36 @@ async def list_nodes(request: web.Request) -> web.Response:
     if wanted_state is not None and wanted_state not in STATES:
         raise _bad_request(f"unknown state {wanted_state!r}; valid: {', '.join(STATES)}")
     state, settings = request.app[STATE], request.app[SETTINGS]
+    key = (group_by, wanted_state)
+    caching = settings.nodes_cache_seconds > 0
+    cached = state.nodes_cache.get(key) if caching else None
+    if cached is not None and (
+        time.monotonic() - cached[0] < settings.nodes_cache_seconds or not state.build_budget.available()
+    ):  # fresh enough, or building again would take more than the HTTP API's share of lmaster's loop
+        return _compressed(web.Response(body=cached[1], content_type="application/json"))
+    started = time.monotonic()
+    body = json.dumps(_nodes_table(state, settings.heartbeat_slack, group_by, wanted_state)).encode()
+    if caching:
+        finished = time.monotonic()
+        state.build_budget.spend(finished - started)
+        state.nodes_cache[key] = (finished, body)
+    return _compressed(web.Response(body=body, content_type="application/json"))
+
+
+def _nodes_table(state: HttpState, slack: float, group_by: str | None, wanted_state: str | None) -> dict[str, Any]:
+    """hostname → node, or with ``group_by`` attribute value → hostname → node."""
     now = state.clock()
     nodes = {}
     for record in sorted(state.nodes.nodes(), key=lambda record: record.hostname):
-        node = node_json(record, state.latest, now, settings.heartbeat_slack)
+        node = node_json(record, state.latest, now, slack)
         if wanted_state is None or node["state"] == wanted_state:
             nodes[record.hostname] = node
     if group_by is None:
-        return _compressed(web.json_response(nodes))
+        return nodes
     groups: dict[str, dict[str, Any]] = {}
     for hostname, node in nodes.items():
         groups.setdefault(group_key(node, group_by), {})[hostname] = node
-    return _compressed(web.json_response(groups))
+    return groups
 
 
 def _compressed(response: web.Response) -> web.Response:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from aiohttp import web
 
@@ -42,7 +43,8 @@ class GuardedSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self._ssl_context else 'http'}://{host}:{self.port}"
 
     async def start(self) -> None:
         await super().start()
@@ -62,13 +64,17 @@ async def start(app: web.Application) -> tuple[web.AppRunner, list[GuardedSite]]
     runner = web.AppRunner(app, keepalive_timeout=settings.idle_timeout, access_log=None, handle_signals=False)
     await runner.setup()
     sites = []
+    tls = None
+    if settings.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(settings.tls_cert, settings.tls_key)
     try:
         for host, port in settings.listen:
-            site = GuardedSite(runner, host, port, app[GUARD])
+            site = GuardedSite(runner, host, port, app[GUARD], ssl_context=tls)
             await site.start()
             sites.append(site)
             log.info("HTTP API on %s", site.name)
-    except OSError:
+    except (OSError, ssl.SSLError):
         await runner.cleanup()
         raise
     return runner, sites

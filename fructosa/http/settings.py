@@ -28,6 +28,12 @@ class HttpSettings:
     static_max_age: int = 86_400
     """Cache lifetime of the vendored, versioned files (``/static/vendor/``); the page's own files revalidate."""
     extra_headers: dict[str, str] = field(default_factory=dict)
+    nodes_cache_seconds: float = 0.0
+    """``/api/nodes`` answers are reused for this long (per query): many pollers cost one build per period;
+    while answers are reused, building them takes at most about 5 % of the loop (:class:`.state.BuildBudget`)."""
+    tls_cert: str | None = None
+    """Serve HTTPS with this certificate (PEM) and ``tls_key``; None: plain HTTP."""
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:

@@ -33,14 +33,14 @@ class NodeRecord:
     sensors: dict[str, float] = field(default_factory=dict)
     """Sensor name → its current interval in seconds."""
     cpu: str | None = None
-    """CPU model name."""
+    """Processor architecture, ``platform.machine()`` (``x86_64``, ``aarch64``)."""
     cpus: int | None = None
     memory_bytes: int | None = None
     boot_time: float | None = None
     system: str | None = None
     """Operating system, e.g. ``Linux``."""
     platform: str | None = None
-    """Distribution and kernel, e.g. ``Debian 12 (6.1.0-18-amd64)``."""
+    """``platform.platform()``, e.g. ``Linux-6.1.0-18-amd64-x86_64-with-glibc2.36``."""
     gpus: list[str] = field(default_factory=list)
     """GPU model names, one per board."""
 
@@ -76,6 +76,31 @@ class StaticNodes:
         return self.records.get(hostname)
 
 
+class BuildBudget:
+    """A share of the event loop for building answers: a token bucket of seconds.
+
+    It fills at ``share`` seconds per second (at most ``burst`` seconds);
+    each build spends what it took. While it is empty, callers serve what they
+    built before, a little older, instead of building again, so however many
+    clients ask, and whatever they ask, building costs lmaster's loop about
+    ``share`` of its time (plus one build).
+    """
+
+    def __init__(self, share: float = 0.05, burst: float = 0.5, clock: Callable[[], float] = time.monotonic):
+        self.share, self.burst, self.clock = share, burst, clock
+        self.credit = burst
+        self._last = clock()
+
+    def available(self) -> bool:
+        now = self.clock()
+        self.credit = min(self.burst, self.credit + (now - self._last) * self.share)
+        self._last = now
+        return self.credit > 0
+
+    def spend(self, seconds: float) -> None:
+        self.credit -= seconds
+
+
 @dataclass
 class HttpState:
     """Everything the handlers read: nodes, the latest-values store, and the clock (tests move it)."""
@@ -83,3 +108,7 @@ class HttpState:
     nodes: NodeSource
     latest: LatestValues
     clock: Callable[[], float] = time.time
+    nodes_cache: dict[tuple[str | None, str | None], tuple[float, bytes]] = field(default_factory=dict)
+    """(group_by, state) → (monotonic time built, JSON body) of ``/api/nodes``; see ``nodes_cache_seconds``."""
+    build_budget: BuildBudget = field(default_factory=BuildBudget)
+    """Bounds the loop time ``/api/nodes`` builds take while answers are cached."""

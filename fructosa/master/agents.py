@@ -38,10 +38,14 @@ class AgentLink:
     heartbeat_interval: float = 30.0
     connected_since: float = 0.0
     last_frame: float = 0.0
+    facts: dict = field(default_factory=dict)
+    """What the node said it is in this connection's hello."""
+    held: bool = False
+    """A batch of it waits for lmaster's sinks (back-pressure): the agent is there, lmaster is not reading."""
 
     def live(self, now: float) -> bool:
-        """Heard from within two of its heartbeats (plus slack)."""
-        return now - self.last_frame <= 2 * self.heartbeat_interval + 5
+        """Heard from within two of its heartbeats (plus slack), or held back by lmaster itself."""
+        return self.held or now - self.last_frame <= 2 * self.heartbeat_interval + 5
 
 
 @dataclass
@@ -62,6 +66,8 @@ class AgentState:
     """Of its newest connection."""
     links: list[AgentLink] = field(default_factory=list)
     """Its live connections, oldest first."""
+    facts: dict = field(default_factory=dict)
+    """What the node is, from its hello (checked by :func:`fructosa.wire.protocol.check_facts`)."""
     _samples_at_last_report: int = 0
 
     @property
@@ -120,6 +126,8 @@ class AgentTable:
                 del self._agents[silent.host]
             state = self._agents[host] = AgentState(host=host)
         state.address, state.agent, state.heartbeat_interval = link.address, link.agent, link.heartbeat_interval
+        if link.facts:
+            state.facts = link.facts
         state.last_frame = max(state.last_frame, link.last_frame)
         state.links.append(link)
         return state

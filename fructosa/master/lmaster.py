@@ -4,7 +4,9 @@ The parts, each in its own module: the agent table (:mod:`.agents`), the
 listening side and the per-connection frame loop (:mod:`.server`), the flow
 of checked blocks to the sinks and taps (:mod:`.flow`), the status report,
 liveness and self-metrics (:mod:`.report`), and, with ``[slurm]``, the job
-events poller (:mod:`fructosa.jobs.events`), whose datapoints take the flow.
+events poller (:mod:`fructosa.jobs.events`), whose datapoints take the flow,
+and, with ``[http]``, the HTTP API and page (:mod:`.web`), which reads the
+agent table and a latest-values tap on the same event loop.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .agents import AgentTable
 from .flow import Flow
 from .report import Reporter
 from .server import AgentServer
+from .web import HttpFace
 
 log = logging.getLogger(__package__)  # one logger for all of lmaster, as admins filter on it
 
@@ -49,10 +52,13 @@ class Master:
         """``sinks`` default to what ``cfg`` asks for (:func:`~fructosa.sinks.build.build_sinks`)."""
         self.config = cfg
         self.sinks = build_sinks(cfg, spool) if sinks is None else sinks
-        self.taps = taps if taps is not None else []
+        self.taps = list(taps) if taps is not None else []
         self.agents = AgentTable()
         if status_file:
             self.agents.load(status_file)
+        self.http = HttpFace(cfg.http, self.agents) if cfg.http is not None else None
+        if self.http is not None:
+            self.taps.extend(self.http.taps)
         self.flow = Flow(self.sinks, self.taps)
         self.server = AgentServer(cfg, listen_sockets, self.flow, self.agents, tls)
         self.reporter = Reporter(cfg, self.agents, self.flow, self.server.counters, spool, status_file)
@@ -75,6 +81,9 @@ class Master:
         workers = [asyncio.create_task(sink.run(), name=f"sink-{sink.name}") for sink in self.sinks]
         workers += [asyncio.create_task(tap.run(), name=f"tap-{tap.name}") for tap in self.taps]
         await self.server.start()
+        if self.http is not None:
+            await self.http.start()
+            workers.append(asyncio.create_task(self.http.run(), name="http-prune"))
         self.reporter.start()
         reporter = asyncio.create_task(self.reporter.run(), name="reporter")
         slurm_poller = None
@@ -86,6 +95,8 @@ class Master:
         finally:
             log.info("shutting down: closing %d agent connections", self.server.connections)
             reporter.cancel()
+            if self.http is not None:
+                await self.http.stop()
             await self.server.stop()
             await asyncio.gather(reporter, return_exceptions=True)
             if slurm_poller is not None:
@@ -128,6 +139,10 @@ class Master:
         ):  # fmt: skip
             if before != after:
                 log.warning("reload: a change of %s takes effect at the next restart", what)
+        if self.http is not None:
+            self.http.reconfigure(new.http)
+        elif new.http is not None:
+            log.warning("reload: adding [http] takes effect at the next restart")
         self.server.reconfigure(new)
         for sink in self.sinks:
             sink.reconfigure(new)

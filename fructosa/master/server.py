@@ -208,6 +208,7 @@ class AgentServer:
         # that only says hello (or garbage after it) leaves no trace in it; it
         # counts this connection (link) among the host's live ones until it ends.
         link = AgentLink(address=address, agent=str(hello.get("agent", "")), connected_since=time.time())
+        link.facts = hello.get("facts", {})
         heartbeat = hello.get("heartbeat")
         if isinstance(heartbeat, (int, float)) and 0 < heartbeat < 86400:
             link.heartbeat_interval = float(heartbeat)
@@ -220,11 +221,18 @@ class AgentServer:
                 kind, payload = await read_frame(reader, self.limits.peer_timeout, self.limits.idle_timeout)
                 state = self.agents.heard(hello["host"], link, state, time.time())
                 if kind == protocol.DATAPOINTS or kind == protocol.SAMPLES:
-                    async with self.flow.admission.turn():  # back-pressure: waits while the sinks are nearly full
-                        state.samples += await self.flow.take_batch(kind, payload, acks.send, sender)
+                    link.held = True  # while back-pressure holds it, the agent still counts as up
+                    try:
+                        async with self.flow.admission.turn():  # waits while the sinks are nearly full
+                            state.samples += await self.flow.take_batch(kind, payload, acks.send, sender)
+                    finally:
+                        link.held = False
                     state.last_data = state.last_frame
                 elif kind == protocol.HEARTBEAT:
                     state.backlog = heartbeat_backlog(payload, state.backlog)
+                    news = protocol.heartbeat_facts(payload)
+                    if news:
+                        state.facts = {**state.facts, **news}
                 else:
                     raise protocol.ProtocolError(f"unexpected frame kind {kind!r}")
         except asyncio.IncompleteReadError as error:

@@ -46,6 +46,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..wire.blocks import Block
+from . import Tap
 
 DEFAULT_MAIN_SERIES: tuple[str, ...] = (
     "CPUPercent.*",
@@ -154,11 +155,13 @@ class _Host:
         return index if index < len(self.gids) and self.gids[index] == gid else _NO_SLOT
 
 
-class LatestValues:
+class LatestValues(Tap):
     """The newest value per series and per host, plus main-series history; see the module docstring.
 
     Not thread-safe: lmaster calls it from its event loop only.
     """
+
+    name = "latest"
 
     def __init__(self, limits: LatestLimits | None = None, main_series: Iterable[str] = DEFAULT_MAIN_SERIES):
         self.limits = limits or LatestLimits()
@@ -178,14 +181,15 @@ class LatestValues:
 
     # -- feeding -------------------------------------------------------------------------------------
 
-    def observe(self, block: Block, host: str) -> None:
-        """Remember the block's datapoints; ``host`` is the agent it came from (a hint for the fast path)."""
+    def observe(self, block: Block, host: str | None) -> None:
+        """Remember the block's datapoints; ``host`` is the agent it came from (a hint for the fast path),
+        None for lmaster's own datapoints."""
         count = len(block)
         if not count:
             return
         paths = block.paths
         prefix = f"{host}.".encode("ascii", "replace")
-        if paths.startswith(prefix) and paths.count(b"\n" + prefix) == count - 1:
+        if host is not None and paths.startswith(prefix) and paths.count(b"\n" + prefix) == count - 1:
             self._observe_one_host(host, paths, len(prefix), block.times, block.values)
         else:  # a relay's block: several hosts, grouped by each path's first component
             paths_list = paths.decode("ascii", "replace").split("\n")

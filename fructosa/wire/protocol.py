@@ -30,7 +30,16 @@ Frame kinds, in the order a session uses them:
     ``0 < heartbeat < 86400``: the master counts the agent up while it hears
     from it within two intervals (other values are ignored). ``relay``
     (optional, ``true``) says the sender is an lmaster relaying other hosts'
-    datapoints. ``nonce`` is the agent's random nonce in hex. With a shared
+    datapoints. ``facts`` (optional) is what the node is, sent once per
+    connection: ``{"cpu": "x86_64", "cpus": 64, "memory_bytes": N,
+    "boot_time": UNIX_TIME, "system": "Linux", "platform": "Linux-6.1.0-...",
+    "gpus": 2, "gpu_models": ["NVIDIA H100 80GB HBM3", ...], "sensors":
+    {"CPUPercent": 10.0, ...}}`` (``cpu`` is ``platform.machine()``,
+    ``platform`` is ``platform.platform()``, ``gpus`` the number of GPU
+    boards, ``gpu_models`` their names, one per board, ``sensors`` each
+    sensor's current interval in seconds). The master keeps the fields of the right type and range
+    (:func:`check_facts`), drops the others and ignores unknown ones, so a
+    newer agent never fails an older master. ``nonce`` is the agent's random nonce in hex. With a shared
     secret, ``mac`` is HMAC-SHA256(secret, ``"fructosa-agent|" + master nonce
     + "|" + agent nonce + "|" + host``) in hex. The master checks it before it
     decodes anything else and closes the connection when it is wrong or missing.
@@ -77,7 +86,14 @@ Frame kinds, in the order a session uses them:
     waiting in memory, batches in its disk spool), for lmaster's statistics;
     an empty or unreadable payload still counts as a sign of life. Sent when
     the agent has had nothing to send for its heartbeat interval, so the
-    master can tell a quiet agent from a dead connection.
+    master can tell a quiet agent from a dead connection. When the sensors'
+    intervals change (adaptive sampling, a reload), the agent sends one at
+    once with ``"sensors": {NAME: SECONDS, ...}`` added, the hello's
+    ``facts.sensors`` anew (and ``gpus`` and ``gpu_models`` when the GPUs
+    became known after the hello); the master takes them from a heartbeat of at most
+    :data:`MAX_HELLO` bytes, checked as in the hello (:func:`heartbeat_facts`).
+    Riding on the heartbeat (not a frame kind of its own) keeps a newer agent
+    working with an older master, which ignores fields it does not know.
 
 A third party writing an agent needs only: connect over TCP (or TLS), read
 ``C``, send ``H``, read ``W``, then send ``S`` (or ``D``) frames and read ``A`` frames.
@@ -88,6 +104,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 import struct
 
@@ -392,7 +409,88 @@ def check_hello(payload: bytes) -> dict:
         raise ProtocolError("hello's agent field is not a short printable string")
     if not isinstance(message.get("nonce", ""), str) or not isinstance(message.get("mac", ""), str):
         raise ProtocolError("hello nonce and mac must be strings")
+    message["facts"] = check_facts(message.get("facts"))
     return message
+
+
+MAX_FACT_TEXT = 200
+"""Characters of a text fact (``platform`` is the longest: distribution and kernel)."""
+MAX_SENSORS = 256
+"""Sensors a node may report intervals for; lagent has about thirty kinds."""
+MAX_GPUS = 64
+"""GPU model names a node may list (an 8-board node with MIG still names 8 boards)."""
+MAX_INTERVAL = 7 * 86400.0
+_FACT_TEXTS = ("cpu", "system", "platform")
+_FACT_COUNTS = ("cpus", "memory_bytes", "gpus")
+
+
+def check_facts(facts: object) -> dict:
+    """The hello's ``facts`` (see the module docstring) as far as they make sense.
+
+    Facts only inform: a field of the wrong type or out of range is dropped,
+    never a reason to end the session, and unknown fields are ignored. What is
+    kept is bounded: texts of printable characters up to :data:`MAX_FACT_TEXT`,
+    non-negative integers below 2**63, a boot time that is a finite positive
+    number, at most :data:`MAX_SENSORS` sensor intervals.
+    """
+    if not isinstance(facts, dict):
+        return {}
+    kept: dict = {}
+    for name in _FACT_TEXTS:
+        value = facts.get(name)
+        if _is_text(value):
+            kept[name] = value
+    for name in _FACT_COUNTS:
+        value = facts.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63:
+            kept[name] = value
+    boot_time = facts.get("boot_time")
+    if _is_number(boot_time) and 0 < boot_time < 1e11:
+        kept["boot_time"] = float(boot_time)
+    models = facts.get("gpu_models")
+    if isinstance(models, list) and len(models) <= MAX_GPUS and all(_is_text(model) for model in models):
+        kept["gpu_models"] = list(models)
+    sensors = check_sensor_intervals(facts.get("sensors"))
+    if sensors is not None:
+        kept["sensors"] = sensors
+    return kept
+
+
+def check_sensor_intervals(sensors: object) -> dict[str, float] | None:
+    """``{sensor name: seconds}`` with valid names and intervals (others dropped), or None when not an object."""
+    if not isinstance(sensors, dict) or len(sensors) > MAX_SENSORS:
+        return None
+    return {
+        name: float(interval)
+        for name, interval in sensors.items()
+        if isinstance(name, str) and 0 < len(name) <= 64 and sanitize_component(name) == name
+        and _is_number(interval) and 0 < interval <= MAX_INTERVAL
+    }  # fmt: skip
+
+
+HEARTBEAT_FACTS = ("sensors", "gpus", "gpu_models")
+"""Facts that change while connected, which a heartbeat may bring anew."""
+
+
+def heartbeat_facts(payload: bytes) -> dict:
+    """The changed facts a heartbeat brings (:data:`HEARTBEAT_FACTS`), checked as in the hello; {} for none."""
+    if len(payload) > MAX_HELLO or not any(f'"{name}"'.encode() in payload for name in HEARTBEAT_FACTS):
+        return {}
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(message, dict):
+        return {}
+    return check_facts({name: message[name] for name in HEARTBEAT_FACTS if name in message})
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_FACT_TEXT and value.isprintable()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_host_name(host: object) -> str | None:

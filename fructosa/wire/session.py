@@ -225,6 +225,7 @@ class SendingSession:
         self.acknowledged = 0
         self.connects = 0
         self._new_data = asyncio.Event()
+        self._heartbeat_due = False
         self._window_open = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
         self._connect_log = RateLimitedLog(log, period=300.0)
@@ -239,6 +240,11 @@ class SendingSession:
 
     def wake(self) -> None:
         """New data waits to be sent."""
+        self._new_data.set()
+
+    def heartbeat_soon(self) -> None:
+        """Send a heartbeat as soon as the data waiting has gone (the backlog carries news for the peer)."""
+        self._heartbeat_due = True
         self._new_data.set()
 
     def take_in_flight(self) -> list[tuple[bytes, object]]:
@@ -324,8 +330,10 @@ class SendingSession:
                     self.sent += 1
                     last_sent = loop.time()
                     continue
-                await self._wait_for_work(acks, last_sent + self.heartbeat_interval - loop.time())
-                if not acks.done() and loop.time() - last_sent >= self.heartbeat_interval:
+                wait = 0.0 if self._heartbeat_due else last_sent + self.heartbeat_interval - loop.time()
+                await self._wait_for_work(acks, wait)
+                if not acks.done() and (self._heartbeat_due or loop.time() - last_sent >= self.heartbeat_interval):
+                    self._heartbeat_due = False
                     backlog = json.dumps(self.outbox.backlog()).encode()
                     writer.write(protocol.encode_frame(protocol.HEARTBEAT, backlog))
                     await writer.drain()

@@ -1,0 +1,119 @@
+"""Benchmark: lmaster's relay rate while its ``[http]`` API is busy.
+
+The question is whether HTTP clients can slow the relay, since both share
+lmaster's event loop. lmaster (pinned to the relay core, ``[http]`` on a
+loopback port with a token) relays simulated agents (16 connections, as
+the relay benchmark's "many" row) to a counting sink twice: alone, then
+while one process on the load core holds 1,000 idle HTTP connections and
+runs 50 clients that each GET ``/api/nodes`` once a second. Reported: both
+relay rates, lmaster's CPU, the HTTP connections lmaster held, the pollers'
+answers and their latency, and lmaster's CPU for the HTTP load alone (no
+agent sending): on a shared machine the rates move with other processes'
+load, while that CPU figure is what HTTP can take from the relay at most.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.support.carbon import free_ports
+
+from .measure import LOAD_CPU, RELAY_CPU, VENV_BIN, CpuWindow, Proc, can_connect, child_pythonpath, wait_until
+from .relay import MANY, load
+from .servers import lmaster_config
+from .sink import CountingSink
+
+IDLE_CONNECTIONS = 1000
+POLLERS = 50
+
+
+def start_lmaster_with_http(workdir: Path, sink: CountingSink) -> tuple[Proc, int, int, Path]:
+    """lmaster as in the relay benchmark plus ``[http]``; returns it, its agent port, HTTP port and token file."""
+    port, http_port = free_ports(2)
+    config = lmaster_config(workdir, port, sink.pickle_port, sink.line_port)
+    token_file = workdir / "http-token"
+    token_file.write_text("benchmark-token-0123456789abcdef\n")
+    token_file.chmod(0o600)
+    with config.open("a") as stream:  # idle clients stay for the whole run; room for them and the pollers
+        stream.write(
+            f"\n[http]\nlisten = 127.0.0.1:{http_port}\ntoken file = {token_file}\n"
+            f"max connections = {IDLE_CONNECTIONS + POLLERS + 100}\nrequest timeout = 600\nidle timeout = 600\n"
+        )
+    argv = [str(VENV_BIN / "lmaster"), "-c", str(config), "-p", str(workdir / "lmaster.pid"), "start", "--foreground"]
+    proc = Proc("lmaster", argv, workdir / "lmaster.out", RELAY_CPU)
+    proc.wait_ready(lambda: can_connect(port) and can_connect(http_port))
+    return proc, port, http_port, token_file
+
+
+def http_connections(pid: int, port: int) -> int:
+    """Established connections lmaster holds on its HTTP port."""
+    return sum(
+        1 for connection in psutil.Process(pid).net_connections("tcp")
+        if connection.laddr and connection.laddr.port == port and connection.status == psutil.CONN_ESTABLISHED
+    )  # fmt: skip
+
+
+def start_clients(workdir: Path, http_port: int, token_file: Path, round_number: int) -> tuple[Proc, Path]:
+    out = workdir / f"http-clients-{round_number}.json"
+    argv = [sys.executable, "-m", "benchmarks.http_clients", str(http_port), str(token_file),
+            str(IDLE_CONNECTIONS), str(POLLERS), str(out)]  # fmt: skip
+    clients = Proc("http-clients", argv, workdir / "http-clients.out", LOAD_CPU, env={"PYTHONPATH": child_pythonpath()})
+    if not wait_until(lambda: Path(f"{out}.ready").exists() or not clients.running, 60):
+        raise RuntimeError("the HTTP clients did not connect within 60 s")
+    return clients, out
+
+
+def stop_clients(clients: Proc, out: Path) -> dict:
+    clients.popen.send_signal(signal.SIGTERM)
+    clients.popen.wait(30)
+    return json.loads(out.read_text()) if out.exists() else {}
+
+
+def run(workdir: Path, quick: bool) -> dict:
+    """Rounds of (relay alone, relay with HTTP load); other processes on a shared machine only ever lower a
+    rate, so each condition's best round is its figure."""
+    window, warmup, quiet, rounds = (5.0, 2.0, 2.0, 1) if quick else (15.0, 5.0, 5.0, 3)
+    workdir.mkdir(parents=True, exist_ok=True)
+    alone, busy, polls, held = [], [], [], []
+    http_only = None
+    with CountingSink() as sink:
+        lmaster, port, http_port, token_file = start_lmaster_with_http(workdir, sink)
+        try:
+            for round_number in range(rounds):
+                print(f"  http: round {round_number + 1}: relay alone, {MANY} connections, {window:g} s …", flush=True)
+                alone.append(load(sink, lmaster, port, "fructosa", MANY, window, warmup, quiet=quiet))
+                clients, out = start_clients(workdir, http_port, token_file, round_number)
+                try:
+                    held.append(http_connections(lmaster.pid, http_port))
+                    if http_only is None:
+                        print(f"  http: lmaster's CPU for {held[-1]} HTTP connections and pollers alone …", flush=True)
+                        cpu = CpuWindow(lmaster.pid).start()
+                        time.sleep(window)
+                        cpu.stop()
+                        http_only = cpu.percent
+                    print(f"  http: round {round_number + 1}: relay with {held[-1]} HTTP connections open, "
+                          f"{POLLERS} polling /api/nodes …", flush=True)  # fmt: skip
+                    busy.append(load(sink, lmaster, port, "fructosa", MANY, window, warmup, quiet=quiet))
+                    held.append(http_connections(lmaster.pid, http_port))
+                finally:
+                    polls.append(stop_clients(clients, out))
+        finally:
+            lmaster.stop()
+    best_alone = max(alone, key=lambda row: row["rate"])
+    best_busy = max(busy, key=lambda row: row["rate"])
+    ratio = best_busy["rate"] / best_alone["rate"] if best_alone["rate"] else None
+    return {
+        "alone": best_alone, "with_http": best_busy, "rounds": {"alone": alone, "with_http": busy},
+        "http_only_cpu_percent": http_only, "nodes": MANY, "http_connections": min(held),
+        "clients": max(polls, key=lambda row: row.get("latency_p99_ms") or 0), "all_clients": polls, "ratio": ratio,
+        "targets": [{
+            "target": "relay rate with 1,000 idle HTTP connections and 50 pollers ≥ 90 % of the rate alone",
+            "measured": f"{100 * ratio:.0f} %" if ratio else "n/a", "pass": bool(ratio and ratio >= 0.9),
+        }],
+    }  # fmt: skip

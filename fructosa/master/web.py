@@ -1,0 +1,108 @@
+"""lmaster's HTTP face (``[http]``): the API and page of :mod:`fructosa.http` over this lmaster's parts.
+
+What it puts together: a :class:`~fructosa.taps.latest.LatestValues` tap
+(the Master adds it to the flow's taps, so it sees every checked block), an
+:class:`~.nodes.AgentNodes` view of the agent table, and the aiohttp server
+on lmaster's own event loop. The relay comes first: handlers only read
+in-memory tables, ``/api/nodes`` answers are reused for a second, the number
+of connections is capped at accept, and a server that cannot start (port
+taken, bad certificate) is logged while lmaster goes on relaying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import replace
+
+from aiohttp import web
+
+from ..config.master import HttpConfig
+from ..http import server
+from ..http.app import apply_settings, make_app
+from ..http.keys import SETTINGS
+from ..http.settings import HttpSettings
+from ..http.state import HttpState
+from ..taps import Tap
+from ..taps.latest import LatestValues
+from .agents import AgentTable
+from .nodes import AgentNodes
+
+log = logging.getLogger(__package__)
+
+PRUNE_INTERVAL = 60.0
+"""Seconds between two prunes of the latest-values store (series that stopped, hosts gone)."""
+NODES_CACHE_SECONDS = 1.0
+"""How long an ``/api/nodes`` answer is reused: 50 clients polling every second cost one build."""
+STOP_TIMEOUT = 5.0
+
+
+def http_settings(cfg: HttpConfig) -> HttpSettings:
+    return HttpSettings(
+        listen=cfg.listen, token=cfg.token, public_read=cfg.public_read, max_connections=cfg.max_connections,
+        max_body=cfg.max_body, idle_timeout=cfg.idle_timeout, request_timeout=cfg.request_timeout,
+        tls_cert=cfg.tls_cert, tls_key=cfg.tls_key, nodes_cache_seconds=NODES_CACHE_SECONDS,
+    )  # fmt: skip
+
+
+class HttpFace:
+    """The ``[http]`` server of one lmaster: start, prune, reload, stop."""
+
+    def __init__(self, cfg: HttpConfig, agents: AgentTable) -> None:
+        self.config = cfg
+        self.latest = LatestValues()
+        self.app = make_app(http_settings(cfg), HttpState(AgentNodes(agents), self.latest))
+        self.runner: web.AppRunner | None = None
+        self.addresses: list[str] = []
+
+    @property
+    def taps(self) -> list[Tap]:
+        """What the flow must feed: the latest-values store the API reads."""
+        return [self.latest]
+
+    async def start(self) -> None:
+        """Serve on every listen address; a failure is logged, and lmaster relays on without HTTP."""
+        try:
+            self.runner, sites = await server.start(self.app)
+        except (OSError, ssl.SSLError) as error:
+            where = ", ".join(f"{host}:{port}" for host, port in self.config.listen)
+            log.error("[http] listen = %s: cannot serve the HTTP API: %s", where, getattr(error, "strerror", error))
+            return
+        self.addresses = [site.name for site in sites]
+        if self.config.token is None:
+            log.warning("[http] has no token file: whoever reaches %s can read the API", ", ".join(self.addresses))
+
+    async def run(self) -> None:
+        """Prune the latest-values store once every :data:`PRUNE_INTERVAL` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL)
+            removed = self.latest.prune(time.time())
+            if removed:
+                log.debug("latest values: %d series without news pruned", removed)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            try:
+                await asyncio.wait_for(self.runner.cleanup(), STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("HTTP server did not stop within %g s", STOP_TIMEOUT)
+            self.runner = None
+
+    def reconfigure(self, new: HttpConfig | None) -> None:
+        """A reload: the token and public read apply at once; the rest waits for a restart (logged)."""
+        if new is None:
+            log.warning("reload: removing [http] takes effect at the next restart")
+            return
+        old = self.config
+        if replace(old, token_file=None, token=None, public_read=False) != replace(
+            new, token_file=None, token=None, public_read=False
+        ):
+            log.warning("reload: a change of [http] listen, TLS or limits takes effect at the next restart")
+        current = self.app[SETTINGS]
+        if (current.token, current.public_read) != (new.token, new.public_read):
+            apply_settings(self.app, replace(current, token=new.token, public_read=new.public_read))
+            shown = "yes" if new.public_read else "no"
+            log.info("reload: [http] token and public read applied (public read = %s)", shown)
+        self.config = replace(old, token_file=new.token_file, token=new.token, public_read=new.public_read)
