@@ -203,7 +203,7 @@ def test_cpu_burners_switch_cpupercent_to_fast_sampling_in_whisper(tmp_path: Pat
             start = int(time.time())
             # before the burners: slow (a machine busy with other work may first hold it fast for a while)
             slow = carbon.wait_for(path, lambda s: SLOW in _gaps(s), since=start, timeout=90)
-            assert max(_gaps(slow)) == SLOW, slow  # shorter gaps only while it was fast, or switching
+            assert SLOW <= max(_gaps(slow)) <= 2 * SLOW, slow  # shorter gaps only while fast or switching
             burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
             try:
                 burn = int(time.time())
@@ -219,7 +219,7 @@ def test_cpu_burners_switch_cpupercent_to_fast_sampling_in_whisper(tmp_path: Pat
             calm = int(time.time()) + HOLD + SLOW + 1
             after = carbon.wait_for(path, lambda s: SLOW in _gaps([p for p in s if p[0] >= calm]),
                                     since=int(time.time()), timeout=90)  # fmt: skip
-            assert max(_gaps([p for p in after if p[0] >= calm])) == SLOW, after
+            assert SLOW <= max(_gaps([p for p in after if p[0] >= calm])) <= 2 * SLOW, after
             log = agent.output() + (tmp_path / "limon.log").read_text(errors="replace")
             assert re.search(
                 rf"CPUPercent: fast sampling \({FAST} s\) because CPUPercent.total = [\d.]+ > {THRESHOLD}", log

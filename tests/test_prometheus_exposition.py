@@ -53,7 +53,9 @@ def golden_paths() -> list[str]:
     return sorted(paths)
 
 
-def fed_store(now: float = NOW) -> LatestValues:
+def fed_store(now: float | None = None) -> LatestValues:
+    """Values timed now (by default): the handlers judge staleness by the real clock, however long the suite ran."""
+    now = time.time() if now is None else now
     store = LatestValues()
     blocks = {
         "node01": [
