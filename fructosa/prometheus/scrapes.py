@@ -286,18 +286,26 @@ class Scrapes:
         return valid[: self.settings.max_targets]
 
     def _save(self) -> None:
-        """Write the targets atomically (temp file, fsync, rename, fsync of the directory)."""
+        """Write the targets atomically; a failure is logged (the targets are still scraped, until a restart)."""
         if self.state_path is None:
             return
+        try:
+            self._write_state(self.state_path)
+        except OSError as error:
+            self._log.log(logging.ERROR, "save", "cannot save the scrape targets in %s (they will not survive a"
+                          " restart): %s", self.state_path, error.strerror or error)  # fmt: skip
+
+    def _write_state(self, path: Path) -> None:
+        """Temp file in the same directory, fsync, rename, fsync of the directory: the old list or the new one."""
         entries = [{"id": t.id, "url": t.url, "period": t.period} for t in self.targets.values()]
-        directory = self.state_path.parent
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = directory / f".{STATE_FILE}.{os.getpid()}.tmp"
         with open(temporary, "w", encoding="utf-8") as stream:
             json.dump(entries, stream, indent=1)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, self.state_path)
+        os.replace(temporary, path)
         descriptor = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(descriptor)
