@@ -173,7 +173,7 @@ def test_targets_survive_a_restart_and_the_file_is_written_atomically(tmp_path, 
     run(scenario)
     assert "cannot read the scrape targets" in caplog.text
     assert url_host("http://switch01.example.org:9116/metrics") == "switch01"
-    assert url_host("http://[::1]:9100/metrics") == "1"
+    assert url_host("http://[::1]:9100/metrics") == "ip6___1"
 
 
 def test_scrapes_api(tmp_path):

@@ -107,6 +107,11 @@ class HttpConfig:
     max_body: int = 1 << 20
     idle_timeout: float = 30.0
     request_timeout: float = 10.0
+    # Prometheus: /metrics and the targets lmaster scrapes itself (/api/scrapes)
+    metrics_staleness: float = 300.0
+    metrics_max_series: int = 2_000_000
+    scrapes_dir: str | None = None
+    """Where ``scrapes.json`` (the targets of ``/api/scrapes``) is kept; None: lmaster's spool dir."""
 
 
 @dataclass(frozen=True)
@@ -378,6 +383,15 @@ HTTP = Section(
             "seconds a keep-alive connection may wait between two requests"),
         Key("request timeout", "http.request_timeout", parse_positive_float,
             "seconds a new connection has to send its first request (slow clients are cut off)"),
+        # Prometheus: /metrics and the targets lmaster scrapes itself (/api/scrapes)
+        Key("metrics staleness", "http.metrics_staleness", parse_positive_float,
+            "/metrics leaves out hosts whose newest value is older than this many seconds"),
+        Key("metrics max series", "http.metrics_max_series", parse_positive_int,
+            "series in one /metrics answer at most; the rest are left out and counted"
+            " (fructosa_lmaster_metrics_series_dropped_total)"),
+        Key("scrapes dir", "http.scrapes_dir", parse_path,
+            "where the targets registered with POST /api/scrapes are kept (scrapes.json), to survive restarts;"
+            " unset: the spool dir of [lmaster] (no spool: kept in memory only)", example="/var/lib/fructosa/lmaster"),
     ),
     checks=(check_http,),
 )  # fmt: skip

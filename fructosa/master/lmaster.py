@@ -62,6 +62,10 @@ class Master:
         self.flow = Flow(self.sinks, self.taps)
         self.server = AgentServer(cfg, listen_sockets, self.flow, self.agents, tls)
         self.reporter = Reporter(cfg, self.agents, self.flow, self.server.counters, spool, status_file)
+        # Prometheus: /metrics with the last report's self-metrics; scraped targets enter through emit
+        if self.http is not None:
+            spool_dir = str(spool.directory) if spool is not None else None
+            self.http.add_prometheus(self.emit, lambda: self.reporter.last_self_metrics, spool_dir)
 
     def emit(self, datapoints: list[Datapoint]) -> None:
         """Send datapoints the master makes itself (liveness, job events) to every sink and tap."""

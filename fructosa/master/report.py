@@ -61,6 +61,8 @@ class Reporter:
         self.status_file = status_file
         self.started = time.time()
         self._usage = ProcessUsage()
+        self.last_self_metrics: dict[str, float] = {}
+        """The last report's self-metrics: what /metrics serves (sampling again would shift the CPU windows)."""
         self._sender: graphyte.Sender | None = None
         self._log = RateLimitedLog(log, period=300.0)
 
@@ -109,8 +111,9 @@ class Reporter:
         self.forget_silent(now)
         self.agents.update_rates(self.config.self_metrics_interval)
         self.flow.emit(self.liveness(now))
+        self.last_self_metrics = self.self_metrics() if self.config.self_metrics else {}
         if self._sender is not None:
-            for key, value in self.self_metrics().items():
+            for key, value in self.last_self_metrics.items():
                 self._sender.send(key, value, now)
         if self.status_file:
             try:

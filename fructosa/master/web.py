@@ -15,16 +15,22 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from aiohttp import web
 
 from ..config.master import HttpConfig
+from ..graphite_paths import Datapoint
 from ..http import server
 from ..http.app import apply_settings, make_app
 from ..http.keys import SETTINGS
+from ..http.metrics import add_metrics_routes
+from ..http.scrapes import add_scrapes_routes
 from ..http.settings import HttpSettings
 from ..http.state import HttpState
+from ..prometheus.exposition import MetricsSettings
+from ..prometheus.scrapes import Scrapes
 from ..taps import Tap
 from ..taps.latest import LatestValues
 from .agents import AgentTable
@@ -56,14 +62,38 @@ class HttpFace:
         self.app = make_app(http_settings(cfg), HttpState(AgentNodes(agents), self.latest))
         self.runner: web.AppRunner | None = None
         self.addresses: list[str] = []
+        self.scrapes: Scrapes | None = None
 
     @property
     def taps(self) -> list[Tap]:
         """What the flow must feed: the latest-values store the API reads."""
         return [self.latest]
 
+    # Prometheus: /metrics over the latest values, and the targets lmaster scrapes itself (/api/scrapes)
+    def add_prometheus(
+        self,
+        emit: Callable[[list[Datapoint]], None],
+        self_metrics: Callable[[], dict[str, float]],
+        spool_dir: str | None,
+    ) -> None:
+        """Serve ``/metrics`` and ``/api/scrapes`` (call before :meth:`start`).
+
+        ``self_metrics`` returns the last report's copy (sampling lmaster's CPU
+        from a handler would shift the report's windows); scraped samples go
+        through ``emit``, lmaster's flow, to every sink and tap like its own
+        datapoints; the targets are kept in ``scrapes dir``, else ``spool_dir``.
+        """
+        settings = MetricsSettings(self.config.metrics_staleness, self.config.metrics_max_series)
+        add_metrics_routes(self.app, self.latest, settings, self_metrics=self_metrics)
+        self.scrapes = Scrapes(emit, self.config.scrapes_dir or spool_dir)
+        add_scrapes_routes(self.app, self.scrapes)
+
     async def start(self) -> None:
         """Serve on every listen address; a failure is logged, and lmaster relays on without HTTP."""
+        if self.scrapes is not None:  # Prometheus: the saved targets are scraped even if the server cannot start
+            await self.scrapes.start()
+            if self.scrapes.state_path is None:
+                log.info("no spool dir and no [http] scrapes dir: targets of /api/scrapes will not survive a restart")
         try:
             self.runner, sites = await server.start(self.app)
         except (OSError, ssl.SSLError) as error:
@@ -83,6 +113,8 @@ class HttpFace:
                 log.debug("latest values: %d series without news pruned", removed)
 
     async def stop(self) -> None:
+        if self.scrapes is not None:  # Prometheus
+            await self.scrapes.stop()
         if self.runner is not None:
             try:
                 await asyncio.wait_for(self.runner.cleanup(), STOP_TIMEOUT)

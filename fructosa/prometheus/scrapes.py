@@ -6,7 +6,7 @@ registered target on its own period and hands the samples to ``emit`` as
 datapoints under ``HOSTOFURL.Prometheus.METRIC.LABEL.VALUE…`` (the agent
 sensor's paths, :mod:`.parsing`), so they reach every sink and tap like an
 agent's data. ``HOSTOFURL`` is the URL's host as a path component:
-``switch01.example.org`` → ``switch01``, ``10.1.2.3`` → ``10_1_2_3``.
+``switch01.example.org`` → ``switch01``, ``10.1.2.3`` → ``10_1_2_3`` (:func:`url_host`).
 
 Every target has its own task: a request with a total ``timeout`` and a
 body read to at most ``max_bytes``, then parsing in a worker thread, so a
@@ -65,13 +65,20 @@ class ScrapeSettings:
 
 
 def url_host(url: str) -> str:
-    """The path component for a target's host: the short name, or an IP address with ``_`` for its dots."""
+    """The path component for a target's host: the short name, or an IP address with ``_`` for its dots.
+
+    An IP address is kept as it is written (no reverse lookup: the path must not change with DNS), so an
+    exporter at ``127.0.0.1`` is ``127_0_0_1``; an IPv6 address is ``ip6_`` and its colons as ``_``
+    (``::1`` → ``ip6___1``), as a bare ``__1`` would sanitize to ``1``.
+    """
     host = urlsplit(url).hostname or "unknown"
     try:
-        ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         return short_hostname(host)
-    return sanitize_component(host.replace(".", "_").replace(":", "_"))
+    if address.version == 6:
+        return sanitize_component("ip6_" + address.compressed.replace(":", "_"))
+    return sanitize_component(host.replace(".", "_"))
 
 
 def target_problem(url: object, period: object, settings: ScrapeSettings) -> str | None:
@@ -286,18 +293,26 @@ class Scrapes:
         return valid[: self.settings.max_targets]
 
     def _save(self) -> None:
-        """Write the targets atomically (temp file, fsync, rename, fsync of the directory)."""
+        """Write the targets atomically; a failure is logged (the targets are still scraped, until a restart)."""
         if self.state_path is None:
             return
+        try:
+            self._write_state(self.state_path)
+        except OSError as error:
+            self._log.log(logging.ERROR, "save", "cannot save the scrape targets in %s (they will not survive a"
+                          " restart): %s", self.state_path, error.strerror or error)  # fmt: skip
+
+    def _write_state(self, path: Path) -> None:
+        """Temp file in the same directory, fsync, rename, fsync of the directory: the old list or the new one."""
         entries = [{"id": t.id, "url": t.url, "period": t.period} for t in self.targets.values()]
-        directory = self.state_path.parent
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = directory / f".{STATE_FILE}.{os.getpid()}.tmp"
         with open(temporary, "w", encoding="utf-8") as stream:
             json.dump(entries, stream, indent=1)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, self.state_path)
+        os.replace(temporary, path)
         descriptor = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(descriptor)

@@ -86,14 +86,21 @@ class NodeExporter:
 
 
 class PrometheusServer:
-    """``prometheus`` scraping ``targets`` (``host:port`` with a ``/metrics`` path) every ``interval`` seconds."""
+    """``prometheus`` scraping ``targets`` (``host:port`` with a ``/metrics`` path) every ``interval`` seconds,
+    with the bearer token in ``credentials_file`` when given."""
 
     def __init__(
-        self, base_dir: Path, targets: list[str], interval: float = 1.0, startup_timeout: float = 60.0
+        self,
+        base_dir: Path,
+        targets: list[str],
+        interval: float = 1.0,
+        startup_timeout: float = 60.0,
+        credentials_file: Path | None = None,
     ) -> None:
         self.base_dir = base_dir
         self.targets = targets
         self.interval = interval
+        self.credentials_file = credentials_file
         self.startup_timeout = startup_timeout
         (self.port,) = free_ports(1)
         self.process = ServerProcess("prometheus", base_dir / "prometheus.log")
@@ -104,9 +111,12 @@ class PrometheusServer:
 
     def _write_config(self) -> Path:
         interval = f"{int(self.interval * 1000)}ms"
+        job: dict = {"job_name": "fructosa", "static_configs": [{"targets": self.targets}]}
+        if self.credentials_file is not None:
+            job["authorization"] = {"type": "Bearer", "credentials_file": str(self.credentials_file)}
         config = {
             "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
-            "scrape_configs": [{"job_name": "fructosa", "static_configs": [{"targets": self.targets}]}],
+            "scrape_configs": [job],
         }
         path = self.base_dir / "prometheus.yml"
         path.write_text(json.dumps(config))  # YAML is a superset of JSON
