@@ -20,6 +20,7 @@ from .common import (
     mark_explicit_spool,
     spool_keys,
 )
+from .jobs import JOBS, JobsConfig  # jobs
 from .loader import SectionRead, load
 from .schema import ForeignSection, Key, Schema, Section
 from .values import (
@@ -107,6 +108,8 @@ class HttpConfig:
     max_body: int = 1 << 20
     idle_timeout: float = 30.0
     request_timeout: float = 10.0
+    graphite_url: str | None = None
+    """jobs: graphite-web, for profiles of jobs whose samples lmaster no longer keeps."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class MasterConfig:
     alarms: AlarmsConfig = AlarmsConfig()
     alarm_rules: tuple = ()
     actions: tuple = ()
+    jobs: JobsConfig = JobsConfig()
 
 
 def parse_prefix(text: str) -> str:
@@ -378,6 +382,8 @@ HTTP = Section(
             "seconds a keep-alive connection may wait between two requests"),
         Key("request timeout", "http.request_timeout", parse_positive_float,
             "seconds a new connection has to send its first request (slow clients are cut off)"),
+        Key("graphite url", "http.graphite_url", parse_http_url,  # jobs
+            "graphite-web, for /api/jobs/JOBID profiles of jobs lmaster kept no samples of", example="http://localhost"),
     ),
     checks=(check_http,),
 )  # fmt: skip
@@ -388,7 +394,7 @@ MASTER_SCHEMA = Schema(
     doc=f"FrUCToSA lmaster configuration (default location {DEFAULT_MASTER_CONFIG}). Every key is optional;"
     " the values shown are the defaults. Files written for FrUCToSA 0.3.2 work unchanged ([qmaster] is read"
     " as [lmaster]). Sizes: bytes, or a number with K, M, G; booleans: yes/no.",
-    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM, HTTP, ALARMS),
+    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM, HTTP, ALARMS, JOBS),
     named=ALARM_SECTIONS,
     checks=(check_alarm_actions,),
     foreign=(ForeignSection("sensor:", "ignored: sensors run in lagent, not lmaster"),),
