@@ -347,6 +347,11 @@ def test_a_real_job_is_listed_running_then_ended_with_a_profile_from_lmasters_me
     detail = stack.get(f"/api/jobs/{burner}", template="/api/jobs/{job}")
     assert detail["profile"] is None and detail["nodes"][HOST]["cpu_percent"] > 0
 
+    def busy_samples() -> bool:
+        series = stack.get(f"/api/jobs/{burner}/history", template="/api/jobs/{job}/history")[HOST]["cpu_percent"]
+        return sum(value > 50 for value in series["values"]) >= 3
+
+    wait_for(busy_samples, 20, f"three busy samples of job {burner} in lmaster's memory", interval=0.3)
     stack.slurm.run("scancel", burner)
     ended = wait_for(lambda: [r for r in stack.get("/api/jobs?state=ended")["jobs"] if r["job_id"] == burner],
                      30, f"job {burner} ended in /api/jobs", interval=0.3)[0]  # fmt: skip
@@ -355,9 +360,13 @@ def test_a_real_job_is_listed_running_then_ended_with_a_profile_from_lmasters_me
     profile = answer["profile"]
     assert answer["profile_source"] == "lmaster" and list(profile["nodes"]) == [HOST]
     assert profile["allocated_cpus"] == 1 and profile["nodes"][HOST]["cpu_percent_peak"] > 50
-    assert profile["cpu_efficiency_percent"] > 30  # the mean also holds the start-up, and a shared box
+    # The mean also holds the start-up, and other tests share a 2-core box: busy, not necessarily 100 %.
+    efficiency = profile["cpu_efficiency_percent"]
+    assert 20 < efficiency <= 105 and efficiency == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
     flags = {flag["name"]: flag for flag in profile["flags"]}
-    assert "idle_cpus" not in flags and flags["short_job"]["value"] == profile["duration_seconds"] < 60
-    history = stack.get(f"/api/jobs/{burner}/history", template="/api/jobs/{job}/history")
-    assert max(history[HOST]["cpu_percent"]["values"]) > 50
+    assert ("idle_cpus" in flags) == (efficiency < 25), flags  # the [jobs] default threshold
+    assert flags["short_job"]["value"] == profile["duration_seconds"] < 60
+    assert flags["short_job"]["threshold"] == 60
+    # Without --mem Slurm allocates the whole node's memory (the jobcomp log's TRES), of which a loop uses little.
+    assert profile["allocated_memory_bytes"] > 100 << 20 and "low_memory_use" in flags
     assert time.time() - ended["end"] < 60

@@ -45,6 +45,7 @@ class JobService:
         self.graphite_url, self.graphite_prefix = graphite_url, graphite_prefix
         self._outside = asyncio.Semaphore(1)
         self._memory_queue: asyncio.Queue[JobRecord] = asyncio.Queue(maxsize=1000)
+        self._asking: dict[str, asyncio.Future[None]] = {}
         if slurm is not None:
             tracker.on_ended = self._ask_memory_later
 
@@ -61,9 +62,20 @@ class JobService:
             await self.allocated_memory(record)
 
     async def allocated_memory(self, record: JobRecord) -> None:
-        if record.memory_asked or self.slurm is None:
+        """Ask Slurm once per job (a request and the background asker share one question)."""
+        if self.slurm is None:
             return
-        record.memory_asked = True
+        task = self._asking.get(record.job_id)
+        if task is None:
+            if record.memory_asked:
+                return
+            record.memory_asked = True
+            task = self._asking[record.job_id] = asyncio.ensure_future(self._ask_memory(record))
+            task.add_done_callback(lambda _: self._asking.pop(record.job_id, None))
+        await asyncio.shield(task)
+
+    async def _ask_memory(self, record: JobRecord) -> None:
+        assert self.slurm is not None
         async with self._outside:
             memory = await asyncio.to_thread(self.slurm.allocated_memory, record.job_id)
         if memory is not None:
