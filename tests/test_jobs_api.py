@@ -30,7 +30,7 @@ from fructosa.jobs.slurm import Job
 from fructosa.jobs.tracker import METRICS, JobLimits, JobTracker, Series
 from fructosa.taps.latest import LatestValues
 from fructosa.wire.blocks import Block
-from tests.support.carbon import CarbonCache, free_ports
+from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
 from tests.support.configs import agent_ini, master_ini
 from tests.support.daemons import Daemon
 from tests.support.slurm import SlurmCluster, unavailable_reason
@@ -268,6 +268,37 @@ def test_api_says_when_graphite_web_cannot_be_reached() -> None:
         assert (await api.get("/api/jobs/999", 404, "/api/jobs/{job}"))["error"].startswith("unknown job '999'")
 
     with_api(test, graphite_url=f"http://127.0.0.1:{closed}")
+
+
+@pytest.mark.timeout(120)
+def test_api_asks_graphite_web_for_a_job_whose_samples_lmaster_did_not_keep(tmp_path: Path) -> None:
+    if not GraphiteWeb.is_available():
+        pytest.skip("graphite-web is not installed in this environment")
+    now = int(time.time())
+    start, end = now - 120, now - 60
+    tracker = JobTracker()  # the poller saw job 77 run and end; no agent sent its samples here
+    tracker.polled([slurm_job("77", "gx01", cpus=2, start=start)], [], [], start)
+    tracker.polled([], [], [slurm_job("77", "gx01", cpus=2, start=start, end=end, state="COMPLETED")], end + 1)
+    base = "gx01.SlurmJobs.job_77"
+    lines = [f"{base}.{metric} {value} {when}" for when in range(start, end, 10)
+             for metric, value in (("cpu_percent", 100.0), ("rss", 5e8), ("processes", 1))]  # fmt: skip
+    with CarbonCache(tmp_path / "carbon") as carbon, GraphiteWeb(carbon) as graphite:
+        carbon.send_plaintext(lines)
+        carbon.wait_for(f"{base}.rss", lambda series: len(series) == 6, timeout=20)
+        app = make_app(HttpSettings(token=TOKEN.encode()), HttpState(StaticNodes(), LatestValues()))
+        add_job_routes(app, JobService(tracker, graphite_url=graphite.url))
+
+        async def scenario() -> None:
+            async with TestClient(TestServer(app)) as client:
+                api = Api(client)
+                answer = await api.get("/api/jobs/77", template="/api/jobs/{job}")
+                assert answer["profile_source"] == "graphite" and answer["job"]["status"] == "ended"
+                profile = answer["profile"]
+                assert profile["nodes"]["gx01"]["samples"] == 6 and profile["cpu_efficiency_percent"] == 50.0
+                assert profile["duration_seconds"] == 60 and profile["nodes"]["gx01"]["rss_peak"] == 5e8
+                assert [flag["name"] for flag in profile["flags"]] == []  # 50 % busy, 60 s: no flag
+
+        asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 # -- end to end, on a real Slurm ----------------------------------------------------------------------
