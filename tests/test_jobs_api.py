@@ -149,6 +149,29 @@ def test_memory_bounds_ended_jobs_and_points() -> None:
     assert tracker.points == 3 * len(METRICS)
 
 
+def test_memory_per_job_and_node_stays_within_the_documented_bound() -> None:
+    import tracemalloc
+
+    limits = JobLimits(series_points=120)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracker = JobTracker(limits, clock=lambda: NOW)
+        for job in range(40):
+            tracker.polled([slurm_job(str(job), "n[01-02]")], [], [], NOW)
+            for step in range(200):  # more samples than points: merged pairwise
+                for host in ("n01", "n02"):
+                    tracker.observe(job_block(str(job), host, NOW + step, 1.0 * step, 1e9), host)
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    pairs = 80
+    assert tracker.points <= pairs * len(METRICS) * limits.series_points
+    # The module docstring: 24 bytes a point, and about 4 KB per job and node besides.
+    assert used < tracker.points * 24 + pairs * 4096, (used, tracker.points)
+    print(f"job memory: {used / pairs:.0f} bytes per job and node with {tracker.points / pairs:.0f} points")
+
+
 def test_jobs_section_of_lmaster_conf(tmp_path: Path) -> None:
     conf = tmp_path / "lmaster.conf"
     conf.write_text("[jobs]\nidle cpus = 0.5\nio heavy = 10M\nmax ended jobs = 50\nseries points = 60\n"
@@ -216,6 +239,14 @@ def with_api(test: Callable[[Api], Awaitable[None]], graphite_url: str | None = 
 def test_api_lists_running_and_ended_jobs_with_filters() -> None:
     async def test(api: Api) -> None:
         listing = await api.get("/api/jobs")
+        served = {resource.canonical for resource in api.client.app.router.resources()}
+        assert (
+            {path for path in api.document["paths"] if path.startswith("/api/jobs")}
+            == {path for path in served if path.startswith("/api/jobs")}
+            == {"/api/jobs", "/api/jobs/{job}", "/api/jobs/{job}/history"}
+        )
+        for operation in (api.document["paths"][path]["get"] for path in served if path.startswith("/api/jobs")):
+            assert {"400", "401"} <= set(operation["responses"])
         assert [row["job_id"] for row in listing["jobs"]] == ["42", "43", "41"]  # running first, then newest end
         assert (listing["running"], listing["ended"], listing["slurm"]) == (1, 2, True)
         running, failed, ended = listing["jobs"]

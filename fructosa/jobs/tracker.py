@@ -25,8 +25,8 @@ oldest ended jobs are dropped (their profile is computed first and kept), and
 when no ended job has series left, new series are not started. Records are
 bounded by ``max_jobs`` running and ``max_ended`` ended jobs, ended jobs leave
 after ``keep_ended`` seconds. The defaults (120 points, 2,000,000 points in
-all, 1,000 ended jobs) cost at most about 48 MB of series plus about 2 KB per
-job and node.
+all, 1,000 ended jobs) cost at most about 48 MB of series plus about 4 KB per
+job and node (measured: ``tests/test_jobs_api.py``, tracemalloc).
 """
 
 from __future__ import annotations
