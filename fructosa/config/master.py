@@ -20,6 +20,7 @@ from .common import (
     mark_explicit_spool,
     spool_keys,
 )
+from .jobs import JOBS, JobsConfig  # jobs
 from .loader import SectionRead, load
 from .schema import ForeignSection, Key, Schema, Section
 from .values import (
@@ -112,6 +113,8 @@ class HttpConfig:
     metrics_max_series: int = 2_000_000
     scrapes_dir: str | None = None
     """Where ``scrapes.json`` (the targets of ``/api/scrapes``) is kept; None: lmaster's spool dir."""
+    graphite_url: str | None = None
+    """jobs: graphite-web, for profiles of jobs whose samples lmaster no longer keeps."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class MasterConfig:
     alarms: AlarmsConfig = AlarmsConfig()
     alarm_rules: tuple = ()
     actions: tuple = ()
+    jobs: JobsConfig = JobsConfig()
 
 
 def parse_prefix(text: str) -> str:
@@ -392,6 +396,8 @@ HTTP = Section(
         Key("scrapes dir", "http.scrapes_dir", parse_path,
             "where the targets registered with POST /api/scrapes are kept (scrapes.json), to survive restarts;"
             " unset: the spool dir of [lmaster] (no spool: kept in memory only)", example="/var/lib/fructosa/lmaster"),
+        Key("graphite url", "http.graphite_url", parse_http_url,  # jobs
+            "graphite-web, for /api/jobs/JOBID profiles of jobs lmaster kept no samples of", example="http://localhost"),
     ),
     checks=(check_http,),
 )  # fmt: skip
@@ -402,7 +408,7 @@ MASTER_SCHEMA = Schema(
     doc=f"FrUCToSA lmaster configuration (default location {DEFAULT_MASTER_CONFIG}). Every key is optional;"
     " the values shown are the defaults. Files written for FrUCToSA 0.3.2 work unchanged ([qmaster] is read"
     " as [lmaster]). Sizes: bytes, or a number with K, M, G; booleans: yes/no.",
-    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM, HTTP, ALARMS),
+    sections=(LMASTER, GRAPHITE, UPSTREAM, LOGGING, SLURM, HTTP, ALARMS, JOBS),
     named=ALARM_SECTIONS,
     checks=(check_alarm_actions,),
     foreign=(ForeignSection("sensor:", "ignored: sensors run in lagent, not lmaster"),),

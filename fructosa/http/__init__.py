@@ -17,6 +17,9 @@ Parts (one module per concern):
   query string refused, rate-limited refusal log), security headers;
 * :mod:`.nodes` — ``/api/nodes`` (``?group_by=``, ``?state=``),
   ``/api/nodes/HOST``, ``/api/nodes/HOST/latest``, ``/api/nodes/HOST/history``;
+* :mod:`.jobs` — ``/api/jobs``, ``/api/jobs/JOBID`` (profile and flags),
+  ``/api/jobs/JOBID/history``, over lmaster's job tracker
+  (:mod:`fructosa.jobs.tracker`), added by ``add_job_routes``;
 * :mod:`.openapi` — ``/api/openapi.json``, the contract the tests validate
   every response against;
 * :mod:`.static` — ``/`` and ``/static/…``: the page (``static/index.html``,

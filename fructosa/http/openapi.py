@@ -9,6 +9,8 @@ from aiohttp import web
 from .. import __version__
 from .actions import ACTIONS
 from .alarms import ALARMS
+from .jobs import OPENAPI_PATHS as JOBS_PATHS  # jobs
+from .jobs import OPENAPI_SCHEMAS as JOBS_SCHEMAS  # jobs
 from .metrics import OPENAPI_PATHS as METRICS_PATHS
 from .nodes import GROUPABLE
 from .scrapes import OPENAPI_PATHS as SCRAPES_PATHS
@@ -349,7 +351,7 @@ def document(alarms: bool = False, actions: bool = False) -> dict[str, Any]:
             "(GET only); tokens in the query string are refused. Errors are JSON objects with one 'error' string.",
         },
         "components": {
-            "schemas": {**SCHEMAS, **SCRAPES_SCHEMAS},
+            "schemas": {**SCHEMAS, **SCRAPES_SCHEMAS, **JOBS_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -401,6 +403,7 @@ def document(alarms: bool = False, actions: bool = False) -> dict[str, Any]:
             **alarm_paths(alarms, actions),
             **METRICS_PATHS,
             **SCRAPES_PATHS,
+            **JOBS_PATHS,
         },
     }
 

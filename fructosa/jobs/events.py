@@ -106,9 +106,12 @@ class JobEventsPoller:
         config: SlurmConfig,
         emit: Callable[[list[Datapoint]], None],
         slurm: Slurm | None = None,
+        on_poll: Callable[[list[Job], list[Job], list[Job], float], None] | None = None,
     ) -> None:
+        """``on_poll(running, started, ended, now)`` after each poll: lmaster's job tracker."""
         self.config = config
         self.emit = emit
+        self.on_poll = on_poll
         self.slurm = slurm or Slurm(
             squeue=config.squeue, sacct=config.sacct, timeout=config.command_timeout, slurm_conf=config.slurm_conf
         )
@@ -151,6 +154,8 @@ class JobEventsPoller:
             ended = await asyncio.to_thread(self._accounted, ended, now)
         datapoints, events = self.observe(jobs, started, ended, now)
         self.emit(datapoints)
+        if self.on_poll is not None:
+            self.on_poll(jobs, started, ended, now)
         self.pending_events.extend(events)
         if self.config.events_url and self.pending_events:
             await asyncio.to_thread(self._post_pending)

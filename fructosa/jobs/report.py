@@ -82,22 +82,32 @@ def node_known(base_url: str, path: str) -> bool:
     return bool(json.loads(_get(f"{base_url.rstrip('/')}/metrics/find?{query}")))
 
 
-def summarize(points: dict[str, list[tuple[int, float]]], step_hint: float | None = None) -> dict[str, Any]:
+def summarize(
+    points: dict[str, list[tuple[float, float]]],
+    step_hint: float | None = None,
+    peaks: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """A node's profile from its per-job series (metric → points); pure.
 
     CPU and memory are means and maxima over the samples; IO volume is the
-    rates integrated over the time between samples.
+    rates integrated over the time between samples. ``peaks`` (metric →
+    maximum) replaces the maxima of the points when those are downsampled
+    means (lmaster's job memory keeps the exact maxima beside them).
     """
     cpu = [value for _, value in points.get("cpu_percent", [])]
     rss = [value for _, value in points.get("rss", [])]
     processes = [value for _, value in points.get("processes", [])]
+    peaks = peaks or {}
+    cpu_peak = peaks.get("cpu_percent", max(cpu) if cpu else None)
+    rss_peak = peaks.get("rss", max(rss) if rss else None)
+    processes_peak = peaks.get("processes", max(processes) if processes else None)
     profile: dict[str, Any] = {
         "samples": max((len(series) for series in points.values()), default=0),
         "cpu_percent_mean": round(sum(cpu) / len(cpu), 1) if cpu else None,
-        "cpu_percent_peak": round(max(cpu), 1) if cpu else None,
+        "cpu_percent_peak": round(cpu_peak, 1) if cpu_peak is not None else None,
         "rss_mean": int(sum(rss) / len(rss)) if rss else None,
-        "rss_peak": int(max(rss)) if rss else None,
-        "processes_peak": int(max(processes)) if processes else None,
+        "rss_peak": int(rss_peak) if rss_peak is not None else None,
+        "processes_peak": int(processes_peak) if processes_peak is not None else None,
     }
     for direction in ("read", "write"):
         series = points.get(f"{direction}_bytes_per_second", [])
@@ -105,7 +115,7 @@ def summarize(points: dict[str, list[tuple[int, float]]], step_hint: float | Non
     return profile
 
 
-def _integrate(series: list[tuple[int, float]], step_hint: float | None) -> float:
+def _integrate(series: list[tuple[float, float]], step_hint: float | None) -> float:
     """Σ rate × seconds it stands for (the gap to the next point; the median gap for the last)."""
     if not series:
         return 0.0
@@ -155,6 +165,25 @@ def job_profile(
             f"(outside retention, or no SlurmJobs sensor on {', '.join(nodes)})",
             3,
         )
+    return profile_of(job, per_node, sorted(unknown + empty), allocated_memory, thresholds)
+
+
+def profile_of(
+    job: Job,
+    per_node: dict[str, dict[str, Any]],
+    nodes_without_data: Sequence[str] = (),
+    allocated_memory: int | None = None,
+    thresholds: FlagThresholds | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The report's data from the job's facts and each node's :func:`summarize`; pure.
+
+    ``fructosa-job-report`` feeds it series from graphite-web, lmaster's
+    ``/api/jobs/JOBID`` the series of its own job memory, so both give the
+    same profile and flags. A running job (no end) lasts until ``now``.
+    """
+    end = job.end if job.end is not None else (now if now is not None else time.time())
+    start = job.start if job.start is not None else end
     cpu_means = [
         profile["cpu_percent_mean"] for profile in per_node.values() if profile["cpu_percent_mean"] is not None
     ]
@@ -168,7 +197,7 @@ def job_profile(
         "state": job.state,
         "start": job.start,
         "end": job.end,
-        "duration_seconds": round(end - job.start, 1),
+        "duration_seconds": round(end - start, 1),
         "allocated_cpus": job.cpus,
         "used_cpus_mean": round(used_cpus, 2) if used_cpus is not None else None,
         "cpu_efficiency_percent": efficiency,
@@ -176,7 +205,7 @@ def job_profile(
         "read_bytes": sum(p["read_bytes"] or 0 for p in per_node.values()),
         "write_bytes": sum(p["write_bytes"] or 0 for p in per_node.values()),
         "nodes": per_node,
-        "nodes_without_data": sorted(unknown + empty),
+        "nodes_without_data": sorted(nodes_without_data),
         "allocated_memory_bytes": allocated_memory,
     }
     profile["flags"] = [flag.as_json() for flag in job_flags(profile, thresholds)]

@@ -56,7 +56,9 @@ class Master:
         self.agents = AgentTable()
         if status_file:
             self.agents.load(status_file)
-        self.http = HttpFace(cfg.http, self.agents) if cfg.http is not None else None
+        self.http = (
+            HttpFace(cfg.http, self.agents, cfg.jobs, cfg.slurm, cfg.graphite.prefix) if cfg.http is not None else None
+        )
         if self.http is not None:
             self.taps.extend(self.http.taps)
         self.flow = Flow(self.sinks, self.taps)
@@ -92,7 +94,8 @@ class Master:
         reporter = asyncio.create_task(self.reporter.run(), name="reporter")
         slurm_poller = None
         if self.config.slurm.enabled:  # job events and counts ([slurm]); ends when stop is set
-            poller = JobEventsPoller(self.config.slurm, self.emit)
+            jobs = self.http.jobs if self.http is not None else None  # the job tracker hears of starts and ends
+            poller = JobEventsPoller(self.config.slurm, self.emit, on_poll=jobs.tracker.polled if jobs else None)
             slurm_poller = asyncio.create_task(poller.run(stop), name="slurm-poller")
         try:
             await stop.wait()
@@ -145,6 +148,8 @@ class Master:
                 log.warning("reload: a change of %s takes effect at the next restart", what)
         if self.http is not None:
             self.http.reconfigure(new.http)
+            if self.http.jobs is not None:  # [jobs] limits and flag thresholds
+                self.http.jobs.tracker.reconfigure(new.jobs.limits(), new.jobs.thresholds)
         elif new.http is not None:
             log.warning("reload: adding [http] takes effect at the next restart")
         self.server.reconfigure(new)

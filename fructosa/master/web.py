@@ -20,15 +20,19 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from ..config.master import HttpConfig
+from ..config.jobs import JobsConfig
+from ..config.master import HttpConfig, SlurmConfig
 from ..graphite_paths import Datapoint
 from ..http import server
 from ..http.app import apply_settings, make_app
+from ..http.jobs import JobService, add_job_routes
 from ..http.keys import SETTINGS
 from ..http.metrics import add_metrics_routes
 from ..http.scrapes import add_scrapes_routes
 from ..http.settings import HttpSettings
 from ..http.state import HttpState
+from ..jobs.allocation import AllocationQueries
+from ..jobs.tracker import JobTracker
 from ..prometheus.exposition import MetricsSettings
 from ..prometheus.scrapes import Scrapes
 from ..taps import Tap
@@ -53,21 +57,41 @@ def http_settings(cfg: HttpConfig) -> HttpSettings:
     )  # fmt: skip
 
 
+def job_service(jobs: JobsConfig, slurm: SlurmConfig | None, graphite_url: str | None, prefix: str) -> JobService:
+    """The job tracker (a tap) and what the job API asks beyond it: Slurm with [slurm], graphite-web with a URL."""
+    tracker = JobTracker(jobs.limits(), jobs.thresholds)
+    queries = None
+    if slurm is not None and slurm.enabled:
+        queries = AllocationQueries(squeue=slurm.squeue, sacct=slurm.sacct, timeout=slurm.command_timeout,
+                                    slurm_conf=slurm.slurm_conf)  # fmt: skip
+    return JobService(tracker, queries, graphite_url, prefix)
+
+
 class HttpFace:
     """The ``[http]`` server of one lmaster: start, prune, reload, stop."""
 
-    def __init__(self, cfg: HttpConfig, agents: AgentTable) -> None:
+    def __init__(
+        self,
+        cfg: HttpConfig,
+        agents: AgentTable,
+        jobs: JobsConfig | None = None,
+        slurm: SlurmConfig | None = None,
+        graphite_prefix: str = "",
+    ) -> None:
         self.config = cfg
         self.latest = LatestValues()
         self.app = make_app(http_settings(cfg), HttpState(AgentNodes(agents), self.latest))
         self.runner: web.AppRunner | None = None
         self.addresses: list[str] = []
         self.scrapes: Scrapes | None = None
+        self.jobs = None if jobs is None else job_service(jobs, slurm, cfg.graphite_url, graphite_prefix)  # jobs
+        if self.jobs is not None:
+            add_job_routes(self.app, self.jobs)
 
     @property
     def taps(self) -> list[Tap]:
-        """What the flow must feed: the latest-values store the API reads."""
-        return [self.latest]
+        """What the flow must feed: the latest-values store the API reads, and the job tracker."""
+        return [self.latest, *([self.jobs.tracker] if self.jobs is not None else [])]
 
     # Prometheus: /metrics over the latest values, and the targets lmaster scrapes itself (/api/scrapes)
     def add_prometheus(
@@ -106,11 +130,16 @@ class HttpFace:
 
     async def run(self) -> None:
         """Prune the latest-values store once every :data:`PRUNE_INTERVAL` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(PRUNE_INTERVAL)
-            removed = self.latest.prune(time.time())
-            if removed:
-                log.debug("latest values: %d series without news pruned", removed)
+        jobs = asyncio.create_task(self.jobs.run(), name="jobs-memory") if self.jobs is not None else None
+        try:
+            while True:
+                await asyncio.sleep(PRUNE_INTERVAL)
+                removed = self.latest.prune(time.time())
+                if removed:
+                    log.debug("latest values: %d series without news pruned", removed)
+        finally:
+            if jobs is not None:
+                jobs.cancel()
 
     async def stop(self) -> None:
         if self.scrapes is not None:  # Prometheus

@@ -383,6 +383,10 @@ function showError(error) {
 
 function route() {
   clearInterval(timer);
+  if (typeof jobsRoute === "function" && jobsRoute(location.hash)) { // the jobs pages (jobs.js)
+    $("#nodes-view").hidden = true; $("#node-view").hidden = true; currentHost = null;
+    return;
+  }
   const match = location.hash.match(/^#\/node\/(.+)$/);
   $("#nodes-view").hidden = !!match;
   $("#node-view").hidden = !match;
