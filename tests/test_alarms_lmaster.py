@@ -1,0 +1,303 @@
+"""Alarms and actions in a real lmaster, end to end.
+
+One stack for the module: carbon-cache, graphite-web (with its events
+database), an lmaster with ``[http]`` (token file), ``[alarms]`` (webhook and
+events URL pointing at this test, a short ``silent after``), one configured
+alarm with an action, and real lagents. The alarmed value is one the test
+controls: a local exporter (the test's own HTTP server) that the agent's
+Prometheus sensor scrapes every second, so firing and resolving do not depend
+on how busy the shared machine is. The same server receives the webhook posts.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
+from tests.support.configs import agent_ini, master_ini
+from tests.support.daemons import Daemon
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+TOKEN = "alarm-token-" + "0123456789abcdef" * 2
+ALARM = "hot-load"
+FOR_SECONDS = 3
+INTERVAL = 1
+SILENT_AFTER = 3
+ACTION_SCRIPT = """#!/usr/bin/env python3
+import sys
+with open(sys.argv[1], "a") as out:
+    out.write(sys.argv[2] + "\\n")
+"""
+
+
+@dataclass
+class Receiver:
+    """The test's HTTP server: the exporter the agent scrapes (``/metrics``) and the webhook (``/hook``)."""
+
+    load: float = 10.0
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    server: http.server.ThreadingHTTPServer | None = None
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                body = f"# TYPE test_load gauge\ntest_load {receiver.load}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                receiver.posts.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def posts_of(self, alarm: str, status: str) -> list[dict[str, Any]]:
+        return [post for post in list(self.posts) if post["labels"]["alertname"] == alarm and post["status"] == status]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    carbon: CarbonCache
+    web: GraphiteWeb
+    receiver: Receiver
+    master: Daemon
+    master_port: int
+    http_port: int
+    marks: Path
+    agents: dict[str, Daemon] = field(default_factory=dict)
+
+    def request(self, path: str, method: str = "GET", body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+        try:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            data = None
+            if body is not None:
+                data = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+        finally:
+            connection.close()
+        try:
+            return response.status, json.loads(raw)
+        except ValueError:
+            return response.status, raw.decode(errors="replace")
+
+    def curl(self, *args: str) -> Any:
+        """``curl`` as the Metric Proxy's users type it, with the token added."""
+        argv = ["curl", "-sS", "-H", f"Authorization: Bearer {TOKEN}", *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=True)
+        return json.loads(done.stdout)
+
+    def alarm(self, name: str) -> dict[str, Any]:
+        status, body = self.request(f"/api/alarms/{name}")
+        assert status == 200, body
+        return body
+
+    def start_agent(self, host: str, sensors: dict[str, dict[str, Any]]) -> Daemon:
+        conf = self.workdir / f"{host}.conf"
+        conf.write_text(agent_ini(self.workdir, self.master_port, hostname=host,
+                                  lagent={"heartbeat interval": 1, "self metrics": "no"}, sensors=sensors))  # fmt: skip
+        (self.workdir / host).mkdir(exist_ok=True)
+        agent = Daemon("lagent", conf, self.workdir / host).start()
+        self.agents[host] = agent
+        return agent
+
+    def start_master(self) -> None:
+        self.master = Daemon("lmaster", self.workdir / "lmaster.conf", self.workdir).start(listen_port=self.http_port)
+
+
+def write_master_conf(workdir: Path, carbon: CarbonCache, web: GraphiteWeb, receiver: Receiver,
+                      ports: tuple[int, int], marks: Path) -> None:  # fmt: skip
+    master_port, http_port = ports
+    token_file = workdir / "http-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    script = workdir / "mark.py"
+    script.write_text(ACTION_SCRIPT)
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    sections = {
+        "http": {"listen": f"127.0.0.1:{http_port}", "token file": token_file},
+        "alarms": {"webhook": f"{receiver.url}/hook", "events url": f"{web.url}/events/",
+                   "silent after": SILENT_AFTER, "job idle": "no"},
+        f"alarm:{ALARM}": {"metric": "*.Prometheus.test_load", "operator": ">", "value": 60, "for": FOR_SECONDS,
+                           "severity": "critical", "action": "mark"},
+        "action:mark": {"command": f"{script} {marks} {{node}}", "arguments": "node"},
+    }  # fmt: skip
+    (workdir / "lmaster.conf").write_text(
+        master_ini(workdir, master_port, carbon.pickle_port, lmaster={"self metrics": "no"}, sections=sections)
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not GraphiteWeb.is_available():
+        pytest.skip("graphite-web is not installed in this environment")
+    workdir = tmp_path_factory.mktemp("alarms-lmaster")
+    receiver = Receiver().start()
+    marks = workdir / "marks.txt"
+    ports = tuple(free_ports(2))
+    try:
+        with CarbonCache(workdir / "carbon") as carbon, GraphiteWeb(carbon, events=True) as web:
+            write_master_conf(workdir, carbon, web, receiver, ports, marks)
+            master = Daemon("lmaster", workdir / "lmaster.conf", workdir).start(listen_port=ports[1])
+            stack = Stack(workdir, carbon, web, receiver, master, ports[0], ports[1], marks)
+            try:
+                yield stack
+            finally:
+                for agent in stack.agents.values():
+                    if agent.running:
+                        agent.stop()
+                if stack.master.running:
+                    stack.master.stop()
+    finally:
+        receiver.stop()
+
+
+def exporter_sensors(receiver: Receiver) -> dict[str, dict[str, Any]]:
+    return {"Prometheus": {"time_interval": INTERVAL, "urls": f"{receiver.url}/metrics"}}
+
+
+def test_configured_alarm_fires_runs_its_action_and_resolves(stack: Stack) -> None:
+    stack.start_agent("node-a", exporter_sensors(stack.receiver))
+    wait_for(lambda: stack.alarm(ALARM)["states"].get("node-a", {}).get("value") == 10.0, 20, "node-a's first value")
+    assert stack.alarm(ALARM)["status"] == "ok"
+
+    stack.receiver.load = 90.0
+    raised = time.time()
+    wait_for(lambda: stack.receiver.posts_of(ALARM, "firing"), 20, "the webhook's firing post")
+    (firing,) = stack.receiver.posts_of(ALARM, "firing")
+    assert firing["labels"] == {"alertname": ALARM, "severity": "critical", "target": "node", "source": "fructosa",
+                                "node": "node-a"}  # fmt: skip
+    assert firing["annotations"]["value"] == "90" and firing["endsAt"] == "0001-01-01T00:00:00Z"
+    state = stack.alarm(ALARM)
+    assert state["status"] == "firing" and state["states"]["node-a"]["value"] == 90.0
+    # Fired within for + 2 intervals of the change (plus a second: the exporter's value is read once a second).
+    assert state["since"] - raised <= FOR_SECONDS + 2 * INTERVAL + 1, state["since"] - raised
+    wait_for(lambda: stack.marks.exists() and "node-a" in stack.marks.read_text(), 10, "the alarm's action")
+    stack.carbon.wait_for(f"fructosa.alarms.{ALARM}.firing", lambda s: any(v == 1 for _, v in s), timeout=20)
+
+    stack.receiver.load = 10.0
+    wait_for(lambda: stack.receiver.posts_of(ALARM, "resolved"), 20, "the webhook's resolved post")
+    (resolved,) = stack.receiver.posts_of(ALARM, "resolved")
+    assert resolved["endsAt"] != "0001-01-01T00:00:00Z" and resolved["annotations"]["value"] == "10"
+    assert stack.alarm(ALARM)["status"] in ("resolved", "ok")
+    stack.carbon.wait_for(f"fructosa.alarms.{ALARM}.firing",
+                          lambda s: any(v == 1 for _, v in s) and s[-1][1] == 0, timeout=20)  # fmt: skip
+    wait_for(lambda: len(stack.web.events_of(f"fructosa alarm {ALARM}")) >= 2, 20, "graphite-web's two events")
+    whats = sorted(event["what"] for event in stack.web.events_of(f"fructosa alarm {ALARM} node-a"))
+    assert whats == [f"alarm {ALARM} firing on node-a", f"alarm {ALARM} resolved on node-a"], whats
+    assert stack.marks.read_text().splitlines() == ["node-a"]  # the action runs on firing only
+
+
+def test_metric_proxy_curl_lines(stack: Stack) -> None:
+    url = f"http://127.0.0.1:{stack.http_port}"
+    add = {"name": "High CPU", "target": "main", "metric": "*.CPUPercent.total", "operation": ">", "value": 80}
+    answer = stack.curl(
+        "-X", "POST", "-H", "Content-Type: application/json", "-d", json.dumps(add), f"{url}/alarms/add"
+    )
+    assert answer == {"operation": "alarm registered", "success": True}
+    node = {"name": "node-load", "target": "node-a", "metric": "Prometheus.test_load", "operation": "More", "value": 5}
+    assert stack.curl("-X", "POST", "-d", json.dumps(node), f"{url}/alarms/add")["success"] is True
+
+    listing = stack.curl(f"{url}/alarms/list")
+    (main,) = [entry for entry in listing["main"] if entry["name"] == "High CPU"]
+    assert main["operator"] == {"More": 80} and main["metric"] == "*.CPUPercent.total"
+    (on_node,) = listing["node-a"]
+    assert on_node["metric"] == "node-a.Prometheus.test_load"
+    wait_for(lambda: any(e["name"] == "node-load" for e in stack.curl(f"{url}/alarms").get("node-a", [])), 15,
+             "node-load among the firing alarms (the exporter reads 10 > 5)")  # fmt: skip
+
+    deleted = stack.curl(f"{url}/alarms/del?targetjob=main&name=High%20CPU")
+    assert deleted == {"operation": "Deleted High CPU from main", "success": True}
+    deleted = stack.curl("-X", "POST", "-d", json.dumps({"target": "node-a", "name": "node-load"}), f"{url}/alarms/del")
+    assert deleted == {"operation": "Deleted node-load from node-a", "success": True}
+    names = {entry["name"] for entries in stack.curl(f"{url}/alarms/list").values() for entry in entries}
+    assert not names & {"High CPU", "node-load"} and ALARM in names
+    status, body = stack.request("/alarms/del?targetjob=main&name=x", token=None)
+    assert status == 401, body
+
+
+def test_actions_run_and_hostile_arguments_are_refused(stack: Stack) -> None:
+    status, answer = stack.request("/api/actions/mark", "POST", {"arguments": {"node": "n042"}})
+    assert status == 200 and answer["result"] == "success" and answer["exit_status"] == 0, answer
+    assert "n042" in stack.marks.read_text().splitlines()
+    before = stack.marks.read_text()
+    for hostile in ("n1; touch /tmp/owned", "$(reboot)", "../../etc/passwd", "-rf", "a b", "x\ny"):
+        status, answer = stack.request("/api/actions/mark", "POST", {"arguments": {"node": hostile}})
+        assert status == 400 and "node" in str(answer), (hostile, answer)
+    status, _ = stack.request("/api/actions/mark", "POST", {"arguments": {"node": "n1"}}, token=None)
+    assert status == 401
+    status, _ = stack.request("/api/actions/nothing", "POST", {"arguments": {}})
+    assert status == 404
+    assert stack.marks.read_text() == before  # nothing ran for any refused request
+
+
+def test_node_silent_fires_for_a_killed_agent(stack: Stack) -> None:
+    agent = stack.start_agent("node-k", {"CPUPercent": {"time_interval": INTERVAL}})
+    wait_for(lambda: "node-k" in stack.alarm("node-silent")["states"], 20, "node-k seen by node-silent")
+    os.kill(agent.pid, signal.SIGKILL)
+    killed = time.time()
+    wait_for(lambda: stack.receiver.posts_of("node-silent", "firing"), 30, "node-silent's webhook post")
+    posts = [post for post in stack.receiver.posts_of("node-silent", "firing") if post["labels"]["node"] == "node-k"]
+    assert posts, stack.receiver.posts
+    state = stack.alarm("node-silent")["states"]["node-k"]
+    assert state["status"] == "firing" and state["since"] - killed <= SILENT_AFTER + 3
+    assert stack.alarm("node-silent")["states"].get("node-a", {}).get("status") != "firing"
+
+
+def test_run_time_alarms_survive_kill_9(stack: Stack) -> None:
+    rule = {"name": "kept", "metric": "*.Prometheus.test_load", "operator": "<", "value": 1, "for": 5}
+    status, answer = stack.request("/api/alarms", "POST", rule)
+    assert status in (200, 201), answer
+    stored = stack.workdir / "spool-lmaster" / "alarms"
+    assert any(stored.iterdir()), "the run-time alarm is kept in the spool directory's alarms/"
+    os.kill(stack.master.pid, signal.SIGKILL)
+    wait_for(lambda: not stack.master.running, 10, "lmaster gone")
+    stack.start_master()
+    status, body = stack.request("/api/alarms")
+    assert status == 200
+    by_name = {alarm["name"]: alarm for alarm in body["alarms"]}
+    assert by_name["kept"]["origin"] == "api" and by_name["kept"]["for"] == 5 and by_name["kept"]["operator"] == "<"
+    assert by_name[ALARM]["origin"] == "configuration"
