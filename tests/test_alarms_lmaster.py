@@ -276,7 +276,8 @@ def test_actions_run_and_hostile_arguments_are_refused(stack: Stack) -> None:
 
 def test_node_silent_fires_for_a_killed_agent(stack: Stack) -> None:
     agent = stack.start_agent("node-k", {"CPUPercent": {"time_interval": INTERVAL}})
-    wait_for(lambda: "node-k" in stack.alarm("node-silent")["states"], 20, "node-k seen by node-silent")
+    wait_for(lambda: stack.request("/api/nodes/node-k/latest")[0] == 200, 20, "node-k's data in lmaster")
+    assert "node-k" not in stack.alarm("node-silent")["states"]  # a node that speaks has no silence state
     os.kill(agent.pid, signal.SIGKILL)
     killed = time.time()
     wait_for(lambda: stack.receiver.posts_of("node-silent", "firing"), 30, "node-silent's webhook post")
