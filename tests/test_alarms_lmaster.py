@@ -33,6 +33,7 @@ from tests.support.daemons import Daemon
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
+pytest_plugins = ["tests.support.browser"]
 
 TOKEN = "alarm-token-" + "0123456789abcdef" * 2
 ALARM = "hot-load"
@@ -286,6 +287,37 @@ def test_node_silent_fires_for_a_killed_agent(stack: Stack) -> None:
     state = stack.alarm("node-silent")["states"]["node-k"]
     assert state["status"] == "firing" and state["since"] - killed <= SILENT_AFTER + 3
     assert stack.alarm("node-silent")["states"].get("node-a", {}).get("status") != "firing"
+
+
+def test_page_shows_alarms_count_and_node_badges(stack: Stack, browser: Any) -> None:
+    rule = {"name": "page-hot", "metric": "*.Prometheus.test_load", "operator": ">", "value": 5, "severity": "info"}
+    status, answer = stack.request("/api/alarms", "POST", rule)
+    assert status in (200, 201), answer
+    wait_for(lambda: stack.alarm("page-hot")["status"] == "firing", 15, "page-hot firing (the exporter reads 10)")
+    browser.driver.get(f"http://127.0.0.1:{stack.http_port}/#/alarms")
+    browser.wait(lambda: browser.js("return document.querySelector('#token-dialog').open"), 20, "the token dialog")
+    browser.driver.find_element("id", "token-input").send_keys(TOKEN + "\n")
+    rows = browser.wait(
+        lambda: browser.js(
+            "return [...document.querySelectorAll('#alarms tbody tr')].map(r => [r.dataset.alarm,"
+            " r.querySelector('.alarm-status').textContent, r.children[5].textContent])"
+        ),
+        20,
+        "the alarms table",
+    )
+    assert ["page-hot", "firing", "node-a"] in rows and any(row[0] == ALARM for row in rows), rows
+    assert not browser.js("return document.querySelector('#alarms-view').hidden")
+    count = browser.wait(lambda: browser.js("return document.querySelector('#alarms-count').textContent"), 10)
+    assert int(count) >= 1
+    browser.driver.get(f"http://127.0.0.1:{stack.http_port}/#/nodes")
+    badge = browser.wait(
+        lambda: browser.js("const b = document.querySelector('#nodes tr[data-host=\"node-a\"] .alarm-badge');"
+                           " return b && b.title"),
+        20,
+        "node-a's alarm badge",
+    )  # fmt: skip
+    assert "page-hot" in badge
+    assert stack.request("/api/alarms/page-hot", "DELETE")[0] == 200
 
 
 def test_run_time_alarms_survive_kill_9(stack: Stack) -> None:

@@ -162,7 +162,7 @@ function renderTable() {
     }
     const tr = element("tr", { "data-host": row.hostname, class: `state-${row.state}${index === view.selected ? " selected" : ""}` },
       element("td", {}, element("span", { class: `state ${row.state}` }, row.state)),
-      element("td", {}, row.hostname),
+      element("td", {}, row.hostname, typeof alarmBadge === "function" ? alarmBadge(row.hostname) : ""),
       bar(row.cpu_usage),
       bar(row.mem_usage),
       element("td", { class: "num", title: when(row.last_seen) }, ago(row.last_seen)),
@@ -383,6 +383,10 @@ function showError(error) {
 
 function route() {
   clearInterval(timer);
+  if (typeof alarmsRoute === "function" && alarmsRoute(location.hash)) { // the alarms view (static/alarms.js)
+    $("#nodes-view").hidden = $("#node-view").hidden = true;
+    return;
+  }
   const match = location.hash.match(/^#\/node\/(.+)$/);
   $("#nodes-view").hidden = !!match;
   $("#node-view").hidden = !match;
@@ -412,4 +416,5 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
+if (typeof startAlarms === "function") startAlarms(); // alarm count and node badges (static/alarms.js)
 route();
