@@ -320,6 +320,27 @@ def test_page_shows_alarms_count_and_node_badges(stack: Stack, browser: Any) -> 
     assert stack.request("/api/alarms/page-hot", "DELETE")[0] == 200
 
 
+def test_reload_rereads_the_file_and_keeps_run_time_alarms(stack: Stack) -> None:
+    rule = {"name": "kept-over-reload", "metric": "*.Prometheus.test_load", "operator": ">", "value": 1000}
+    assert stack.request("/api/alarms", "POST", rule)[0] in (200, 201)
+    conf = stack.workdir / "lmaster.conf"
+    original = conf.read_text()
+    assert original.count("value = 60") == 1
+    changed = original.replace("value = 60", "value = 70")
+    conf.write_text(changed + "\n[alarm:added-by-reload]\nmetric = *.Prometheus.test_load\noperator = <\nvalue = 0\n")
+    try:
+        os.kill(stack.master.pid, signal.SIGHUP)
+        wait_for(lambda: stack.request("/api/alarms/added-by-reload")[0] == 200, 15, "the alarm added to the file")
+        assert stack.alarm(ALARM)["value"] == 70 and stack.alarm(ALARM)["origin"] == "configuration"
+        assert stack.alarm("kept-over-reload")["origin"] == "api"
+        assert stack.request("/api/alarms/added-by-reload", "DELETE")[0] == 409  # the file's, not the API's
+    finally:
+        conf.write_text(original)
+    os.kill(stack.master.pid, signal.SIGHUP)
+    wait_for(lambda: stack.request("/api/alarms/added-by-reload")[0] == 404, 15, "the alarm removed from the file")
+    assert stack.alarm(ALARM)["value"] == 60 and stack.alarm("kept-over-reload")["origin"] == "api"
+
+
 def test_run_time_alarms_survive_kill_9(stack: Stack) -> None:
     rule = {"name": "kept", "metric": "*.Prometheus.test_load", "operator": "<", "value": 1, "for": 5}
     status, answer = stack.request("/api/alarms", "POST", rule)
@@ -333,4 +354,5 @@ def test_run_time_alarms_survive_kill_9(stack: Stack) -> None:
     assert status == 200
     by_name = {alarm["name"]: alarm for alarm in body["alarms"]}
     assert by_name["kept"]["origin"] == "api" and by_name["kept"]["for"] == 5 and by_name["kept"]["operator"] == "<"
+    assert by_name["kept-over-reload"]["origin"] == "api"
     assert by_name[ALARM]["origin"] == "configuration"
