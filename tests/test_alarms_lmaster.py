@@ -95,6 +95,26 @@ class Receiver:
             self.server.server_close()
 
 
+def request(port: int, path: str, method: str = "GET", body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+    """(status, JSON body or text) of one request to lmaster's HTTP API."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw.decode(errors="replace")
+
+
 @dataclass
 class Stack:
     workdir: Path
@@ -108,22 +128,7 @@ class Stack:
     agents: dict[str, Daemon] = field(default_factory=dict)
 
     def request(self, path: str, method: str = "GET", body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
-        try:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            data = None
-            if body is not None:
-                data = json.dumps(body).encode()
-                headers["Content-Type"] = "application/json"
-            connection.request(method, path, body=data, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
-        finally:
-            connection.close()
-        try:
-            return response.status, json.loads(raw)
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
+        return request(self.http_port, path, method, body, token)
 
     def curl(self, *args: str) -> Any:
         """``curl`` as the Metric Proxy's users type it, with the token added."""
@@ -356,3 +361,46 @@ def test_run_time_alarms_survive_kill_9(stack: Stack) -> None:
     assert by_name["kept"]["origin"] == "api" and by_name["kept"]["for"] == 5 and by_name["kept"]["operator"] == "<"
     assert by_name["kept-over-reload"]["origin"] == "api"
     assert by_name[ALARM]["origin"] == "configuration"
+
+
+def test_job_idle_fires_for_a_sleeping_slurm_job(tmp_path: Path) -> None:
+    """A real single-node Slurm: a job that sleeps on its CPU is idle (its own lmaster, [slurm] and job idle)."""
+    from tests.support.slurm import SlurmCluster, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    receiver = Receiver().start()
+    master_port, http_port = free_ports(2)
+    token_file = tmp_path / "http-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    try:
+        with SlurmCluster(tmp_path / "slurm") as slurm:
+            sections = {
+                "http": {"listen": f"127.0.0.1:{http_port}", "token file": token_file},
+                "slurm": {"poll interval": 0.5, "slurm conf": slurm.conf_path},
+                "alarms": {"webhook": f"{receiver.url}/hook", "job idle for": 2, "node silent": "no"},
+            }
+            (tmp_path / "lmaster.conf").write_text(
+                master_ini(tmp_path, master_port, graphite={"enabled": "no"}, sections=sections)
+            )
+            (tmp_path / "lagent.conf").write_text(
+                agent_ini(
+                    tmp_path, master_port, lagent={"self metrics": "no"}, sensors={"SlurmJobs": {"time_interval": 0.5}}
+                )  # fmt: skip
+            )
+            with Daemon("lmaster", tmp_path / "lmaster.conf", tmp_path).start(listen_port=http_port) as master:
+                with Daemon("lagent", tmp_path / "lagent.conf", tmp_path).start():
+                    job = slurm.sbatch("sleep 60", "-J", "sleeper")
+                    assert master.running
+                    wait_for(lambda: request(http_port, "/api/alarms/job-idle")[1]["states"].get(job, {}).get("status")
+                             == "firing", 30, f"job-idle firing for job {job}",
+                             describe=lambda: request(http_port, "/api/alarms/job-idle"))  # fmt: skip
+                    posts = wait_for(lambda: [p for p in receiver.posts_of("job-idle", "firing")
+                                              if p["labels"]["job"] == job], 10, "job-idle's webhook post")  # fmt: skip
+                    (post,) = posts
+                    assert post["labels"]["severity"] == "warning" and float(post["annotations"]["value"]) < 0.25
+                    slurm.run("scancel", job)
+    finally:
+        receiver.stop()
