@@ -18,6 +18,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -235,6 +236,39 @@ def test_configured_alarm_fires_runs_its_action_and_resolves(stack: Stack) -> No
     whats = sorted(event["what"] for event in stack.web.events_of(f"fructosa alarm {ALARM} node-a"))
     assert whats == [f"alarm {ALARM} firing on node-a", f"alarm {ALARM} resolved on node-a"], whats
     assert stack.marks.read_text().splitlines() == ["node-a"]  # the action runs on firing only
+
+
+def test_cpu_burners_fire_a_cpu_alarm_that_resolves_when_they_stop(stack: Stack) -> None:
+    """Busy loops on every core push CPUPercent.total over 60; the shared machine must first be calmer than that."""
+    stack.start_agent("node-cpu", {"CPUPercent": {"time_interval": INTERVAL, "total": "yes"}})
+    rule = {"name": "cpu-hot", "metric": "node-cpu.CPUPercent.total", "operator": ">", "value": 60,
+            "for": FOR_SECONDS, "target": "node"}  # fmt: skip
+    assert stack.request("/api/alarms", "POST", rule)[0] in (200, 201)
+    try:
+        wait_for(lambda: stack.alarm("cpu-hot")["states"].get("node-cpu"), 20, "node-cpu's first CPU value")
+        calm = wait_for(lambda: stack.alarm("cpu-hot")["states"]["node-cpu"]["status"] == "ok" or None, 60,
+                        "a CPU total below 60 before the burners start", interval=0.5)  # fmt: skip
+        assert calm
+        burn = "import time\nend = time.time() + 60\nwhile time.time() < end: pass\n"
+        burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
+        try:
+            started = time.time()
+            wait_for(lambda: stack.alarm("cpu-hot")["status"] == "firing", 30, "cpu-hot firing with the burners",
+                     describe=lambda: stack.alarm("cpu-hot"))  # fmt: skip
+            since = stack.alarm("cpu-hot")["since"]
+            assert since - started <= FOR_SECONDS + 2 * INTERVAL + 1, since - started
+            wait_for(lambda: stack.receiver.posts_of("cpu-hot", "firing"), 10, "cpu-hot's firing post")
+        finally:
+            for burner in burners:
+                burner.kill()
+                burner.wait(10)
+        wait_for(lambda: stack.receiver.posts_of("cpu-hot", "resolved"), 60, "cpu-hot's resolved post",
+                 describe=lambda: stack.alarm("cpu-hot"))  # fmt: skip
+        stack.carbon.wait_for("fructosa.alarms.cpu-hot.firing",
+                              lambda s: any(v == 1 for _, v in s) and s[-1][1] == 0, timeout=20)  # fmt: skip
+    finally:
+        stack.request("/api/alarms/cpu-hot", "DELETE")
+        stack.agents.pop("node-cpu").stop()
 
 
 def test_metric_proxy_curl_lines(stack: Stack) -> None:
