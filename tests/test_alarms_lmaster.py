@@ -246,9 +246,11 @@ def test_cpu_burners_fire_a_cpu_alarm_that_resolves_when_they_stop(stack: Stack)
     assert stack.request("/api/alarms", "POST", rule)[0] in (200, 201)
     try:
         wait_for(lambda: stack.alarm("cpu-hot")["states"].get("node-cpu"), 20, "node-cpu's first CPU value")
-        calm = wait_for(lambda: stack.alarm("cpu-hot")["states"]["node-cpu"]["status"] == "ok" or None, 60,
-                        "a CPU total below 60 before the burners start", interval=0.5)  # fmt: skip
-        assert calm
+        deadline = time.monotonic() + 60
+        while stack.alarm("cpu-hot")["states"]["node-cpu"]["status"] != "ok":
+            if time.monotonic() > deadline:
+                pytest.skip("the shared machine stayed over 60 % CPU for a minute: no calm baseline to compare")
+            time.sleep(0.5)
         burn = "import time\nend = time.time() + 60\nwhile time.time() < end: pass\n"
         burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
         try:
@@ -320,9 +322,12 @@ def test_node_silent_fires_for_a_killed_agent(stack: Stack) -> None:
     assert "node-k" not in stack.alarm("node-silent")["states"]  # a node that speaks has no silence state
     os.kill(agent.pid, signal.SIGKILL)
     killed = time.time()
-    wait_for(lambda: stack.receiver.posts_of("node-silent", "firing"), 30, "node-silent's webhook post")
-    posts = [post for post in stack.receiver.posts_of("node-silent", "firing") if post["labels"]["node"] == "node-k"]
-    assert posts, stack.receiver.posts
+
+    def node_k_posts() -> list[dict[str, Any]]:
+        return [post for post in stack.receiver.posts_of("node-silent", "firing") if post["labels"]["node"] == "node-k"]
+
+    posts = wait_for(node_k_posts, 30, "node-silent's webhook post for node-k")
+    assert len(posts) == 1, posts
     state = stack.alarm("node-silent")["states"]["node-k"]
     assert state["status"] == "firing" and state["since"] - killed <= SILENT_AFTER + 3
     assert stack.alarm("node-silent")["states"].get("node-a", {}).get("status") != "firing"
