@@ -313,6 +313,8 @@ def test_actions_run_and_hostile_arguments_are_refused(stack: Stack) -> None:
     assert status == 401
     status, _ = stack.request("/api/actions/nothing", "POST", {"arguments": {}})
     assert status == 404
+    status, document = stack.request("/api/openapi.json")
+    assert status == 200 and {"/api/alarms", "/api/actions/{name}", "/alarms/add"} <= set(document["paths"])
     assert stack.marks.read_text() == before  # nothing ran for any refused request
 
 
@@ -443,3 +445,54 @@ def test_job_idle_fires_for_a_sleeping_slurm_job(tmp_path: Path) -> None:
                     slurm.run("scancel", job)
     finally:
         receiver.stop()
+
+
+# -- the reload and listener parts, in process ---------------------------------------------------------
+
+
+def test_replace_configured_keeps_unchanged_states_and_run_time_rules() -> None:
+    from fructosa.alarms.evaluator import AlarmEvaluator, EvaluatorSettings
+    from fructosa.alarms.rules import make_rule
+    from fructosa.wire.blocks import Block
+
+    now = time.time()
+    quiet = EvaluatorSettings(node_silent=False, job_idle=False)
+    kept = make_rule("kept", "*.x.y", ">", 1, origin="configuration")
+    changed = make_rule("changed", "*.x.y", ">", 1, origin="configuration")
+    runtime = make_rule("runtime", "*.x.y", ">", 1)
+    shadowed = make_rule("shadowed", "*.x.y", ">", 1)
+    engine = AlarmEvaluator([kept, changed], quiet, clock=lambda: now)
+    engine.add_rule(runtime)
+    engine.add_rule(shadowed)
+    levels: list[dict[str, int]] = []
+    engine.level_listeners.append(lambda when, published: levels.append(published))
+    engine.observe(Block.of([("n01.x.y", (now, 5.0))]), "n01")
+    assert {name: engine.states(name)["n01"].status for name in engine.runtimes} == dict.fromkeys(
+        ["kept", "changed", "runtime", "shadowed"], "firing"
+    )
+
+    newly = make_rule("shadowed", "*.x.y", "<", 0, origin="configuration")
+    dropped = engine.replace_configured(quiet, [kept, make_rule("changed", "*.x.y", ">", 2, origin="configuration"),
+                                                newly])  # fmt: skip
+    assert dropped == ["shadowed"]
+    assert engine.states("kept")["n01"].status == "firing"  # unchanged: its state stays
+    assert engine.states("runtime")["n01"].status == "firing"  # added at run time: stays
+    assert engine.states("changed") == {} and engine.runtimes["changed"].rule.value == 2  # afresh
+    assert engine.runtimes["shadowed"].rule.origin == "configuration"
+    assert levels and levels[-1] == {"changed": 0, "shadowed": 0}
+    node_silent = engine.replace_configured(EvaluatorSettings(job_idle=False, silent_after=5), [kept])
+    assert node_silent == [] and "node-silent" in engine.runtimes and "changed" not in engine.runtimes
+
+
+def test_event_listeners_call_each_callback_even_after_one_fails() -> None:
+    from fructosa.alarms.service import EventListeners
+
+    got: list[dict[str, Any]] = []
+    listeners = EventListeners()
+
+    def broken(event: dict[str, Any]) -> None:
+        raise RuntimeError("a stream that went away")
+
+    listeners.extend([broken, got.append])
+    listeners({"alarm": "hot"})
+    assert got == [{"alarm": "hot"}]
