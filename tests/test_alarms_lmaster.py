@@ -7,6 +7,9 @@ alarm with an action, and real lagents. The alarmed value is one the test
 controls: a local exporter (the test's own HTTP server) that the agent's
 Prometheus sensor scrapes every second, so firing and resolving do not depend
 on how busy the shared machine is. The same server receives the webhook posts.
+A CPU alarm is also driven by busy loops on every core (skipped, saying so,
+when the shared machine never drops below its threshold), and job-idle by a
+sleeping job on the real single-node Slurm of the tests (its own lmaster).
 """
 
 from __future__ import annotations
