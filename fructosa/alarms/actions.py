@@ -134,6 +134,8 @@ def argument_vector(spec: ActionSpec, values: Mapping[str, object]) -> list[str]
         text = str(value)
         if len(text) > MAX_ARGUMENT_LENGTH or not re.fullmatch(spec.pattern(argument), text):
             raise ActionError(f"argument {argument!r} = {text[:60]!r} refused: it must match {spec.pattern(argument)}")
+        if text.startswith("-"):
+            raise ActionError(f"argument {argument!r} = {text[:60]!r} refused: a leading - would read as an option")
         if text in (".", "..") or "/" in text and ".." in text.split("/"):
             raise ActionError(f"argument {argument!r} = {text[:60]!r} refused: no . or .. path components")
         checked[argument] = text

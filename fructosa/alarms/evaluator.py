@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..taps import Tap
 from ..wire.blocks import Block
@@ -68,6 +68,10 @@ class EvaluatorSettings:
     tick_interval: float = 1.0
     levels_interval: float = 10.0
     """Seconds between two rounds of every rule's firing level (changes are published at once)."""
+
+
+_INTERNAL_SETTINGS = ("stale_after", "max_keys_per_rule", "max_nodes", "tick_interval", "levels_interval")
+"""Settings no configuration key sets: a reload keeps them."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,34 @@ class AlarmEvaluator(Tap):
 
     def rules(self) -> list[Rule]:
         return [runtime.rule for runtime in self.runtimes.values()]
+
+    def replace_configured(self, settings: EvaluatorSettings, rules: Iterable[Rule]) -> list[str]:
+        """A reload: the built-in and configured rules become these; run-time ones stay.
+
+        A rule unchanged keeps its states (a firing alarm does not fire again);
+        a changed one starts afresh. Returns the names of run-time rules now
+        shadowed by a configured one of the same name (dropped).
+        """
+        self.settings = replace(settings, **{field: getattr(self.settings, field) for field in _INTERNAL_SETTINGS})
+        wanted = [*_builtin_rules(self.settings), *((rule, "threshold") for rule in rules)]
+        runtimes: dict[str, RuleRuntime] = {}
+        for rule, kind in wanted:
+            existing = self.runtimes.get(rule.name)
+            same = existing is not None and existing.rule == rule and existing.kind == kind
+            runtimes[rule.name] = existing if same else RuleRuntime(rule, kind)
+        shadowed = []
+        for name, runtime in self.runtimes.items():
+            if runtime.rule.origin == "api":
+                if name in runtimes:
+                    shadowed.append(name)
+                else:
+                    runtimes[name] = runtime
+        gone = {runtime.rule.slug for name, runtime in self.runtimes.items() if runtimes.get(name) is not runtime}
+        self.runtimes = runtimes
+        self._reindex()
+        if gone:
+            self._publish_levels(self.clock(), dict.fromkeys(gone, 0))
+        return shadowed
 
     def _reindex(self) -> None:
         """Index the rules by the last component of their glob; forget every cached match."""

@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from ..graphite_paths import Datapoint
@@ -54,13 +55,30 @@ class LimitReached(ValueError):
     """``max alarms`` alarms exist already (HTTP 400, documented)."""
 
 
-def usable_state_dir(directory: str | None) -> str | None:
-    """The state directory, created if need be; the default one, when unusable (not root), means memory only.
+def state_dir_of(config: Any) -> str | None:
+    """``[alarms] state dir``; left at its default, ``alarms`` in lmaster's spool directory when one is configured.
+
+    One directory per lmaster, then: two lmasters on a host (or tests) with
+    their own spool directories do not share their alarms.
+    """
+    from ..config.alarms import DEFAULT_ALARM_STATE_DIR
+
+    directory = config.alarms.state_dir
+    spool = getattr(config, "spool", None)
+    if directory == DEFAULT_ALARM_STATE_DIR and spool is not None and spool.explicit:
+        return os.path.join(spool.directory, "alarms")
+    return directory
+
+
+def usable_state_dir(directory: str | None, default: bool | None = None) -> str | None:
+    """The state directory, created if need be; a default one, when unusable (not root), means memory only.
 
     A directory set in the configuration must be usable: StoreError (lmaster does not start).
     """
     from ..config.alarms import DEFAULT_ALARM_STATE_DIR
 
+    if default is None:
+        default = directory == DEFAULT_ALARM_STATE_DIR
     if directory is None:
         return None
     try:
@@ -69,11 +87,32 @@ def usable_state_dir(directory: str | None) -> str | None:
             raise PermissionError(13, "not writable")
     except OSError as error:
         reason = f"{directory}: unusable for alarms ({error.strerror or error})"
-        if directory != DEFAULT_ALARM_STATE_DIR:
+        if not default:
             raise StoreError(f"[alarms] state dir = {directory!r}: {reason}") from None
         log.warning("%s: alarms added at run time will last until lmaster stops", reason)
         return None
     return directory
+
+
+def evaluator_settings(settings: Any) -> EvaluatorSettings:
+    """The evaluator's settings from ``[alarms]``."""
+    return EvaluatorSettings(settings.node_silent, settings.silent_after, settings.job_idle,
+                             settings.job_idle_fraction, settings.job_idle_for)  # fmt: skip
+
+
+class EventListeners(list):
+    """Callbacks of each alarm transition's event (the live stream's publish registers here when it exists).
+
+    lmaster holds one, so whatever pushes events to clients can subscribe
+    after the alarms are built; a failing callback is logged, the others run.
+    """
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        for callback in list(self):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("alarm event listener %r failed", callback)
 
 
 class AlarmService(Tap):
@@ -95,6 +134,7 @@ class AlarmService(Tap):
         self.actions = actions or ActionRunner()
         self.max_alarms = max_alarms
         self._action_tasks: set[asyncio.Task] = set()
+        self.state_dir_setting: str | None = store.directory if store is not None else None
         evaluator.listeners.append(self.notifier.transition)
         evaluator.listeners.append(self._run_action)
         evaluator.level_listeners.append(self.notifier.levels)
@@ -109,20 +149,47 @@ class AlarmService(Tap):
         job_cpus: Callable[[], Mapping[str, int | None]] | None = None,
     ) -> AlarmService:
         """From lmaster's configuration: ``config.alarms`` ([alarms]), ``alarm_rules`` and ``actions``."""
+        from ..config.alarms import DEFAULT_ALARM_STATE_DIR
+
         settings = config.alarms
-        evaluator = AlarmEvaluator(
-            config.alarm_rules,
-            EvaluatorSettings(settings.node_silent, settings.silent_after, settings.job_idle,
-                              settings.job_idle_fraction, settings.job_idle_for),
-            clock, heartbeat_of, job_cpus,
-        )  # fmt: skip
-        return cls(
+        evaluator = AlarmEvaluator(config.alarm_rules, evaluator_settings(settings), clock, heartbeat_of, job_cpus)
+        service = cls(
             evaluator,
-            AlarmStore(usable_state_dir(settings.state_dir)),
+            AlarmStore(usable_state_dir(state_dir_of(config), default=settings.state_dir == DEFAULT_ALARM_STATE_DIR)),
             Notifier(NotifySettings(settings.webhook, settings.events_url)),
             ActionRunner(config.actions),
             settings.max_alarms,
         )
+        service.state_dir_setting = state_dir_of(config)
+        return service
+
+    def reconfigure(self, config: Any) -> None:
+        """A reload: alarms and actions from the file, built-ins, webhook and events URL re-read.
+
+        Alarms added at run time stay (a configured alarm of the same name
+        wins: the run-time one is dropped and forgotten); an alarm unchanged
+        keeps its state. A new ``state dir`` waits for a restart (logged).
+        """
+        settings = config.alarms
+        shadowed = self.evaluator.replace_configured(evaluator_settings(settings), config.alarm_rules)
+        for name in shadowed:
+            log.warning("reload: alarm %r added at run time dropped: the configuration now declares it", name)
+        if shadowed:
+            self._save_stored()
+        self.notifier.settings = replace(self.notifier.settings, webhook=settings.webhook,
+                                         events_url=settings.events_url)  # fmt: skip
+        self.actions.specs = {spec.name: spec for spec in config.actions}
+        self.max_alarms = settings.max_alarms
+        if state_dir_of(config) != self.state_dir_setting:
+            log.warning("reload: a change of [alarms] state dir takes effect at the next restart")
+        log.info("reload: %d alarms (%d added at run time), %d actions", len(self.evaluator.runtimes),
+                 len(self.stored()), len(self.actions.specs))  # fmt: skip
+
+    def _save_stored(self) -> None:
+        try:
+            self.store.save(self.stored())
+        except StoreError as error:
+            log.error("%s", error)
 
     def bind(
         self,

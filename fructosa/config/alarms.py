@@ -104,7 +104,8 @@ ALARMS = Section(
             "graphite-web's events API: an event per alarm firing or resolved, tagged fructosa alarm NAME HOST",
             example="http://localhost/events/"),
         Key("state dir", "alarms.state_dir", parse_state_dir,
-            "where alarms added at run time are kept (none: in memory only)"),
+            "where alarms added at run time are kept (none: in memory only); left at the default, alarms/ in"
+            " [lmaster] spool dir when that is set"),
         Key("max alarms", "alarms.max_alarms", parse_positive_int,
             "alarms in all (built-in, configured, added at run time); more are refused"),
     ),

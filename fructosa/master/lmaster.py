@@ -17,8 +17,11 @@ import socket
 import ssl
 import time
 
+from ..alarms.service import AlarmService, EventListeners
 from ..config import MasterConfig
 from ..graphite_paths import Datapoint
+from ..http.actions import add_action_routes
+from ..http.alarms import add_alarm_routes
 from ..jobs.events import JobEventsPoller
 from ..sinks import Sink
 from ..sinks.build import build_sinks
@@ -61,6 +64,23 @@ class Master:
         )
         if self.http is not None:
             self.taps.extend(self.http.taps)
+        # Alarms and actions ([alarms], [alarm:NAME], [action:NAME]): evaluated with or without [http], which adds
+        # their routes. Firing levels go out through emit; transition events to alarm_events, where the live
+        # stream registers its publish. Job CPUs come from the [slurm] poller once it has polled.
+        self.slurm_poller: JobEventsPoller | None = None
+        self.alarm_events = EventListeners()
+        self.alarms = AlarmService.from_config(
+            cfg,
+            heartbeat_of=lambda host: getattr(self.agents.get(host), "heartbeat_interval", 30.0),
+            job_cpus=lambda: {
+                job: info.cpus for job, info in ((self.slurm_poller and self.slurm_poller.known) or {}).items()
+            },
+        )
+        self.alarms.bind(emit=self.emit, on_event=self.alarm_events)
+        self.taps.append(self.alarms)
+        if self.http is not None:
+            add_alarm_routes(self.http.app, self.alarms)
+            add_action_routes(self.http.app, self.alarms.actions)
         self.flow = Flow(self.sinks, self.taps)
         self.server = AgentServer(cfg, listen_sockets, self.flow, self.agents, tls)
         self.reporter = Reporter(cfg, self.agents, self.flow, self.server.counters, spool, status_file)
@@ -95,7 +115,9 @@ class Master:
         slurm_poller = None
         if self.config.slurm.enabled:  # job events and counts ([slurm]); ends when stop is set
             jobs = self.http.jobs if self.http is not None else None  # the job tracker hears of starts and ends
-            poller = JobEventsPoller(self.config.slurm, self.emit, on_poll=jobs.tracker.polled if jobs else None)
+            poller = self.slurm_poller = JobEventsPoller(
+                self.config.slurm, self.emit, on_poll=jobs.tracker.polled if jobs else None
+            )
             slurm_poller = asyncio.create_task(poller.run(stop), name="slurm-poller")
         try:
             await stop.wait()
@@ -153,6 +175,7 @@ class Master:
         elif new.http is not None:
             log.warning("reload: adding [http] takes effect at the next restart")
         self.server.reconfigure(new)
+        self.alarms.reconfigure(new)  # alarms: the file's rules and actions re-read, run-time ones kept
         for sink in self.sinks:
             sink.reconfigure(new)
         self.config = new

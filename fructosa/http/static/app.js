@@ -162,7 +162,7 @@ function renderTable() {
     }
     const tr = element("tr", { "data-host": row.hostname, class: `state-${row.state}${index === view.selected ? " selected" : ""}` },
       element("td", {}, element("span", { class: `state ${row.state}` }, row.state)),
-      element("td", {}, row.hostname),
+      element("td", {}, row.hostname, typeof alarmBadge === "function" ? alarmBadge(row.hostname) : ""),
       bar(row.cpu_usage),
       bar(row.mem_usage),
       element("td", { class: "num", title: when(row.last_seen) }, ago(row.last_seen)),
@@ -383,8 +383,11 @@ function showError(error) {
 
 function route() {
   clearInterval(timer);
-  if (typeof jobsRoute === "function" && jobsRoute(location.hash)) { // the jobs pages (jobs.js)
-    $("#nodes-view").hidden = true; $("#node-view").hidden = true; currentHost = null;
+  // every view's router runs, so each hides its own view when the hash is not its own
+  const jobsShown = typeof jobsRoute === "function" && jobsRoute(location.hash); // the jobs pages (jobs.js)
+  const alarmsShown = typeof alarmsRoute === "function" && alarmsRoute(location.hash); // the alarms view (alarms.js)
+  if (jobsShown || alarmsShown) {
+    $("#nodes-view").hidden = $("#node-view").hidden = true; currentHost = null;
     return;
   }
   const match = location.hash.match(/^#\/node\/(.+)$/);
@@ -416,4 +419,5 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
+if (typeof startAlarms === "function") startAlarms(); // alarm count and node badges (static/alarms.js)
 route();
