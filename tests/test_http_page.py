@@ -314,6 +314,19 @@ def test_a_killed_agent_turns_down_on_the_open_page(browser: Browser, site: Site
     browser.screenshot("nodes-one-down")
 
 
+def test_an_unreachable_lmaster_shows_a_banner_and_dims_the_old_data(browser: Browser, live: LivePipeline) -> None:
+    """Last of the real ones: it stops lmaster (the fixture's own stop is idempotent)."""
+    open_page(browser, Site(live.url, live.token))
+    assert browser.driver.find_element("id", "status").text == ""
+    assert live.master is not None
+    live.master.stop()
+    banner = browser.wait(lambda: browser.driver.find_element("id", "status").text, PAGE_TIMEOUT, "the error banner")
+    assert banner.startswith("⚠ lmaster unreachable · data from ") and "retrying" in banner, banner
+    assert browser.js("return document.body.classList.contains('stale')")
+    assert set(HOSTS) <= set(table_hosts(browser))  # the last data stays on screen, dimmed
+    browser.screenshot("nodes-lmaster-unreachable")
+
+
 # -- 5,000 nodes: a fake source, since that many real agents cannot run here --------
 
 MANY = 5000
