@@ -355,7 +355,7 @@ function drawCharts(host, history) {
     const options = {
       width, height: 200,
       scales: { x: { time: true, range: timeRange }, y: chart.range ? { range: chart.range } : { auto: true } },
-      axes: [{ space: 90 }, { size: 60, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
+      axes: [{ space: 90 }, { size: 72, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
       series: [{}, ...names.map((name, i) => ({ label: chart.label ? chart.label(name) : name.replace(/^(SlurmJobs|LoadAverage|GPU)\./, "").replace(/\.(cpu_percent|rss|utilization\.gpu)$/, ""), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true }))],
       legend: { live: true },
     };
