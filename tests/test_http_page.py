@@ -202,6 +202,7 @@ def test_text_and_state_filters_narrow_the_table(browser: Browser, site: Site) -
         want = sorted(host for host, node in nodes.items() if matches(node, text))
         browser.wait(lambda want=want: sorted(table_hosts(browser)) == want, PAGE_TIMEOUT, f"rows for {text!r}")
     assert browser.driver.find_element("id", "page-info").text == "no nodes"
+    assert browser.driver.find_element("css selector", "#nodes tbody").text == "No node matches these filters."
     assert "q=no-such-node-anywhere" in browser.driver.current_url  # the view is bookmarkable
     type_filter(browser, " ")  # an input event with an empty filter
     browser.wait(lambda: len(table_hosts(browser)) == len(nodes), PAGE_TIMEOUT, "all rows back")
