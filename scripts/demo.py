@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -31,6 +32,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=12, help="how long to collect before printing (default 12)")
     parser.add_argument("--keep", action="store_true", help="keep everything running until Ctrl-C")
     args = parser.parse_args()
+    # `kill PID` (and Ctrl-C, even when started from a script, which ignores SIGINT) stops what we started
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     work = Path(tempfile.mkdtemp(prefix="fructosa-demo-"))
     master_port, http_port = free_ports(2)
     token = secrets.token_hex(24)
@@ -79,6 +83,10 @@ def main() -> int:
                         pass
     print(f"stopped; files left in {work}")
     return 0
+
+
+def stop_on_signal(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def show(carbon: CarbonCache) -> None:

@@ -1,26 +1,30 @@
-"""lmaster's web page in a real headless Chromium: nodes table, filters, grouping, keyboard, charts, token.
+"""lmaster's web page in a real headless Chromium, against a real lmaster and real lagents.
 
-The tests only know the page's address and token (:class:`Site`, from the
-``site`` fixture) and read what they expect from the same server's JSON
-API, so the server behind can change: here it is the real HTTP application
-(``make_app`` + ``server.start``) in a thread, over a fake
-:class:`~fructosa.http.state.NodeSource` of a few nodes and a real
-:class:`~fructosa.taps.latest.LatestValues` fed real blocks every second;
-a fixture over real lmaster + lagent processes only has to yield another
-:class:`Site`. Screenshots of the nodes and node pages go to
-``test-artifacts/`` (tests/support/browser.py).
+The ``live`` fixture starts the real pipeline on loopback (a carbon-cache,
+lmaster with ``[http]`` and a token file, and lagent processes that differ
+only in their ``[lagent] hostname``; tests/support/live_page.py). The tests
+only know the page's address and token (:class:`Site`) and read what they
+expect from the same server's JSON API. They give the token, find every
+agent in the table, filter, group, open a node page with its uPlot charts
+and facts, and see a SIGKILLed agent's row turn ``down`` as the page
+refreshes itself.
+
+A fake node source is used only where real processes cannot go: 5,000
+nodes, to check the table stays fast and keeps only a page of rows in the
+DOM. Screenshots go to ``test-artifacts/`` (tests/support/browser.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
+import os
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,17 +35,29 @@ from fructosa.http.nodes import group_key
 from fructosa.http.settings import HttpSettings
 from fructosa.http.state import HttpState, NodeRecord, StaticNodes
 from fructosa.taps.latest import LatestValues
-from fructosa.wire.blocks import Block
+from tests.support.configs import agent_ini
+from tests.support.live_page import LivePipeline
+from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
     from tests.support.browser import Browser
 
 pytest_plugins = ["tests.support.browser"]
+pytestmark = pytest.mark.timeout(240)
 
-TOKEN = "page-test-token-0123456789"
-FEED_INTERVAL = 2.0
-"""Seconds between two fed blocks per node, as an agent's sensors would send them."""
+HOSTS = ("page-alpha", "page-beta", "page-gamma")
+DOOMED = "page-doomed"
+"""The agent killed with SIGKILL, started for that test alone so the others stay up."""
+SENSORS = {
+    "CPUPercent": {"time_interval": 1, "percpu": "yes", "total": "no"},
+    "VirtualMemory": {"time_interval": 1},
+    "NetIOCounters": {"time_interval": 1},
+}
 PAGE_TIMEOUT = 15.0
+DOWN_WITHIN = 20.0
+"""Seconds from SIGKILL to a ``down`` row: lmaster sees the connection close at once, the page refreshes every 5 s."""
+PAGE_ROWS = 100
+"""The page's rows per page (PAGE_SIZE in static/app.js)."""
 
 
 @dataclass(frozen=True)
@@ -60,105 +76,33 @@ class Site:
             return json.load(response)
 
 
-# -- the fake cluster (what real lmaster + lagent processes would replace) ------
+def test_agent_conf(host: str, master_port: int, home: Path) -> str:
+    return agent_ini(home, master_port, hostname=host, lagent={"heartbeat interval": 1}, sensors=SENSORS)
 
 
-def fake_records(now: float) -> list[NodeRecord]:
-    debian, rocky = "Debian 12 (6.1.0-18-amd64)", "Rocky Linux 9.3 (5.14.0-362.8.1.el9_3.x86_64)"
-    epyc, xeon = "AMD EPYC 7763 64-Core Processor", "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
-    sensors = {"CPUPercent": 10.0, "VirtualMemory": 10.0, "NetIOCounters": 10.0, "DiskIOCounters": 30.0}
-
-    def node(name: str, number: int, **facts: Any) -> NodeRecord:
-        defaults = dict(ip_address=f"10.1.0.{number}", connected=True, last_seen=now, heartbeat_interval=10.0,
-                        agent="lagent 0.4.0", connected_since=now - 86_400 * 3 - number * 600, cpu=epyc, cpus=128,
-                        memory_bytes=512 << 30, boot_time=now - 86_400 * 40, system="Linux", platform=debian,
-                        sensors=dict(sensors))  # fmt: skip
-        return NodeRecord(name, **{**defaults, **facts})
-
-    records = [node(f"node{i:02d}", i) for i in range(1, 11)]
-    records += [
-        node("node11", 11, platform=rocky, cpu=xeon, cpus=64, memory_bytes=256 << 30, agent="lagent 0.3.2"),
-        node("node12", 12, platform=rocky, cpu=xeon, cpus=64, memory_bytes=256 << 30),
-        node("node13", 13, last_seen=now - 75),  # connected, silent: late
-        node("node14", 14, connected=False, last_seen=now - 3 * 3600, connected_since=None),
-        node("gpu01", 101, gpus=["NVIDIA A100-SXM4-80GB"] * 4, memory_bytes=1024 << 30),
-        node("gpu02", 102, gpus=["NVIDIA A100-SXM4-80GB"] * 4, memory_bytes=1024 << 30),
-    ]
-    return records
-
-
-class FakeCluster:
-    """Nodes whose agents send a block every :data:`FEED_INTERVAL`; late and down ones fell silent earlier."""
-
-    def __init__(self, now: float) -> None:
-        self.records = fake_records(now)
-        self.source = StaticNodes(self.records)
-        self.latest = LatestValues()
-        self.silent_since = {record.hostname: record.last_seen for record in self.records if record.last_seen != now}
-        self.counters: dict[str, tuple[float, float]] = {}
-        start = now - 60 * FEED_INTERVAL
-        for step in range(60):  # the last two minutes, as if the agents had been running
-            self.feed(start + step * FEED_INTERVAL)
-
-    def block(self, record: NodeRecord, when: float) -> Block:
-        index = int(record.ip_address.rsplit(".", 1)[1])
-        phase = when / 60 + index
-        busy = 50 + 45 * math.sin(phase) if index % 3 else 8 + 4 * math.sin(phase)
-        points = [(f"CPUPercent.{cpu}", max(0.0, min(100.0, busy + 6 * math.sin(phase * 3 + cpu)))) for cpu in range(4)]
-        points += [("VirtualMemory.percent", 30 + 10 * math.sin(phase / 2)), ("SwapMemory.percent", 1.5)]
-        for name, rate in (("NetIOCounters.bytes_recv", 4e6), ("NetIOCounters.bytes_sent", 1e6),
-                           ("DiskIOCounters.read_bytes", 2e6), ("DiskIOCounters.write_bytes", 5e5)):  # fmt: skip
-            key = f"{record.hostname}.{name}"
-            before, total = self.counters.get(key, (when - FEED_INTERVAL, 1e9))
-            self.counters[key] = (when, total + rate * (when - before) * (1.2 + math.sin(phase)))
-            points.append((name, self.counters[key][1]))
-        if record.hostname == "node01":
-            points += [("SlurmJobs.count", 1.0), ("SlurmJobs.job_4242.cpu_percent", 390.0 + 5 * math.sin(phase)),
-                       ("SlurmJobs.job_4242.rss", 3.2e9 + 1e8 * math.sin(phase))]  # fmt: skip
-        return Block.of([(f"{record.hostname}.{path}", (when, value)) for path, value in points])
-
-    def feed(self, when: float) -> None:
-        for record in self.records:
-            silent_since = self.silent_since.get(record.hostname)
-            if silent_since is None or when <= silent_since:
-                self.latest.observe(self.block(record, when), record.hostname)
-                record.last_seen = max(record.last_seen or 0.0, when) if silent_since is None else silent_since
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(FEED_INTERVAL)
-            self.feed(time.time())
-
-
-class ServedApp:
-    """The HTTP application (``server.start``) on its own event loop in a thread; ``stop()`` ends both."""
-
-    def __init__(self, settings: HttpSettings, cluster: FakeCluster) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="http-page-server", daemon=True)
-        self.thread.start()
-        app = make_app(settings, HttpState(cluster.source, cluster.latest))
-        self.runner, sites = asyncio.run_coroutine_threadsafe(server.start(app), self.loop).result(timeout=10)
-        self.port = sites[0].port
-        self.feeder = asyncio.run_coroutine_threadsafe(cluster.run(), self.loop)
-
-    def stop(self) -> None:
-        self.feeder.cancel()
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive(), "the HTTP server thread did not stop"
-        self.loop.close()
+test_agent_conf.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[Site]:
-    """The page of the HTTP application over a fake cluster, with a token required."""
-    served = ServedApp(HttpSettings(listen=(("127.0.0.1", 0),), token=TOKEN.encode()), FakeCluster(time.time()))
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePipeline]:
+    """carbon-cache ← lmaster [http] ← one lagent per name in :data:`HOSTS`, all up with values."""
+    pipeline = LivePipeline(tmp_path_factory.mktemp("http-page"), test_agent_conf).start(HOSTS)
     try:
-        yield Site(f"http://127.0.0.1:{served.port}/", TOKEN)
+        wait_for(
+            lambda: all(
+                host in nodes and nodes[host]["state"] == "up" and nodes[host]["cpu_usage"] is not None
+                for nodes in [pipeline.api("api/nodes")] for host in HOSTS
+            ),
+            30, "every agent up with values", describe=lambda: pipeline.api("api/nodes"),
+        )  # fmt: skip
+        yield pipeline
     finally:
-        served.stop()
+        pipeline.stop()
+
+
+@pytest.fixture(scope="module")
+def site(live: LivePipeline) -> Site:
+    return Site(live.url, live.token)
 
 
 # -- driving the page -----------------------------------------------------------
@@ -166,6 +110,15 @@ def site() -> Iterator[Site]:
 
 def table_hosts(browser: Browser) -> list[str]:
     return browser.js("return [...document.querySelectorAll('#nodes tbody tr[data-host]')].map(r => r.dataset.host)")
+
+
+def row_state(browser: Browser, host: str) -> str | None:
+    return browser.js(
+        "const row = [...document.querySelectorAll('#nodes tbody tr[data-host]')]"
+        ".find(r => r.dataset.host === arguments[0]);"
+        "return row ? row.querySelector('.state').textContent : null",
+        host,
+    )
 
 
 def open_page(browser: Browser, site: Site, fragment: str = "#/nodes") -> None:
@@ -199,6 +152,12 @@ def choose(browser: Browser, select_id: str, value: str) -> None:
     Select(browser.driver.find_element("id", select_id)).select_by_value(value)
 
 
+def type_filter(browser: Browser, text: str) -> None:
+    field = browser.driver.find_element("id", "filter")
+    field.clear()
+    field.send_keys(text)
+
+
 def matches(node: dict[str, Any], text: str) -> bool:
     """The page's text filter: a substring of host, agent, platform, system, CPU, address, state or a GPU."""
     fields = [node["hostname"], node["agent"], node["platform"], node["system"], node["cpu"], node["ip_address"],
@@ -206,12 +165,10 @@ def matches(node: dict[str, Any], text: str) -> bool:
     return any(value and text.lower() in str(value).lower() for value in fields)
 
 
-# -- tests ----------------------------------------------------------------------
+# -- tests against the real lmaster and lagents ----------------------------------
 
 
-def test_page_asks_for_the_token_then_lists_every_node(browser: Browser, site: Site) -> None:
-    if not site.token:
-        pytest.skip("this server needs no token")
+def test_page_asks_for_the_token_then_lists_every_agent(browser: Browser, site: Site) -> None:
     browser.driver.get(site.url + "#/nodes")
     browser.js("sessionStorage.clear()")
     browser.driver.refresh()
@@ -223,10 +180,13 @@ def test_page_asks_for_the_token_then_lists_every_node(browser: Browser, site: S
     browser.wait(lambda: "refused" in browser.driver.find_element("id", "token-error").text, PAGE_TIMEOUT,
                  "the refused-token message")  # fmt: skip
     assert dialog_open(browser)
-    give_token(browser, site.token)
-    nodes = site.api("api/nodes")
-    browser.wait(lambda: sorted(table_hosts(browser)) == sorted(nodes), PAGE_TIMEOUT, "every node in the table")
+    give_token(browser, site.token or "")
+    browser.wait(lambda: set(HOSTS) <= set(table_hosts(browser)), PAGE_TIMEOUT, "every test agent in the table")
     assert not dialog_open(browser)
+    nodes = site.api("api/nodes")
+    assert sorted(table_hosts(browser)) == sorted(nodes)
+    for host in HOSTS:
+        assert row_state(browser, host) == "up"
     counts = {state: sum(node["state"] == state for node in nodes.values()) for state in ("up", "late", "down")}
     assert browser.driver.find_element("id", "summary").text == (
         f"{counts['up']} up · {counts['late']} late · {counts['down']} down"
@@ -237,49 +197,48 @@ def test_page_asks_for_the_token_then_lists_every_node(browser: Browser, site: S
 def test_text_and_state_filters_narrow_the_table(browser: Browser, site: Site) -> None:
     open_page(browser, site)
     nodes = site.api("api/nodes")
-    field = browser.driver.find_element("id", "filter")
-    for text in (sorted(nodes)[0], "a100", "rocky", "no-such-node-anywhere"):
-        field.clear()
-        field.send_keys(text)
+    for text in (HOSTS[1], "GAMMA", "page-", "127.0.0.1", "no-such-node-anywhere"):
+        type_filter(browser, text)
         want = sorted(host for host, node in nodes.items() if matches(node, text))
         browser.wait(lambda want=want: sorted(table_hosts(browser)) == want, PAGE_TIMEOUT, f"rows for {text!r}")
     assert browser.driver.find_element("id", "page-info").text == "no nodes"
+    assert browser.driver.find_element("css selector", "#nodes tbody").text == "No node matches these filters."
     assert "q=no-such-node-anywhere" in browser.driver.current_url  # the view is bookmarkable
-    field.clear()
-    field.send_keys(" ")  # an input event with an empty filter
+    type_filter(browser, " ")  # an input event with an empty filter
     browser.wait(lambda: len(table_hosts(browser)) == len(nodes), PAGE_TIMEOUT, "all rows back")
 
-    for state in sorted({node["state"] for node in nodes.values()}):
+    for state in ("up", "down"):
         choose(browser, "state-filter", state)
-        want = sorted(host for host, node in nodes.items() if node["state"] == state)
+        want = sorted(host for host, node in site.api(f"api/nodes?state={state}").items())
         browser.wait(lambda want=want: sorted(table_hosts(browser)) == want, PAGE_TIMEOUT, f"the {state} rows")
         assert f"state={state}" in browser.driver.current_url
     choose(browser, "state-filter", "")
-    browser.wait(lambda: len(table_hosts(browser)) == len(nodes), PAGE_TIMEOUT, "all rows back")
+    browser.wait(lambda: set(HOSTS) <= set(table_hosts(browser)), PAGE_TIMEOUT, "all rows back")
 
 
 def test_grouping_puts_each_node_under_its_group(browser: Browser, site: Site) -> None:
     open_page(browser, site)
-    grouped = site.api("api/nodes?group_by=platform")
-    choose(browser, "group-by", "platform")
-    want = [f"platform: {name} ({len(members)})" for name, members in grouped.items()]
 
     def headers() -> list[str]:
         return browser.js("return [...document.querySelectorAll('#nodes tbody tr.group')].map(r => r.textContent)")
 
-    browser.wait(lambda: sorted(headers()) == sorted(want), PAGE_TIMEOUT, "one header per platform")
-    rows = browser.js(
-        "return [...document.querySelectorAll('#nodes tbody tr')].map(r => r.dataset.host || r.textContent)"
-    )
-    group = None
-    for row in rows:  # every host row follows its own group's header
-        if row.startswith("platform: "):
-            group = row[len("platform: ") : row.rindex(" (")]
-        else:
-            assert group is not None and row in grouped[group], (row, group)
-    assert sum(not row.startswith("platform: ") for row in rows) == sum(map(len, grouped.values()))
-    node = next(iter(next(iter(grouped.values())).values()))
-    assert group_key(node, "platform") in grouped
+    for attribute in ("hostname", "platform"):
+        grouped = site.api(f"api/nodes?group_by={attribute}")
+        choose(browser, "group-by", attribute)
+        want = [f"{attribute}: {name} ({len(members)})" for name, members in grouped.items()]
+        browser.wait(lambda want=want: sorted(headers()) == sorted(want), PAGE_TIMEOUT, f"one header per {attribute}")
+        rows = browser.js(
+            "return [...document.querySelectorAll('#nodes tbody tr')].map(r => r.dataset.host || r.textContent)"
+        )
+        prefix, group = f"{attribute}: ", None
+        for row in rows:  # every host row follows its own group's header
+            if row.startswith(prefix):
+                group = row[len(prefix) : row.rindex(" (")]
+            else:
+                assert group is not None and row in grouped[group], (row, group)
+        assert sum(not row.startswith(prefix) for row in rows) == sum(map(len, grouped.values()))
+        node = next(iter(next(iter(grouped.values())).values()))
+        assert group_key(node, attribute) in grouped
     browser.screenshot("nodes-grouped")
     choose(browser, "group-by", "")
     browser.wait(lambda: headers() == [], PAGE_TIMEOUT, "the table without groups")
@@ -292,7 +251,7 @@ def test_keyboard_j_k_enter_opens_the_selected_node(browser: Browser, site: Site
     open_page(browser, site, "#/nodes")
     hosts = browser.wait(lambda: table_hosts(browser), PAGE_TIMEOUT, "the rows")
     browser.js("document.activeElement.blur()")
-    presses = min(2, len(hosts) - 1)
+    presses = min(2, len(hosts) - 2)  # j once too many then k: the last j must still move
     ActionChains(browser.driver).send_keys("j" * (presses + 1) + "k").perform()
     selected = browser.js("return document.querySelector('#nodes tbody tr.selected').dataset.host")
     assert selected == hosts[presses]
@@ -302,13 +261,14 @@ def test_keyboard_j_k_enter_opens_the_selected_node(browser: Browser, site: Site
     assert browser.driver.current_url.endswith(f"#/node/{hosts[presses]}")
     ActionChains(browser.driver).send_keys(Keys.ESCAPE).perform()  # back to the table
     browser.wait(lambda: browser.js("return !document.querySelector('#nodes-view').hidden"), PAGE_TIMEOUT)
+    # the row we came from is still the selected one, so j/k carry on from there
+    assert browser.js("return document.querySelector('#nodes tbody tr.selected').dataset.host") == hosts[presses]
 
 
-def test_node_page_draws_charts_with_the_history(browser: Browser, site: Site) -> None:
-    nodes = site.api("api/nodes")
-    host = next(host for host in sorted(nodes) if site.api(f"api/nodes/{host}/history"))
-    history = site.api(f"api/nodes/{host}/history?series=CPUPercent.*")
-    assert history, f"{host} has history but none of CPUPercent.*"
+def test_node_page_shows_the_agents_facts_and_charts_of_its_data(browser: Browser, site: Site) -> None:
+    host = HOSTS[0]
+    wait_for(lambda: len(site.api(f"api/nodes/{host}/history?series=CPUPercent.*").get(f"{host}.CPUPercent.0", {})
+                         .get("times", [])) >= 3, 30, "three CPU points in the history")  # fmt: skip
     open_page(browser, site, f"#/node/{host}")
 
     def chart_data() -> dict[str, list[int]]:
@@ -317,16 +277,134 @@ def test_node_page_draws_charts_with_the_history(browser: Browser, site: Site) -
             " [e.plot.data.length, e.plot.data[0].length, e.box.querySelectorAll('canvas').length]]))"
         )
 
-    charts = browser.wait(lambda: chart_data().get("CPU %"), PAGE_TIMEOUT, "the CPU chart")
-    columns, points, canvases = charts
-    assert columns == 1 + len(history)  # x, then one column per CPU
-    assert points >= min(2, max(len(series["times"]) for series in history.values()))
+    columns, points, canvases = browser.wait(lambda: chart_data().get("CPU %"), PAGE_TIMEOUT, "the CPU chart")
+    assert columns == 1 + os.cpu_count()  # x, then one column per CPU of this machine
+    assert points > 1
     assert canvases == 1
+    browser.wait(lambda: chart_data().get("Memory %", [0, 0])[1] > 1, PAGE_TIMEOUT, "the memory chart's points")
+    browser.wait(lambda: chart_data().get("Network bytes/s", [0, 0])[1] > 1, PAGE_TIMEOUT, "the traffic chart")
     drawn = browser.js(
         "const c = [...charts.values()][0].box.querySelector('canvas');"
         "return c.width > 100 && c.height > 50 && c.getContext('2d').getImageData(0, 0, c.width, c.height)"
         ".data.some((v, i) => i % 4 === 3 && v > 0)"
     )
     assert drawn, "the chart canvas is blank"
-    browser.wait(lambda: len(chart_data()) >= 3, PAGE_TIMEOUT, "the memory and traffic charts")
+
+    facts = browser.js(
+        "const d = {}; document.querySelectorAll('#node-facts dt').forEach(dt => d[dt.textContent] ="
+        " dt.nextElementSibling.textContent); return d"
+    )
+    node = site.api(f"api/nodes/{host}")
+    assert facts["CPUs"] == str(os.cpu_count())
+    assert facts["State"] == "up" and facts["Address"] == "127.0.0.1" and facts["Agent"] == node["agent"]
+    assert facts["Platform"] == node["platform"] and facts["Heartbeat"] == "1 s"
+    assert "CPUPercent" in facts["Sensors"] and "NetIOCounters" in facts["Sensors"]
     browser.screenshot("node-page")
+
+
+def test_a_killed_agent_turns_down_on_the_open_page(browser: Browser, site: Site, live: LivePipeline) -> None:
+    doomed = live.start_agent(DOOMED)
+    open_page(browser, site)
+    browser.wait(lambda: row_state(browser, DOOMED) == "up", PAGE_TIMEOUT + 10, f"{DOOMED}'s row up")
+    doomed.kill()
+    killed_at = time.monotonic()
+    browser.wait(lambda: row_state(browser, DOOMED) == "down", DOWN_WITHIN, f"{DOOMED}'s row down after SIGKILL")
+    print(f"{DOOMED} shown down {time.monotonic() - killed_at:.1f} s after SIGKILL")
+    assert all(row_state(browser, host) == "up" for host in HOSTS)
+    assert "1 down" in browser.driver.find_element("id", "summary").text
+    browser.screenshot("nodes-one-down")
+
+
+def test_an_unreachable_lmaster_shows_a_banner_and_dims_the_old_data(browser: Browser, live: LivePipeline) -> None:
+    """Last of the real ones: it stops lmaster (the fixture's own stop is idempotent)."""
+    open_page(browser, Site(live.url, live.token))
+    assert browser.driver.find_element("id", "status").text == ""
+    assert live.master is not None
+    live.master.stop()
+    banner = browser.wait(lambda: browser.driver.find_element("id", "status").text, PAGE_TIMEOUT, "the error banner")
+    assert banner.startswith("⚠ lmaster unreachable · data from ") and "retrying" in banner, banner
+    assert browser.js("return document.body.classList.contains('stale')")
+    assert set(HOSTS) <= set(table_hosts(browser))  # the last data stays on screen, dimmed
+    browser.screenshot("nodes-lmaster-unreachable")
+
+
+# -- 5,000 nodes: a fake source, since that many real agents cannot run here --------
+
+MANY = 5000
+
+
+def many_records(now: float) -> list[NodeRecord]:
+    platforms = ("Debian 12 (6.1.0-18-amd64)", "Rocky Linux 9.3 (5.14.0-362.8.1.el9_3.x86_64)")
+    return [
+        NodeRecord(
+            f"node{index:05d}",
+            ip_address=f"10.{index // 65536}.{index // 256 % 256}.{index % 256}",
+            connected=index % 97 != 0,
+            last_seen=now - (300 if index % 53 == 0 else 1),
+            heartbeat_interval=10.0,
+            agent="lagent 0.4.0",
+            connected_since=now - 3600,
+            cpu="AMD EPYC 7763 64-Core Processor",
+            cpus=128,
+            memory_bytes=512 << 30,
+            boot_time=now - 86_400,
+            system="Linux",
+            platform=platforms[index % 2],
+            sensors={"CPUPercent": 10.0},
+        )  # fmt: skip
+        for index in range(MANY)
+    ]
+
+
+class ServedApp:
+    """The HTTP application (``server.start``) on its own event loop in a thread; ``stop()`` ends both."""
+
+    def __init__(self, settings: HttpSettings, state: HttpState) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="http-page-server", daemon=True)
+        self.thread.start()
+        self.runner, sites = asyncio.run_coroutine_threadsafe(
+            server.start(make_app(settings, state)), self.loop
+        ).result(timeout=10)
+        self.port = sites[0].port
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "the HTTP server thread did not stop"
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def many_site() -> Iterator[Site]:
+    """The HTTP application over :data:`MANY` fake nodes, no token."""
+    state = HttpState(StaticNodes(many_records(time.time())), LatestValues())
+    served = ServedApp(HttpSettings(listen=(("127.0.0.1", 0),)), state)
+    try:
+        yield Site(f"http://127.0.0.1:{served.port}/", None)
+    finally:
+        served.stop()
+
+
+def test_five_thousand_nodes_render_and_filter_fast_with_one_page_in_the_dom(browser: Browser, many_site: Site) -> None:
+    started = time.monotonic()
+    open_page(browser, many_site)
+    loaded = time.monotonic() - started
+    assert browser.driver.find_element("id", "page-info").text == f"rows 1–{PAGE_ROWS} of {MANY} · {MANY} nodes"
+    assert len(browser.js("return document.querySelectorAll('#nodes tbody tr')")) == PAGE_ROWS
+    timed = (
+        "const f = document.querySelector('#filter'); const t = performance.now();"
+        "f.value = arguments[0]; f.dispatchEvent(new Event('input')); return performance.now() - t"
+    )
+    filter_ms = max(browser.js(timed, text) for text in ("node04", "rocky", "down", ""))
+    resort = (
+        "const t = performance.now(); document.querySelector('th[data-key=last_seen]').click();"
+        "return performance.now() - t"
+    )
+    sort_ms = browser.js(resort)
+    print(f"{MANY} nodes: page loaded in {loaded:.2f} s, filter {filter_ms:.0f} ms, sort {sort_ms:.0f} ms")
+    assert loaded < 10 and filter_ms < 500 and sort_ms < 500
+    assert len(browser.js("return document.querySelectorAll('#nodes tbody tr')")) == PAGE_ROWS
+    browser.js("const f = document.querySelector('#filter'); f.value = 'node0499'; f.dispatchEvent(new Event('input'))")
+    assert sorted(table_hosts(browser)) == [f"node0499{digit}" for digit in range(10)]

@@ -52,11 +52,14 @@ $("#token-form").addEventListener("submit", () => {
   waiters.forEach((resolve) => resolve());
 });
 
+let lastLoaded = null;
 async function load(path) {
   for (;;) {
     try {
       const data = await api(path);
       $("#status").textContent = "";
+      document.body.classList.remove("stale");
+      lastLoaded = Date.now();
       return data;
     } catch (error) {
       if (!(error instanceof Unauthorized)) throw error;
@@ -92,7 +95,12 @@ function gpuList(gpus) {
   for (const gpu of gpus) counts.set(gpu, (counts.get(gpu) || 0) + 1);
   return [...counts].map(([name, count]) => (count > 1 ? `${count} × ${name}` : name)).join(", ");
 }
-const when = (seconds) => (seconds == null ? "" : new Date(seconds * 1000).toLocaleString());
+// Local time as 2026-03-01 14:05:09: unambiguous whatever the browser's locale, and it sorts.
+function when(seconds) {
+  if (seconds == null) return "";
+  const date = new Date(seconds * 1000), two = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
+}
 
 function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -148,6 +156,13 @@ function buildRows() {
   $("#summary").replaceChildren(parts[0], " · ", parts[1], " · ", parts[2]);
 }
 
+// Says why the table is empty: nothing loaded yet, no agent ever connected, or the filters hide every node.
+function emptyMessage() {
+  if (view.nodes === null && view.grouped === null) return "Loading…";
+  if ($("#filter").value.trim() || $("#state-filter").value) return "No node matches these filters.";
+  return "No agent has connected to lmaster yet.";
+}
+
 function renderTable() {
   const pages = Math.max(1, Math.ceil(view.rows.length / PAGE_SIZE));
   view.page = Math.min(view.page, pages - 1);
@@ -173,6 +188,7 @@ function renderTable() {
       element("td", {}, row.ip_address));
     body.append(tr);
   });
+  if (!slice.length) body.append(element("tr", { class: "empty" }, element("td", { colspan: 10 }, emptyMessage())));
   $("#nodes tbody").replaceChildren(body);
   const nodeCount = view.rows.filter((row) => row.group === undefined).length;
   $("#page-info").textContent = nodeCount
@@ -287,6 +303,7 @@ const CHARTS = [
   { title: "Slurm jobs: RSS", match: /^SlurmJobs\..+\.rss$/ },
   { title: "GPU utilisation %", match: /^GPU\./, range: [0, 100] },
 ];
+const MIN_SPAN_S = 300;
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
 function perSecond(times, values) {
@@ -310,6 +327,14 @@ function align(seriesList) {
   return [xs, ...columns];
 }
 
+// At least the last five minutes, from the data itself: uPlot would stretch a single point over years,
+// and points a few ms apart over ms. A little room on the right keeps the newest point off the border.
+function timeRange(u) {
+  const xs = u.data[0], last = xs.length ? xs[xs.length - 1] : Date.now() / 1000;
+  const first = Math.min(xs.length ? xs[0] : last, last - MIN_SPAN_S);
+  return [first, last + (last - first) * 0.01];
+}
+
 function drawCharts(host, history) {
   const container = $("#charts");
   const seen = new Set();
@@ -323,14 +348,15 @@ function drawCharts(host, history) {
     let entry = charts.get(chart.title);
     if (entry && entry.key === key) { entry.plot.setData(data); continue; }
     if (entry) { entry.plot.destroy(); entry.box.remove(); }
-    const box = element("section", { class: "chart" }, element("h2", {}, chart.title));
-    container.append(box);
+    const box = element("section", { class: "chart", "data-order": CHARTS.indexOf(chart) }, element("h2", {}, chart.title));
+    const after = [...container.querySelectorAll(":scope > .chart")].find((other) => Number(other.dataset.order) > CHARTS.indexOf(chart));
+    container.insertBefore(box, after || null); // CPU first, then memory…, whichever series arrived first
     const width = Math.max(300, box.clientWidth - 12);
     const options = {
       width, height: 200,
-      scales: { x: { time: true }, y: chart.range ? { range: chart.range } : { auto: true } },
-      axes: [{ space: 90 }, { size: 60, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
-      series: [{}, ...names.map((name, i) => ({ label: chart.label ? chart.label(name) : name.replace(/^(SlurmJobs|LoadAverage|GPU)\./, "").replace(/\.(cpu_percent|rss|utilization\.gpu)$/, ""), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }))],
+      scales: { x: { time: true, range: timeRange }, y: chart.range ? { range: chart.range } : { auto: true } },
+      axes: [{ space: 90 }, { size: 72, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
+      series: [{}, ...names.map((name, i) => ({ label: chart.label ? chart.label(name) : name.replace(/^(SlurmJobs|LoadAverage|GPU)\./, "").replace(/\.(cpu_percent|rss|utilization\.gpu)$/, ""), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true }))],
       legend: { live: true },
     };
     entry = { key, box, plot: new uPlot(options, data, box) };
@@ -351,7 +377,7 @@ function drawFacts(node) {
     ["Memory use", `${percent(node.mem_usage)} %`],
     ["Sensors", Object.entries(node.sensors).map(([name, every]) => `${name} ${every}s`).join(", ")],
   ];
-  $("#node-facts").replaceChildren(...facts.flatMap(([label, value]) => [element("dt", {}, label), element("dd", {}, value ?? "")]));
+  $("#node-facts").replaceChildren(...facts.flatMap(([label, value]) => [element("dt", {}, label), element("dd", label === "Sensors" ? { class: "wide" } : typeof value === "string" ? { title: value } : {}, value ?? "")]));
 }
 
 function drawLatest(latest, host) {
@@ -377,8 +403,13 @@ $("#latest-filter").addEventListener("input", () => currentHost && refreshNode(c
 
 // --- routing -------------------------------------------------------------------------------------
 
+// Kept on screen until a request succeeds again; the data shown meanwhile is dimmed and its age said.
 function showError(error) {
-  $("#status").textContent = `⚠ ${error.message}`;
+  const reason = error instanceof TypeError ? "lmaster unreachable" : error.message;
+  const age = lastLoaded ? ` · data from ${when(lastLoaded / 1000).slice(11)}` : "";
+  $("#status").textContent = `⚠ ${reason}${age} · retrying every ${REFRESH_MS / 1000} s`;
+  document.body.classList.toggle("stale", lastLoaded !== null);
+  if (!$("#nodes-view").hidden && view.rows.length) renderTable(); // "Last seen" keeps growing while lmaster is away
 }
 
 function route() {
