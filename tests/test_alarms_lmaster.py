@@ -342,7 +342,7 @@ def test_page_shows_alarms_count_and_node_badges(stack: Stack, browser: Any) -> 
     rule = {"name": "page-hot", "metric": "*.Prometheus.test_load", "operator": ">", "value": 5, "severity": "info"}
     status, answer = stack.request("/api/alarms", "POST", rule)
     assert status in (200, 201), answer
-    wait_for(lambda: stack.alarm("page-hot")["status"] == "firing", 15, "page-hot firing (the exporter reads 10)")
+    wait_for(lambda: stack.alarm("page-hot")["status"] == "firing", 45, "page-hot firing (the exporter reads 10)")
     browser.driver.get(f"http://127.0.0.1:{stack.http_port}/#/alarms")
     browser.wait(lambda: browser.js("return document.querySelector('#token-dialog').open"), 20, "the token dialog")
     browser.driver.find_element("id", "token-input").send_keys(TOKEN + "\n")
