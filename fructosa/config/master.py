@@ -107,6 +107,11 @@ class HttpConfig:
     max_body: int = 1 << 20
     idle_timeout: float = 30.0
     request_timeout: float = 10.0
+    # live stream (GET /api/stream)
+    max_stream_clients: int = 1000
+    max_patterns: int = 100
+    stream_queue: int = 10_000
+    """Datapoints waiting for one stream client; beyond it its oldest are dropped (and it is told)."""
 
 
 @dataclass(frozen=True)
@@ -378,6 +383,14 @@ HTTP = Section(
             "seconds a keep-alive connection may wait between two requests"),
         Key("request timeout", "http.request_timeout", parse_positive_float,
             "seconds a new connection has to send its first request (slow clients are cut off)"),
+        # live stream (GET /api/stream)
+        Key("max stream clients", "http.max_stream_clients", parse_positive_int,
+            "WebSocket clients of the live stream at once; the next one is answered 503"),
+        Key("max patterns", "http.max_patterns", parse_positive_int,
+            "Graphite glob patterns one live-stream client may hold"),
+        Key("stream queue", "http.stream_queue", parse_positive_int,
+            "datapoints waiting for one live-stream client; a client reading too slowly loses its oldest ones"
+            " (and is told how many)"),
     ),
     checks=(check_http,),
 )  # fmt: skip

@@ -67,6 +67,11 @@ class Master:
         """Send datapoints the master makes itself (liveness, job events) to every sink and tap."""
         self.flow.emit(datapoints)
 
+    def publish_event(self, event: dict) -> None:
+        """live stream: an event for every ``/api/stream`` client (jobs, alarms); nothing without ``[http]``."""
+        if self.http is not None:
+            self.http.publish_event(event)
+
     def summary(self) -> str:
         return self.reporter.summary()
 
@@ -88,7 +93,7 @@ class Master:
         reporter = asyncio.create_task(self.reporter.run(), name="reporter")
         slurm_poller = None
         if self.config.slurm.enabled:  # job events and counts ([slurm]); ends when stop is set
-            poller = JobEventsPoller(self.config.slurm, self.emit)
+            poller = JobEventsPoller(self.config.slurm, self.emit, publish=self.publish_event)
             slurm_poller = asyncio.create_task(poller.run(stop), name="slurm-poller")
         try:
             await stop.wait()
