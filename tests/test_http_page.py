@@ -30,7 +30,9 @@ from fructosa.http.app import make_app
 from fructosa.http.nodes import group_key
 from fructosa.http.settings import HttpSettings
 from fructosa.http.state import HttpState, NodeRecord, StaticNodes
+from fructosa.http.stream import add_stream_routes
 from fructosa.taps.latest import LatestValues
+from fructosa.taps.stream import StreamHub
 from fructosa.wire.blocks import Block
 
 if TYPE_CHECKING:
@@ -94,6 +96,7 @@ class FakeCluster:
         self.records = fake_records(now)
         self.source = StaticNodes(self.records)
         self.latest = LatestValues()
+        self.stream = StreamHub(self.latest)  # the live stream, fed the same blocks
         self.silent_since = {record.hostname: record.last_seen for record in self.records if record.last_seen != now}
         self.counters: dict[str, tuple[float, float]] = {}
         start = now - 60 * FEED_INTERVAL
@@ -121,7 +124,9 @@ class FakeCluster:
         for record in self.records:
             silent_since = self.silent_since.get(record.hostname)
             if silent_since is None or when <= silent_since:
-                self.latest.observe(self.block(record, when), record.hostname)
+                block = self.block(record, when)
+                self.latest.observe(block, record.hostname)
+                self.stream.observe(block, record.hostname)
                 record.last_seen = max(record.last_seen or 0.0, when) if silent_since is None else silent_since
 
     async def run(self) -> None:
@@ -138,6 +143,7 @@ class ServedApp:
         self.thread = threading.Thread(target=self.loop.run_forever, name="http-page-server", daemon=True)
         self.thread.start()
         app = make_app(settings, HttpState(cluster.source, cluster.latest))
+        add_stream_routes(app, cluster.stream)
         self.runner, sites = asyncio.run_coroutine_threadsafe(server.start(app), self.loop).result(timeout=10)
         self.port = sites[0].port
         self.feeder = asyncio.run_coroutine_threadsafe(cluster.run(), self.loop)
@@ -330,3 +336,17 @@ def test_node_page_draws_charts_with_the_history(browser: Browser, site: Site) -
     assert drawn, "the chart canvas is blank"
     browser.wait(lambda: len(chart_data()) >= 3, PAGE_TIMEOUT, "the memory and traffic charts")
     browser.screenshot("node-page")
+
+
+def test_node_page_charts_move_with_the_live_stream_without_polling(browser: Browser, site: Site) -> None:
+    nodes = site.api("api/nodes")
+    host = next(host for host in sorted(nodes) if nodes[host]["state"] == "up")
+    open_page(browser, site, f"#/node/{host}")
+    browser.wait(lambda: browser.driver.find_element("id", "live").text == "● live", PAGE_TIMEOUT, "the live badge")
+    newest = "const c = charts.get('CPU %'); return c ? c.plot.data[0][c.plot.data[0].length - 1] : 0"
+    polls = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/history')).length"
+    before, polled = browser.wait(lambda: browser.js(newest), PAGE_TIMEOUT, "the CPU chart"), browser.js(polls)
+    browser.wait(lambda: browser.js(newest) >= before + 2 * FEED_INTERVAL, 4 * FEED_INTERVAL + PAGE_TIMEOUT,
+                 "two newer CPU points at the chart's right edge")  # fmt: skip
+    assert browser.js(polls) == polled  # no poll of the history meanwhile: the stream drew them
+    assert browser.driver.current_url.endswith(f"#/node/{host}")
