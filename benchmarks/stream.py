@@ -6,7 +6,7 @@ a counting sink, first without stream clients, then while one process on
 the load core holds 1,000 WebSocket clients, each subscribed to one
 simulated sensor of one node (five values: a dashboard watching a series)
 and to a probe series. A probe agent in this process sends one datapoint
-stamped with its sending time every 0.1 s; every client times its arrival,
+stamped with its sending time every 0.5 s; every client times its arrival,
 so the delay is the whole way through lmaster to 1,000 sockets and a busy
 client process; one more client, alone in this process and subscribed to
 the probe only, times what lmaster itself adds (its turn among the 1,000
@@ -40,7 +40,8 @@ from .sink import CountingSink
 CLIENTS = 1000
 RATE = 50_000
 """Datapoints/s the simulated agents offer in all."""
-PROBE_INTERVAL = 0.1
+PROBE_INTERVAL = 0.5
+"""Seconds between two probe datapoints: each goes to all 1,000 clients, whose process shares the load core."""
 
 
 def start_lmaster(workdir: Path, sink: CountingSink) -> tuple[Proc, int, int, Path]:

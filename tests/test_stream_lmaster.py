@@ -23,13 +23,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from fructosa.config.master import SlurmConfig
+from fructosa.jobs.events import JobEventsPoller
+from fructosa.jobs.slurm import Job
+from fructosa.master.agents import AgentLink, AgentTable
+from fructosa.master.web import agent_event
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.configs import agent_ini, master_ini
 from tests.support.daemons import Daemon, script
@@ -444,3 +449,68 @@ def test_hostile_clients_get_an_error_or_a_close_and_lmaster_relays_on(site: Sit
     is_relayed(site, "node-b.VirtualMemory.percent", started + 1)
     done = site.tail("--last", "node-a.VirtualMemory.percent")
     assert done.returncode == 0 and done.stdout.startswith("node-a.VirtualMemory.percent "), done
+
+
+# -- the event hooks, driven directly ------------------------------------------------------------------------
+
+
+def test_liveness_changes_are_told_once_per_transition() -> None:
+    table = AgentTable()
+    heard: list[tuple[str, bool]] = []
+    table.listeners.append(lambda state, up, now: heard.append((state.host, up)))
+    table.load("/nonexistent/status.json")
+    link = AgentLink(address="10.0.0.1:4000", heartbeat_interval=1.0)
+    state = table.heard("n01", link, None, 1000.0)  # first frame: connected
+    table.heard("n01", link, state, 1001.0)
+    assert table.check_liveness(state, 1002.0) and heard == [("n01", True)]
+    assert not table.check_liveness(state, 1010.0)  # silent for more than two heartbeats: late
+    assert agent_event(state, False, 1010.0)["node_state"] == "late"
+    table.heard("n01", link, state, 1011.0)
+    assert table.check_liveness(state, 1011.0)  # it speaks again
+    table.detach(state, link, 1012.0)  # its only connection ends: down at once
+    assert heard == [("n01", True), ("n01", False), ("n01", True), ("n01", False)]
+    assert agent_event(state, False, 1012.0) == {"agent": "n01", "state": "down", "node_state": "down", "time": 1012.0}
+    table.check_liveness(state, 1013.0)
+    assert len(heard) == 4  # no news, no event
+
+
+def test_a_host_known_from_the_status_file_starts_down_without_an_event(tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"agents": [{"host": "n09", "last_seen": 1.0}]}))
+    table = AgentTable()
+    heard: list[bool] = []
+    table.listeners.append(lambda state, up, now: heard.append(up))
+    table.load(str(status))
+    for state in table:
+        assert not table.check_liveness(state, time.time())
+    assert heard == []
+
+
+class FakeSlurm:
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.ended: list[Job] = []
+
+    def running_jobs(self) -> list[Job]:
+        return list(self.jobs)
+
+    def accounted_jobs(self, job_ids: list[str]) -> list[Job]:
+        return [replace(job, state="COMPLETED", end=2000.0) for job in self.ended if job.job_id in job_ids]
+
+
+def test_job_starts_and_ends_are_published_for_the_stream() -> None:
+    slurm = FakeSlurm()
+    published: list[dict] = []
+    poller = JobEventsPoller(SlurmConfig(enabled=True), lambda datapoints: None, slurm=slurm, publish=published.append)
+    job = Job("42", "ana", "gpu", "n[01-02]", "RUNNING", 1500.0, None, 64, "train")
+    run(poller.poll())  # jobs already running get no start event
+    slurm.jobs = [job]
+    run(poller.poll())
+    slurm.ended, slurm.jobs = [job], []
+    run(poller.poll())
+    assert published == [
+        {"job": "42", "state": "started", "job_state": "RUNNING", "user": "ana", "name": "train", "partition": "gpu",
+         "nodes": "n[01-02]", "cpus": 64, "time": 1500.0},
+        {"job": "42", "state": "ended", "job_state": "COMPLETED", "user": "ana", "name": "train", "partition": "gpu",
+         "nodes": "n[01-02]", "cpus": 64, "time": 2000.0},
+    ]  # fmt: skip
