@@ -451,6 +451,49 @@ def test_hostile_clients_get_an_error_or_a_close_and_lmaster_relays_on(site: Sit
     assert done.returncode == 0 and done.stdout.startswith("node-a.VirtualMemory.percent "), done
 
 
+# -- lmaster's stop ---------------------------------------------------------------------------------------------
+
+
+def test_lmaster_stop_closes_every_stream_with_1001_and_exits(tmp_path: Path) -> None:
+    master_port, http_port = free_ports(2)
+    token_file = tmp_path / "http-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    conf = tmp_path / "lmaster.conf"
+    http = {"listen": f"127.0.0.1:{http_port}", "token file": token_file}
+    conf.write_text(master_ini(tmp_path, master_port, graphite={"enabled": "no"}, sections={"http": http}))
+    master = Daemon("lmaster", conf, tmp_path).start(listen_port=http_port)
+    try:
+        stalled = RawWebSocket(http_port)
+        stalled.send_json({"subscribe": ["**"]})
+        stop_took: list[float] = []
+
+        async def scenario() -> None:
+            url = f"ws://127.0.0.1:{http_port}/api/stream"
+            async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+                await ws.send_json({"token": TOKEN})
+                await ws.send_json({"subscribe": ["*.fructosa.*"]})
+                await wait_message(ws, lambda m: "subscribed" in m)
+                asked = time.monotonic()
+                os.kill(master.pid, signal.SIGTERM)  # our own child, by its PID
+                while True:
+                    message = await ws.receive(timeout=10)
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        break
+                assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001, message
+                assert message.extra == "lmaster stops"
+                await asyncio.to_thread(wait_for, lambda: not master.running, 15, "lmaster's exit")
+                stop_took.append(time.monotonic() - asked)
+
+        run(scenario())
+        stalled.close()
+        assert stop_took[0] < 10, stop_took  # a client that never reads cannot hold the stop up
+        output = master.output() + (tmp_path / "lmaster.log").read_text()
+        assert "lmaster stopped" in output and "Traceback" not in output, output[-3000:]
+    finally:
+        master.stop()
+
+
 # -- the event hooks, driven directly ------------------------------------------------------------------------
 
 
