@@ -348,5 +348,6 @@ def test_node_page_charts_move_with_the_live_stream_without_polling(browser: Bro
     before, polled = browser.wait(lambda: browser.js(newest), PAGE_TIMEOUT, "the CPU chart"), browser.js(polls)
     browser.wait(lambda: browser.js(newest) >= before + 2 * FEED_INTERVAL, 4 * FEED_INTERVAL + PAGE_TIMEOUT,
                  "two newer CPU points at the chart's right edge")  # fmt: skip
-    assert browser.js(polls) == polled  # no poll of the history meanwhile: the stream drew them
+    # At most the catch-up poll made when the stream was accepted (it brings no point 4 s newer): the stream drew them
+    assert browser.js(polls) <= polled + 1
     assert browser.driver.current_url.endswith(f"#/node/{host}")

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -42,6 +42,10 @@ from tests.support.journal import journaled, missing_points
 from tests.support.peer import Peer
 from tests.support.waiting import wait_for
 
+if TYPE_CHECKING:
+    from tests.support.browser import Browser
+
+pytest_plugins = ["tests.support.browser"]
 pytestmark = pytest.mark.timeout(240)
 
 TOKEN = "stream-token-" + "0123456789abcdef" * 2
@@ -449,6 +453,34 @@ def test_hostile_clients_get_an_error_or_a_close_and_lmaster_relays_on(site: Sit
     is_relayed(site, "node-b.VirtualMemory.percent", started + 1)
     done = site.tail("--last", "node-a.VirtualMemory.percent")
     assert done.returncode == 0 and done.stdout.startswith("node-a.VirtualMemory.percent "), done
+
+
+# -- the web page ----------------------------------------------------------------------------------------------
+
+
+def test_the_nodes_table_follows_agents_from_the_stream(site: Site, browser: Browser) -> None:
+    browser.driver.get(f"http://127.0.0.1:{site.http_port}/#/nodes")
+    browser.wait(lambda: browser.js("return document.querySelector('#token-dialog').open"), 15, "the token dialog")
+    browser.driver.find_element("id", "token-input").send_keys(TOKEN + "\n")
+    browser.wait(lambda: browser.driver.find_element("id", "live").text == "● live", 20, "the live badge")
+
+    def state(host: str) -> str | None:
+        return browser.js(
+            "const cell = document.querySelector(`#nodes tbody tr[data-host='${arguments[0]}'] .state`);"
+            "return cell ? cell.textContent : null",
+            host,
+        )
+
+    polls = "return performance.getEntriesByType('resource').filter(e => e.name.includes('api/nodes')).length"
+    agent = site.start_agent("node-m")
+    browser.wait(lambda: state("node-m") == "up", 15, "node-m up in the table")  # a new node: the table is fetched
+    polled = browser.js(polls)
+    agent.kill()
+    killed = time.monotonic()
+    browser.wait(lambda: state("node-m") == "down", 10, "node-m down in the table")
+    assert time.monotonic() - killed < 5
+    assert browser.js(polls) == polled  # the event changed the row: no poll of /api/nodes meanwhile
+    assert state("node-a") == "up"
 
 
 # -- lmaster's stop ---------------------------------------------------------------------------------------------

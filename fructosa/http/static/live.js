@@ -29,7 +29,7 @@ function liveIndicator() {
 }
 
 function liveSend(message) {
-  if (live.open) live.ws.send(JSON.stringify(message));
+  live.ws.send(JSON.stringify(message));
 }
 
 function liveConnect() {
@@ -40,20 +40,25 @@ function liveConnect() {
   ws.onopen = () => {
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) ws.send(JSON.stringify({ token })); // browsers cannot set the Authorization header on a WebSocket
-    live.open = true;
-    live.polled = Date.now(); // the page was polled just before; from now on the stream brings the news
-    live.failures = 0;
     live.patterns = [];
-    liveSubscribe();
-    liveIndicator();
+    liveSubscribe(true); // its acknowledgement says the token was taken: only then is the page live
   };
   ws.onmessage = (message) => {
     let data;
     try { data = JSON.parse(message.data); } catch (_) { return; }
     if (data.datapoints) liveAppend(data.datapoints);
     else if (data.event) liveEvent(data.event);
+    else if (data.subscribed && !live.open) liveAccepted();
   };
   ws.onclose = () => { if (live.ws === ws) liveClosed(); };
+}
+
+function liveAccepted() {
+  live.open = true;
+  live.failures = 0;
+  live.polled = Date.now();
+  liveIndicator();
+  route(); // app.js: one poll now catches up with what happened before; then the stream brings the news
 }
 
 function liveClosed() {
@@ -66,13 +71,13 @@ function liveClosed() {
 }
 
 // What the page shows now: the node page's main series, or nothing (events come to every client anyway).
-function liveSubscribe() {
+function liveSubscribe(opening = false) {
   const wanted = live.host ? LIVE_SERIES.map((series) => `${live.host}.${series}`) : [];
   const gone = live.patterns.filter((pattern) => !wanted.includes(pattern));
   const added = wanted.filter((pattern) => !live.patterns.includes(pattern));
-  if (!live.open) return;
+  if (!live.ws || live.ws.readyState !== WebSocket.OPEN) return;
   if (gone.length) liveSend({ unsubscribe: gone });
-  if (added.length) liveSend({ subscribe: added });
+  if (added.length || opening) liveSend({ subscribe: added });
   live.patterns = wanted;
 }
 
