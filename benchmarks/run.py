@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tests` importable; appended,
     sys.path.append(str(REPO))  # so that a snapshot on PYTHONPATH (--commit) provides `fructosa`
 
-from benchmarks import agent_overhead, end_to_end, fanin, http_load, lmaster_profile, relay  # noqa: E402
+from benchmarks import agent_overhead, end_to_end, fanin, http_load, lmaster_profile, relay, stream  # noqa: E402
 from benchmarks.measure import IDLE_WAIT, SNAPSHOT_VARIABLE, machine, wait_for_idle  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
     "e2e": end_to_end.run,
     "profile": lmaster_profile.run,
     "http": http_load.run,
+    "stream": stream.run,
 }
 DEFAULT = ("relay", "agent", "fanin", "e2e")
 
@@ -165,6 +166,21 @@ def show_http(result: dict) -> str:
     )
 
 
+def show_stream(result: dict) -> str:
+    rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"]),
+             number(result[key]["foreign_percent"])]
+            for label, key in (("no stream client", "alone"), ("1,000 stream clients", "with_clients"))]  # fmt: skip
+    clients, lone = result.get("clients", {}), result.get("lone_client", {})
+    return table(["relay at 50,000 dp/s offered", "relayed dp/s", "lmaster CPU %", "lost", "others' CPU %"], rows) + (
+        f"\ndelivered to {clients.get('clients')} clients: {number(clients.get('delivered_per_second'))} dp/s "
+        f"(dropped {clients.get('dropped')}); probe delay to a client over {clients.get('probes')} arrivals: "
+        f"p50 {number(clients.get('delay_p50_ms'), 1)} ms, p99 {number(clients.get('delay_p99_ms'), 1)} ms, "
+        f"max {number(clients.get('delay_max_ms'), 1)} ms"
+        f"\nprobe delay to one more client alone in its process: p50 {number(lone.get('delay_p50_ms'), 1)} ms, "
+        f"p99 {number(lone.get('delay_p99_ms'), 1)} ms, max {number(lone.get('delay_max_ms'), 1)} ms"
+    )
+
+
 SHOW = {
     "relay": show_relay,
     "agent": show_agent,
@@ -172,6 +188,7 @@ SHOW = {
     "e2e": show_e2e,
     "profile": show_profile,
     "http": show_http,
+    "stream": show_stream,
 }
 
 

@@ -34,7 +34,8 @@ except ImportError:  # pragma: no cover - websockets 12
     _HEADERS = "extra_headers"
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-DEFAULT_URL = "ws://127.0.0.1:8080/api/stream"
+DEFAULT_URL = "ws://127.0.0.1:8780/api/stream"
+"""lmaster's default ``[http] listen``."""
 OPEN_TIMEOUT = 10.0
 MAX_MESSAGE = 16 << 20
 """Bytes in one message from lmaster (its messages hold at most 2,000 datapoints: about 150 KB)."""

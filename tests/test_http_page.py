@@ -302,6 +302,22 @@ def test_node_page_shows_the_agents_facts_and_charts_of_its_data(browser: Browse
     browser.screenshot("node-page")
 
 
+def test_node_page_charts_move_with_the_live_stream_without_polling(browser: Browser, site: Site) -> None:
+    interval = 1.0  # the agents' sensor interval (SENSORS above)
+    nodes = site.api("api/nodes")
+    host = next(host for host in sorted(nodes) if nodes[host]["state"] == "up")
+    open_page(browser, site, f"#/node/{host}")
+    browser.wait(lambda: browser.driver.find_element("id", "live").text == "● live", PAGE_TIMEOUT, "the live badge")
+    newest = "const c = charts.get('CPU %'); return c ? c.plot.data[0][c.plot.data[0].length - 1] : 0"
+    polls = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/history')).length"
+    before, polled = browser.wait(lambda: browser.js(newest), PAGE_TIMEOUT, "the CPU chart"), browser.js(polls)
+    browser.wait(lambda: browser.js(newest) >= before + 2 * interval, 4 * interval + PAGE_TIMEOUT,
+                 "two newer CPU points at the chart's right edge")  # fmt: skip
+    # At most the catch-up poll made when the stream was accepted: the stream drew the new points
+    assert browser.js(polls) <= polled + 1
+    assert browser.driver.current_url.endswith(f"#/node/{host}")
+
+
 def test_a_killed_agent_turns_down_on_the_open_page(browser: Browser, site: Site, live: LivePipeline) -> None:
     doomed = live.start_agent(DOOMED)
     open_page(browser, site)

@@ -115,6 +115,11 @@ class HttpConfig:
     """Where ``scrapes.json`` (the targets of ``/api/scrapes``) is kept; None: lmaster's spool dir."""
     graphite_url: str | None = None
     """jobs: graphite-web, for profiles of jobs whose samples lmaster no longer keeps."""
+    # live stream (GET /api/stream)
+    max_stream_clients: int = 1000
+    max_patterns: int = 100
+    stream_queue: int = 10_000
+    """Datapoints waiting for one stream client; beyond it its oldest are dropped (and it is told)."""
 
 
 @dataclass(frozen=True)
@@ -398,6 +403,14 @@ HTTP = Section(
             " unset: the spool dir of [lmaster] (no spool: kept in memory only)", example="/var/lib/fructosa/lmaster"),
         Key("graphite url", "http.graphite_url", parse_http_url,  # jobs
             "graphite-web, for /api/jobs/JOBID profiles of jobs lmaster kept no samples of", example="http://localhost"),
+        # live stream (GET /api/stream)
+        Key("max stream clients", "http.max_stream_clients", parse_positive_int,
+            "WebSocket clients of the live stream at once; the next one is answered 503"),
+        Key("max patterns", "http.max_patterns", parse_positive_int,
+            "Graphite glob patterns one live-stream client may hold"),
+        Key("stream queue", "http.stream_queue", parse_positive_int,
+            "datapoints waiting for one live-stream client; a client reading too slowly loses its oldest ones"
+            " (and is told how many)"),
     ),
     checks=(check_http,),
 )  # fmt: skip

@@ -93,6 +93,15 @@ def job_event(job: Job, kind: str, when: float) -> dict:
     }
 
 
+def job_stream_event(job: Job, kind: str, when: float) -> dict:
+    """A job start or end as the live stream shows it (``state``: started or ended; ``job_state``: Slurm's)."""
+    return {
+        "job": job.job_id, "state": "started" if kind == "start" else "ended", "job_state": job.state or "ENDED",
+        "user": job.user, "name": job.name, "partition": job.partition, "nodes": job.nodelist, "cpus": job.cpus,
+        "time": when,
+    }  # fmt: skip
+
+
 class JobEventsPoller:
     """Polls Slurm and turns what changed into datapoints and events.
 
@@ -107,11 +116,14 @@ class JobEventsPoller:
         emit: Callable[[list[Datapoint]], None],
         slurm: Slurm | None = None,
         on_poll: Callable[[list[Job], list[Job], list[Job], float], None] | None = None,
+        publish: Callable[[dict], None] | None = None,
     ) -> None:
-        """``on_poll(running, started, ended, now)`` after each poll: lmaster's job tracker."""
+        """``on_poll(running, started, ended, now)`` after each poll: lmaster's job tracker; ``publish``
+        receives each job start and end for the live stream (:func:`job_stream_event`)."""
         self.config = config
         self.emit = emit
         self.on_poll = on_poll
+        self.publish = publish
         self.slurm = slurm or Slurm(
             squeue=config.squeue, sacct=config.sacct, timeout=config.command_timeout, slurm_conf=config.slurm_conf
         )
@@ -156,6 +168,10 @@ class JobEventsPoller:
         self.emit(datapoints)
         if self.on_poll is not None:
             self.on_poll(jobs, started, ended, now)
+        if self.publish is not None:
+            for kind, changed in (("start", started), ("end", ended)):
+                for job in changed:
+                    self.publish(job_stream_event(job, kind, (job.start if kind == "start" else job.end) or now))
         self.pending_events.extend(events)
         if self.config.events_url and self.pending_events:
             await asyncio.to_thread(self._post_pending)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 MAX_KNOWN_AGENTS = 100_000
@@ -69,6 +69,8 @@ class AgentState:
     facts: dict = field(default_factory=dict)
     """What the node is, from its hello (checked by :func:`fructosa.wire.protocol.check_facts`)."""
     _samples_at_last_report: int = 0
+    announced_up: bool | None = None
+    """Liveness as the table's listeners were last told (None: never checked)."""
 
     @property
     def connected(self) -> bool:
@@ -90,6 +92,8 @@ class AgentTable:
     def __init__(self, max_agents: int = MAX_KNOWN_AGENTS) -> None:
         self.max_agents = max_agents
         self._agents: dict[str, AgentState] = {}
+        self.listeners: list[Callable[[AgentState, bool, float], None]] = []
+        """Called ``(state, up, now)`` when a host's liveness changes (the live stream's agent events)."""
 
     def __len__(self) -> int:
         return len(self._agents)
@@ -114,6 +118,7 @@ class AgentTable:
         link.last_frame = now
         if state is None or not self.holds(state) or link not in state.links:
             state = self.attach(host, link)
+            self.check_liveness(state, now)
         state.last_frame = now
         return state
 
@@ -137,6 +142,21 @@ class AgentTable:
         if link in state.links:
             state.links.remove(link)
             state.last_frame = max(state.last_frame, now)
+            self.check_liveness(state, now)
+
+    def check_liveness(self, state: AgentState, now: float) -> bool:
+        """Whether the host is up; the listeners hear of it when that changed since the last check.
+
+        Checked when a connection starts or ends and at every liveness report
+        (a connection gone silent); a host known only from the status file
+        starts down without a word.
+        """
+        up = state.up(now)
+        previous, state.announced_up = state.announced_up, up
+        if up != previous and (up or previous is not None):
+            for listener in self.listeners:
+                listener(state, up, now)
+        return up
 
     def connected(self) -> int:
         return sum(state.connected for state in self._agents.values())

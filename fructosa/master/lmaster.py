@@ -93,6 +93,11 @@ class Master:
         """Send datapoints the master makes itself (liveness, job events) to every sink and tap."""
         self.flow.emit(datapoints)
 
+    def publish_event(self, event: dict) -> None:
+        """live stream: an event for every ``/api/stream`` client (jobs, alarms); nothing without ``[http]``."""
+        if self.http is not None:
+            self.http.publish_event(event)
+
     def summary(self) -> str:
         return self.reporter.summary()
 
@@ -116,7 +121,7 @@ class Master:
         if self.config.slurm.enabled:  # job events and counts ([slurm]); ends when stop is set
             jobs = self.http.jobs if self.http is not None else None  # the job tracker hears of starts and ends
             poller = self.slurm_poller = JobEventsPoller(
-                self.config.slurm, self.emit, on_poll=jobs.tracker.polled if jobs else None
+                self.config.slurm, self.emit, on_poll=jobs.tracker.polled if jobs else None, publish=self.publish_event
             )
             slurm_poller = asyncio.create_task(poller.run(stop), name="slurm-poller")
         try:

@@ -135,7 +135,8 @@ class Reporter:
         datapoints: list[Datapoint] = []
         for state in self.agents:
             path = f"{short_hostname(state.host)}.fructosa"
-            datapoints.append((f"{path}.up", (now, 1.0 if state.up(now) else 0.0)))
+            up = self.agents.check_liveness(state, now)  # a change is an event for the live stream
+            datapoints.append((f"{path}.up", (now, 1.0 if up else 0.0)))
             if state.last_data:
                 datapoints.append((f"{path}.seconds_since_data", (now, round(now - state.last_data, 1))))
         return datapoints

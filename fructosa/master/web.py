@@ -7,6 +7,10 @@ on lmaster's own event loop. The relay comes first: handlers only read
 in-memory tables, ``/api/nodes`` answers are reused for a second, the number
 of connections is capped at accept, and a server that cannot start (port
 taken, bad certificate) is logged while lmaster goes on relaying.
+
+The live stream (``GET /api/stream``) is a :class:`~fructosa.taps.stream.StreamHub`
+tap next to the latest values; lmaster's events (agents connected or down,
+jobs started or ended, alarms) reach its clients through :meth:`HttpFace.publish_event`.
 """
 
 from __future__ import annotations
@@ -31,13 +35,15 @@ from ..http.metrics import add_metrics_routes
 from ..http.scrapes import add_scrapes_routes
 from ..http.settings import HttpSettings
 from ..http.state import HttpState
+from ..http.stream import add_stream_routes
 from ..jobs.allocation import AllocationQueries
 from ..jobs.tracker import JobTracker
 from ..prometheus.exposition import MetricsSettings
 from ..prometheus.scrapes import Scrapes
 from ..taps import Tap
 from ..taps.latest import LatestValues
-from .agents import AgentTable
+from ..taps.stream import StreamHub, StreamLimits
+from .agents import AgentState, AgentTable
 from .nodes import AgentNodes
 
 log = logging.getLogger(__package__)
@@ -67,6 +73,16 @@ def job_service(jobs: JobsConfig, slurm: SlurmConfig | None, graphite_url: str |
     return JobService(tracker, queries, graphite_url, prefix)
 
 
+def agent_event(state: AgentState, up: bool, now: float) -> dict:
+    """A host's liveness change as the live stream shows it; ``node_state`` is the nodes table's state."""
+    node_state = "up" if up else "late" if state.connected else "down"
+    return {"agent": state.host, "state": "connected" if up else "down", "node_state": node_state, "time": now}
+
+
+def stream_limits(cfg: HttpConfig) -> StreamLimits:
+    return StreamLimits(queue_size=cfg.stream_queue, max_clients=cfg.max_stream_clients, max_patterns=cfg.max_patterns)
+
+
 class HttpFace:
     """The ``[http]`` server of one lmaster: start, prune, reload, stop."""
 
@@ -87,11 +103,22 @@ class HttpFace:
         self.jobs = None if jobs is None else job_service(jobs, slurm, cfg.graphite_url, graphite_prefix)  # jobs
         if self.jobs is not None:
             add_job_routes(self.app, self.jobs)
+        # live stream: GET /api/stream, fed by the flow like the latest values; closed by the runner's cleanup
+        self.stream = StreamHub(self.latest, stream_limits(cfg))
+        add_stream_routes(self.app, self.stream)
+        agents.listeners.append(self._agent_changed)
 
     @property
     def taps(self) -> list[Tap]:
-        """What the flow must feed: the latest-values store the API reads, and the job tracker."""
-        return [self.latest, *([self.jobs.tracker] if self.jobs is not None else [])]
+        """What the flow must feed: the latest-values store the API reads, the live stream, and the job tracker."""
+        return [self.latest, self.stream, *([self.jobs.tracker] if self.jobs is not None else [])]
+
+    def publish_event(self, event: dict) -> None:
+        """Send ``{"event": event}`` to every live-stream client; nothing is kept when none is connected."""
+        self.stream.publish_event(event)
+
+    def _agent_changed(self, state: AgentState, up: bool, now: float) -> None:
+        self.stream.publish_event(agent_event(state, up, now))
 
     # Prometheus: /metrics over the latest values, and the targets lmaster scrapes itself (/api/scrapes)
     def add_prometheus(

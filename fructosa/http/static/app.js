@@ -396,6 +396,7 @@ async function refreshNode(host) {
   document.title = `${node.hostname} · FrUCToSA`;
   drawFacts(node);
   drawCharts(host, history);
+  liveHistory(host, history); // live.js: the stream appends to it
   if ($("#latest-box").open) drawLatest(await load(`api/nodes/${encoded}/latest`), host);
 }
 $("#latest-box").addEventListener("toggle", () => currentHost && refreshNode(currentHost).catch(showError));
@@ -422,6 +423,7 @@ function route() {
     return;
   }
   const match = location.hash.match(/^#\/node\/(.+)$/);
+  liveRoute(match ? decodeURIComponent(match[1]) : null); // live.js: subscribe to what this view shows
   $("#nodes-view").hidden = !!match;
   $("#node-view").hidden = !match;
   if (match) {
@@ -436,7 +438,7 @@ function route() {
     currentHost = host;
     const tick = () => refreshNode(host).catch(showError);
     tick();
-    timer = setInterval(tick, REFRESH_MS);
+    timer = setInterval(() => liveQuiet() || tick(), REFRESH_MS); // live.js: fewer polls while the stream is live
   } else {
     currentHost = null;
     document.title = "FrUCToSA nodes";
@@ -445,7 +447,7 @@ function route() {
     saveControls();
     const tick = () => refreshNodes().catch(showError);
     tick();
-    timer = setInterval(tick, REFRESH_MS);
+    timer = setInterval(() => liveQuiet() || tick(), REFRESH_MS); // live.js: fewer polls while the stream is live
   }
 }
 
