@@ -68,7 +68,7 @@ class Master:
         # their routes. Firing levels go out through emit; transition events to alarm_events, where the live
         # stream registers its publish. Job CPUs come from the [slurm] poller once it has polled.
         self.slurm_poller: JobEventsPoller | None = None
-        self.alarm_events = EventListeners()
+        self.alarm_events = EventListeners([self.publish_event])  # to the live stream's clients (with [http])
         self.alarms = AlarmService.from_config(
             cfg,
             heartbeat_of=lambda host: getattr(self.agents.get(host), "heartbeat_interval", 30.0),
