@@ -198,6 +198,9 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
             f"{config_path}: [logging] filename = {cfg.logging.filename!r}: cannot open: {error.strerror or error}",
             EXIT_CONFIG,
         )
+    # Once the pidfile names us, `stop` and `reload` may signal at any moment, also while
+    # prepare() builds the daemon's parts: a SIGHUP there must not kill us (its default action).
+    early_signals = _catch_early_signals()
     pidfile = daemon.PidFile(pidfile_path)
     try:
         pidfile.acquire()
@@ -210,7 +213,6 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
     except StartError as error:
         pidfile.release()
         return _fail(spec.program, str(error), EXIT_CONFIG)
-    early_signals = _catch_early_signals()
     try:
         if not foreground:
             daemon.daemonize(pidfile, [*logs.handler_fds(log_handlers), *prepared.keep_fds])

@@ -53,9 +53,7 @@ def golden_paths() -> list[str]:
     return sorted(paths)
 
 
-def fed_store(now: float | None = None) -> LatestValues:
-    """Values timed now (by default): the handlers judge staleness by the real clock, however long the suite ran."""
-    now = time.time() if now is None else now
+def fed_store(now: float = NOW) -> LatestValues:
     store = LatestValues()
     blocks = {
         "node01": [
@@ -238,7 +236,7 @@ def test_settings_refuse_nonsense():
 
 
 def with_client(test: Callable[[TestClient], Awaitable[None]], store: LatestValues | None = None, **http) -> None:
-    store = store or fed_store()
+    store = store or fed_store(time.time())  # the handler judges staleness by the real clock
     app = make_app(HttpSettings(**http), HttpState(StaticNodes(), store))
     add_metrics_routes(app, store, MetricsSettings(), self_metrics=lambda: {"agents_connected": 2.0})
 
