@@ -19,7 +19,16 @@ from ..alarms.rules import OPERATORS, SEVERITIES, TARGETS, Rule, RuleError, make
 from .loader import NamedRead
 from .reader import IniFile
 from .schema import Key, NamedSection, Section
-from .values import parse_bool, parse_http_url, parse_path, parse_positive_float, parse_positive_int
+from .values import (
+    parse_bool,
+    parse_fraction,
+    parse_http_url,
+    parse_number,
+    parse_path,
+    parse_positive_float,
+    parse_positive_int,
+    parse_seconds,
+)
 
 DEFAULT_ALARM_STATE_DIR = "/var/lib/fructosa/alarms"
 
@@ -38,34 +47,6 @@ class AlarmsConfig:
     events_url: str | None = None
     state_dir: str | None = DEFAULT_ALARM_STATE_DIR
     max_alarms: int = 1000
-
-
-def parse_fraction(text: str) -> float:
-    value = parse_positive_float(text)
-    if value > 1:
-        raise ValueError("a fraction between 0 and 1")
-    return value
-
-
-def parse_seconds(text: str) -> float:
-    """Seconds, 0 allowed (``for = 0``: fire at once)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 30 * 86400:
-        raise ValueError("seconds between 0 and 30 days")
-    return value
-
-
-def parse_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError("not a finite number")
-    return value
 
 
 def _choice(choices: tuple[str, ...]) -> Any:

@@ -149,3 +149,33 @@ def format_size(size: int | None) -> str | None:
 
 def format_log_file(name: str | None) -> str:
     return "None" if name is None else name
+
+
+def parse_fraction(text: str) -> float:
+    """A share such as a job's idle CPU fraction: above 0, at most 1."""
+    value = parse_positive_float(text)
+    if value > 1:
+        raise ValueError("a fraction between 0 and 1")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    """Seconds, 0 allowed (``for = 0``: fire at once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 30 * 86400:
+        raise ValueError("seconds between 0 and 30 days")
+    return value
+
+
+def parse_number(text: str) -> float:
+    """A threshold: any finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return value
