@@ -320,6 +320,9 @@ def test_node_page_charts_move_with_the_live_stream_without_polling(browser: Bro
 
 def test_a_killed_agent_turns_down_on_the_open_page(browser: Browser, site: Site, live: LivePipeline) -> None:
     doomed = live.start_agent(DOOMED)
+    # a fresh agent on a busy machine may take a while to start; lmaster must know it before the page can
+    wait_for(lambda: live.api("api/nodes").get(DOOMED, {}).get("state") == "up", 60, f"{DOOMED} up in lmaster's API",
+             describe=lambda: live.api("api/nodes").get(DOOMED))  # fmt: skip
     open_page(browser, site)
     browser.wait(lambda: row_state(browser, DOOMED) == "up", PAGE_TIMEOUT + 10, f"{DOOMED}'s row up")
     doomed.kill()
