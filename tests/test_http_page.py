@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -289,6 +290,15 @@ def test_node_page_shows_the_agents_facts_and_charts_of_its_data(browser: Browse
         ".data.some((v, i) => i % 4 === 3 && v > 0)"
     )
     assert drawn, "the chart canvas is blank"
+    stamp, ticks = browser.js(  # times read as an admin writes them: ISO day, 24-hour clock
+        "const e = [...charts.values()][0], u = e.plot, t = u.data[0][u.data[0].length - 1];"
+        "u.setCursor({left: u.valToPos(t, 'x'), top: 10});"
+        "return [e.box.querySelector('.u-legend .u-series .u-value').textContent,"
+        " u.axes[0].values(u, [t - 60, t], 0, 90, 60).concat(u.axes[0].values(u, [t], 0, 90, 10))]"
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", stamp), stamp
+    assert all(re.fullmatch(r"(\d\d-\d\d )?\d\d:\d\d", tick) for tick in ticks[:2]), ticks
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", ticks[2]), ticks
 
     facts = browser.js(
         "const d = {}; document.querySelectorAll('#node-facts dt').forEach(dt => d[dt.textContent] ="

@@ -87,6 +87,24 @@ function bytes(value) {
   return `${value.toFixed(value < 10 && unit ? 1 : 0)} ${units[unit]}`;
 }
 
+// Chart times in ISO order and a 24-hour clock (uPlot's defaults are US month/day and am/pm).
+const two = (n) => String(n).padStart(2, "0");
+const isoDay = (t) => { const d = new Date(t * 1000); return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}`; };
+const clock = (t, seconds) => { const d = new Date(t * 1000); return `${two(d.getHours())}:${two(d.getMinutes())}${seconds ? ":" + two(d.getSeconds()) : ""}`; };
+// Axis ticks: seconds only when ticks are under a minute apart; the month and day where a new day starts.
+function timeTicks(u, ticks, axis, space, increment) {
+  if (increment >= 86400) return ticks.map(isoDay);
+  let previous = null;
+  return ticks.map((t) => {
+    const day = isoDay(t), label = clock(t, increment < 60);
+    const shown = previous !== null && day !== previous ? `${day.slice(5)} ${label}` : label;
+    previous = day;
+    return shown;
+  });
+}
+const TIME_AXIS = { space: 90, values: timeTicks };
+const TIME_SERIES = { value: (u, t) => (t == null ? "–" : `${isoDay(t)} ${clock(t, true)}`) };
+
 const percent = (value) => (value == null ? "" : value.toFixed(1));
 
 // "4 × NVIDIA A100-SXM4-80GB" rather than the same name four times.
@@ -355,8 +373,8 @@ function drawCharts(host, history) {
     const options = {
       width, height: 200,
       scales: { x: { time: true, range: timeRange }, y: chart.range ? { range: chart.range } : { auto: true } },
-      axes: [{ space: 90 }, { size: 72, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
-      series: [{}, ...names.map((name, i) => ({ label: chart.label ? chart.label(name) : name.replace(/^(SlurmJobs|LoadAverage|GPU)\./, "").replace(/\.(cpu_percent|rss|utilization\.gpu)$/, ""), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true }))],
+      axes: [TIME_AXIS, { size: 72, values: (u, ticks) => ticks.map((tick) => (chart.rate || /RSS/.test(chart.title) ? bytes(tick) : tick)) }],
+      series: [TIME_SERIES, ...names.map((name, i) => ({ label: chart.label ? chart.label(name) : name.replace(/^(SlurmJobs|LoadAverage|GPU)\./, "").replace(/\.(cpu_percent|rss|utilization\.gpu)$/, ""), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true }))],
       legend: { live: true },
     };
     entry = { key, box, plot: new uPlot(options, data, box) };

@@ -142,8 +142,8 @@ function drawJobCharts(history) {
     container.append(box);
     const options = {
       width: Math.max(300, box.clientWidth - 12), height: 200, scales: { x: { time: true }, y: { auto: true } },
-      axes: [{ space: 90 }, { size: 60, values: (u, ticks) => ticks.map((tick) => (chart.bytes ? bytes(tick) : tick)) }],
-      series: [{}, ...lines.map((line, i) => ({ label: line.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }))],
+      axes: [TIME_AXIS, { size: 60, values: (u, ticks) => ticks.map((tick) => (chart.bytes ? bytes(tick) : tick)) }],
+      series: [TIME_SERIES, ...lines.map((line, i) => ({ label: line.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }))],
       legend: { live: true },
     };
     jobsView.charts.set(chart.title, { key, box, plot: new uPlot(options, data, box) });
