@@ -136,15 +136,29 @@ def show_fanin(result: dict) -> str:
 
 
 def show_e2e(result: dict) -> str:
-    row = result["rows"][0]
-    return table(
-        ["lmaster→carbon dp/s", "carbon received dp/s", "whisper committed dp/s", "lmaster CPU %", "carbon-cache CPU %",
-         "senders CPU %", "lmaster RSS MB", "carbon RSS MB", "sent", "in whisper", "drain s", "others %"],
-        [[number(row["lmaster_to_carbon_per_s"]), number(row["carbon_received_per_s"]),
-          number(row["whisper_committed_per_s"]), number(row["lmaster_cpu_percent"]), number(row["carbon_cpu_percent"]),
-          number(row["senders_cpu_percent"]), number(row["lmaster_rss_mb"]), number(row["carbon_rss_mb"]),
-          number(row["sent"]), number(row["landed"]), number(row["drain_s"], 1), number(row.get("foreign_percent"))]],
+    def each(values: list, digits: int = 0) -> str:
+        return " + ".join(number(value, digits) for value in values)
+
+    rows = [
+        [row["configuration"], number(row["lmaster_to_carbon_per_s"]), number(row["carbon_received_per_s"]),
+         number(row["whisper_committed_per_s"]), number(row["lmaster_cpu_percent"]), each(row["carbon_cpu_percent"]),
+         number(row["senders_cpu_percent"]), number(row["lmaster_rss_mb"]), each(row["carbon_rss_mb"]),
+         number(row["sent"]), number(row["landed"]), number(row["lost"]), each(row["share_percent"], 1),
+         number(row["drain_s"], 1), number(row.get("foreign_percent"))]
+        for row in result["rows"]
+    ]  # fmt: skip
+    text = table(
+        ["configuration", "lmaster→carbon dp/s", "carbon received dp/s", "whisper committed dp/s", "lmaster CPU %",
+         "carbon-cache CPU %", "senders CPU %", "lmaster RSS MB", "carbon RSS MB", "sent", "in whisper", "lost",
+         "share %", "drain s", "others %"],
+        rows,
     )  # fmt: skip
+    cores = "; ".join(
+        f"{row['configuration']}: carbon-cache {' and '.join(map(str, row['cores']['carbon-cache']))}, "
+        f"lmaster {row['cores']['lmaster']}, senders {row['cores']['senders']}"
+        for row in result["rows"]
+    )
+    return f"{text}\n  cores: {cores}\n  two caches / one cache (committed to whisper): {number(result['ratio'], 2)}×"
 
 
 def show_profile(result: dict) -> str:
