@@ -21,9 +21,16 @@ a batch is acknowledged once written to carbon's socket), what the caches
 received and committed to whisper per second (their own instrumentation,
 every 5 s, summed), every process's CPU % and RSS, and after the senders
 stop, the time until every datapoint is in whisper and how many are (counted
-in the files), with each cache's share of them. The ratio is the two caches'
-committed rate over the one cache's. Where the bottleneck sits shows in which
-process runs at 100 % of its core.
+in the files), with each cache's share of them.
+
+The ratio that counts is of what was *stored* per second over the whole run:
+every point in whisper after the drain, divided by the time from the first
+batch sent until the last point landed. carbon-cache's own counters over the
+window do not give it: its cache absorbs what the writer has not committed
+yet, so within 30 s a cache may receive less than it commits (draining what
+the warm-up left) or more (building a backlog). The window's ratios of
+received, committed and handed-over rates are printed beside it. Where the
+bottleneck sits shows in which process runs at 100 % of its core.
 """
 
 from __future__ import annotations
@@ -228,13 +235,23 @@ def measure(workdir: Path, layout: Layout, quick: bool) -> dict:
 
 def run(workdir: Path, quick: bool) -> dict:
     rows = [measure(workdir / layout.label.replace(" ", "-"), layout, quick) for layout in LAYOUTS]
-    one, two = rows
-    stored = [row["whisper_committed_per_s"] or row["landed_per_s_overall"] for row in rows]
-    ratio = stored[1] / stored[0] if stored[0] else 0.0
-    lost = one["lost"] + two["lost"]
+
+    def ratio(key: str) -> float | None:
+        one, two = (row[key] for row in rows)
+        return two / one if one and two is not None else None
+
+    ratios = {
+        "stored_whole_run": ratio("landed_per_s_overall"),
+        "received_in_window": ratio("carbon_received_per_s"),
+        "committed_in_window": ratio("whisper_committed_per_s"),
+        "handed_in_window": ratio("lmaster_to_carbon_per_s"),
+    }
+    stored = [row["landed_per_s_overall"] for row in rows]
+    lost = sum(row["lost"] for row in rows)
     target = {
         "target": f"two carbon-caches store ≥ {TARGET_RATIO:g}× one, nothing lost",
-        "measured": f"{ratio:.2f}× ({stored[1]:,.0f} / {stored[0]:,.0f} dp/s committed), lost {lost:,}",
-        "pass": ratio >= TARGET_RATIO and lost == 0,
+        "measured": f"{ratios['stored_whole_run'] or 0:.2f}× ({stored[1]:,.0f} / {stored[0]:,.0f} dp/s stored), "
+        f"lost {lost:,}",
+        "pass": (ratios["stored_whole_run"] or 0) >= TARGET_RATIO and lost == 0,
     }
-    return {"rows": rows, "ratio": ratio, "targets": [target]}
+    return {"rows": rows, "ratio": ratios["stored_whole_run"], "ratios": ratios, "targets": [target]}

@@ -140,7 +140,8 @@ def show_e2e(result: dict) -> str:
         return " + ".join(number(value, digits) for value in values)
 
     rows = [
-        [row["configuration"], number(row["lmaster_to_carbon_per_s"]), number(row["carbon_received_per_s"]),
+        [row["configuration"], number(row["landed_per_s_overall"]), number(row["lmaster_to_carbon_per_s"]),
+         number(row["carbon_received_per_s"]),
          number(row["whisper_committed_per_s"]), number(row["lmaster_cpu_percent"]), each(row["carbon_cpu_percent"]),
          number(row["senders_cpu_percent"]), number(row["lmaster_rss_mb"]), each(row["carbon_rss_mb"]),
          number(row["sent"]), number(row["landed"]), number(row["lost"]), each(row["share_percent"], 1),
@@ -148,9 +149,9 @@ def show_e2e(result: dict) -> str:
         for row in result["rows"]
     ]  # fmt: skip
     text = table(
-        ["configuration", "lmaster→carbon dp/s", "carbon received dp/s", "whisper committed dp/s", "lmaster CPU %",
-         "carbon-cache CPU %", "senders CPU %", "lmaster RSS MB", "carbon RSS MB", "sent", "in whisper", "lost",
-         "share %", "drain s", "others %"],
+        ["configuration", "stored dp/s (run)", "lmaster→carbon dp/s", "carbon received dp/s", "whisper committed dp/s",
+         "lmaster CPU %", "carbon-cache CPU %", "senders CPU %", "lmaster RSS MB", "carbon RSS MB", "sent",
+         "in whisper", "lost", "share %", "drain s", "others %"],
         rows,
     )  # fmt: skip
     cores = "; ".join(
@@ -158,7 +159,13 @@ def show_e2e(result: dict) -> str:
         f"lmaster {row['cores']['lmaster']}, senders {row['cores']['senders']}"
         for row in result["rows"]
     )
-    return f"{text}\n  cores: {cores}\n  two caches / one cache (committed to whisper): {number(result['ratio'], 2)}×"
+    ratios = result["ratios"]
+    return (
+        f"{text}\n  cores: {cores}\n  stored dp/s (run): every point in whisper / (first batch sent → last point "
+        f"landed)\n  two caches / one cache: {number(ratios['stored_whole_run'], 2)}× stored over the run; in the "
+        f"window {number(ratios['received_in_window'], 2)}× received, {number(ratios['committed_in_window'], 2)}× "
+        f"committed, {number(ratios['handed_in_window'], 2)}× handed over by lmaster"
+    )
 
 
 def show_profile(result: dict) -> str:
