@@ -1,8 +1,8 @@
 """FrUCToSA benchmarks (issue 7): one command, a table on stdout, JSON on disk.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--only relay,agent,fanin,e2e,profile] [--json OUT] [--keep]
+    .venv/bin/python benchmarks/run.py [--quick] [--only relay,agent,fanin,e2e,dashboards,profile] [--json OUT]
 
-``relay``, ``agent``, ``fanin`` and ``e2e`` run by default (about 15 minutes;
+``relay``, ``agent``, ``fanin``, ``e2e`` and ``dashboards`` run by default (about 15 minutes;
 ``--quick`` shortens every window for a smoke run of under 3 minutes);
 ``profile`` (py-spy and GC pauses of lmaster) runs only when named. See
 benchmarks/README.md for what each measures and how.
@@ -26,7 +26,16 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tests` importable; appended,
     sys.path.append(str(REPO))  # so that a snapshot on PYTHONPATH (--commit) provides `fructosa`
 
-from benchmarks import agent_overhead, end_to_end, fanin, http_load, lmaster_profile, relay, stream  # noqa: E402
+from benchmarks import (  # noqa: E402
+    agent_overhead,
+    dashboards,
+    end_to_end,
+    fanin,
+    http_load,
+    lmaster_profile,
+    relay,
+    stream,
+)
 from benchmarks.measure import IDLE_WAIT, SNAPSHOT_VARIABLE, machine, wait_for_idle  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
@@ -37,8 +46,11 @@ BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
     "profile": lmaster_profile.run,
     "http": http_load.run,
     "stream": stream.run,
+    "dashboards": dashboards.run,
 }
-DEFAULT = ("relay", "agent", "fanin", "e2e")
+DEFAULT = ("relay", "agent", "fanin", "e2e", "dashboards")
+TARGETED = ("relay", "agent", "fanin", "http", "e2e", "dashboards")
+"""The benchmarks that judge their figures against the targets (a ``targets`` list)."""
 
 
 def number(value: object, digits: int = 0) -> str:
@@ -124,15 +136,36 @@ def show_fanin(result: dict) -> str:
 
 
 def show_e2e(result: dict) -> str:
-    row = result["rows"][0]
-    return table(
-        ["lmaster→carbon dp/s", "carbon received dp/s", "whisper committed dp/s", "lmaster CPU %", "carbon-cache CPU %",
-         "senders CPU %", "lmaster RSS MB", "carbon RSS MB", "sent", "in whisper", "drain s", "others %"],
-        [[number(row["lmaster_to_carbon_per_s"]), number(row["carbon_received_per_s"]),
-          number(row["whisper_committed_per_s"]), number(row["lmaster_cpu_percent"]), number(row["carbon_cpu_percent"]),
-          number(row["senders_cpu_percent"]), number(row["lmaster_rss_mb"]), number(row["carbon_rss_mb"]),
-          number(row["sent"]), number(row["landed"]), number(row["drain_s"], 1), number(row.get("foreign_percent"))]],
+    def each(values: list, digits: int = 0) -> str:
+        return " + ".join(number(value, digits) for value in values)
+
+    rows = [
+        [row["configuration"], number(row["landed_per_s_overall"]), number(row["lmaster_to_carbon_per_s"]),
+         number(row["carbon_received_per_s"]),
+         number(row["whisper_committed_per_s"]), number(row["lmaster_cpu_percent"]), each(row["carbon_cpu_percent"]),
+         number(row["senders_cpu_percent"]), number(row["lmaster_rss_mb"]), each(row["carbon_rss_mb"]),
+         number(row["sent"]), number(row["landed"]), number(row["lost"]), each(row["share_percent"], 1),
+         number(row["drain_s"], 1), number(row.get("foreign_percent"))]
+        for row in result["rows"]
+    ]  # fmt: skip
+    text = table(
+        ["configuration", "stored dp/s (run)", "lmaster→carbon dp/s", "carbon received dp/s", "whisper committed dp/s",
+         "lmaster CPU %", "carbon-cache CPU %", "senders CPU %", "lmaster RSS MB", "carbon RSS MB", "sent",
+         "in whisper", "lost", "share %", "drain s", "others %"],
+        rows,
     )  # fmt: skip
+    cores = "; ".join(
+        f"{row['configuration']}: carbon-cache {' and '.join(map(str, row['cores']['carbon-cache']))}, "
+        f"lmaster {row['cores']['lmaster']}, senders {row['cores']['senders']}"
+        for row in result["rows"]
+    )
+    ratios = result["ratios"]
+    return (
+        f"{text}\n  cores: {cores}\n  stored dp/s (run): every point in whisper / (first batch sent → last point "
+        f"landed)\n  two caches / one cache: {number(ratios['stored_whole_run'], 2)}× stored over the run; in the "
+        f"window {number(ratios['received_in_window'], 2)}× received, {number(ratios['committed_in_window'], 2)}× "
+        f"committed, {number(ratios['handed_in_window'], 2)}× handed over by lmaster"
+    )
 
 
 def show_profile(result: dict) -> str:
@@ -181,6 +214,16 @@ def show_stream(result: dict) -> str:
     )
 
 
+def show_dashboards(result: dict) -> str:
+    row = result["rows"][0]
+    return table(
+        ["make-fructosa-dashboard", "best s", "median s", "worst s", "CPU s (median)", "written MB", "runs"],
+        [[f"{row['hosts']:,} hosts ({row['gpu_hosts']} with GPUs)", number(row["best_s"], 2),
+          number(row["median_s"], 2), number(row["worst_s"], 2), number(row["cpu_s_median"], 2),
+          number(row["written_mb"], 1), str(row["runs"])]],
+    )  # fmt: skip
+
+
 SHOW = {
     "relay": show_relay,
     "agent": show_agent,
@@ -189,13 +232,14 @@ SHOW = {
     "profile": show_profile,
     "http": show_http,
     "stream": show_stream,
+    "dashboards": show_dashboards,
 }
 
 
 def show_targets(results: dict) -> str:
     rows = [
         [target["target"], target["measured"], "PASS" if target["pass"] else "MISS"]
-        for name in ("relay", "agent", "fanin", "http")
+        for name in TARGETED
         if name in results and "targets" in results[name]
         for target in results[name]["targets"]
     ]
@@ -276,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nlogs and configurations kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if any(name in results and "targets" in results[name] for name in ("relay", "agent", "fanin", "http")):
+    if any(name in results and "targets" in results[name] for name in TARGETED):
         print("\n== targets ==")
         print(show_targets(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from grafanalib._gen import write_dashboard
-from grafanalib.core import Dashboard
-
 from .. import __version__
 from ..config import ConfigError, load_agent_config
 from ..sensors.slurm import SlurmJobs
@@ -26,7 +23,7 @@ from .cluster import cluster_dashboard
 from .feeds import EVERYTHING, Feeds
 from .inventory import InventoryError, read_hosts
 from .jobs import job_dashboard
-from .node import node_dashboard
+from .rendering import NodeDashboards, dashboard_text
 from .settings import Settings
 
 PROG = "make-fructosa-dashboard"
@@ -82,11 +79,11 @@ def agent_feeds(path: str) -> Feeds:
     return Feeds.from_agent_config(config)
 
 
-def write(dashboard: Dashboard, path: Path) -> None:
+def write(text: str, path: Path) -> None:
     """Write atomically, so Grafana provisioning never reads half a file."""
     partial = path.with_name(f".{path.name}.partial")
     with open(partial, "w", encoding="utf-8") as stream:
-        write_dashboard(dashboard, stream)
+        stream.write(text)
     os.replace(partial, path)
 
 
@@ -116,13 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output)
     try:
         output.mkdir(parents=True, exist_ok=True)
+        nodes = NodeDashboards(settings)
         for host in hosts:
-            write(node_dashboard(host, settings, gpus=host in with_gpus), output / f"{host}.json")
+            write(nodes.text(host, gpus=host in with_gpus), output / f"{host}.json")
         gpu_hosts = [host for host in hosts if host in with_gpus]
         cluster = cluster_dashboard(args.cluster or args.section, hosts, settings, gpu_hosts)
-        write(cluster, output / f"{CLUSTER}.json")
+        write(dashboard_text(cluster), output / f"{CLUSTER}.json")
         if jobs:
-            write(job_dashboard(settings), output / f"{JOBS}.json")
+            write(dashboard_text(job_dashboard(settings)), output / f"{JOBS}.json")
     except OSError as error:
         return fail(f"{error.filename or output}: cannot write: {error.strerror or error}", 1)
     extra = f", {JOBS}.json" if jobs else ""

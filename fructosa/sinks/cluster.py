@@ -8,6 +8,12 @@ with its own queue, resend window and spool directory, so a slow or dead
 carbon holds up only its own share: the others keep receiving, and the dead
 one's share waits on disk. A batch counts as safe when every destination
 holds its part.
+
+Splitting is paid once per *shape* of block, not per datapoint: agents send
+the same paths in the same order every interval, so :class:`BlockSplitter`
+remembers, per distinct ``paths`` text, each destination's paths (already
+joined) and how to pick its times and values; a block of a known shape is
+cut with one C-level gather per array and destination.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from array import array
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +37,86 @@ if TYPE_CHECKING:
     from ..config import MasterConfig
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PLANNED_DATAPOINTS = 1 << 18
+"""Datapoints of the block shapes :class:`BlockSplitter` remembers before it
+starts over: about 110 bytes each (the shape's paths, each destination's
+paths and positions), so about 30 MB at most."""
+
+Pick = slice | Callable[[array], tuple[float, ...]]
+"""Which datapoints of a block one destination stores: a contiguous range, or an ``itemgetter`` of their positions."""
+
+
+class BlockSplitter:
+    """The part of a block each destination stores, planned once per block shape.
+
+    A *plan* is, for every destination that stores some of the block, the
+    joined paths of its part and a :data:`Pick` of their positions (None when
+    it stores the whole block). Plans are keyed by the block's ``paths``
+    bytes, so equal paths in equal order get an equal plan; a new shape is
+    planned from :class:`CachedRouter`'s per-path routes. The plans are
+    bounded by the datapoints they cover: at ``max_datapoints`` they are
+    forgotten and rebuilt from the shapes still in use.
+    """
+
+    def __init__(
+        self, router: CachedRouter, prefix: str = "", max_datapoints: int = DEFAULT_PLANNED_DATAPOINTS
+    ) -> None:
+        self.router = router
+        self.prefix = f"{prefix}.".encode("ascii") if prefix else b""
+        self.max_datapoints = max_datapoints
+        self._plans: dict[bytes, tuple[tuple[Destination, bytes, Pick | None], ...]] = {}
+        self._planned = 0
+
+    def split(self, block: Block) -> dict[Destination, Block]:
+        """The part of ``block`` each destination stores (a path may go to several), in the block's order."""
+        if not len(block):
+            return {}
+        plan = self._plans.get(block.paths)
+        if plan is None:
+            plan = self._plan(block)
+        times, values = block.times, block.values
+        return {
+            destination: block if pick is None else Block(paths, _gather(times, pick), _gather(values, pick))
+            for destination, paths, pick in plan
+        }
+
+    def _plan(self, block: Block) -> tuple[tuple[Destination, bytes, Pick | None], ...]:
+        paths = block.paths.split(b"\n")
+        keys = (b"\n" + block.paths).replace(b"\n", b"\n" + self.prefix).split(b"\n")[1:] if self.prefix else paths
+        chosen: dict[Destination, list[int]] = {}
+        for index, route in enumerate(self.router.route_all(keys)):
+            for destination in route:
+                chosen.setdefault(destination, []).append(index)
+        plan = tuple(
+            (destination, block.paths, None)
+            if len(indices) == len(paths)
+            else (destination, b"\n".join([paths[index] for index in indices]), _pick(indices))
+            for destination, indices in chosen.items()
+        )
+        if self._planned + len(paths) > self.max_datapoints:
+            self._plans.clear()
+            self._planned = 0
+        if len(paths) <= self.max_datapoints:
+            self._plans[block.paths] = plan
+            self._planned += len(paths)
+        return plan
+
+    def __len__(self) -> int:
+        """Block shapes planned."""
+        return len(self._plans)
+
+
+def _pick(indices: list[int]) -> Pick:
+    if indices[-1] - indices[0] + 1 == len(indices):
+        return slice(indices[0], indices[-1] + 1)
+    return itemgetter(*indices)  # two or more positions (one is a range): a tuple comes back
+
+
+def _gather(numbers: array, pick: Pick) -> array:
+    if isinstance(pick, slice):
+        return numbers[pick]
+    return array(numbers.typecode, pick(numbers))
 
 
 def destination_label(destination: Destination) -> str:
@@ -51,6 +139,7 @@ class CarbonClusterSink(Sink):
     ) -> None:
         self.ring = ring
         self.router = CachedRouter(ring)
+        self.splitter = BlockSplitter(self.router, prefix)
         self.prefix = prefix
         self.spool = spool
         self.shards: dict[Destination, CarbonPickleSink] = {}
@@ -69,17 +158,7 @@ class CarbonClusterSink(Sink):
 
     def split(self, block: Block) -> dict[Destination, Block]:
         """The part of ``block`` each destination stores (a path may go to several)."""
-        route = self.router.route
-        prefix = f"{self.prefix}." if self.prefix else ""
-        indices: dict[Destination, list[int]] = {destination: [] for destination in self.shards}
-        for index, path in enumerate(block.path_list()):
-            for destination in route(prefix + path):
-                indices[destination].append(index)
-        return {
-            destination: block if len(chosen) == len(block) else block.select(chosen)
-            for destination, chosen in indices.items()
-            if chosen
-        }
+        return self.splitter.split(block)
 
     def submit(self, block: Block, on_safe: Callable[[], None] | None = None) -> None:
         parts = self.split(block)

@@ -113,9 +113,10 @@ def check_distinct(destinations: Iterable[Destination]) -> None:
             )
 
 
-def ring_position(key: str) -> int:
-    """carbon's ``carbon_ch`` hash: the first 16 bits of the md5 of the UTF-8 key."""
-    digest = hashlib.md5(key.encode("utf-8", "surrogatepass")).digest()
+def ring_position(key: str | bytes) -> int:
+    """carbon's ``carbon_ch`` hash: the first 16 bits of the md5 of the UTF-8 key
+    (a key already encoded, such as a block's ASCII path, is hashed as it is)."""
+    digest = hashlib.md5(key if isinstance(key, bytes) else key.encode("utf-8", "surrogatepass")).digest()
     return digest[0] << 8 | digest[1]
 
 
@@ -158,8 +159,8 @@ class ConsistentHashRing:
             index = (index + 1) % len(ring)
         return tuple(route)
 
-    def route(self, path: str) -> tuple[Destination, ...]:
-        """Where carbon would store ``path`` (the full path as sent, prefix included)."""
+    def route(self, path: str | bytes) -> tuple[Destination, ...]:
+        """Where carbon would store ``path`` (the full path as sent, prefix included; bytes: UTF-8)."""
         return self._table[ring_position(path)]
 
     def route_position(self, position: int) -> tuple[Destination, ...]:
@@ -211,7 +212,8 @@ class CachedRouter:
 
     The cache is bounded: when it holds ``max_entries`` paths it is emptied and
     refilled by the paths in use, so a burst of one-off paths costs memory for
-    a while, never without limit.
+    a while, never without limit. Paths may be given as ``str`` or as the
+    UTF-8 ``bytes`` a block holds (:meth:`route_all`); the two are cached apart.
     """
 
     def __init__(self, ring: ConsistentHashRing, max_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
@@ -221,7 +223,7 @@ class CachedRouter:
         self.max_entries = max_entries
         self._cache: dict[str, tuple[Destination, ...]] = {}
 
-    def route(self, path: str) -> tuple[Destination, ...]:
+    def route(self, path: str | bytes) -> tuple[Destination, ...]:
         """Same answer as ``ring.route(path)``."""
         found = self._cache.get(path)
         if found is None:
@@ -229,6 +231,14 @@ class CachedRouter:
                 self._cache.clear()
             found = self._cache[path] = self.ring.route(path)
         return found
+
+    def route_all(self, paths: Sequence[str | bytes]) -> list[tuple[Destination, ...]]:
+        """``[ring.route(path) for path in paths]``, the known paths looked up in one C-level pass."""
+        routes = list(map(self._cache.get, paths))
+        if None in routes:
+            route = self.route
+            routes = [found or route(path) for found, path in zip(routes, paths, strict=True)]
+        return routes
 
     def __len__(self) -> int:
         return len(self._cache)
