@@ -203,11 +203,12 @@ def settle_garbage_collector() -> None:
     frame and per batch is freed by reference counting (no reference
     cycles: the GC probe's census in benchmarks/ finds none under load), so
     collections find nearly nothing to free, yet each full one walks every
-    object of every connection (about 50 per agent: 100 ms with 5,000
+    object of every connection (about 46 per agent: 100-400 ms with 5,000
     agents). With the defaults, the objects that live a few seconds (batches
-    waiting for carbon, the resend window) brought one every 10 s; young
-    collections 14× rarer and full ones 100× rarer leave one an hour or so,
-    and the garbage of a closed connection waits at most that long.
+    waiting for carbon, the resend window) brought one every 10 s or less;
+    young collections 14× rarer and full ones 100× rarer leave hours between
+    two (the 5,000-agent fan-in makes a young one every 2 s, so a full one
+    every 5-6 h), and the garbage of a closed connection waits that long.
     """
     gc.collect()
     gc.freeze()
