@@ -116,13 +116,13 @@ def show_fanin(result: dict) -> str:
     quiet = {True: "yes", False: "NO", None: "-"}[row.get("quiet")]
     return table(
         ["agents", "frames", "frames/s", "datapoints/s", "CPU %", "user/sys %", "RSS MB", "delay p50 ms", "p99 ms",
-         "max ms", "> 50 ms %", "others %", "quiet", "windows"],
+         "max ms", "> 50 ms %", "others %", "kernel %", "quiet", "windows"],
         [[number(row["agents"]), row.get("frames", "D"), number(row["frames_per_s"]), number(row["datapoints_per_s"]),
           number(row["cpu_percent"], 1),
           f"{number(row.get('cpu_user_percent'), 1)}/{number(row.get('cpu_system_percent'), 1)}",
           number(row["rss_mb"]), number(row["delay_p50_ms"], 1),
           number(row["delay_p99_ms"], 1), number(row["delay_max_ms"], 1), number(row["delay_over_target_percent"], 1),
-          number(row.get("foreign_percent")), quiet, number(row.get("windows"))]],
+          number(row.get("foreign_percent")), number(row.get("kernel_percent")), quiet, number(row.get("windows"))]],
     )  # fmt: skip
 
 
