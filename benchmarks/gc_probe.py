@@ -15,6 +15,11 @@ the collector finds unreachable is kept in ``gc.garbage`` instead of freed),
 SIGUSR2 ends it with one full collection and counts what was found by type;
 the counts go into the JSON as ``census``. Each type listed there was part
 of a reference cycle, which only a collection frees.
+
+Slow callbacks: every event-loop callback (a task's step included) that
+runs longer than ``GC_PROBE_SLOW_MS`` (default 20) ms is listed in the JSON
+as ``slow`` (when, how long, which), to tell lmaster's own stalls from
+delays elsewhere.
 """
 
 from __future__ import annotations
@@ -33,6 +38,33 @@ from fructosa.programs import master_main
 _events: list[dict] = []
 _started: dict[int, float] = {}
 _census: dict = {}
+_slow: list[dict] = []
+
+
+def _describe(handle: object) -> str:
+    """Which callback: a task's coroutine by name (a task's step shows only as its wakeup)."""
+    task = getattr(getattr(handle, "_callback", None), "__self__", None)
+    get_coro = getattr(task, "get_coro", None)
+    if get_coro is not None:
+        coroutine = get_coro()
+        return f"task {task.get_name()}: {getattr(coroutine, '__qualname__', coroutine)}"[:300]  # type: ignore[union-attr]
+    return repr(handle)[:300]
+
+
+def _time_callbacks(threshold_ms: float) -> None:
+    """Wrap ``asyncio.events.Handle._run`` to list the callbacks slower than ``threshold_ms``."""
+    import asyncio.events
+
+    run = asyncio.events.Handle._run
+
+    def timed(handle: asyncio.events.Handle) -> None:
+        began = time.perf_counter()
+        run(handle)
+        spent = 1000 * (time.perf_counter() - began)
+        if spent > threshold_ms:
+            _slow.append({"at": time.time(), "ms": spent, "callback": _describe(handle)})
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
 
 
 def _callback(phase: str, info: dict) -> None:
@@ -89,7 +121,7 @@ def _write() -> None:
     if path:
         with open(path, "w", encoding="utf-8") as stream:
             json.dump({"events": _events, "thresholds": gc.get_threshold(), "census": _census,
-                       "frozen": gc.get_freeze_count()}, stream)  # fmt: skip
+                       "frozen": gc.get_freeze_count(), "slow": _slow[-1000:]}, stream)  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -103,6 +135,7 @@ if __name__ == "__main__":
         except (ImportError, AttributeError):
             pass
     gc.callbacks.append(_callback)
+    _time_callbacks(float(os.environ.get("GC_PROBE_SLOW_MS", "20")))
     signal.signal(signal.SIGUSR1, _census_start)
     signal.signal(signal.SIGUSR2, _census_end)
     atexit.register(_write)
