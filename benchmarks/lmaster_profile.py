@@ -7,8 +7,9 @@ garbage collections under relay and fan-in load.
    The raw stacks are reduced to the top functions by own samples ("self")
    and by samples anywhere in the stack ("total").
 2. The fan-in benchmark again (short window) with the GC probe: how long
-   the full (generation 2) collections take and how often, next to the
-   delays.
+   the collections of each generation take and how often, the share of the
+   window they took, what cyclic garbage lmaster made (the probe's census),
+   next to the delays; and py-spy over the same window.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ TOP = 15
 
 
 def top_functions(raw: str, top: int = TOP) -> dict:
-    """Top functions by self samples, and fructosa's (and pickle's) functions by
-    total samples (anywhere in the stack), from py-spy's raw (collapsed) output."""
+    """Top functions by self samples, and by total samples (anywhere in the
+    stack; those in nearly every stack left out), from py-spy's raw
+    (collapsed) output."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
     samples = 0
@@ -46,8 +48,10 @@ def top_functions(raw: str, top: int = TOP) -> dict:
         samples += count
         own[_short(frames[-1])] += count
         for name in {_short(frame) for frame in frames}:
-            if "fructosa/" in name or "pickle.py" in name:  # the event loop and runpy frames are in every stack
-                total[name] += count
+            total[name] += count
+    for name, n in list(total.items()):
+        if n >= 0.9 * samples:  # the event loop's and runpy's frames, in (nearly) every stack
+            del total[name]
 
     def table(counter: collections.Counter[str]) -> list[dict]:
         return [{"function": name, "percent": 100.0 * n / samples} for name, n in counter.most_common(top)]
@@ -66,12 +70,21 @@ def _short(frame: str) -> str:
     return f"{name} ({path})" if path else name
 
 
-def gc_summary(path: Path, since: float = 0.0) -> dict:
-    """Collections per generation: count, total and worst milliseconds."""
+def gc_summary(path: Path, since: float = 0.0, until: float | None = None) -> dict:
+    """Collections per generation: count, total and worst milliseconds; with
+    ``until``, the share of the window spent collecting (% of wall time)."""
     if not path.exists():
         return {}
-    events = [event for event in json.loads(path.read_text())["events"] if event["at"] >= since]
-    result: dict = {}
+    probe = json.loads(path.read_text())
+    events = [event for event in probe["events"] if event["at"] >= since and (until is None or event["at"] <= until)]
+    result: dict = {"thresholds": probe.get("thresholds")}
+    if until is not None:
+        result["gc_time_percent"] = 100.0 * sum(event["ms"] for event in events) / 1000 / max(until - since, 1e-9)
+    if probe.get("census"):
+        census = probe["census"]
+        result["cyclic_garbage"] = {"objects": census.get("objects"), "types": census.get("types")}
+        result["old_generation"] = {"objects": census.get("old_generation"), "frozen": census.get("frozen"),
+                                    "types": census.get("old_generation_types")}  # fmt: skip
     for generation in (0, 1, 2):
         durations = [event["ms"] for event in events if event["generation"] == generation]
         if durations:
@@ -124,9 +137,15 @@ def run(workdir: Path, quick: bool) -> dict:
     result["relay_gc_seconds"] = cpu.seconds
     print("  profile: fan-in with the GC probe …", flush=True)
     fan_dir = workdir / "fanin"
-    fan = fanin.run(fan_dir, quick=True, gc_probe=True)
+    fan_raw = fan_dir / "lmaster-fanin.pyspy.txt"
+    spy_installed = (VENV_BIN / "py-spy").exists()
+    fan = fanin.run(fan_dir, quick=True, gc_probe=True, py_spy=fan_raw if spy_installed else None)
     row = fan["rows"][0]
     result["fanin"] = {key: row[key] for key in ("cpu_percent", "delay_p50_ms", "delay_p99_ms", "delay_max_ms",
-                                                "delay_over_target_percent", "slow_seconds", "window_s")}  # fmt: skip
-    result["fanin_gc"] = gc_summary(fan_dir / "gc.json")
+                                                "delay_over_target_percent", "slow_seconds", "window_s",
+                                                "foreign_percent")}  # fmt: skip
+    result["fanin_gc"] = gc_summary(fan_dir / "gc.json", *row["window_at"])
+    if fan_raw.exists():
+        result["fanin_py_spy"] = top_functions(fan_raw.read_text())
+        result["fanin_py_spy"]["raw"] = str(fan_raw)
     return result

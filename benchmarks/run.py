@@ -125,13 +125,16 @@ def show_agent(result: dict) -> str:
 
 def show_fanin(result: dict) -> str:
     row = result["rows"][0]
+    quiet = {True: "yes", False: "NO", None: "-"}[row.get("quiet")]
     return table(
-        ["agents", "frames/s", "datapoints/s", "CPU %", "RSS MB", "delay p50 ms", "p99 ms", "max ms", "> 50 ms %",
-         "others %"],
-        [[number(row["agents"]), number(row["frames_per_s"]), number(row["datapoints_per_s"]),
-          number(row["cpu_percent"], 1), number(row["rss_mb"]), number(row["delay_p50_ms"], 1),
+        ["agents", "frames", "frames/s", "datapoints/s", "CPU %", "user/sys %", "RSS MB", "delay p50 ms", "p99 ms",
+         "max ms", "> 50 ms %", "others %", "kernel %", "quiet", "windows"],
+        [[number(row["agents"]), row.get("frames", "D"), number(row["frames_per_s"]), number(row["datapoints_per_s"]),
+          number(row["cpu_percent"], 1),
+          f"{number(row.get('cpu_user_percent'), 1)}/{number(row.get('cpu_system_percent'), 1)}",
+          number(row["rss_mb"]), number(row["delay_p50_ms"], 1),
           number(row["delay_p99_ms"], 1), number(row["delay_max_ms"], 1), number(row["delay_over_target_percent"], 1),
-          number(row.get("foreign_percent"))]],
+          number(row.get("foreign_percent")), number(row.get("kernel_percent")), quiet, number(row.get("windows"))]],
     )  # fmt: skip
 
 
@@ -181,6 +184,14 @@ def show_profile(result: dict) -> str:
         lines.append(f"py-spy: {spy}")
     for name in ("relay_gc", "fanin_gc"):
         lines.append(f"{name}: {json.dumps(result.get(name), default=lambda v: round(v, 1))}")
+    fan_spy = result.get("fanin_py_spy")
+    if isinstance(fan_spy, dict):
+        lines.append(f"py-spy, lmaster under the fan-in (quick window, {fan_spy['samples']} samples):")
+        for kind in ("self", "total"):
+            lines.append(f"  top by {kind}:")
+            lines += [f"    {entry['percent']:5.1f} %  {entry['function']}" for entry in fan_spy[kind]]
+    if "fanin" in result:
+        lines.append(f"fanin (probe run): {json.dumps(result['fanin'], default=lambda v: round(v, 1))}")
     return "\n".join(lines)
 
 

@@ -207,13 +207,16 @@ def write_status(path: str, status: dict) -> None:
     The new content goes to a temporary file of a fresh random name next to
     ``path`` (created exclusively, never through a symlink), then is renamed
     over ``path``; rename replaces a symlink at ``path`` instead of following it.
+    Encoded in one go without indentation: only then does :mod:`json` use its
+    C encoder, 4× faster than the pure-Python one (lmaster writes a row per
+    agent every report, on its event loop).
     """
     directory, name = os.path.split(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, 0o644)  # readable by ``status`` run as another user, as before
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump({"pid": os.getpid(), "written": time.time(), **status}, stream, indent=1)
+            stream.write(json.dumps({"pid": os.getpid(), "written": time.time(), **status}, separators=(",", ":")))
         os.replace(temporary, path)
     except BaseException:
         try:

@@ -80,6 +80,8 @@ class Admission:
         self._serving: asyncio.Event | None = None
         """The turn in progress (set when it is over); None between turns."""
         self._pump: asyncio.Task | None = None
+        self._fast_turn = asyncio.Event()
+        """The event of every turn taken without queueing (one object, reused: set when the turn is over)."""
 
     @property
     def waiting(self) -> int:
@@ -101,11 +103,27 @@ class Admission:
             )  # fmt: skip
         return not self.congested
 
+    def take_turn_now(self) -> bool:
+        """Start a turn at once when that needs no queue (no congestion, nobody
+        waiting or taking a batch: the common case), which the caller ends with
+        :meth:`end_turn`; False when it must wait for its :meth:`turn`.
+
+        The same rule as :meth:`turn`, without an ``async with`` (a generator,
+        a context manager and an event per batch) on every frame."""
+        if not self._waiting and self._serving is None and self.is_open():
+            event = self._serving = self._fast_turn
+            event.clear()  # whoever waited on its last turn has already been woken
+            return True
+        return False
+
+    def end_turn(self) -> None:
+        """End a turn started by :meth:`take_turn_now`."""
+        self._turn_over()
+
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         """Wait for this connection's turn to take one batch; the turn ends with the ``async with`` block."""
-        if not self._waiting and self._serving is None and self.is_open():
-            self._serving = asyncio.Event()  # no congestion, nobody waiting or taking a batch: no queue
+        if self.take_turn_now():
             try:
                 yield
             finally:

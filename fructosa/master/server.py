@@ -4,7 +4,8 @@ Each agent connection is its own coroutine, so a slow, silent or hostile peer
 costs one task and a socket, never other agents' data. Anything a peer sends
 is checked before use: the number of connections, opening and authenticated
 apart (:mod:`fructosa.master.slots`), frame lengths before the payload is
-read (:func:`~fructosa.wire.session.read_frame`; a hello is at most 4 KiB),
+read (:func:`read_agent_frame`, with one deadline per connection kept by
+:mod:`fructosa.master.deadlines`; a hello is at most 4 KiB),
 the hello (and with a shared secret its HMAC,
 :func:`~fructosa.wire.session.accept_session`) before any batch, then each
 batch by the flow (:mod:`fructosa.master.flow`). A peer breaking the rules is
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
 import ssl
 import time
@@ -26,8 +28,9 @@ from .. import __version__
 from ..graphite_paths import short_hostname
 from ..ratelog import RateLimitedLog
 from ..wire import protocol
-from ..wire.session import AckWriter, AuthenticationError, IdleTimeout, SessionRefused, accept_session, read_frame
+from ..wire.session import AckFlusher, AckWriter, AuthenticationError, IdleTimeout, SessionRefused, accept_session
 from .agents import AgentLink, AgentState, AgentTable
+from .deadlines import DeadlineWatch, ReadDeadline
 from .flow import Flow, Sender
 from .slots import ConnectionSlots
 
@@ -82,6 +85,8 @@ class AgentServer:
         self._connections: set[asyncio.Task] = set()
         self.slots = ConnectionSlots()
         self._servers: list[asyncio.Server] = []
+        self.deadlines = DeadlineWatch(lambda: min(self.limits.peer_timeout, self.limits.idle_timeout))
+        self._acks = AckFlusher()
 
     @property
     def connections(self) -> int:
@@ -124,6 +129,7 @@ class AgentServer:
         for task in connections:
             task.cancel()
         await asyncio.gather(*connections, return_exceptions=True)
+        self.deadlines.stop()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -213,18 +219,26 @@ class AgentServer:
         if isinstance(heartbeat, (int, float)) and 0 < heartbeat < 86400:
             link.heartbeat_interval = float(heartbeat)
         state: AgentState | None = None
-        acks = AckWriter(writer)
+        acks = AckWriter(writer, self._acks)
         relay = hello.get("relay") is True  # accept_session lets a relay through only when relays are allowed
         sender = Sender(hello["host"], address, None if relay else short_hostname(hello["host"]))
+        deadline = self.deadlines.watch(reader)
+        admission, take_batch = self.flow.admission, self.flow.take_batch
         try:
             while True:
-                kind, payload = await read_frame(reader, self.limits.peer_timeout, self.limits.idle_timeout)
+                kind, payload = await read_agent_frame(reader, deadline, self.limits)
                 state = self.agents.heard(hello["host"], link, state, time.time())
                 if kind == protocol.DATAPOINTS or kind == protocol.SAMPLES:
                     link.held = True  # while back-pressure holds it, the agent still counts as up
                     try:
-                        async with self.flow.admission.turn():  # waits while the sinks are nearly full
-                            state.samples += await self.flow.take_batch(kind, payload, acks.send, sender)
+                        if admission.take_turn_now():  # the sinks have room and nobody waits: no queue
+                            try:
+                                state.samples += await take_batch(kind, payload, acks.send, sender)
+                            finally:
+                                admission.end_turn()
+                        else:
+                            async with admission.turn():  # waits while the sinks are nearly full
+                                state.samples += await take_batch(kind, payload, acks.send, sender)
                     finally:
                         link.held = False
                     state.last_data = state.last_frame
@@ -252,8 +266,31 @@ class AgentServer:
             self._reject(peer_ip, address, "protocol", f"agent {hello['host']}: {error}")
         finally:
             acks.closed = True
+            self.deadlines.forget(deadline)
             if state is not None:  # the host stays up while another of its connections is live
                 self.agents.detach(state, link, time.time())
+
+
+async def read_agent_frame(reader: asyncio.StreamReader, deadline: ReadDeadline, limits: Limits) -> tuple[bytes, bytes]:
+    """(kind, payload) of an agent's next frame, within the limits.
+
+    The agent may stay silent between frames for ``limits.idle_timeout``
+    (IdleTimeout after); once the frame's first byte is in, the rest must
+    follow within ``limits.peer_timeout`` (asyncio.TimeoutError). The
+    deadline's watch raises them (:mod:`fructosa.master.deadlines`); a read
+    of data already buffered costs no timer at all. The length is checked
+    before a byte of the payload is read, the kind once it is in.
+    """
+    loop_time = asyncio.get_running_loop().time
+    deadline.error = IdleTimeout
+    deadline.at = loop_time() + limits.idle_timeout
+    first = await reader.readexactly(1)
+    deadline.error = asyncio.TimeoutError
+    deadline.at = loop_time() + limits.peer_timeout
+    header = first + await reader.readexactly(protocol.HEADER_SIZE - 1)
+    body = await reader.readexactly(protocol.frame_length(header))
+    deadline.at = math.inf
+    return protocol.split_frame(body)
 
 
 def heartbeat_backlog(payload: bytes, previous: int) -> int:

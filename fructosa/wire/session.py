@@ -486,34 +486,67 @@ def _check_proof(secret: bytes, nonce: str, hello: dict) -> None:
         raise AuthenticationError(f"agent {hello['host']!r} does not know the shared secret")
 
 
+class AckFlusher:
+    """Writes the acknowledgements of every connection once per event-loop iteration.
+
+    The sinks make many batches safe at once (one write to carbon carries the
+    batches of hundreds of agents); one callback writes all their ``A``
+    frames, instead of one callback per connection.
+    """
+
+    def __init__(self) -> None:
+        self._writers: list[AckWriter] = []
+
+    def schedule(self, acks: AckWriter) -> None:
+        """``acks`` has its first pending acknowledgement: write it in this iteration's flush."""
+        if not self._writers:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._writers.append(acks)
+
+    def flush(self) -> None:
+        writers, self._writers = self._writers, []
+        for acks in writers:
+            acks.flush()
+
+
 class AckWriter:
     """Coalesces the acknowledgements of one connection into few ``A`` frames.
 
     Batches become safe one by one (callbacks from the sinks); their ids are
-    collected and written once per event-loop iteration. Once ``closed`` (the
-    connection ended) acknowledgements are dropped: the agent sends those
-    batches again on its next connection, and the ledger acknowledges them there.
+    collected and written once per event-loop iteration (by ``flusher``,
+    shared by the connections of one server, or by a callback of this
+    writer's own). Once ``closed`` (the connection ended) acknowledgements are
+    dropped: the agent sends those batches again on its next connection, and
+    the ledger acknowledges them there.
     """
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, flusher: AckFlusher | None = None) -> None:
         self.writer = writer
         self.closed = False
         self._pending: list[bytes] = []
+        self._flusher = flusher
 
     def send(self, batch_id: bytes) -> None:
         if self.closed:
             return
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self._flusher is not None:
+                self._flusher.schedule(self)
+            else:
+                asyncio.get_running_loop().call_soon(self.flush)
         self._pending.append(batch_id)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         pending, self._pending = self._pending, []
-        if self.closed or self.writer.is_closing():
+        if self.closed or self.writer.is_closing() or not pending:
+            return
+        if len(pending) == 1:
+            self.writer.write(protocol.encode_acks(pending))
             return
         per_frame = protocol.MAX_FRAME // protocol.BATCH_ID_SIZE - 1
-        for start in range(0, len(pending), per_frame):
-            self.writer.write(protocol.encode_acks(pending[start : start + per_frame]))
+        self.writer.writelines(
+            [protocol.encode_acks(pending[start : start + per_frame]) for start in range(0, len(pending), per_frame)]
+        )
 
 
 class BatchLedger:
