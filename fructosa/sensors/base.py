@@ -76,8 +76,8 @@ class Sensor:
     Rates over time (CPU %, bytes per second) keep their previous reading on
     the instance and rate over exactly the time since the sensor's own
     previous sample. One instance is measured by one call at a time, but the
-    agent runs each call on whichever worker thread is free, so nothing may
-    depend on the calling thread (psutil's non-blocking ``cpu_percent()``
+    agent runs each call on the event loop or on whichever worker thread is
+    free, so nothing may depend on the calling thread (psutil's non-blocking ``cpu_percent()``
     and ``cpu_times_percent()`` do: they are not used).
     """
 
@@ -85,19 +85,31 @@ class Sensor:
     description: ClassVar[str]
     default_interval: ClassVar[float] = 60.0
     options: ClassVar[tuple[Option, ...]] = ()
+    blocking: ClassVar[bool] = True
+    """Whether ``start()`` and ``measure()`` may block for long (a hung NFS mount,
+    a command, a network request, a walk over every process): the agent then
+    runs them on a worker thread of their own, so they stall only this sensor.
+    A sensor that only reads kernel counters from /proc or /sys sets it false
+    and is measured on the agent's event loop with the others due at the same
+    instant, without a thread hop (the cheap, quiet path)."""
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = {option.key: option.default for option in self.options}
         self.settings.update(settings or {})
 
     def start(self) -> None:
-        """Called once before the first measure (in a worker thread), e.g. to load a library.
+        """Called once before the first measure (on a worker thread if ``blocking``), e.g. to load a library.
 
         Not for priming rates: a reference taken here would make the first
         rate span only the moment until the first measure."""
 
+    def may_block(self) -> bool:
+        """Whether this instance, as configured, may block (asked once, after ``start()``):
+        the class's ``blocking`` unless its settings tell more (DiskUsage on local disks)."""
+        return self.blocking
+
     def read(self) -> Any:
-        """The raw psutil output (may block briefly; runs in a worker thread)."""
+        """The raw psutil output (runs on a worker thread if the sensor may block)."""
         raise NotImplementedError
 
     def shape(self, raw: Any) -> Any:

@@ -23,6 +23,7 @@ class NetIOCounters(Sensor):
 
     description = "bytes, packets, errors and drops sent and received (counters)"
     default_interval = 10.0
+    blocking = False  # reads /proc or /sys only
     options = (Option("pernic", bool, False, "also one set of series per interface: HOST.NetIOCounters.NIC.FIELD"),)
 
     def read(self) -> Any:
@@ -84,6 +85,7 @@ class NetIFAddrs(Sensor):
 
     description = "number of IPv4, IPv6 and link addresses per interface"
     default_interval = 30.0
+    blocking = False  # reads /proc or /sys only
 
     def read(self) -> Any:
         return psutil.net_if_addrs()
@@ -105,6 +107,7 @@ class NetIFStats(Sensor):
 
     description = "link up/down, duplex, speed and MTU per interface"
     default_interval = 30.0
+    blocking = False  # reads /proc or /sys only
 
     def read(self) -> Any:
         return psutil.net_if_stats()
