@@ -144,18 +144,31 @@ def register(cls: type[Sensor]) -> type[Sensor]:
     return cls
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+"""Types :func:`as_plain` returns as they are: most of psutil's values (the fast path)."""
+
+
 def as_plain(obj: Any) -> Any:
     """psutil output as plain data: namedtuples → dicts, enums → their names.
 
     Recorded golden inputs are stored in this form (JSON), so shaping code
     sees the same thing whether the data is live or recorded.
     """
+    kind = type(obj)
+    if kind in _SCALARS:
+        return obj
+    if isinstance(obj, tuple):
+        fields = getattr(obj, "_fields", None)
+        if fields is not None:  # a namedtuple: mostly plain numbers
+            return {
+                key: value if type(value) in _SCALARS else as_plain(value)
+                for key, value in zip(fields, obj, strict=True)
+            }
+        return [as_plain(value) for value in obj]
     if isinstance(obj, enum.Enum):
         return obj.name
-    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
-        return {key: as_plain(value) for key, value in obj._asdict().items()}
     if isinstance(obj, dict):
         return {key: as_plain(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, list):
         return [as_plain(value) for value in obj]
     return obj
