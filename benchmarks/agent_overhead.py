@@ -116,7 +116,7 @@ def start_shipped_lagent(workdir: Path, master_port: int, cpus: set[int] = RELAY
 
 def run(workdir: Path, quick: bool) -> dict:
     window, warmup = (8.0, 2.0) if quick else (60.0, 5.0)
-    shipped_window = 20.0 if quick else 120.0
+    shipped_window = 20.0 if quick else 90.0
     workdir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     with CountingSink() as sink:
