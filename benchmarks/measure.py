@@ -94,6 +94,53 @@ class CpuWindow:
         return self.percent
 
 
+def thread_switches(pid: int) -> dict[int, int]:
+    """Voluntary + involuntary context switches of each live thread of ``pid``
+    (/proc/PID/task/TID/status): every one is a wakeup of the process."""
+    result = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status", encoding="ascii") as stream:
+                # voluntary_ctxt_switches and nonvoluntary_ctxt_switches
+                switches = sum(int(line.split()[1]) for line in stream if "ctxt_switches:" in line)
+        except (OSError, ValueError, IndexError):
+            continue
+        result[int(tid)] = switches
+    return result
+
+
+@dataclass
+class WakeupWindow:
+    """Context switches per second of one process (all its threads) over a window,
+    and its thread count: ``start()``, then ``stop()``. A thread that ended
+    within the window takes its switches with it (the kernel keeps no total)."""
+
+    pid: int
+    started: dict[int, int] = field(default_factory=dict)
+    started_at: float = 0.0
+    per_second: float = 0.0
+    threads: int = 0
+    most_threads: int = 0
+    """The most threads seen at once (sampled at start, at stop and by :meth:`poll`)."""
+
+    def start(self) -> WakeupWindow:
+        self.started, self.started_at = thread_switches(self.pid), time.monotonic()
+        self.most_threads = len(self.started)
+        return self
+
+    def poll(self) -> None:
+        """Note the current thread count (call now and then during the window)."""
+        self.most_threads = max(self.most_threads, len(os.listdir(f"/proc/{self.pid}/task")))
+
+    def stop(self) -> float:
+        seconds = time.monotonic() - self.started_at
+        ended = thread_switches(self.pid)
+        self.per_second = sum(count - self.started.get(tid, 0) for tid, count in ended.items()) / seconds
+        self.threads = len(ended)
+        self.most_threads = max(self.most_threads, self.threads)
+        return self.per_second
+
+
 def _machine_busy_seconds() -> float:
     """Busy CPU seconds of all cores since boot (/proc/stat: all but idle and iowait)."""
     with open("/proc/stat", encoding="ascii") as stream:

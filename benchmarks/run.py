@@ -107,16 +107,25 @@ def show_agent(result: dict) -> str:
     rows = []
     for row in result["rows"]:
         if "skipped" in row:
-            rows.append([row["agent"], row["skipped"], "", "", "", ""])
+            rows.append([row["agent"], row["skipped"], "", "", "", "", "", ""])
             continue
         rows.append([row["agent"], number(row["cpu_percent"], 3), number(row["cpu_percent_schedstat"], 3),
-                     number(row["rss_mb"], 1), number(row["datapoints_per_s"], 1),
-                     number(row.get("foreign_percent"))])  # fmt: skip
+                     number(row["rss_mb"], 1), number(row.get("wakeups_per_s"), 2), number(row.get("threads")),
+                     number(row["datapoints_per_s"], 1), number(row.get("foreign_percent"))])  # fmt: skip
     lines = [
         table(
-            ["agent (1 s sensors)", "CPU % (utime+stime)", "CPU % (schedstat)", "RSS MB", "datapoints/s", "others %"],
+            [
+                "agent (1 s sensors)",
+                "CPU % (utime+stime)",
+                "CPU % (schedstat)",
+                "RSS MB",
+                "wakeups/s",
+                "threads",
+                "datapoints/s",
+                "others %",
+            ],
             rows,
-        )
+        )  # fmt: skip
     ]
     for ratio in result["ratios"]:
         lines.append(f"  lagent / {ratio['versus']}: CPU {number(ratio['cpu'], 2)}×, RSS {number(ratio['rss'], 2)}×")

@@ -8,7 +8,7 @@ backlog drains in between, oldest first. Without a usable spool the agent
 buffers in memory only. Every drop is counted and logged.
 
 The parts: :mod:`.lagent` (the daemon: composition, run and reload),
-:mod:`.scheduler` (sensor tasks on their grid), :mod:`.queue` (the bounded
+:mod:`.scheduler` (the sensors on one grid, measured tick by tick), :mod:`.queue` (the bounded
 sample queue), :mod:`.sender` (batches, the spool, the session to lmaster)
 and :mod:`.report` (self-metrics and the status file); adaptive sampling's
 plan is :class:`fructosa.adaptive.AdaptivePlan`. All of them log as

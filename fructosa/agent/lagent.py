@@ -81,8 +81,6 @@ class Agent:
             asyncio.create_task(self.sender.session.run(), name="sender"),
             asyncio.create_task(self.reporter.run(), name="reporter"),
         ]
-        if self.spool is not None:
-            helpers.append(asyncio.create_task(self.sender.spill_forever(), name="spiller"))
         try:
             await stop.wait()
         finally:
@@ -92,6 +90,7 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             self.scheduler.shutdown()
+            self.sender.cancel_spill()
             self.sender.persist()
             if self._journal:
                 self._journal.close()

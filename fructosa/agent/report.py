@@ -8,6 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ..adaptive import next_due
 from ..daemon import write_status
 from ..selfstats import ProcessUsage
 
@@ -18,8 +19,8 @@ log = logging.getLogger(__package__)
 
 
 class Reporter:
-    """Every ``self metrics interval`` seconds: measure the agent, record it as the
-    ``fructosa`` sensor's sample (when enabled) and write the status file."""
+    """Every ``self metrics interval`` seconds, on the sensors' grid: measure the agent,
+    record it as the ``fructosa`` sensor's sample (when enabled) and write the status file."""
 
     def __init__(self, agent: Agent, status_file: str | None) -> None:
         self.agent = agent
@@ -28,9 +29,15 @@ class Reporter:
 
     async def run(self) -> None:
         agent = self.agent
+        loop = asyncio.get_running_loop()
         previous_samples, previous_time = agent.counters["samples"], time.monotonic()
         while True:
-            await asyncio.sleep(agent.config.self_metrics_interval)
+            # On the sensors' grid: with an interval they share, the report rides on their wakeup.
+            origin = agent.scheduler.origin
+            now = loop.time()
+            await sleep_until(
+                loop, next_due(now if origin is None else origin, agent.config.self_metrics_interval, now)
+            )
             now = time.monotonic()
             rate = (agent.counters["samples"] - previous_samples) / (now - previous_time)
             previous_samples, previous_time = agent.counters["samples"], now
@@ -79,3 +86,13 @@ class Reporter:
             f"{metrics['dropped_samples']} dropped, CPU {metrics['cpu_percent']:.1f} %, "
             f"RSS {metrics['rss_bytes'] / 1e6:.1f} MB"
         )
+
+
+async def sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    """Sleep until loop time ``when`` exactly (``asyncio.sleep`` would add the time it is called at)."""
+    woken = loop.create_future()
+    timer = loop.call_at(when, lambda: woken.done() or woken.set_result(None))
+    try:
+        await woken
+    finally:
+        timer.cancel()

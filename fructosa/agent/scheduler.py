@@ -1,26 +1,122 @@
-"""lagent's sensor tasks, each on its own grid of the monotonic clock.
+"""lagent's sensors, all on one grid of the monotonic clock, measured tick by tick.
 
-A sensor measures at ``start + k·interval``, so intervals do not drift by
-the time a measurement takes; a measurement slower than its interval skips
-the grid points it missed instead of piling up work. psutil calls run in
-worker threads (one per sensor at most), so a slow one (a hung NFS mount
-under DiskUsage) stalls only its own sensor. The interval is the adaptive
-plan's current one, taken at once when the plan switches it.
+Every sensor measures at ``origin + k·interval`` with one ``origin`` for the
+whole agent, so sensors whose intervals share a multiple fall due at the same
+instants, and everything due at one instant is measured in one wakeup: the
+agent costs a node one wakeup per tick, not one per sensor (nor one per
+thread hop). Intervals do not drift by the time a measurement takes; a
+measurement slower than its interval skips the grid points it missed instead
+of piling up work. The interval is the adaptive plan's current one, taken at
+once when the plan switches it.
+
+A sensor that only reads kernel counters (``Sensor.blocking`` false: /proc,
+/sys) is measured right on the event loop, in sequence with the others due
+at that tick. Those that may block for long (DiskUsage on a hung NFS mount,
+scontrol, an HTTP scrape, NVML, walking every process) never run on the
+loop: the ones due at one tick are measured one after the other on one
+worker thread (a :class:`Lane`; one thread hop per tick), after those on
+the loop, while the loop, with nothing else due before the next tick, waits
+for them (no two threads fighting for the GIL). A watchdog gives a lane
+:data:`LANE_PATIENCE` seconds: a sensor still measuring then keeps that
+thread to itself, and the ones after it move on to another thread, so a
+hung sensor stalls only itself. While it has not returned it is not started again, and it is
+logged once it has been stuck for :data:`HUNG_AFTER` seconds. Threads start
+only for such sensors; a sensor's one-off ``start()`` gets a passing thread
+that ends with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from ..adaptive import AdaptivePlan, next_due
 from ..config import SensorConfig
 from ..ratelog import RateLimitedLog
-from ..sensors import REGISTRY, SensorUnsupported
+from ..sensors import REGISTRY, Sensor, SensorUnsupported
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__package__)
+
+SAME_TICK = 0.001
+"""Seconds within which grid points count as one tick (they differ only by rounding)."""
+HUNG_AFTER = 60.0
+"""Seconds a measurement on a worker thread may take before the watchdog logs it as hung."""
+LANE_PATIENCE = 1.0
+"""Seconds the sensors of a lane wait behind a slow one before they move to another thread."""
+
+
+class ScheduledSensor:
+    """One configured sensor: its instance, where it runs, and when it is next due."""
+
+    def __init__(self, config: SensorConfig) -> None:
+        self.config = config
+        self.sensor: Sensor | None = None
+        self.on_thread = True
+        """Measured on a worker thread (it may block); decided once the sensor started."""
+        self.due = math.inf
+        """Loop time of the next measurement; infinite while starting, measuring on a thread, or idle."""
+        self.task: asyncio.Task | None = None
+        """Its start on a thread, while under way."""
+        self.busy_since: float | None = None
+        self.hung_logged = False
+        self.errors = RateLimitedLog(log, period=600.0)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class Lane:
+    """Sensors due at one tick that may block, measured one after the other on one worker thread.
+
+    :meth:`run` is the thread's side; :meth:`take_over` is the watchdog's: the
+    sensor being measured stays on this thread, those not begun are handed back
+    to go on elsewhere. Results pile up in ``results`` (sensor, value, error),
+    also the slow sensor's once it returns.
+    """
+
+    def __init__(self, entries: Iterable[ScheduledSensor]) -> None:
+        self.waiting = deque(entries)
+        self.results: list[tuple[ScheduledSensor, object, Exception | None]] = []
+        self.current: ScheduledSensor | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+
+    def run(self) -> None:
+        while True:
+            with self._lock:
+                if self._abandoned or not self.waiting:
+                    return
+                entry = self.current = self.waiting.popleft()
+            assert entry.sensor is not None
+            try:
+                outcome: tuple[object, Exception | None] = (entry.sensor.measure(), None)
+            except Exception as error:
+                outcome = (None, error)
+            with self._lock:
+                self.results.append((entry, *outcome))
+                self.current = None
+
+    def take_results(self) -> list[tuple[ScheduledSensor, object, Exception | None]]:
+        with self._lock:
+            results, self.results = self.results, []
+        return results
+
+    def take_over(self) -> tuple[ScheduledSensor | None, list[ScheduledSensor]]:
+        """Stop the lane after its current sensor: (that sensor or None, those not begun)."""
+        with self._lock:
+            self._abandoned = True
+            waiting = list(self.waiting)
+            self.waiting.clear()
+            return self.current, waiting
 
 
 class SensorScheduler:
@@ -33,21 +129,41 @@ class SensorScheduler:
     def __init__(self, plan: AdaptivePlan, record: Callable[[str, object], None]) -> None:
         self.plan = plan
         self.record = record
-        self.running: dict[str, tuple[SensorConfig, asyncio.Task]] = {}
-        self._wakeups: dict[str, asyncio.Event] = {}
-        # Threads start only when needed; one per sensor at most, so a hung one blocks only itself.
-        self._executor = ThreadPoolExecutor(max_workers=len(REGISTRY), thread_name_prefix="sensor")
+        self.running: dict[str, tuple[SensorConfig, ScheduledSensor]] = {}
+        self.origin: float | None = None
+        """The loop time every sensor's grid starts from (set when the first sensor starts)."""
+        self._changed = asyncio.Event()
+        """Set when a sensor's due time moved earlier: the ticker recomputes its sleep."""
+        self._ticker: asyncio.Task | None = None
+        self._lanes: set[asyncio.Task] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._record_errors = RateLimitedLog(log, period=600.0)
 
-    def start(self, sensor: SensorConfig) -> None:
-        task = asyncio.create_task(self._run(sensor), name=f"sensor-{sensor.name}")
-        self.running[sensor.name] = (sensor, task)
+    def start(self, config: SensorConfig) -> None:
+        """Start ``config``'s sensor and measure it at once (then on the grid)."""
+        loop = asyncio.get_running_loop()
+        if self.origin is None:
+            self.origin = loop.time()
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick_forever(), name="sensors")
+        entry = ScheduledSensor(config)
+        self.running[config.name] = (config, entry)
+        try:
+            entry.sensor = REGISTRY[config.name](config.settings)
+        except Exception as error:  # a sensor must not take the agent down
+            log.error("sensor %s failed to start: %s", config.name, error)
+            return
+        if type(entry.sensor).blocking:
+            entry.task = asyncio.create_task(self._start_on_thread(entry), name=f"sensor-{config.name}")
+        else:
+            self._started(entry, entry.sensor.start)
 
     def apply(self, sensors: Iterable[SensorConfig]) -> None:
         """Run exactly ``sensors``: a removed or changed one stops, a new or changed one starts."""
         wanted = {sensor.name: sensor for sensor in sensors}
-        for name, (running, task) in list(self.running.items()):
+        for name, (running, entry) in list(self.running.items()):
             if wanted.get(name) != running:
-                task.cancel()
+                self._drop(entry)
                 del self.running[name]
                 if name not in wanted:
                     log.info("reload: sensor %s removed", name)
@@ -57,51 +173,210 @@ class SensorScheduler:
 
     def wake(self, name: str) -> None:
         """Take ``name``'s new interval now, not after the rest of the old wait."""
-        wakeup = self._wakeups.get(name)
-        if wakeup is not None:
-            wakeup.set()
+        running = self.running.get(name)
+        if running is not None and running[1].due != math.inf:
+            self._reschedule(running[1], asyncio.get_running_loop().time())
 
     async def stop(self) -> None:
-        tasks = [task for _, task in self.running.values()]
+        tasks = [entry.task for _, entry in self.running.values() if entry.task is not None]
+        tasks.extend(self._lanes)
+        if self._ticker is not None:
+            tasks.append(self._ticker)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def shutdown(self) -> None:
         """Leave hung measurements behind: their threads die with the process."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, config: SensorConfig) -> None:
+    # -- starting ------------------------------------------------------------
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The lanes' threads: a new one only when every other is busy (a lane, or a sensor
+        it left behind), so at most one per sensor; none at all while no such sensor runs."""
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=len(REGISTRY) + 1, thread_name_prefix="sensor")
+        return self._executor
+
+    async def _start_on_thread(self, entry: ScheduledSensor) -> None:
+        """``start()`` on a passing thread of its own (it may hang as ``measure()`` may)."""
+        assert entry.sensor is not None
         loop = asyncio.get_running_loop()
-        sensor = REGISTRY[config.name](config.settings)
-        errors = RateLimitedLog(log, period=600.0)
-        try:
-            await loop.run_in_executor(self._executor, sensor.start)
-        except Exception as error:  # a sensor must not take the agent down
-            log.error("sensor %s failed to start: %s", config.name, error)
-            return
-        log.info("sensor %s started, every %g s", config.name, config.interval)
-        origin = loop.time()
-        wakeup = self._wakeups[config.name] = asyncio.Event()
-        while True:
+        done: asyncio.Future[Exception | None] = loop.create_future()
+
+        def settle(error: Exception | None) -> None:
+            if not done.done():
+                done.set_result(error)
+
+        def start() -> None:
+            assert entry.sensor is not None
+            error = None
             try:
-                value = await loop.run_in_executor(self._executor, sensor.measure)
-            except SensorUnsupported as reason:
-                log.warning("sensor %s is not supported on this host (%s); it stays idle", config.name, reason)
-                return
-            except Exception as error:
-                errors.log(
-                    logging.ERROR, "measure", "sensor %s failed: %s: %s", config.name, type(error).__name__, error
-                )
-            else:
-                if value is not None:
-                    self.record(config.name, value)
-            while True:  # sleep to the next grid point of the current interval
-                # slows down also when the sensor its condition reads has fallen silent
-                self.plan.expire(config.name, loop.time())
-                wakeup.clear()
-                due = next_due(origin, self.plan.interval(config), loop.time())
+                entry.sensor.start()
+            except Exception as failure:
+                error = failure
+            try:
+                loop.call_soon_threadsafe(settle, error)
+            except RuntimeError:  # the loop closed meanwhile: the agent stopped
+                pass
+
+        threading.Thread(target=start, name=f"start-{entry.name}", daemon=True).start()
+        try:
+            error = await done
+        finally:
+            entry.task = None
+        if error is not None:
+            log.error("sensor %s failed to start: %s", entry.name, error)
+            return
+        self._started(entry, lambda: None)
+
+    def _started(self, entry: ScheduledSensor, start: Callable[[], None]) -> None:
+        assert entry.sensor is not None
+        try:
+            start()
+            entry.on_thread = entry.sensor.may_block()
+        except Exception as error:  # a sensor must not take the agent down
+            log.error("sensor %s failed to start: %s", entry.name, error)
+            return
+        log.info("sensor %s started, every %g s", entry.name, entry.config.interval)
+        entry.due = asyncio.get_running_loop().time()  # its first measurement: at once
+        self._changed.set()
+
+    def _drop(self, entry: ScheduledSensor) -> None:
+        """Stop ``entry``: its start is cancelled; a measurement in a lane is left to finish, unrecorded."""
+        entry.due = math.inf
+        if entry.task is not None:
+            entry.task.cancel()
+
+    # -- the ticks -----------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._changed.clear()
+            due = min((entry.due for _, entry in self.running.values()), default=math.inf)
+            if due > loop.time() + SAME_TICK:
+                timer = None if due == math.inf else loop.call_at(due, self._changed.set)
                 try:
-                    await asyncio.wait_for(wakeup.wait(), max(0.0, due - loop.time()))
-                except asyncio.TimeoutError:  # the builtin one only from Python 3.11
-                    break
+                    await self._changed.wait()
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                continue
+            self._tick(loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Measure every sensor due now: those that may block in one lane, the others on the loop."""
+        now = loop.time()
+        lane = []
+        for _, entry in list(self.running.values()):
+            if entry.busy_since is not None:
+                self._watch(entry, now)
+            if entry.due > now + SAME_TICK:
+                continue
+            if entry.on_thread:
+                entry.due = math.inf
+                entry.busy_since = now
+                lane.append(entry)
+                continue
+            assert entry.sensor is not None
+            try:
+                value = entry.sensor.measure()
+            except Exception as error:
+                self._failed(entry, error)
+            else:
+                self._recorded(entry, value)
+            self._reschedule(entry, loop.time())
+        if lane:  # after the loop's own, so that the two do not contend for the GIL
+            # The loop has nothing else to do until the next tick: it waits for the lane (up to
+            # LANE_PATIENCE), so that no two threads fight for the GIL and the samples leave together.
+            after = min((entry.due for _, entry in self.running.values()), default=math.inf)
+            self._start_lane(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - loop.time())))
+
+    def _start_lane(self, entries: list[ScheduledSensor], wait: float = 0.0) -> None:
+        """Measure ``entries`` on a worker thread; the loop waits for them up to ``wait``
+        seconds (they usually take milliseconds: their samples then leave with the
+        others'), then lets them finish on their own."""
+        lane = Lane(entries)
+        measured = self._workers().submit(lane.run)
+        if wait:
+            try:
+                measured.result(timeout=wait)
+            except TimeoutError:
+                pass
+            else:
+                self._settle(lane.take_results(), asyncio.get_running_loop().time())
+                return
+        task = asyncio.create_task(self._follow_lane(lane, asyncio.wrap_future(measured), wait), name="sensor-lane")
+        self._lanes.add(task)
+        task.add_done_callback(self._lanes.discard)
+
+    async def _follow_lane(self, lane: Lane, measured: asyncio.Future, waited: float) -> None:
+        loop = asyncio.get_running_loop()
+        done, _ = await asyncio.wait({measured}, timeout=LANE_PATIENCE - waited)
+        if not done:  # the watchdog: whoever has not begun goes on elsewhere
+            slow, waiting = lane.take_over()
+            self._settle(lane.take_results(), loop.time())
+            if waiting:
+                self._start_lane(waiting)
+            if slow is None:
+                return
+            await measured  # the slow one keeps this thread until it returns
+        self._settle(lane.take_results(), loop.time())
+
+    def _settle(self, results: list[tuple[ScheduledSensor, object, Exception | None]], now: float) -> None:
+        for entry, value, error in results:
+            entry.busy_since = None
+            if self.running.get(entry.name, (None, None))[1] is not entry:
+                continue  # removed by a reload meanwhile
+            if error is not None:
+                self._failed(entry, error)
+            else:
+                self._recorded(entry, value)
+            self._reschedule(entry, now)
+
+    def _watch(self, entry: ScheduledSensor, now: float) -> None:
+        """The watchdog, at every tick: a measurement stuck on its thread is logged once."""
+        assert entry.busy_since is not None
+        if not entry.hung_logged and now - entry.busy_since >= HUNG_AFTER:
+            entry.hung_logged = True
+            log.warning(
+                "sensor %s has not returned for %.0f s (hung? a dead network file system?); "
+                "it is skipped until it does, the other sensors go on", entry.name, now - entry.busy_since,
+            )  # fmt: skip
+
+    def _recorded(self, entry: ScheduledSensor, value: object) -> None:
+        if entry.hung_logged:
+            entry.hung_logged = False
+            log.warning("sensor %s returned again", entry.name)
+        if value is None:
+            return
+        try:
+            self.record(entry.name, value)
+        except Exception as error:  # one bad sample must not stop the ticks
+            self._record_errors.log(logging.ERROR, entry.name, "sample of sensor %s not recorded: %s: %s",
+                                    entry.name, type(error).__name__, error)  # fmt: skip
+
+    def _failed(self, entry: ScheduledSensor, error: Exception) -> None:
+        if isinstance(error, SensorUnsupported):
+            log.warning("sensor %s is not supported on this host (%s); it stays idle", entry.name, error)
+            entry.sensor = None
+            entry.due = math.inf
+            return
+        entry.errors.log(logging.ERROR, "measure", "sensor %s failed: %s: %s", entry.name, type(error).__name__, error)
+
+    def _reschedule(self, entry: ScheduledSensor, now: float) -> None:
+        """Its next grid point of the current interval (slowing down first if the plan says so)."""
+        if entry.sensor is None or self.running.get(entry.name, (None, None))[1] is not entry:
+            return  # idle, or removed by a reload meanwhile
+        assert self.origin is not None
+        # slows down also when the sensor its condition reads has fallen silent
+        self.plan.expire(entry.name, now)
+        due = next_due(self.origin, self.plan.interval(entry.config), now)
+        if due < entry.due:
+            self._changed.set()
+        entry.due = due

@@ -32,12 +32,9 @@ log = logging.getLogger(__package__)
 MAX_SAMPLES_PER_BATCH = 1000
 MAX_UNACKNOWLEDGED = 32
 """Batches in flight before the agent waits for acknowledgements."""
-COALESCE_DELAY = 0.05
-"""Seconds the sender waits after a wake-up so samples due at the same
-instant travel in one batch."""
 SPILL_INTERVAL = 1.0
-"""While lmaster is away, queued samples go to the spool this often, so a
-killed agent loses at most this much."""
+"""While lmaster is away, queued samples go to the spool within this many
+seconds of being measured, so a killed agent loses at most this much."""
 SPILL_THRESHOLD = 5000
 """Samples queued in memory beyond which they go to the spool even while connected."""
 
@@ -67,7 +64,11 @@ class Sender(Outbox):
         """Each sensor's current interval (the adaptive plan's), for the hello's facts."""
         self._told: dict = {}
         """The changing facts (sensor intervals, GPUs) lmaster was last told, in a hello or heartbeat."""
-        self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval, COALESCE_DELAY)
+        # No lingering for more data: the sensors due at one instant are measured in one go, so
+        # their samples are all queued before the session runs again and travel in one batch.
+        self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval)
+        self._spill_timer: asyncio.TimerHandle | None = None
+        self._last_spill = float("-inf")
 
     @property
     def address(self) -> str:
@@ -84,8 +85,16 @@ class Sender(Outbox):
             self.session.reconnect()
 
     def wake(self) -> None:
-        """A sample was queued."""
+        """A sample was queued: to lmaster, or to the spool while lmaster is away (or slow)."""
         self.session.wake()
+        if self.spool is not None and self._spill_timer is None and self._should_spill():
+            loop = asyncio.get_running_loop()
+            # After the other samples of this instant: right after it when the previous spill is
+            # half an interval old (a sensor's tick pays for it, no wakeup of its own), else a
+            # SPILL_INTERVAL after the previous one.
+            now = loop.time()
+            due = now if now - self._last_spill >= SPILL_INTERVAL / 2 else self._last_spill + SPILL_INTERVAL
+            self._spill_timer = loop.call_at(due, self._spill_due)
 
     def unsent(self) -> bool:
         return bool(len(self.queue) or self._ready)
@@ -165,12 +174,22 @@ class Sender(Outbox):
             for body in self._new_batches(MAX_SAMPLES_PER_BATCH):
                 self._spool_body(body)
 
-    async def spill_forever(self) -> None:
-        """Move queued samples to the spool while lmaster is away (or slow)."""
-        while True:
-            await asyncio.sleep(SPILL_INTERVAL)
-            if not self.session.connected.is_set() or len(self.queue) > SPILL_THRESHOLD:
-                self.spill()
+    def _should_spill(self) -> bool:
+        return not self.session.connected.is_set() or len(self.queue) > SPILL_THRESHOLD
+
+    def _spill_due(self) -> None:
+        """Move queued samples to the spool while lmaster is away (or slow): a timer set
+        only when a sample comes in then, so a connected agent has no timer for it."""
+        self._spill_timer = None
+        self._last_spill = asyncio.get_running_loop().time()
+        if self._should_spill():
+            self.spill()
+
+    def cancel_spill(self) -> None:
+        """At shutdown: :meth:`persist` spools what is left."""
+        if self._spill_timer is not None:
+            self._spill_timer.cancel()
+            self._spill_timer = None
 
     async def flush(self, timeout: float) -> None:
         """On shutdown: give queued and unacknowledged batches a chance to land while connected."""

@@ -76,8 +76,8 @@ class Sensor:
     Rates over time (CPU %, bytes per second) keep their previous reading on
     the instance and rate over exactly the time since the sensor's own
     previous sample. One instance is measured by one call at a time, but the
-    agent runs each call on whichever worker thread is free, so nothing may
-    depend on the calling thread (psutil's non-blocking ``cpu_percent()``
+    agent runs each call on the event loop or on whichever worker thread is
+    free, so nothing may depend on the calling thread (psutil's non-blocking ``cpu_percent()``
     and ``cpu_times_percent()`` do: they are not used).
     """
 
@@ -85,19 +85,31 @@ class Sensor:
     description: ClassVar[str]
     default_interval: ClassVar[float] = 60.0
     options: ClassVar[tuple[Option, ...]] = ()
+    blocking: ClassVar[bool] = True
+    """Whether ``start()`` and ``measure()`` may block for long (a hung NFS mount,
+    a command, a network request, a walk over every process): the agent then
+    runs them on a worker thread of their own, so they stall only this sensor.
+    A sensor that only reads kernel counters from /proc or /sys sets it false
+    and is measured on the agent's event loop with the others due at the same
+    instant, without a thread hop (the cheap, quiet path)."""
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = {option.key: option.default for option in self.options}
         self.settings.update(settings or {})
 
     def start(self) -> None:
-        """Called once before the first measure (in a worker thread), e.g. to load a library.
+        """Called once before the first measure (on a worker thread if ``blocking``), e.g. to load a library.
 
         Not for priming rates: a reference taken here would make the first
         rate span only the moment until the first measure."""
 
+    def may_block(self) -> bool:
+        """Whether this instance, as configured, may block (asked once, after ``start()``):
+        the class's ``blocking`` unless its settings tell more (DiskUsage on local disks)."""
+        return self.blocking
+
     def read(self) -> Any:
-        """The raw psutil output (may block briefly; runs in a worker thread)."""
+        """The raw psutil output (runs on a worker thread if the sensor may block)."""
         raise NotImplementedError
 
     def shape(self, raw: Any) -> Any:
@@ -132,18 +144,31 @@ def register(cls: type[Sensor]) -> type[Sensor]:
     return cls
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+"""Types :func:`as_plain` returns as they are: most of psutil's values (the fast path)."""
+
+
 def as_plain(obj: Any) -> Any:
     """psutil output as plain data: namedtuples → dicts, enums → their names.
 
     Recorded golden inputs are stored in this form (JSON), so shaping code
     sees the same thing whether the data is live or recorded.
     """
+    kind = type(obj)
+    if kind in _SCALARS:
+        return obj
+    if isinstance(obj, tuple):
+        fields = getattr(obj, "_fields", None)
+        if fields is not None:  # a namedtuple: mostly plain numbers
+            return {
+                key: value if type(value) in _SCALARS else as_plain(value)
+                for key, value in zip(fields, obj, strict=True)
+            }
+        return [as_plain(value) for value in obj]
     if isinstance(obj, enum.Enum):
         return obj.name
-    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
-        return {key: as_plain(value) for key, value in obj._asdict().items()}
     if isinstance(obj, dict):
         return {key: as_plain(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, list):
         return [as_plain(value) for value in obj]
     return obj

@@ -33,6 +33,7 @@ class CPUPercent(Sensor):
 
     description = "CPU utilisation in percent, per CPU and optionally in total"
     default_interval = 10.0
+    blocking = False  # reads /proc or /sys only
     options = (
         Option("percpu", bool, True, "one series per CPU: HOST.CPUPercent.N"),
         Option("total", bool, False, "also the average over all CPUs: HOST.CPUPercent.total"),
@@ -69,6 +70,7 @@ class CPUTimes(Sensor):
 
     description = "cumulative CPU time per mode (user, system, idle, iowait…)"
     default_interval = 30.0
+    blocking = False  # reads /proc or /sys only
     options = (PERCPU_TIMES,)
 
     def read(self) -> Any:
@@ -92,6 +94,7 @@ class CPUTimesPercent(Sensor):
 
     description = "CPU time per mode in percent since the previous sample"
     default_interval = 10.0
+    blocking = False  # reads /proc or /sys only
     options = (PERCPU_TIMES,)
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
@@ -115,6 +118,7 @@ class CPUCount(Sensor):
 
     description = "number of logical CPUs (or physical cores)"
     default_interval = 300.0
+    blocking = False  # reads /proc or /sys only
     options = (Option("logical", bool, True, "count logical CPUs (hyperthreads); no: physical cores"),)
 
     def read(self) -> Any:
@@ -128,6 +132,7 @@ class CPUStats(Sensor):
 
     description = "context switches, interrupts, soft interrupts and syscalls (counters)"
     default_interval = 30.0
+    blocking = False  # reads /proc or /sys only
 
     def read(self) -> Any:
         return psutil.cpu_stats()
@@ -142,6 +147,7 @@ class CPUFreq(Sensor):
 
     description = "CPU frequency in MHz (current, min, max)"
     default_interval = 300.0
+    blocking = False  # reads /proc or /sys only
     options = (Option("percpu", bool, False, "also the frequency of each CPU below cpuN"),)
 
     def read(self) -> Any:

@@ -15,6 +15,7 @@ form of two readings, so golden tests can feed recorded pairs to it.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psutil
@@ -23,6 +24,25 @@ GUEST_FIELDS = ("guest", "guest_nice")
 """Linux already counts guest time in ``user`` and ``nice``: not added twice."""
 WAITING_FIELDS = ("idle", "iowait")
 """Time a CPU did nothing (iowait: idle while IO is pending, which Linux does not count as idle)."""
+SHARED_FOR = 0.002
+"""Seconds one per-CPU reading serves every sensor that asks: CPUPercent and
+CPUTimesPercent due at the same tick read /proc/stat once (the kernel's
+counters move in 10 ms ticks, so a younger reading is the same figures)."""
+
+_shared_lock = threading.Lock()
+_shared: tuple[float, list[Any]] = (float("-inf"), [])
+
+
+def per_cpu_times() -> list[Any]:
+    """``psutil.cpu_times(percpu=True)``, shared by the readings within :data:`SHARED_FOR` seconds."""
+    global _shared
+    with _shared_lock:
+        taken, reading = _shared
+        now = time.monotonic()
+        if now - taken >= SHARED_FOR:
+            reading = psutil.cpu_times(percpu=True)
+            _shared = (now, reading)
+        return reading
 
 
 class OwnCPUTimes:
@@ -43,7 +63,7 @@ class OwnCPUTimes:
 
     def read(self) -> dict:
         with self._lock:
-            current = psutil.cpu_times(percpu=True)
+            current = per_cpu_times()
             previous = self._previous
             if previous is not None and len(previous) != len(current):
                 previous = None  # a CPU came or went: the positions no longer match

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from typing import Any
 
@@ -24,6 +25,22 @@ def mount_point_name(path: str) -> str:
 NETWORK_FILE_SYSTEMS = frozenset(
     {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "cifs", "smb3", "glusterfs", "fuse.glusterfs"}
 )
+LOCAL_FILE_SYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "reiserfs", "vfat", "exfat", "tmpfs", "ramfs",
+     "devtmpfs", "overlay", "squashfs"}
+)  # fmt: skip
+"""File systems whose space the kernel answers from memory: statvfs on them does not hang.
+Anything else (network, FUSE, autofs, unknown) may, and is measured on a thread."""
+
+
+def file_system_type(path: str, partitions: list) -> str | None:
+    """The type of the file system ``path`` lies on: that of the longest mount point above it."""
+    best, kind = "", None
+    for part in partitions:
+        mount = part.mountpoint.rstrip("/") + "/"
+        if (path.rstrip("/") + "/").startswith(mount) and len(mount) >= len(best):  # the last mount shadows
+            best, kind = mount, part.fstype
+    return kind
 
 
 @register
@@ -35,6 +52,7 @@ class DiskPartitions(Sensor):
 
     description = "number of mounted partitions, read-only ones, and per file system type"
     default_interval = 60.0
+    blocking = False  # reads /proc or /sys only
     options = (
         Option("all", bool, False, "include pseudo file systems (proc, sysfs, tmpfs…); network ones always count"),
     )
@@ -74,6 +92,18 @@ class DiskUsage(Sensor):
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         self._unreadable: set[str] = set()
+        self._local = False
+
+    def start(self) -> None:
+        """Whether every path lies on a local file system (on a worker thread: resolving may hang)."""
+        partitions = psutil.disk_partitions(all=True)
+        kinds = [file_system_type(os.path.realpath(path), partitions) for path in self.settings["path"]]
+        self._local = all(kind in LOCAL_FILE_SYSTEMS for kind in kinds)
+
+    def may_block(self) -> bool:
+        """Only paths on local file systems are measured on the agent's loop; statvfs on
+        a dead NFS mount hangs, so any other stays on a thread of its own."""
+        return not self._local
 
     def read(self) -> Any:
         usage = {}
@@ -110,6 +140,7 @@ class DiskIOCounters(Sensor):
 
     description = "disk reads, writes, bytes and busy time (counters), total and per disk"
     default_interval = 20.0
+    blocking = False  # reads /proc or /sys only
     options = (Option("perdisk", bool, False, "also one set of series per disk: HOST.DiskIOCounters.DISK.FIELD"),)
 
     def read(self) -> Any:

@@ -17,6 +17,7 @@ class VirtualMemory(Sensor):
 
     description = "system memory usage (bytes and percent)"
     default_interval = 30.0
+    blocking = False  # reads /proc or /sys only
 
     def read(self) -> Any:
         return psutil.virtual_memory()
@@ -29,6 +30,7 @@ class SwapMemory(Sensor):
 
     description = "swap usage and swap-in/out counters"
     default_interval = 60.0
+    blocking = False  # reads /proc or /sys only
 
     def read(self) -> Any:
         return psutil.swap_memory()

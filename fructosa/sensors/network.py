@@ -23,6 +23,7 @@ class NetIOCounters(Sensor):
 
     description = "bytes, packets, errors and drops sent and received (counters)"
     default_interval = 10.0
+    blocking = False  # reads /proc or /sys only
     options = (Option("pernic", bool, False, "also one set of series per interface: HOST.NetIOCounters.NIC.FIELD"),)
 
     def read(self) -> Any:
@@ -35,12 +36,46 @@ class NetIOCounters(Sensor):
         return shaped
 
 
+TCP_STATES = {
+    "01": psutil.CONN_ESTABLISHED, "02": psutil.CONN_SYN_SENT, "03": psutil.CONN_SYN_RECV,
+    "04": psutil.CONN_FIN_WAIT1, "05": psutil.CONN_FIN_WAIT2, "06": psutil.CONN_TIME_WAIT, "07": psutil.CONN_CLOSE,
+    "08": psutil.CONN_CLOSE_WAIT, "09": psutil.CONN_LAST_ACK, "0A": psutil.CONN_LISTEN, "0B": psutil.CONN_CLOSING,
+}  # fmt: skip
+"""The kernel's TCP states (``st`` in /proc/net/tcp) by psutil's names."""
+_TCP4 = ("/proc/net/tcp", "AF_INET", "SOCK_STREAM")
+_TCP6 = ("/proc/net/tcp6", "AF_INET6", "SOCK_STREAM")
+_UDP4 = ("/proc/net/udp", "AF_INET", "SOCK_DGRAM")
+_UDP6 = ("/proc/net/udp6", "AF_INET6", "SOCK_DGRAM")
+INET_TABLES = {
+    "inet": (_TCP4, _TCP6, _UDP4, _UDP6), "inet4": (_TCP4, _UDP4), "inet6": (_TCP6, _UDP6),
+    "tcp": (_TCP4, _TCP6), "tcp4": (_TCP4,), "tcp6": (_TCP6,), "udp": (_UDP4, _UDP6), "udp4": (_UDP4,),
+    "udp6": (_UDP6,),
+}  # fmt: skip
+"""The /proc/net tables of each ``kind`` psutil knows, but unix and all."""
+
+
+def read_inet_table(path: str, family: str, kind: str) -> list[dict]:
+    """One /proc/net table as psutil's connections in plain form (family, type, status),
+    without psutil's search of every process's file descriptors for the owner, which
+    the counts do not use; a table the kernel lacks (no IPv6) is empty."""
+    try:
+        with open(path, "rb") as table:
+            lines = table.readlines()[1:]
+    except FileNotFoundError:
+        return []
+    if kind != "SOCK_STREAM":
+        return [{"family": family, "type": kind, "status": psutil.CONN_NONE} for _ in lines]
+    return [{"family": family, "type": kind, "status": TCP_STATES.get(line.split()[3].decode(), psutil.CONN_NONE)}
+            for line in lines if line.strip()]  # fmt: skip
+
+
 @register
 class NetConnections(Sensor):
     """Open sockets. Addresses are not metrics, so the sensor counts them:
     ``HOST.NetConnections.count``, ``HOST.NetConnections.PROTO.count`` and
     ``HOST.NetConnections.PROTO.STATUS`` with PROTO tcp4, tcp6, udp4, udp6,
-    unix and STATUS as psutil names it (ESTABLISHED, LISTEN, TIME_WAIT…)."""
+    unix and STATUS as psutil names it (ESTABLISHED, LISTEN, TIME_WAIT…).
+    Internet sockets are counted from the kernel's /proc/net tables directly."""
 
     description = "number of sockets per protocol and TCP state"
     default_interval = 20.0
@@ -54,8 +89,16 @@ class NetConnections(Sensor):
         ),
     )
 
+    def may_block(self) -> bool:
+        """Internet sockets are counted from /proc/net on the loop; unix ones need psutil's
+        walk over every process's file descriptors (slow on a busy node): on a thread."""
+        return self.settings["kind"] not in INET_TABLES
+
     def read(self) -> Any:
-        return psutil.net_connections(kind=self.settings["kind"])
+        tables = INET_TABLES.get(self.settings["kind"])
+        if tables is None:
+            return psutil.net_connections(kind=self.settings["kind"])
+        return [connection for table in tables for connection in read_inet_table(*table)]
 
     def shape(self, raw: list[dict]) -> dict:
         shaped: dict[str, Any] = {"count": len(raw)}
@@ -84,6 +127,7 @@ class NetIFAddrs(Sensor):
 
     description = "number of IPv4, IPv6 and link addresses per interface"
     default_interval = 30.0
+    blocking = False  # reads /proc or /sys only
 
     def read(self) -> Any:
         return psutil.net_if_addrs()
@@ -105,6 +149,7 @@ class NetIFStats(Sensor):
 
     description = "link up/down, duplex, speed and MTU per interface"
     default_interval = 30.0
+    blocking = False  # reads /proc or /sys only
 
     def read(self) -> Any:
         return psutil.net_if_stats()

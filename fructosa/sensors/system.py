@@ -15,6 +15,7 @@ class BootTime(Sensor):
 
     description = "boot time in seconds since the epoch"
     default_interval = 300.0
+    blocking = False  # reads /proc or /sys only
 
     def read(self) -> Any:
         return psutil.boot_time()
@@ -29,6 +30,7 @@ class Users(Sensor):
 
     description = "number of login sessions and distinct logged-in users"
     default_interval = 10.0
+    blocking = False  # reads the local utmp file only
     options = (Option("per_user", bool, False, "also the number of sessions of each user"),)
 
     def read(self) -> Any:

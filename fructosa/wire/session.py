@@ -196,9 +196,9 @@ class SendingSession:
     acknowledges them; after a reconnect they go again, with the same ids and
     before anything new. While nothing goes out for ``heartbeat_interval``
     seconds a heartbeat carrying :meth:`Outbox.backlog` does, so the peer
-    knows we are alive. :meth:`wake` tells the session new data waits; it then
-    lingers ``coalesce_delay`` seconds so data due at the same instant travels
-    in one batch.
+    knows we are alive. :meth:`wake` tells the session new data waits; the
+    session looks at the outbox once the callbacks running then are done, so
+    data queued at one instant travels in one batch.
     """
 
     def __init__(
@@ -207,13 +207,11 @@ class SendingSession:
         log: logging.Logger,
         max_in_flight: int,
         heartbeat_interval: float,
-        coalesce_delay: float = 0.0,
     ) -> None:
         self.outbox = outbox
         self.log = log
         self.max_in_flight = max_in_flight
         self.heartbeat_interval = heartbeat_interval
-        self.coalesce_delay = coalesce_delay
         self.id = os.urandom(SESSION_ID_SIZE)
         self._last_sequence = 0
         self.in_flight: OrderedDict[bytes, tuple[bytes, object]] = OrderedDict()
@@ -224,9 +222,9 @@ class SendingSession:
         self.resent = 0
         self.acknowledged = 0
         self.connects = 0
-        self._new_data = asyncio.Event()
         self._heartbeat_due = False
-        self._window_open = asyncio.Event()
+        self._waiting: Callable[..., None] | None = None
+        """While :meth:`stream` waits for work: what ends the wait."""
         self._writer: asyncio.StreamWriter | None = None
         self._connect_log = RateLimitedLog(log, period=300.0)
 
@@ -239,13 +237,15 @@ class SendingSession:
         return len(self.in_flight) >= self.max_in_flight
 
     def wake(self) -> None:
-        """New data waits to be sent."""
-        self._new_data.set()
+        """New data waits to be sent (it goes once the window has room)."""
+        if self._waiting is not None and not self.window_full:
+            self._waiting()
 
     def heartbeat_soon(self) -> None:
         """Send a heartbeat as soon as the data waiting has gone (the backlog carries news for the peer)."""
         self._heartbeat_due = True
-        self._new_data.set()
+        if self._waiting is not None:
+            self._waiting()
 
     def take_in_flight(self) -> list[tuple[bytes, object]]:
         """Forget the batches in flight and hand them back (body, tag), oldest first:
@@ -342,20 +342,25 @@ class SendingSession:
             acks.cancel()
 
     async def _wait_for_work(self, acks: asyncio.Future, timeout: float) -> None:
-        """Until an acknowledgement opens the window, new data comes (when the window
-        has room), the connection breaks, or ``timeout``. Called right after the
-        outbox had nothing or the window was full, with no await in between, so a
-        wake-up cannot slip past."""
-        self._window_open.clear()
-        self._new_data.clear()
-        waiters = [asyncio.ensure_future(self._window_open.wait())]
-        if not self.window_full:
-            waiters.append(asyncio.ensure_future(self._new_data.wait()))
-        await asyncio.wait([*waiters, acks], timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-        if self.coalesce_delay and self._new_data.is_set() and not acks.done():
-            await asyncio.sleep(self.coalesce_delay)
+        """Until an acknowledgement comes, new data comes (when the window has room),
+        the connection breaks, or ``timeout``. Called right after the outbox had nothing
+        or the window was full, with no await in between, so a wake-up cannot slip
+        past. One future and one timer, no task: this runs at every tick of the agent."""
+        woken = asyncio.get_running_loop().create_future()
+
+        def wake(*_: object) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        timer = asyncio.get_running_loop().call_later(max(0.0, timeout), wake)
+        acks.add_done_callback(wake)
+        self._waiting = wake
+        try:
+            await woken
+        finally:
+            self._waiting = None
+            timer.cancel()
+            acks.remove_done_callback(wake)
 
     async def _read_acks(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -368,7 +373,8 @@ class SendingSession:
                     continue  # acknowledged twice, or taken back after a disconnection
                 self.acknowledged += 1
                 self.outbox.on_acknowledged(entry[1])
-            self._window_open.set()
+            if self._waiting is not None:
+                self._waiting()
 
 
 # == Server half ===============================================================
