@@ -411,6 +411,7 @@ def test_run_time_alarms_survive_kill_9(stack: Stack) -> None:
     assert by_name[ALARM]["origin"] == "configuration"
 
 
+@pytest.mark.xdist_group("slurm")  # one Slurm cluster at a time: with the other tests that start one
 def test_job_idle_fires_for_a_sleeping_slurm_job(tmp_path: Path) -> None:
     """A real single-node Slurm: a job that sleeps on its CPU is idle (its own lmaster, [slurm] and job idle)."""
     from tests.support.slurm import SlurmCluster, unavailable_reason

@@ -201,7 +201,8 @@ def test_text_and_state_filters_narrow_the_table(browser: Browser, site: Site) -
     for text in (HOSTS[1], "GAMMA", "page-", "127.0.0.1", "no-such-node-anywhere"):
         type_filter(browser, text)
         want = sorted(host for host, node in nodes.items() if matches(node, text))
-        browser.wait(lambda want=want: sorted(table_hosts(browser)) == want, PAGE_TIMEOUT, f"rows for {text!r}")
+        browser.wait(lambda want=want: sorted(table_hosts(browser)) == want, PAGE_TIMEOUT, f"rows for {text!r}",
+                     describe=lambda: (table_hosts(browser), browser.js("return location.hash")))  # fmt: skip
     assert browser.driver.find_element("id", "page-info").text == "no nodes"
     assert browser.driver.find_element("css selector", "#nodes tbody").text == "No node matches these filters."
     assert "q=no-such-node-anywhere" in browser.driver.current_url  # the view is bookmarkable

@@ -162,9 +162,11 @@ class Scrapes:
 
     async def stop(self) -> None:
         tasks = [target.task for target in self.targets.values() if target.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks:  # again for a task that goes on: before 3.12, wait_for loses a cancel landing as its read ends
+            for task in tasks:
+                task.cancel()
+            _done, still_running = await asyncio.wait(tasks, timeout=1.0)
+            tasks = list(still_running)
         if self._session is not None:
             await self._session.close()
             self._session = None

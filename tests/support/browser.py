@@ -104,8 +104,16 @@ class Browser:
         process = getattr(self.service, "process", None)
         return process.pid if process else None
 
-    def wait(self, condition: Callable[[], T], timeout: float = 10.0, what: str = "the page") -> T:
-        """Poll ``condition`` (selenium errors count as not yet) until it is truthy; return its value."""
+    def wait(
+        self,
+        condition: Callable[[], T],
+        timeout: float = 10.0,
+        what: str = "the page",
+        describe: Callable[[], object] | None = None,
+    ) -> T:
+        """Poll ``condition`` (selenium errors count as not yet) until it is truthy; return its value.
+
+        On timeout the AssertionError also holds ``describe()``, when given: what the page showed last."""
         from selenium.common.exceptions import WebDriverException
 
         deadline = time.monotonic() + timeout
@@ -119,6 +127,11 @@ class Browser:
                 last_error = error
             if time.monotonic() > deadline:
                 detail = f" (last error: {str(last_error).strip().splitlines()[0]})" if last_error else ""
+                if describe is not None:
+                    try:
+                        detail += f"; seen: {describe()}"
+                    except WebDriverException as error:
+                        detail += f"; the page did not answer: {str(error).strip().splitlines()[0]}"
                 raise AssertionError(f"{what}: not ready within {timeout:g} s{detail}")
             time.sleep(0.05)
 

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import pickle
+import random
 import signal
 import socket
 import struct
@@ -52,12 +53,75 @@ class CarbonError(RuntimeError):
     """carbon-cache (or graphite-web) died or never became ready."""
 
 
+PORT_BLOCK_BASE = 20000
+PORT_BLOCK_SIZE = 1000
+PORT_BLOCKS = 12
+"""Ports handed out by :func:`free_ports`: block ``k`` is ``20000 + 1000 k`` to ``+ 999``, all below
+Linux's default ephemeral range (32768-60999), in which every outgoing connection takes its local port."""
+
+
+def _port_block() -> range:
+    """This process's block of ports: 0 for a plain run, 1 + N for pytest-xdist's worker ``gwN``.
+
+    Workers of one run never choose each other's ports, so a port chosen by one worker cannot be taken
+    by another in the moment before its daemon binds it.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = 1 + int(worker[2:]) % (PORT_BLOCKS - 1) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    start = PORT_BLOCK_BASE + index * PORT_BLOCK_SIZE
+    return range(start, start + PORT_BLOCK_SIZE)
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = (int(word) for word in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(low, high + 1)
+
+
+_next_port: dict[range, int] = {}
+"""Where :func:`free_ports` looks next in each block: a random place at first (other test runs on the
+same machine start elsewhere), then onwards, so a port just given out is the last to be given again."""
+
+
 def free_ports(count: int) -> list[int]:
     """Return ``count`` distinct TCP ports that are free on 127.0.0.1 right now.
 
-    All sockets are held open until every port is chosen, so the ports are
-    distinct; the window until the server binds them is tiny in practice.
+    They come from this process's block (see :func:`_port_block`), outside the ephemeral range, so no
+    outgoing connection (of the tests or of a daemon) can take one before its server binds it; a port
+    counts as free when a socket binds it without SO_REUSEADDR (so none of it is left in TIME_WAIT either).
+    All sockets are held open until every port is chosen, so the ports are distinct; where the block
+    overlaps the ephemeral range (an unusual ``ip_local_port_range``) the kernel chooses instead.
     """
+    block, ephemeral = _port_block(), _ephemeral_ports()
+    if block.start <= ephemeral[-1] and ephemeral.start <= block[-1]:
+        return _kernel_chosen_ports(count)
+    sockets: list[socket.socket] = []
+    try:
+        position = _next_port.setdefault(block, random.randrange(len(block)))
+        for _ in range(len(block)):
+            port = block[position]
+            position = (position + 1) % len(block)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+            if len(sockets) == count:
+                break
+        _next_port[block] = position
+        if len(sockets) < count:
+            raise CarbonError(f"fewer than {count} free ports in {block.start}-{block[-1]}")
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _kernel_chosen_ports(count: int) -> list[int]:
     sockets = []
     try:
         for _ in range(count):

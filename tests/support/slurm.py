@@ -16,6 +16,7 @@ Like carbon.py this module does not import pytest.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -31,6 +32,10 @@ from .waiting import wait_for
 
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sacct", "sinfo", "scontrol")
 CGROUP_FREEZER = Path("/sys/fs/cgroup/freezer")
+MACHINE_LOCK = Path(tempfile.gettempdir()) / "fructosa-slurm-cluster.lock"
+"""Held by the one running :class:`SlurmCluster` of this machine: two at once would share the node's
+name and its freezer cgroup (``slurm_HOST``), whichever test run (or pytest-xdist worker) starts them."""
+MACHINE_LOCK_TIMEOUT = 240.0
 
 
 class SlurmError(RuntimeError):
@@ -77,6 +82,7 @@ class SlurmCluster:
         self._munged = ServerProcess("munged", self.base_dir / "munged.log")
         self._slurmctld = ServerProcess("slurmctld", self.base_dir / "slurmctld.out")
         self._slurmd = ServerProcess("slurmd", self.base_dir / "slurmd.out")
+        self._machine_lock: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -86,7 +92,35 @@ class SlurmCluster:
         return {"SLURM_CONF": str(self.conf_path)}
 
     def start(self) -> SlurmCluster:
-        """munged, then slurmctld and slurmd; returns once the node is idle."""
+        """munged, then slurmctld and slurmd; returns once the node is idle.
+
+        Waits first (up to MACHINE_LOCK_TIMEOUT s) while another cluster runs on this machine."""
+        self._take_machine_lock()
+        try:
+            self._start_daemons()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _take_machine_lock(self) -> None:
+        if self._machine_lock is not None:
+            return
+        descriptor = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+
+        def taken() -> bool:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        if not _poll(taken, MACHINE_LOCK_TIMEOUT):
+            os.close(descriptor)
+            raise SlurmError(f"another Slurm cluster held {MACHINE_LOCK} for {MACHINE_LOCK_TIMEOUT:g} s")
+        self._machine_lock = descriptor
+
+    def _start_daemons(self) -> None:
         for name in ("etc", "state", "spool"):
             (self.base_dir / name).mkdir(parents=True, exist_ok=True)
         # munged refuses a socket below any directory not traversable by all; pytest's
@@ -114,7 +148,6 @@ class SlurmCluster:
         self._slurmd.launch(["slurmd", "-D"], cwd=self.base_dir, env=self.env)
         for process in (self._slurmctld, self._slurmd):
             process.wait_ready(self._node_idle, self.startup_timeout)
-        return self
 
     def _write_config(self, munge_socket: Path) -> None:
         node = subprocess.run(["slurmd", "-C"], check=True, capture_output=True, text=True, timeout=30)
@@ -181,6 +214,9 @@ class SlurmCluster:
             _remove_cgroup_tree(CGROUP_FREEZER / f"slurm_{self.hostname}")
         if not self.munge_dir.is_relative_to(self.base_dir):
             shutil.rmtree(self.munge_dir, ignore_errors=True)
+        if self._machine_lock is not None:  # last: the next cluster starts on a clean machine
+            os.close(self._machine_lock)
+            self._machine_lock = None
 
     def __enter__(self) -> SlurmCluster:
         return self.start()
