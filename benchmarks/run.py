@@ -4,7 +4,10 @@
 
 ``relay``, ``agent``, ``fanin`` and ``e2e`` run by default (about 15 minutes;
 ``--quick`` shortens every window for a smoke run of under 3 minutes);
-``profile`` (py-spy and GC pauses of lmaster) runs only when named. See
+``profile`` (py-spy and GC pauses of lmaster), ``lmaster`` (the relay
+benchmark's lmaster rows alone, D and S frames), ``idle`` (the relay plain
+and with ``[http]``, stream and alarms configured but no client), ``http`` and
+``stream`` run only when named. See
 benchmarks/README.md for what each measures and how.
 """
 
@@ -31,6 +34,8 @@ from benchmarks.measure import IDLE_WAIT, SNAPSHOT_VARIABLE, machine, wait_for_i
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
     "relay": relay.run,
+    "lmaster": relay.run_lmaster,
+    "idle": http_load.run_idle,
     "agent": agent_overhead.run,
     "fanin": fanin.run,
     "e2e": end_to_end.run,
@@ -39,6 +44,8 @@ BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
     "stream": stream.run,
 }
 DEFAULT = ("relay", "agent", "fanin", "e2e")
+TARGETED = ("relay", "lmaster", "idle", "agent", "fanin", "http")
+"""The benchmarks whose results carry pass/miss targets."""
 
 
 def number(value: object, digits: int = 0) -> str:
@@ -82,9 +89,10 @@ def show_relay(result: dict) -> str:
         "",
         "  delivered dp/s: at full load (lmaster is paced by its acknowledgements, the peers by TCP only);",
         "  zero-loss dp/s: lmaster's full-load rate if it lost nothing; a peer's highest paced rate without loss.",
-        "",
-        "  lmaster (16 connections) relative to:",
+        "  D frames: datapoint blocks, as lagent sends them; S frames: pickled samples, as simple senders send them.",
     ]
+    if result["ratios"]:
+        lines += ["", "  lmaster (D frames, 16 connections) relative to:"]
     for ratio in result["ratios"]:
         lines.append(f"    {ratio['versus']:<46} {number(ratio['sustained'], 2)}× zero-loss rate, "
                      f"{number(ratio['overload'], 2)}× full-load delivered")  # fmt: skip
@@ -166,6 +174,20 @@ def show_http(result: dict) -> str:
     )
 
 
+def show_idle(result: dict) -> str:
+    rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"]),
+             number(result[key]["rss_mb"]), number(result[key]["foreign_percent"]),
+             ", ".join(number(row["rate"]) for row in result["rounds"][key])]
+            for label, key in (("plain relay", "plain"), ("[http] + stream + alarms, no client", "idle"))]  # fmt: skip
+    header = ["lmaster, 16 connections, D frames", "delivered dp/s", "CPU %", "lost", "RSS MB", "others' CPU %",
+              "every round dp/s"]  # fmt: skip
+    rules = "; ".join(f"{metric} {operator} {value:g}" for _, metric, operator, value in result["alarm_rules"])
+    return table(header, rows) + (
+        f"\nidle cost: the relay keeps {number(100 * result['ratio'], 1) if result['ratio'] else '-'} % "
+        f"of its plain rate; alarm rules: {rules}"
+    )
+
+
 def show_stream(result: dict) -> str:
     rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"]),
              number(result[key]["foreign_percent"])]
@@ -183,6 +205,8 @@ def show_stream(result: dict) -> str:
 
 SHOW = {
     "relay": show_relay,
+    "lmaster": show_relay,
+    "idle": show_idle,
     "agent": show_agent,
     "fanin": show_fanin,
     "e2e": show_e2e,
@@ -195,7 +219,7 @@ SHOW = {
 def show_targets(results: dict) -> str:
     rows = [
         [target["target"], target["measured"], "PASS" if target["pass"] else "MISS"]
-        for name in ("relay", "agent", "fanin", "http")
+        for name in TARGETED
         if name in results and "targets" in results[name]
         for target in results[name]["targets"]
     ]
@@ -276,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nlogs and configurations kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if any(name in results and "targets" in results[name] for name in ("relay", "agent", "fanin", "http")):
+    if any(name in results and "targets" in results[name] for name in TARGETED):
         print("\n== targets ==")
         print(show_targets(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
