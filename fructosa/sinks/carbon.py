@@ -6,12 +6,15 @@ sends at most 500 datapoints a frame and its receiver refuses frames over
 1 MiB, so frames here respect both.
 
 carbon never acknowledges, so this sink keeps what it wrote during the last
-``resend_window`` seconds and writes it again after the connection breaks
-(carbon overwrites the same path and timestamp, so a resend is harmless).
+``resend_window`` seconds, as the very bytes it wrote (a few buffers a write,
+not a datapoint each), and writes them again after the connection breaks
+(carbon overwrites the same path and timestamp, so a resend is harmless);
+with a spool they go there instead, read back into blocks.
 While carbon is away, or the memory queue is deep, datapoints go to the disk
 spool and are replayed oldest first once carbon is back; ``close`` persists
 what is still in memory. Batches are kept as :class:`~fructosa.wire.blocks.Block` s, with the prefix
-added only when the frames are written. A batch counts as safe (its ``on_safe`` is called,
+added only when the frames are written (:class:`~.carbon_pickle.CarbonPickleEncoder`, straight from
+the block). A batch counts as safe (its ``on_safe`` is called,
 which lets lmaster acknowledge it to the agent) once it is written to
 carbon's socket or to the spool.
 
@@ -43,7 +46,7 @@ from ..ratelog import RateLimitedLog
 from ..spool import Spool
 from ..wire.blocks import Block, check_block
 from . import Sink, block_bytes
-from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, carbon_frames
+from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, CarbonPickleEncoder, datapoints_of_frames
 
 if TYPE_CHECKING:
     from ..config import MasterConfig
@@ -71,6 +74,25 @@ class _Batch:
             on_safe()
 
 
+@dataclass(slots=True)
+class _Written:
+    """One write to carbon, kept for the resend window as the bytes written."""
+
+    at: float
+    buffers: list[bytes]
+    count: int  # datapoints
+    size: int  # block_bytes of its blocks: what it would take in the spool
+    prefix: str  # the prefix its paths were written with
+
+    def block(self) -> Block:
+        """Its datapoints as a block again, the prefix taken off (for the spool; only after carbon went away)."""
+        datapoints = datapoints_of_frames(b"".join(self.buffers))
+        if self.prefix:
+            cut = len(self.prefix) + 1
+            datapoints = [(path[cut:], point) for path, point in datapoints]
+        return Block.of(datapoints)
+
+
 class CarbonPickleSink(Sink):
     name = "graphite"
 
@@ -86,7 +108,7 @@ class CarbonPickleSink(Sink):
     ) -> None:
         self.host = host
         self.port = port
-        self.prefix = prefix
+        self._encoder = CarbonPickleEncoder(prefix)
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
         self.spool = spool
@@ -94,8 +116,10 @@ class CarbonPickleSink(Sink):
         self._queue: deque[_Batch] = deque()
         self._queued = 0
         self._queued_bytes = 0
-        self._recent: deque[tuple[float, _Batch]] = deque()
+        self._recent: deque[_Written] = deque()
         self._recent_bytes = 0
+        self._resend: deque[_Written] = deque()  # without a spool: the window of a lost connection, to write again
+        self._resending: list[_Written] = []
         self._in_flight: list[_Batch] = []
         self._in_flight_bytes = 0
         self._wakeup = asyncio.Event()
@@ -110,6 +134,15 @@ class CarbonPickleSink(Sink):
         self._drop_log = RateLimitedLog(log, period=60.0)
         self._connect_log = RateLimitedLog(log, period=300.0)
         self._spool_log = RateLimitedLog(log, period=60.0)
+
+    @property
+    def prefix(self) -> str:
+        return self._encoder.prefix
+
+    @prefix.setter
+    def prefix(self, prefix: str) -> None:
+        if prefix != self._encoder.prefix:
+            self._encoder = CarbonPickleEncoder(prefix)
 
     @property
     def connected(self) -> bool:
@@ -246,6 +279,9 @@ class CarbonPickleSink(Sink):
         closed_by_carbon = asyncio.ensure_future(reader.read(1))
         try:
             while True:
+                if self._resend:
+                    await self._write_again(writer)
+                    continue
                 batches = self._take_batches()
                 if not batches:
                     self._wakeup.clear()
@@ -260,12 +296,31 @@ class CarbonPickleSink(Sink):
                     continue
                 self._in_flight = batches
                 self._in_flight_bytes = sum(batch.size for batch in batches)
-                frames = [frame for batch in batches for frame in carbon_frames(batch.block, self.prefix)]
+                prefix, encode = self.prefix, self._encoder.frames
+                frames = [frame for batch in batches for frame in encode(batch.block)]
                 writer.writelines(frames)
                 await writer.drain()
-                self._written(batches, len(frames))
+                self._written(batches, frames, prefix)
         finally:
             closed_by_carbon.cancel()
+
+    async def _write_again(self, writer: asyncio.StreamWriter) -> None:
+        """Write the resend window of the last connection again, as it was written (no spool)."""
+        self._resending = list(self._resend)
+        self._resend.clear()
+        writer.writelines([buffer for written in self._resending for buffer in written.buffers])
+        await writer.drain()
+        now = time.monotonic()
+        for written in self._resending:
+            self._queued -= written.count
+            self._queued_bytes -= written.size
+            self._counters["frames"] += len(written.buffers)
+            if self.resend_window > 0:
+                written.at = now
+                self._recent.append(written)
+                self._recent_bytes += written.size
+        self._resending = []
+        self._forget_old(now)
 
     def _take_batches(self) -> list[_Batch]:
         """Memory queue first (live data), then the spooled backlog."""
@@ -284,51 +339,59 @@ class CarbonPickleSink(Sink):
                 batches.append(replayed)
         return batches
 
-    def _written(self, batches: list[_Batch], frames: int) -> None:
+    def _written(self, batches: list[_Batch], frames: list[bytes], prefix: str) -> None:
         now = time.monotonic()
+        count = size = 0
         for batch in batches:
             batch.safe()
             if batch.record_id is not None and self.spool is not None:
                 self.spool.ack(batch.record_id)
                 batch.record_id = None
-            self._counters["sent"] += len(batch.block)
-            if self.resend_window > 0:
-                self._recent.append((now, batch))
-                self._recent_bytes += batch.size
-        self._counters["frames"] += frames
+            count += len(batch.block)
+            size += batch.size
+        self._counters["sent"] += count
+        if self.resend_window > 0:
+            self._recent.append(_Written(now, frames, count, size, prefix))
+            self._recent_bytes += size
+        self._counters["frames"] += len(frames)
         self._in_flight = []
         self._in_flight_bytes = 0
         self._forget_old(now)
 
     def _forget_old(self, now: float) -> None:
         """Forget what left the resend window, and its oldest beyond the byte bound (counted)."""
-        while self._recent and self._recent[0][0] < now - self.resend_window:
-            self._recent_bytes -= self._recent.popleft()[1].size
+        while self._recent and self._recent[0].at < now - self.resend_window:
+            self._recent_bytes -= self._recent.popleft().size
         while self._recent and self._recent_bytes > self.max_queued_bytes:
-            _, batch = self._recent.popleft()
-            self._recent_bytes -= batch.size
-            self._counters["resend_forgotten"] += len(batch.block)
+            written = self._recent.popleft()
+            self._recent_bytes -= written.size
+            self._counters["resend_forgotten"] += written.count
 
     def _connection_lost(self) -> None:
         """What carbon may not have stored goes back: the recent window, the
         batches being written, and (with a spool) the memory queue, to disk."""
         self._forget_old(time.monotonic())
         # At shutdown carbon is fine: what it was sent needs no second copy.
-        resend = [] if self._closing else [batch for _, batch in self._recent]
+        # A resend being written counted as queued until written: it joins the window it was part of.
+        self._queued -= sum(written.count for written in self._resending)
+        self._queued_bytes -= sum(written.size for written in self._resending)
+        resend = [] if self._closing else [*self._resending, *self._recent]
+        self._resending = []
         self._recent.clear()
         self._recent_bytes = 0
-        self._counters["resent"] += sum(len(batch.block) for batch in resend)
+        self._counters["resent"] += sum(written.count for written in resend)
         unsent = [batch for batch in self._in_flight if batch.record_id is None]
         self._in_flight = []
         self._in_flight_bytes = 0
         if self.spool is None:
-            back = resend + unsent
-            self._queue.extendleft(reversed(back))
-            self._queued += sum(len(batch.block) for batch in back)
-            self._queued_bytes += sum(batch.size for batch in back)
+            self._resend.extendleft(reversed(resend))
+            self._queue.extendleft(reversed(unsent))
+            self._queued += sum(written.count for written in resend) + sum(len(batch.block) for batch in unsent)
+            self._queued_bytes += sum(written.size for written in resend) + sum(batch.size for batch in unsent)
             return
         self.spool.rewind()  # replayed records in flight are read again
-        self._spool_all([*resend, *unsent, *self._queue])
+        again = [_Batch(block, size=block_bytes(block)) for block in (written.block() for written in resend)]
+        self._spool_all([*again, *unsent, *self._queue])
 
     def _spool_all(self, batches: list[_Batch]) -> None:
         """Move batches to the spool; those the disk refuses stay in the memory queue, in order."""
