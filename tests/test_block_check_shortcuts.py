@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fructosa.graphite_paths import MAX_TIMESTAMP
-from fructosa.wire.blocks import Block, _numbers_valid, all_valid, datapoint_problem
+from fructosa.wire.blocks import Block, _numbers_valid, all_valid, datapoint_problem, times_not_older
 
 PROPERTIES = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -75,3 +75,16 @@ def test_a_remembered_path_set_does_not_vouch_for_a_changed_one(count: int, data
     paths = changed.paths.decode("ascii", "replace").split("\n")
     expected = len(paths) == count and all(datapoint_problem(path, 1.7e9, 1.0, "node1") is None for path in paths)
     assert all_valid(changed, "node1") == expected
+
+
+@PROPERTIES
+@given(st.lists(st.tuples(doubles, doubles), min_size=1, max_size=40))
+def test_times_not_older_only_when_every_position_is_not_older(pairs: list) -> None:
+    newer, older = (
+        Block.of([(f"n.s.v{i}", (a, 0.0)) for i, (a, _) in enumerate(pairs)]),
+        Block.of([(f"n.s.v{i}", (b, 0.0)) for i, (_, b) in enumerate(pairs)]),
+    )
+    if times_not_older(newer.times, older.times):
+        assert all(0 <= b <= a < MAX_TIMESTAMP for a, b in pairs)
+    elif all(0 <= b <= a < MAX_TIMESTAMP for a, b in pairs):  # "look closer": only for -0.0 (its sign bit)
+        assert any(math.copysign(1.0, when) < 0 for pair in pairs for when in pair)

@@ -295,7 +295,7 @@ class AlarmEvaluator(Tap):
             return
         self.last_seen[node] = now
         silent = self.runtimes.get(NODE_SILENT)
-        if silent is not None and silent.states.get(node, State()).status in ("firing", "pending"):
+        if silent is not None and silent.states.get(node, _OK).status in ("firing", "pending"):
             self._set(silent, node, False, 0.0, now)
 
     def forget(self, node: str) -> None:
@@ -322,7 +322,7 @@ class AlarmEvaluator(Tap):
             self._set(runtime, key, value is not None and rule.holds(value), value, now)
 
     def _set(self, runtime: RuleRuntime, key: str, holds: bool, value: float | None, now: float) -> None:
-        old = runtime.states.get(key, State())
+        old = runtime.states.get(key, _OK)
         new = step(runtime.rule.for_seconds, old, holds, value, now)
         runtime.states[key] = new
         if new.status != old.status:

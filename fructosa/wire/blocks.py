@@ -235,6 +235,25 @@ def _numbers_valid(times: array, values: array, count: int) -> bool:
     return not ((int.from_bytes(values, "little") & masks.exponent) + masks.exponent_unit) & masks.sign
 
 
+def times_not_older(newer: array, older: array) -> bool:
+    """True when every time of ``newer`` is at least the one at the same position of ``older``, both in
+    [0, MAX_TIMESTAMP), judged on their bits as :func:`_numbers_valid` does; False means "look closer".
+
+    For such doubles, bits compare as the numbers do; ``newer + 2**63 - older`` in every lane of 64 bits
+    keeps the lane's top bit set exactly when the lane of ``newer`` is not smaller, and never borrows
+    from the next lane. A tap uses it to skip a block that a later one of the same paths supersedes.
+    """
+    count = len(newer)
+    if _SWAP or len(older) != count or not count:
+        return False
+    masks = _lane_masks(count)
+    new_bits, old_bits = int.from_bytes(newer, "little"), int.from_bytes(older, "little")
+    both = new_bits | old_bits
+    if both & masks.sign or (new_bits + masks.time_offset) & masks.sign or (old_bits + masks.time_offset) & masks.sign:
+        return False
+    return (new_bits + masks.sign - old_bits) & masks.sign == masks.sign
+
+
 @dataclass(frozen=True, slots=True)
 class _LaneMasks:
     """A 64-bit pattern repeated once a datapoint, as one integer: see :func:`_numbers_valid`."""
