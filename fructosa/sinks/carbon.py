@@ -46,7 +46,8 @@ from ..ratelog import RateLimitedLog
 from ..spool import Spool
 from ..wire.blocks import Block, check_block
 from . import Sink, block_bytes
-from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, CarbonPickleEncoder, datapoints_of_frames
+from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, CarbonPickleEncoder
+from .resend_window import ResendWindow, Written
 
 if TYPE_CHECKING:
     from ..config import MasterConfig
@@ -74,25 +75,6 @@ class _Batch:
             on_safe()
 
 
-@dataclass(slots=True)
-class _Written:
-    """One write to carbon, kept for the resend window as the bytes written."""
-
-    at: float
-    buffers: list[bytes]
-    count: int  # datapoints
-    size: int  # block_bytes of its blocks: what it would take in the spool
-    prefix: str  # the prefix its paths were written with
-
-    def block(self) -> Block:
-        """Its datapoints as a block again, the prefix taken off (for the spool; only after carbon went away)."""
-        datapoints = datapoints_of_frames(b"".join(self.buffers))
-        if self.prefix:
-            cut = len(self.prefix) + 1
-            datapoints = [(path[cut:], point) for path, point in datapoints]
-        return Block.of(datapoints)
-
-
 class CarbonPickleSink(Sink):
     name = "graphite"
 
@@ -116,10 +98,7 @@ class CarbonPickleSink(Sink):
         self._queue: deque[_Batch] = deque()
         self._queued = 0
         self._queued_bytes = 0
-        self._recent: deque[_Written] = deque()
-        self._recent_bytes = 0
-        self._resend: deque[_Written] = deque()  # without a spool: the window of a lost connection, to write again
-        self._resending: list[_Written] = []
+        self._recent = ResendWindow()
         self._in_flight: list[_Batch] = []
         self._in_flight_bytes = 0
         self._wakeup = asyncio.Event()
@@ -196,19 +175,25 @@ class CarbonPickleSink(Sink):
 
     def _memory_full(self, beyond: bool = False) -> bool:
         """The memory queue is at (``beyond``: over) one of its bounds."""
+        count, size = self._waiting()
         if beyond:
-            return self._queued > self.max_queued or self._queued_bytes > self.max_queued_bytes
-        return self._queued >= self.max_queued or self._queued_bytes >= self.max_queued_bytes
+            return count > self.max_queued or size > self.max_queued_bytes
+        return count >= self.max_queued or size >= self.max_queued_bytes
+
+    def _waiting(self) -> tuple[int, int]:
+        """Datapoints and bytes waiting in memory: the queue and (no spool) a lost connection's window."""
+        return self._queued + self._recent.again_count, self._queued_bytes + self._recent.again_bytes
 
     def pressure(self) -> float:
         """With a spool: the share of it that what may land there (spool, memory, resend window, the
         write in progress) would fill, plus memory beyond its bounds when the disk refused records;
         without: the memory queue against its bounds (beyond them it drops the oldest)."""
         self._forget_old(time.monotonic())  # what left the resend window no longer counts
-        memory = max(self._queued / self.max_queued, self._queued_bytes / self.max_queued_bytes)
+        count, size = self._waiting()
+        memory = max(count / self.max_queued, size / self.max_queued_bytes)
         if self.spool is None:
             return memory
-        at_risk = self.spool.bytes + self._queued_bytes + self._recent_bytes + self._in_flight_bytes
+        at_risk = self.spool.bytes + self._queued_bytes + self._recent.bytes + self._in_flight_bytes
         return max(at_risk / self.spool.max_bytes, memory if memory > 1.0 else 0.0)
 
     def _to_spool(self, block: Block) -> bool:
@@ -279,8 +264,11 @@ class CarbonPickleSink(Sink):
         closed_by_carbon = asyncio.ensure_future(reader.read(1))
         try:
             while True:
-                if self._resend:
-                    await self._write_again(writer)
+                if self._recent.again:  # no spool: the window of the last connection first, as written
+                    again = self._recent.take_again(time.monotonic())
+                    writer.writelines([buffer for written in again for buffer in written.buffers])
+                    await writer.drain()
+                    self._counters["frames"] += sum(len(written.buffers) for written in again)
                     continue
                 batches = self._take_batches()
                 if not batches:
@@ -303,24 +291,6 @@ class CarbonPickleSink(Sink):
                 self._written(batches, frames, prefix)
         finally:
             closed_by_carbon.cancel()
-
-    async def _write_again(self, writer: asyncio.StreamWriter) -> None:
-        """Write the resend window of the last connection again, as it was written (no spool)."""
-        self._resending = list(self._resend)
-        self._resend.clear()
-        writer.writelines([buffer for written in self._resending for buffer in written.buffers])
-        await writer.drain()
-        now = time.monotonic()
-        for written in self._resending:
-            self._queued -= written.count
-            self._queued_bytes -= written.size
-            self._counters["frames"] += len(written.buffers)
-            if self.resend_window > 0:
-                written.at = now
-                self._recent.append(written)
-                self._recent_bytes += written.size
-        self._resending = []
-        self._forget_old(now)
 
     def _take_batches(self) -> list[_Batch]:
         """Memory queue first (live data), then the spooled backlog."""
@@ -351,8 +321,7 @@ class CarbonPickleSink(Sink):
             size += batch.size
         self._counters["sent"] += count
         if self.resend_window > 0:
-            self._recent.append(_Written(now, frames, count, size, prefix))
-            self._recent_bytes += size
+            self._recent.add(Written(now, frames, count, size, prefix))
         self._counters["frames"] += len(frames)
         self._in_flight = []
         self._in_flight_bytes = 0
@@ -360,35 +329,26 @@ class CarbonPickleSink(Sink):
 
     def _forget_old(self, now: float) -> None:
         """Forget what left the resend window, and its oldest beyond the byte bound (counted)."""
-        while self._recent and self._recent[0].at < now - self.resend_window:
-            self._recent_bytes -= self._recent.popleft().size
-        while self._recent and self._recent_bytes > self.max_queued_bytes:
-            written = self._recent.popleft()
-            self._recent_bytes -= written.size
-            self._counters["resend_forgotten"] += written.count
+        self._counters["resend_forgotten"] += self._recent.forget(now - self.resend_window, self.max_queued_bytes)
 
     def _connection_lost(self) -> None:
         """What carbon may not have stored goes back: the recent window, the
         batches being written, and (with a spool) the memory queue, to disk."""
         self._forget_old(time.monotonic())
-        # At shutdown carbon is fine: what it was sent needs no second copy.
-        # A resend being written counted as queued until written: it joins the window it was part of.
-        self._queued -= sum(written.count for written in self._resending)
-        self._queued_bytes -= sum(written.size for written in self._resending)
-        resend = [] if self._closing else [*self._resending, *self._recent]
-        self._resending = []
-        self._recent.clear()
-        self._recent_bytes = 0
-        self._counters["resent"] += sum(written.count for written in resend)
         unsent = [batch for batch in self._in_flight if batch.record_id is None]
         self._in_flight = []
         self._in_flight_bytes = 0
+        if self._closing:  # at shutdown carbon is fine: what it was sent needs no second copy
+            self._recent.take()
+        elif self.spool is None:
+            self._counters["resent"] += self._recent.lose()
         if self.spool is None:
-            self._resend.extendleft(reversed(resend))
             self._queue.extendleft(reversed(unsent))
-            self._queued += sum(written.count for written in resend) + sum(len(batch.block) for batch in unsent)
-            self._queued_bytes += sum(written.size for written in resend) + sum(batch.size for batch in unsent)
+            self._queued += sum(len(batch.block) for batch in unsent)
+            self._queued_bytes += sum(batch.size for batch in unsent)
             return
+        resend = self._recent.take()
+        self._counters["resent"] += sum(written.count for written in resend)
         self.spool.rewind()  # replayed records in flight are read again
         again = [_Batch(block, size=block_bytes(block)) for block in (written.block() for written in resend)]
         self._spool_all([*again, *unsent, *self._queue])
@@ -407,7 +367,7 @@ class CarbonPickleSink(Sink):
         """Deliver what is queued within ``timeout`` seconds; persist the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self._queued or self._in_flight) and self.connected and loop.time() < deadline:
+        while (self._waiting()[0] or self._in_flight) and self.connected and loop.time() < deadline:
             await asyncio.sleep(0.05)
         self._closing = True
         if self._task is not None:
@@ -422,13 +382,15 @@ class CarbonPickleSink(Sink):
                 self.address, len(self.spool), self.spool.directory,
             )  # fmt: skip
             self.spool.close()
-        elif self._queued:
-            log.warning("carbon %s: %d datapoints not delivered at shutdown (no spool)", self.address, self._queued)
+        elif self._waiting()[0]:
+            log.warning(
+                "carbon %s: %d datapoints not delivered at shutdown (no spool)", self.address, self._waiting()[0]
+            )
 
     def stats(self) -> dict[str, int]:
         spool = self.spool
         return {
-            "queued": self._queued, "queued_bytes": self._queued_bytes, "spool_batches": len(spool or ()),
+            "queued": self._waiting()[0], "queued_bytes": self._waiting()[1], "spool_batches": len(spool or ()),
             "spool_dropped": spool.dropped if spool is not None else 0, **self._counters,
         }  # fmt: skip
 
