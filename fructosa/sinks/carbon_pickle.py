@@ -42,10 +42,13 @@ _NUMBERS = b"G" + bytes(8) + b"G" + bytes(8) + b"\x86\x86"  # BINFLOAT time, BIN
 _NUMBERS_SIZE = len(_NUMBERS)
 _LENGTH = struct.Struct("!L")
 _LITTLE_ENDIAN = sys.byteorder == "little"
-LAYOUT_CACHE = 4096
-"""Block layouts (paths of a block, prefix added) kept: a few per agent that sends to this sink."""
-LAYOUT_CACHE_BYTES = 64 << 20
-"""…and at most about this many bytes of paths in them (paths may be 2,000 characters long)."""
+LAYOUT_CACHE = 1024
+"""Block layouts (paths of a block, prefix added) kept: the busiest agents' (a miss costs a split and an
+opcode per path, about what encoding cost before layouts were kept)."""
+LAYOUT_CACHE_BYTES = 16 << 20
+"""…and at most about this much memory in them (paths may be 2,000 characters long)."""
+_OVERHEAD = 33 + 16
+"""Memory of a path's opcode beyond its characters: a bytes object, two list slots."""
 
 
 def _path_opcode(path: bytes) -> bytes:
@@ -65,7 +68,7 @@ class _Layout:
         self.parts: list[bytes] = [b""] * (2 * count)
         self.parts[0::2] = opcodes
         self.frames: list[tuple[int, int, int]] = []
-        self.size = len(paths) + count * (len(prefix) + 5 + _NUMBERS_SIZE)
+        self.size = len(paths) + count * (len(prefix) + 5 + _OVERHEAD)
         for first in range(0, count, CARBON_DATAPOINTS_PER_FRAME):
             self._split(opcodes, first, min(first + CARBON_DATAPOINTS_PER_FRAME, count))
 

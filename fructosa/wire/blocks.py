@@ -293,7 +293,7 @@ class _ValidPaths:
     lookups are single dict operations, safe from the decoder thread too.
     """
 
-    def __init__(self, max_entries: int = 16384, max_bytes: int = 32 << 20) -> None:
+    def __init__(self, max_entries: int = 8192, max_bytes: int = 16 << 20) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self._entries: dict[tuple[bytes, str | None], int] = {}
         self._bytes = 0
