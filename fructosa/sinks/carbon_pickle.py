@@ -138,13 +138,20 @@ class CarbonPickleEncoder:
             template = self._numbers[count] = (_NUMBERS * count, struct.Struct(f"{_NUMBERS_SIZE}s" * count))
         pattern, splitter = template
         numbers = bytearray(pattern)
+        size = len(numbers)
         for offset, doubles in ((1, block.times), (10, block.values)):
             big_endian = array("d", doubles)
             if _LITTLE_ENDIAN:
                 big_endian.byteswap()
-            raw = big_endian.tobytes()
-            for byte in range(8):
-                numbers[offset + byte :: _NUMBERS_SIZE] = raw[byte::8]
+            halves = memoryview(big_endian).cast("B").cast("I")  # each double as two 4-byte words
+            # A view of 4-byte words that starts a few bytes in, so that every record's double begins on a word:
+            # two strided copies of words instead of eight of bytes.
+            start = offset % 4 or 4
+            words = memoryview(numbers)[start : start + size - 4].cast("I")
+            first = (offset - start) // 4
+            words[first :: _NUMBERS_SIZE // 4] = halves[0::2]
+            words[first + 1 :: _NUMBERS_SIZE // 4] = halves[1::2]
+            words.release()
         return splitter.unpack(numbers)
 
 
