@@ -56,18 +56,17 @@ def _path_opcode(path: bytes) -> bytes:
 
 
 class _Layout:
-    """What frames of one block's paths look like, numbers left out: per frame (first, end, pickle size),
-    and every path's BINUNICODE opcode interleaved with a slot for its numbers."""
+    """What the frames of one block's paths look like, numbers left out: per frame, the datapoints it takes
+    (first, end) and its parts (length and start, each path's BINUNICODE opcode followed by an empty slot
+    for its numbers, end), ready to be copied, filled in and joined."""
 
-    __slots__ = ("frames", "parts", "size")
+    __slots__ = ("frames", "size")
 
     def __init__(self, paths: bytes, count: int, prefix: bytes) -> None:
         opcodes = [_path_opcode(prefix + path) for path in paths.split(b"\n")] if count else []
         if len(opcodes) != count:
             raise ValueError(f"{len(opcodes)} paths for {count} datapoints")
-        self.parts: list[bytes] = [b""] * (2 * count)
-        self.parts[0::2] = opcodes
-        self.frames: list[tuple[int, int, int]] = []
+        self.frames: list[tuple[int, int, list[bytes]]] = []
         self.size = len(paths) + count * (len(prefix) + 5 + _OVERHEAD)
         for first in range(0, count, CARBON_DATAPOINTS_PER_FRAME):
             self._split(opcodes, first, min(first + CARBON_DATAPOINTS_PER_FRAME, count))
@@ -76,7 +75,10 @@ class _Layout:
         """One frame, or halves recursively while its pickle would be 1 MiB or more (very long paths)."""
         size = len(_FRAME_START) + len(_FRAME_END) + sum(map(len, opcodes[first:end])) + (end - first) * _NUMBERS_SIZE
         if size < CARBON_MAX_FRAME or end - first == 1:
-            self.frames.append((first, end, size))
+            parts = [b""] * (2 * (end - first) + 2)
+            parts[0], parts[-1] = _LENGTH.pack(size) + _FRAME_START, _FRAME_END
+            parts[1:-1:2] = opcodes[first:end]
+            self.frames.append((first, end, parts))
             return
         middle = (first + end) // 2
         self._split(opcodes, first, middle)
@@ -102,11 +104,12 @@ class CarbonPickleEncoder:
         if not count:
             return []
         layout = self._layout(block.paths, count)
-        parts = layout.parts.copy()
-        parts[1::2] = self._numbers_of(block)
+        numbers = self._numbers_of(block)
         frames = []
-        for first, end, size in layout.frames:
-            frames.append(b"".join((_LENGTH.pack(size), _FRAME_START, *parts[2 * first : 2 * end], _FRAME_END)))
+        for first, end, template in layout.frames:
+            parts = template.copy()
+            parts[2:-1:2] = numbers if end - first == count else numbers[first:end]
+            frames.append(b"".join(parts))
         return frames
 
     def encode(self, block: Block) -> bytes:
