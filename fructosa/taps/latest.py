@@ -217,6 +217,11 @@ class LatestValues(Tap):
         if not count:
             return
         paths = block.paths
+        entry = self._hosts.get(host) if host is not None else None
+        layout = entry.layouts.get((hash(paths), len(paths))) if entry is not None else None
+        if layout is not None and len(layout[0]) == count:  # a layout of this host's: its paths are below it
+            self._store(entry, layout, block.times, block.values)
+            return
         prefix = f"{host}.".encode("ascii", "replace")
         if host is not None and paths.startswith(prefix) and paths.count(b"\n" + prefix) == count - 1:
             self._observe_one_host(host, paths, len(prefix), block.times, block.values)
@@ -246,6 +251,10 @@ class LatestValues(Tap):
             if len(entry.layouts) >= _LAYOUTS_PER_HOST:
                 del entry.layouts[next(iter(entry.layouts))]
             entry.layouts[key] = layout
+        self._store(entry, layout, times, values)
+
+    def _store(self, entry: _Host, layout: tuple[array, tuple[tuple[int, int], ...], int], times: array,
+               values: array) -> None:  # fmt: skip
         slots, main, dropped = layout
         entry.hold(slots, times, values)
         if main:
