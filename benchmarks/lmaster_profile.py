@@ -63,7 +63,9 @@ def _short(frame: str) -> str:
     """``func (/long/path/fructosa/master/flow.py:123)`` → ``func (fructosa/master/flow.py)``."""
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("/site-packages/", "/lib/python3", "/work/main/"):
+    if "/fructosa/" in path:  # any checkout or --commit snapshot
+        return f"{name} (fructosa/{path.rsplit('/fructosa/', 1)[1]})"
+    for marker in ("/site-packages/", "/lib/python3"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break

@@ -1,10 +1,13 @@
 """FrUCToSA benchmarks (issue 7): one command, a table on stdout, JSON on disk.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--only relay,agent,fanin,e2e,dashboards,profile] [--json OUT]
+    .venv/bin/python benchmarks/run.py [--quick] [--only relay,idle,agent,fanin,e2e,dashboards,profile] [--json OUT]
 
-``relay``, ``agent``, ``fanin``, ``e2e`` and ``dashboards`` run by default (about 15 minutes;
-``--quick`` shortens every window for a smoke run of under 3 minutes);
-``profile`` (py-spy and GC pauses of lmaster) runs only when named. See
+``relay``, ``idle`` (the relay plain and with ``[http]``, stream and alarms
+configured but no client), ``agent``, ``fanin``, ``e2e`` and ``dashboards``
+run by default (``--quick`` shortens every window for a smoke run);
+``profile`` (py-spy and GC pauses of lmaster), ``lmaster`` (the relay
+benchmark's lmaster rows alone, D and S frames), ``http`` and ``stream`` run
+only when named. See
 benchmarks/README.md for what each measures and how.
 """
 
@@ -40,6 +43,8 @@ from benchmarks.measure import IDLE_WAIT, SNAPSHOT_VARIABLE, machine, wait_for_i
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
     "relay": relay.run,
+    "lmaster": relay.run_lmaster,
+    "idle": http_load.run_idle,
     "agent": agent_overhead.run,
     "fanin": fanin.run,
     "e2e": end_to_end.run,
@@ -48,8 +53,8 @@ BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
     "stream": stream.run,
     "dashboards": dashboards.run,
 }
-DEFAULT = ("relay", "agent", "fanin", "e2e", "dashboards")
-TARGETED = ("relay", "agent", "fanin", "http", "e2e", "dashboards")
+DEFAULT = ("relay", "idle", "agent", "fanin", "e2e", "dashboards")
+TARGETED = ("relay", "lmaster", "idle", "agent", "fanin", "http", "e2e", "dashboards")
 """The benchmarks that judge their figures against the targets (a ``targets`` list)."""
 
 
@@ -94,9 +99,10 @@ def show_relay(result: dict) -> str:
         "",
         "  delivered dp/s: at full load (lmaster is paced by its acknowledgements, the peers by TCP only);",
         "  zero-loss dp/s: lmaster's full-load rate if it lost nothing; a peer's highest paced rate without loss.",
-        "",
-        "  lmaster (16 connections) relative to:",
+        "  D frames: datapoint blocks, as lagent sends them; S frames: pickled samples, as simple senders send them.",
     ]
+    if result["ratios"]:
+        lines += ["", "  lmaster (D frames, 16 connections) relative to:"]
     for ratio in result["ratios"]:
         lines.append(f"    {ratio['versus']:<46} {number(ratio['sustained'], 2)}× zero-loss rate, "
                      f"{number(ratio['overload'], 2)}× full-load delivered")  # fmt: skip
@@ -219,6 +225,20 @@ def show_http(result: dict) -> str:
     )
 
 
+def show_idle(result: dict) -> str:
+    rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"]),
+             number(result[key]["rss_mb"]), number(result[key]["foreign_percent"]),
+             ", ".join(number(row["rate"]) for row in result["rounds"][key])]
+            for label, key in (("plain relay", "plain"), ("[http] + stream + alarms, no client", "idle"))]  # fmt: skip
+    header = ["lmaster, 16 connections, D frames", "delivered dp/s", "CPU %", "lost", "RSS MB", "others' CPU %",
+              "every round dp/s"]  # fmt: skip
+    rules = "; ".join(f"{metric} {operator} {value:g}" for _, metric, operator, value in result["alarm_rules"])
+    return table(header, rows) + (
+        f"\nidle cost: the relay keeps {number(100 * result['ratio'], 1) if result['ratio'] else '-'} % "
+        f"of its plain rate; alarm rules: {rules}"
+    )
+
+
 def show_stream(result: dict) -> str:
     rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"]),
              number(result[key]["foreign_percent"])]
@@ -246,6 +266,8 @@ def show_dashboards(result: dict) -> str:
 
 SHOW = {
     "relay": show_relay,
+    "lmaster": show_relay,
+    "idle": show_idle,
     "agent": show_agent,
     "fanin": show_fanin,
     "e2e": show_e2e,

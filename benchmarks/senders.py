@@ -10,6 +10,9 @@ little more than the kernel's copy.
   does). Like lagent it keeps at most ``window`` (32) batches unacknowledged per connection and reads the
   ``A`` frames as they come, so lmaster runs with its delivery guarantee on:
   it acknowledges a batch only once it is written to carbon's socket.
+* ``samples``: the same protocol and window, but ``S`` frames (the 100
+  samples pickled, as a simple third-party sender writes them): lmaster
+  unpickles and flattens them itself.
 * ``pickle``: carbon's pickle protocol, the same 500 datapoints per frame.
 * ``line``: carbon's plaintext protocol, the same datapoints as lines.
 
@@ -88,6 +91,11 @@ def agent_block(host: str, timestamp: float) -> bytes:
     return Block(block.paths, array("d", [timestamp]) * len(block), block.values, block.samples).encode()
 
 
+def samples_payload(host: str, timestamp: float) -> bytes:
+    """What a simple sender sends for :func:`samples`: an ``S`` payload (lmaster flattens it)."""
+    return pickle.dumps(samples(host, timestamp), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def pickle_frame(host: str, timestamp: float) -> bytes:
     body = pickle.dumps(datapoints(host, timestamp), protocol=2)
     return struct.pack("!L", len(body)) + body
@@ -148,13 +156,17 @@ class AgentConnection(_Connection):
 
     reads = True
 
-    def __init__(self, port: int, host: str, make_pickle: Callable[[int], bytes], window: int = WINDOW) -> None:
+    def __init__(
+        self, port: int, host: str, make_payload: Callable[[int], bytes], kind: bytes = protocol.DATAPOINTS,
+        window: int = WINDOW,
+    ) -> None:  # fmt: skip
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         welcome = handshake(sock, host)
         if "error" in welcome:
             raise ConnectionError(f"lmaster refused {host}: {welcome['error']}")
         super().__init__(sock)
-        self.make_pickle = make_pickle
+        self.make_payload = make_payload
+        self.kind = kind
         self.window = window
         self.session = os.urandom(16)
         self.sequence = 0
@@ -172,10 +184,10 @@ class AgentConnection(_Connection):
         frames, ends, size = [], [], 0
         for _ in range(room):
             self.sequence += 1
-            pickled = self.make_pickle(self.sequence)
+            payload = self.make_payload(self.sequence)
             frame = b"".join(
-                (_HEADER.pack(1 + protocol.BATCH_ID_SIZE + len(pickled)), protocol.DATAPOINTS, self.session,
-                 self.sequence.to_bytes(8, "big"), pickled)
+                (_HEADER.pack(1 + protocol.BATCH_ID_SIZE + len(payload)), self.kind, self.session,
+                 self.sequence.to_bytes(8, "big"), payload)
             )  # fmt: skip
             frames.append(frame)
             size += len(frame)
@@ -216,11 +228,18 @@ class BlastConnection(_Connection):
             self.set_buffer(self.block, self.block_ends)
 
 
+AGENT_KINDS: dict[str, tuple[Callable[[str, float], bytes], bytes]] = {
+    "fructosa": (agent_block, protocol.DATAPOINTS),
+    "samples": (samples_payload, protocol.SAMPLES),
+}
+"""The sender kinds that speak the agent protocol: their payload and frame kind."""
+
+
 @dataclass
 class SenderSpec:
     """What one sender process runs: ``kind`` and its connections."""
 
-    kind: str  # "fructosa", "pickle" or "line"
+    kind: str  # "fructosa" (D frames), "samples" (S frames), "pickle" or "line"
     port: int
     first_connection: int
     connections: int
@@ -238,19 +257,20 @@ def _connections(spec: SenderSpec) -> list[_Connection]:
     result: list[_Connection] = []
     for number in range(spec.first_connection, spec.first_connection + spec.connections):
         host = host_name(number)
-        if spec.kind == "fructosa":
+        if spec.kind in AGENT_KINDS:
+            encode, kind = AGENT_KINDS[spec.kind]
             if spec.distinct_timestamps:
 
-                def make_pickle(sequence: int, host: str = host) -> bytes:
-                    return agent_block(host, spec.timestamp + sequence)
+                def make_payload(sequence: int, host: str = host, encode: Callable = encode) -> bytes:
+                    return encode(host, spec.timestamp + sequence)
 
             else:
-                constant = agent_block(host, spec.timestamp)
+                constant = encode(host, spec.timestamp)
 
-                def make_pickle(sequence: int, constant: bytes = constant) -> bytes:
+                def make_payload(sequence: int, constant: bytes = constant) -> bytes:
                     return constant
 
-            result.append(AgentConnection(spec.port, host, make_pickle))
+            result.append(AgentConnection(spec.port, host, make_payload, kind))
         else:
             frames = 1 if spec.rate else BLAST_FRAMES  # paced: one frame per write
             encode = pickle_frame if spec.kind == "pickle" else line_block

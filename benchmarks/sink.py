@@ -6,7 +6,8 @@ carbon pickle protocol (4-byte big-endian length + pickle of
 and the plaintext protocol (``path value timestamp\\n``, as carbon-c-relay and
 collectd write it). It counts datapoints, leaving out names that start with
 ``carbon.`` (the relays' own statistics) and lmaster's liveness paths
-(``HOST.fructosa.…``), which are counted apart as "other".
+(``HOST.fructosa.…``) and lmaster's own series (``fructosa.…``: alarm levels,
+Slurm's state), which are counted apart as "other".
 
 For the fan-in benchmark it can also record, for every datapoint whose path
 ends with a given suffix, the delay ``arrival time − datapoint timestamp``
@@ -35,7 +36,7 @@ _LENGTH = struct.Struct("!L")
 
 
 def _excluded(path: str) -> bool:
-    return path.startswith("carbon.") or ".fructosa." in path
+    return path.startswith(("carbon.", "fructosa.")) or ".fructosa." in path
 
 
 class _State:
@@ -49,7 +50,7 @@ class _State:
     def take_pickle(self, frame: bytes) -> None:
         datapoints = pickle.loads(frame)
         counted = len(datapoints)
-        if b"carbon." in frame or b".fructosa." in frame:
+        if b"carbon." in frame or b"fructosa." in frame:
             counted = sum(1 for path, _ in datapoints if not _excluded(path))
         counters = self.counters
         counters[_COUNTED] += counted
@@ -69,7 +70,10 @@ class _State:
     def take_lines(self, chunk: bytes) -> None:
         """``chunk`` holds whole lines only and starts at the start of one."""
         lines = chunk.count(b"\n")
-        other = chunk.count(b"\ncarbon.") + chunk.startswith(b"carbon.") + chunk.count(b".fructosa.")
+        other = (
+            chunk.count(b"\ncarbon.") + chunk.startswith(b"carbon.") + chunk.count(b".fructosa.")
+            + chunk.count(b"\nfructosa.") + chunk.startswith(b"fructosa.")
+        )  # fmt: skip
         counters = self.counters
         counters[_COUNTED] += lines - other
         counters[_OTHER] += other

@@ -36,6 +36,7 @@ from .rules import (
     CLUSTER_TARGETS,
     JOB_IDLE,
     NODE_SILENT,
+    OPERATORS,
     Rule,
     State,
     aggregate,
@@ -231,7 +232,8 @@ class AlarmEvaluator(Tap):
         return found
 
     def _layout(self, paths: bytes) -> tuple[tuple[str, ...], tuple]:
-        """(nodes of the block, ((position, path, node, job, runtimes), ...)) for a block's paths."""
+        """(nodes of the block, ((position, path, ((runtime, key), ...)), ...)) for a block's paths: each
+        matching position with the rules it feeds and the key it counts under (worked out once a layout)."""
         key = (hash(paths), len(paths))
         layout = self._layouts.get(key)
         if layout is not None:
@@ -242,8 +244,11 @@ class AlarmEvaluator(Tap):
             node = path.partition(".")[0]
             nodes[node] = None
             runtimes = self._rules_for(path)
-            if runtimes:
-                matches.append((position, path, node, job_of(path), runtimes))
+            job = job_of(path) if runtimes else None
+            keyed = ((runtime, runtime.key_of(node, job)) for runtime in runtimes)
+            targets = tuple((runtime, series_key) for runtime, series_key in keyed if series_key is not None)
+            if targets:
+                matches.append((position, path, targets))
         layout = (tuple(nodes), tuple(matches))
         if len(self._layouts) >= MAX_CACHED_LAYOUTS:
             self._layouts.clear()
@@ -266,16 +271,13 @@ class AlarmEvaluator(Tap):
         times, values = block.times, block.values
         horizon = now - self.settings.stale_after
         dirty: list[tuple[RuleRuntime, str]] = []
-        for position, path, node, job, runtimes in matches:
+        for position, path, targets in matches:
             when = times[position]
             if when < horizon:
                 self.ignored_stale += 1
                 continue
             value = values[position]
-            for runtime in runtimes:
-                key = runtime.key_of(node, job)
-                if key is None:
-                    continue
+            for runtime, key in targets:
                 series = runtime.series.get(key)
                 if series is None:
                     if len(runtime.series) >= self.settings.max_keys_per_rule:
@@ -295,7 +297,7 @@ class AlarmEvaluator(Tap):
             return
         self.last_seen[node] = now
         silent = self.runtimes.get(NODE_SILENT)
-        if silent is not None and silent.states.get(node, State()).status in ("firing", "pending"):
+        if silent is not None and silent.states.get(node, _OK).status in ("firing", "pending"):
             self._set(silent, node, False, 0.0, now)
 
     def forget(self, node: str) -> None:
@@ -314,7 +316,8 @@ class AlarmEvaluator(Tap):
             return
         if rule.target == "node":
             observed = [value for _, value in series.values()]
-            holding = [value for value in observed if rule.holds(value)]
+            operator, threshold = OPERATORS[rule.operator], rule.value
+            holding = [value for value in observed if operator(value, threshold)]
             value = (max(holding) if rule.operator in (">", ">=") else min(holding)) if holding else observed[-1]
             self._set(runtime, key, bool(holding), value, now)
         else:
@@ -322,7 +325,7 @@ class AlarmEvaluator(Tap):
             self._set(runtime, key, value is not None and rule.holds(value), value, now)
 
     def _set(self, runtime: RuleRuntime, key: str, holds: bool, value: float | None, now: float) -> None:
-        old = runtime.states.get(key, State())
+        old = runtime.states.get(key, _OK)
         new = step(runtime.rule.for_seconds, old, holds, value, now)
         runtime.states[key] = new
         if new.status != old.status:

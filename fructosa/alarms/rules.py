@@ -25,7 +25,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -260,20 +260,21 @@ class State:
 
 def step(rule_for: float, state: State, holds: bool, value: float | None, now: float) -> State:
     """The next state, given whether the condition holds now; ``for`` counts from the first hold."""
+    # States are built directly, not with dataclasses.replace: this runs for every block a rule matches.
     if holds:
         if state.status == "firing":
-            return replace(state, value=value)
+            return State(state.status, state.since, value, state.pending_since)
         started = state.pending_since if state.status == "pending" and state.pending_since is not None else now
         if now - started >= rule_for:
             return State("firing", now, value, None)
         if state.status == "pending":
-            return replace(state, value=value)
+            return State(state.status, state.since, value, state.pending_since)
         return State("pending", now, value, now)
     if state.status == "firing":
         return State("resolved", now, value, None)
     if state.status == "pending":
         return State("ok", now, value, None)
-    return replace(state, value=value)
+    return State(state.status, state.since, value, state.pending_since)
 
 
 def from_json(data: Mapping[str, Any]) -> Rule:

@@ -6,12 +6,15 @@ sends at most 500 datapoints a frame and its receiver refuses frames over
 1 MiB, so frames here respect both.
 
 carbon never acknowledges, so this sink keeps what it wrote during the last
-``resend_window`` seconds and writes it again after the connection breaks
-(carbon overwrites the same path and timestamp, so a resend is harmless).
+``resend_window`` seconds, as the very bytes it wrote (a few buffers a write,
+not a datapoint each), and writes them again after the connection breaks
+(carbon overwrites the same path and timestamp, so a resend is harmless);
+with a spool they go there instead, read back into blocks.
 While carbon is away, or the memory queue is deep, datapoints go to the disk
 spool and are replayed oldest first once carbon is back; ``close`` persists
 what is still in memory. Batches are kept as :class:`~fructosa.wire.blocks.Block` s, with the prefix
-added only when the frames are written. A batch counts as safe (its ``on_safe`` is called,
+added only when the frames are written (:class:`~.carbon_pickle.CarbonPickleEncoder`, straight from
+the block). A batch counts as safe (its ``on_safe`` is called,
 which lets lmaster acknowledge it to the agent) once it is written to
 carbon's socket or to the spool.
 
@@ -43,7 +46,8 @@ from ..ratelog import RateLimitedLog
 from ..spool import Spool
 from ..wire.blocks import Block, check_block
 from . import Sink, block_bytes
-from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, carbon_frames
+from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, CarbonPickleEncoder
+from .resend_window import ResendWindow, Written
 
 if TYPE_CHECKING:
     from ..config import MasterConfig
@@ -86,7 +90,7 @@ class CarbonPickleSink(Sink):
     ) -> None:
         self.host = host
         self.port = port
-        self.prefix = prefix
+        self._encoder = CarbonPickleEncoder(prefix)
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
         self.spool = spool
@@ -94,8 +98,7 @@ class CarbonPickleSink(Sink):
         self._queue: deque[_Batch] = deque()
         self._queued = 0
         self._queued_bytes = 0
-        self._recent: deque[tuple[float, _Batch]] = deque()
-        self._recent_bytes = 0
+        self._recent = ResendWindow()
         self._in_flight: list[_Batch] = []
         self._in_flight_bytes = 0
         self._wakeup = asyncio.Event()
@@ -110,6 +113,15 @@ class CarbonPickleSink(Sink):
         self._drop_log = RateLimitedLog(log, period=60.0)
         self._connect_log = RateLimitedLog(log, period=300.0)
         self._spool_log = RateLimitedLog(log, period=60.0)
+
+    @property
+    def prefix(self) -> str:
+        return self._encoder.prefix
+
+    @prefix.setter
+    def prefix(self, prefix: str) -> None:
+        if prefix != self._encoder.prefix:
+            self._encoder = CarbonPickleEncoder(prefix)
 
     @property
     def connected(self) -> bool:
@@ -163,19 +175,25 @@ class CarbonPickleSink(Sink):
 
     def _memory_full(self, beyond: bool = False) -> bool:
         """The memory queue is at (``beyond``: over) one of its bounds."""
+        count, size = self._waiting()
         if beyond:
-            return self._queued > self.max_queued or self._queued_bytes > self.max_queued_bytes
-        return self._queued >= self.max_queued or self._queued_bytes >= self.max_queued_bytes
+            return count > self.max_queued or size > self.max_queued_bytes
+        return count >= self.max_queued or size >= self.max_queued_bytes
+
+    def _waiting(self) -> tuple[int, int]:
+        """Datapoints and bytes waiting in memory: the queue and (no spool) a lost connection's window."""
+        return self._queued + self._recent.again_count, self._queued_bytes + self._recent.again_bytes
 
     def pressure(self) -> float:
         """With a spool: the share of it that what may land there (spool, memory, resend window, the
         write in progress) would fill, plus memory beyond its bounds when the disk refused records;
         without: the memory queue against its bounds (beyond them it drops the oldest)."""
         self._forget_old(time.monotonic())  # what left the resend window no longer counts
-        memory = max(self._queued / self.max_queued, self._queued_bytes / self.max_queued_bytes)
+        count, size = self._waiting()
+        memory = max(count / self.max_queued, size / self.max_queued_bytes)
         if self.spool is None:
             return memory
-        at_risk = self.spool.bytes + self._queued_bytes + self._recent_bytes + self._in_flight_bytes
+        at_risk = self.spool.bytes + self._queued_bytes + self._recent.bytes + self._in_flight_bytes
         return max(at_risk / self.spool.max_bytes, memory if memory > 1.0 else 0.0)
 
     def _to_spool(self, block: Block) -> bool:
@@ -246,6 +264,12 @@ class CarbonPickleSink(Sink):
         closed_by_carbon = asyncio.ensure_future(reader.read(1))
         try:
             while True:
+                if self._recent.again:  # no spool: the window of the last connection first, as written
+                    again = self._recent.take_again(time.monotonic())
+                    writer.writelines([buffer for written in again for buffer in written.buffers])
+                    await writer.drain()
+                    self._counters["frames"] += sum(len(written.buffers) for written in again)
+                    continue
                 batches = self._take_batches()
                 if not batches:
                     self._wakeup.clear()
@@ -260,10 +284,11 @@ class CarbonPickleSink(Sink):
                     continue
                 self._in_flight = batches
                 self._in_flight_bytes = sum(batch.size for batch in batches)
-                frames = [frame for batch in batches for frame in carbon_frames(batch.block, self.prefix)]
+                prefix, encode = self.prefix, self._encoder.frames
+                frames = [frame for batch in batches for frame in encode(batch.block)]
                 writer.writelines(frames)
                 await writer.drain()
-                self._written(batches, len(frames))
+                self._written(batches, frames, prefix)
         finally:
             closed_by_carbon.cancel()
 
@@ -284,51 +309,49 @@ class CarbonPickleSink(Sink):
                 batches.append(replayed)
         return batches
 
-    def _written(self, batches: list[_Batch], frames: int) -> None:
+    def _written(self, batches: list[_Batch], frames: list[bytes], prefix: str) -> None:
         now = time.monotonic()
+        count = size = 0
         for batch in batches:
             batch.safe()
             if batch.record_id is not None and self.spool is not None:
                 self.spool.ack(batch.record_id)
                 batch.record_id = None
-            self._counters["sent"] += len(batch.block)
-            if self.resend_window > 0:
-                self._recent.append((now, batch))
-                self._recent_bytes += batch.size
-        self._counters["frames"] += frames
+            count += len(batch.block)
+            size += batch.size
+        self._counters["sent"] += count
+        if self.resend_window > 0:
+            self._recent.add(Written(now, frames, count, size, prefix))
+        self._counters["frames"] += len(frames)
         self._in_flight = []
         self._in_flight_bytes = 0
         self._forget_old(now)
 
     def _forget_old(self, now: float) -> None:
         """Forget what left the resend window, and its oldest beyond the byte bound (counted)."""
-        while self._recent and self._recent[0][0] < now - self.resend_window:
-            self._recent_bytes -= self._recent.popleft()[1].size
-        while self._recent and self._recent_bytes > self.max_queued_bytes:
-            _, batch = self._recent.popleft()
-            self._recent_bytes -= batch.size
-            self._counters["resend_forgotten"] += len(batch.block)
+        self._counters["resend_forgotten"] += self._recent.forget(now - self.resend_window, self.max_queued_bytes)
 
     def _connection_lost(self) -> None:
         """What carbon may not have stored goes back: the recent window, the
         batches being written, and (with a spool) the memory queue, to disk."""
         self._forget_old(time.monotonic())
-        # At shutdown carbon is fine: what it was sent needs no second copy.
-        resend = [] if self._closing else [batch for _, batch in self._recent]
-        self._recent.clear()
-        self._recent_bytes = 0
-        self._counters["resent"] += sum(len(batch.block) for batch in resend)
         unsent = [batch for batch in self._in_flight if batch.record_id is None]
         self._in_flight = []
         self._in_flight_bytes = 0
+        if self._closing:  # at shutdown carbon is fine: what it was sent needs no second copy
+            self._recent.take()
+        elif self.spool is None:
+            self._counters["resent"] += self._recent.lose()
         if self.spool is None:
-            back = resend + unsent
-            self._queue.extendleft(reversed(back))
-            self._queued += sum(len(batch.block) for batch in back)
-            self._queued_bytes += sum(batch.size for batch in back)
+            self._queue.extendleft(reversed(unsent))
+            self._queued += sum(len(batch.block) for batch in unsent)
+            self._queued_bytes += sum(batch.size for batch in unsent)
             return
+        resend = self._recent.take()
+        self._counters["resent"] += sum(written.count for written in resend)
         self.spool.rewind()  # replayed records in flight are read again
-        self._spool_all([*resend, *unsent, *self._queue])
+        again = [_Batch(block, size=block_bytes(block)) for block in (written.block() for written in resend)]
+        self._spool_all([*again, *unsent, *self._queue])
 
     def _spool_all(self, batches: list[_Batch]) -> None:
         """Move batches to the spool; those the disk refuses stay in the memory queue, in order."""
@@ -344,7 +367,7 @@ class CarbonPickleSink(Sink):
         """Deliver what is queued within ``timeout`` seconds; persist the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self._queued or self._in_flight) and self.connected and loop.time() < deadline:
+        while (self._waiting()[0] or self._in_flight) and self.connected and loop.time() < deadline:
             await asyncio.sleep(0.05)
         self._closing = True
         if self._task is not None:
@@ -359,13 +382,15 @@ class CarbonPickleSink(Sink):
                 self.address, len(self.spool), self.spool.directory,
             )  # fmt: skip
             self.spool.close()
-        elif self._queued:
-            log.warning("carbon %s: %d datapoints not delivered at shutdown (no spool)", self.address, self._queued)
+        elif self._waiting()[0]:
+            log.warning(
+                "carbon %s: %d datapoints not delivered at shutdown (no spool)", self.address, self._waiting()[0]
+            )
 
     def stats(self) -> dict[str, int]:
         spool = self.spool
         return {
-            "queued": self._queued, "queued_bytes": self._queued_bytes, "spool_batches": len(spool or ()),
+            "queued": self._waiting()[0], "queued_bytes": self._waiting()[1], "spool_batches": len(spool or ()),
             "spool_dropped": spool.dropped if spool is not None else 0, **self._counters,
         }  # fmt: skip
 

@@ -4,8 +4,9 @@ An agent flattens its samples itself (:func:`fructosa.graphite_paths.sample_to_d
 and sends *blocks*: all paths of a batch as one ASCII string, the
 timestamps and the values as two arrays of doubles. The master can then
 check a whole block with a handful of C-level operations (a byte
-translation, a few substring counts, ``min``/``max``/``fsum``) instead of
-touching every datapoint in Python, and sinks keep blocks as three flat
+translation and a few substring counts for the paths, done once per set of
+paths an agent sends; a few big-integer operations on the numbers' bits)
+instead of touching every datapoint in Python, and sinks keep blocks as three flat
 buffers instead of millions of tuples: nothing for the garbage collector
 to walk, an eighth of the memory. Carbon's pickle frames are produced from
 a block only when the carbon sink writes them (:mod:`fructosa.sinks.carbon_pickle`).
@@ -23,6 +24,7 @@ import math
 import re
 import struct
 import sys
+import threading
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -183,6 +185,19 @@ def all_valid(block: Block, host_prefix: str | None) -> bool:
     count, paths = len(block), block.paths
     if count == 0:
         return not paths
+    if _VALID_PATHS.get((paths, host_prefix)) != count:
+        if not paths_valid(paths, count, host_prefix):
+            return False
+        _VALID_PATHS.remember((paths, host_prefix), count)
+    if _numbers_valid(block.times, block.values, count):
+        return True
+    if not math.isfinite(sum(block.values) + sum(block.times)):  # the exact rule, where the bits were not enough
+        return False  # NaN or infinity somewhere (or values too huge to add up): look closer
+    return 0 <= min(block.times) and max(block.times) < MAX_TIMESTAMP
+
+
+def paths_valid(paths: bytes, count: int, host_prefix: str | None) -> bool:
+    """Whether ``paths`` are ``count`` valid paths joined by newlines, all below ``host_prefix`` when given."""
     if paths.translate(None, _PATH_CHARACTERS) != _NEWLINES[: count - 1] or len(paths) < 2 * count - 1:
         return False  # a character outside the allowed set, or not ``count`` paths
     separators = paths.translate(_NEWLINE_TO_DOT)  # one search finds every empty component
@@ -198,9 +213,108 @@ def all_valid(block: Block, host_prefix: str | None) -> bool:
             return False
         if longest > MAX_COMPONENT and max(map(len, separators.split(b"."))) > MAX_COMPONENT:
             return False  # a component whisper cannot make a file name of
-    if not math.isfinite(sum(block.values) + sum(block.times)):
-        return False  # NaN or infinity somewhere (or values too huge to add up): look closer
-    return 0 <= min(block.times) and max(block.times) < MAX_TIMESTAMP
+    return True
+
+
+def _numbers_valid(times: array, values: array, count: int) -> bool:
+    """True when every time is in [0, MAX_TIMESTAMP) and every value finite, judged on their bits with a few
+    big-integer operations over all lanes of 64 bits at once; False means "look closer" (also on a big-endian
+    host, or for -0.0 as a time), never "invalid".
+
+    A double is NaN or infinite exactly when its 11 exponent bits are all set: adding one to the exponent
+    field then carries into the sign bit's place, and only then. A non-negative double (sign bit clear) is
+    below the limit exactly when its bits, read as an integer, are below the limit's: adding
+    2**63 - bits(limit) then leaves the top bit clear. No lane carries into the next.
+    """
+    if _SWAP or len(values) != count:
+        return False
+    masks = _lane_masks(count)
+    time_bits = int.from_bytes(times, "little")
+    if time_bits & masks.sign or (time_bits + masks.time_offset) & masks.sign:
+        return False
+    return not ((int.from_bytes(values, "little") & masks.exponent) + masks.exponent_unit) & masks.sign
+
+
+def times_not_older(newer: array, older: array) -> bool:
+    """True when every time of ``newer`` is at least the one at the same position of ``older``, both in
+    [0, MAX_TIMESTAMP), judged on their bits as :func:`_numbers_valid` does; False means "look closer".
+
+    For such doubles, bits compare as the numbers do; ``newer + 2**63 - older`` in every lane of 64 bits
+    keeps the lane's top bit set exactly when the lane of ``newer`` is not smaller, and never borrows
+    from the next lane. A tap uses it to skip a block that a later one of the same paths supersedes.
+    """
+    count = len(newer)
+    if _SWAP or len(older) != count or not count:
+        return False
+    masks = _lane_masks(count)
+    new_bits, old_bits = int.from_bytes(newer, "little"), int.from_bytes(older, "little")
+    both = new_bits | old_bits
+    if both & masks.sign or (new_bits + masks.time_offset) & masks.sign or (old_bits + masks.time_offset) & masks.sign:
+        return False
+    return (new_bits + masks.sign - old_bits) & masks.sign == masks.sign
+
+
+@dataclass(frozen=True, slots=True)
+class _LaneMasks:
+    """A 64-bit pattern repeated once a datapoint, as one integer: see :func:`_numbers_valid`."""
+
+    sign: int
+    exponent: int
+    exponent_unit: int
+    time_offset: int
+
+
+_LANE_MASKS: dict[int, _LaneMasks] = {}
+_TIME_LIMIT_BITS = struct.unpack("<Q", struct.pack("<d", MAX_TIMESTAMP))[0]
+
+
+def _lane_masks(count: int) -> _LaneMasks:
+    masks = _LANE_MASKS.get(count)
+    if masks is None:
+        if len(_LANE_MASKS) >= 256:
+            _LANE_MASKS.clear()  # block sizes vary: keep the common ones
+
+        def lanes(pattern: int) -> int:
+            return int.from_bytes(pattern.to_bytes(8, "little") * count, "little")
+
+        masks = _LANE_MASKS[count] = _LaneMasks(
+            lanes(1 << 63), lanes(0x7FF << 52), lanes(1 << 52), lanes((1 << 63) - _TIME_LIMIT_BITS)
+        )
+    return masks
+
+
+class _ValidPaths:
+    """Path sets (and host prefixes) that passed :func:`paths_valid`, with their datapoint counts.
+
+    An agent sends the same paths block after block; recognising them costs a hash of the bytes
+    (computed once per block, and reused by every dict keyed on them) and one comparison, against
+    four passes over them and a split. The whole bytes are the key, so nothing is assumed: a block
+    with a single byte changed is checked in full. Bounded in entries and bytes, oldest out first;
+    lookups are single dict operations, safe from the decoder thread too.
+    """
+
+    def __init__(self, max_entries: int = 8192, max_bytes: int = 16 << 20) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._entries: dict[tuple[bytes, str | None], int] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.get = self._entries.get
+
+    def remember(self, key: tuple[bytes, str | None], count: int) -> None:
+        if len(key[0]) > self.max_bytes // 64:
+            return  # a huge block is rare: not worth pushing out many agents' sets
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = count
+            self._bytes += len(key[0])
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                oldest = next(iter(self._entries))
+                del self._entries[oldest]
+                self._bytes -= len(oldest[0])
+
+
+_VALID_PATHS = _ValidPaths()
 
 
 def filter_valid(block: Block, host_prefix: str | None) -> tuple[Block, list[str]]:
