@@ -71,6 +71,9 @@ class AgentState:
     _samples_at_last_report: int = 0
     announced_up: bool | None = None
     """Liveness as the table's listeners were last told (None: never checked)."""
+    liveness_paths: tuple[bytes, bytes] | None = field(default=None, repr=False, compare=False)
+    """Its ``HOST.fructosa.up`` and ``HOST.fructosa.seconds_since_data`` as the reporter made them once
+    (:func:`fructosa.master.report.liveness_paths`): the host of an entry never changes."""
 
     @property
     def connected(self) -> bool:

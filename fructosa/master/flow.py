@@ -145,9 +145,9 @@ class Flow:
                     logging.ERROR, ("tap", tap.name), "tap %s failed: %s: %s", tap.name, type(error).__name__, error
                 )
 
-    def emit(self, datapoints: list[Datapoint]) -> None:
-        """Send datapoints lmaster makes itself (liveness, job events) to every sink and tap;
-        dropped (counted) while the sinks are over the high-water mark."""
+    def emit(self, datapoints: list[Datapoint] | Block) -> None:
+        """Send datapoints lmaster makes itself (liveness, job events), as tuples or a block, to every
+        sink and tap; dropped (counted) while the sinks are over the high-water mark."""
         if not datapoints:
             return
         if self.pressure() >= self.admission.high:
@@ -157,7 +157,7 @@ class Flow:
                 len(datapoints), self.counters.own_dropped,
             )  # fmt: skip
             return
-        self.deliver(Block.of(datapoints), None)
+        self.deliver(datapoints if isinstance(datapoints, Block) else Block.of(datapoints), None)
 
     async def checked_block(self, kind: bytes, body: bytes, sender: Sender) -> Block:
         """The valid datapoints of one batch; what is refused is counted and logged.
