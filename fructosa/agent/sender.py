@@ -66,7 +66,7 @@ class Sender(Outbox):
         """The changing facts (sensor intervals, GPUs) lmaster was last told, in a hello or heartbeat."""
         # No lingering for more data: the sensors due at one instant are measured in one go, so
         # their samples are all queued before the session runs again and travel in one batch.
-        self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval)
+        self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval, defer_acks=True)
         self._spill_timer: asyncio.TimerHandle | None = None
         self._last_spill = float("-inf")
 
