@@ -401,3 +401,50 @@ def test_a_sample_is_flattened_once_for_the_plan_the_journal_and_the_batches(
         "t1.VirtualMemory.percent", "t1.VirtualMemory.used"
     ]  # fmt: skip
     assert len((tmp_path / "journal").read_text().splitlines()) == 2
+
+
+def test_a_session_deferring_acknowledgements_reads_them_at_the_next_wake() -> None:
+    async def scenario(peer: Peer, outbox: ListOutbox) -> None:
+        session = outbox.session
+        session.defer_acks, session.heartbeat_interval, session.max_in_flight = True, 60.0, 10
+        first = outbox.add(1)
+        await peer.wait_for(lambda: len(peer.connections) == 1 and len(peer.batches()) == 1)
+        peer.acknowledge(*first)
+        await asyncio.sleep(0.3)  # no wake, no heartbeat due: the acknowledgement waits (the duration under test)
+        assert outbox.acknowledged == [] and list(session.in_flight) == first
+        later = outbox.add(1)  # the agent's next tick
+        await peer.wait_for(lambda: outbox.acknowledged == [0] and len(peer.batches()) == 2)
+        assert list(session.in_flight) == later
+
+    run_session(scenario)
+
+
+def test_a_session_deferring_acknowledgements_still_reads_them_for_heartbeats_and_a_full_window() -> None:
+    async def scenario(peer: Peer, outbox: ListOutbox) -> None:
+        session = outbox.session
+        session.defer_acks, session.heartbeat_interval = True, 0.3
+        ids = outbox.add(1)
+        await peer.wait_for(lambda: len(peer.connections) == 1 and len(peer.batches()) == 1)
+        peer.acknowledge(*ids)
+        await peer.wait_for(lambda: outbox.acknowledged == [0], timeout=5)  # read once the heartbeat goes
+        session.heartbeat_interval = 60.0
+        ids = outbox.add(3)  # a window of 2: the third waits for an acknowledgement, read at once
+        await peer.wait_for(lambda: len(peer.batches()) == 3)
+        peer.acknowledge(ids[0])
+        await peer.wait_for(lambda: len(peer.batches()) == 4 and outbox.acknowledged == [0, 1], timeout=5)
+
+    run_session(scenario)
+
+
+def test_a_session_deferring_acknowledgements_sees_the_peer_gone_at_the_next_wake_and_resends() -> None:
+    async def scenario(peer: Peer, outbox: ListOutbox) -> None:
+        session = outbox.session
+        session.defer_acks, session.heartbeat_interval, session.max_in_flight = True, 60.0, 10
+        ids = outbox.add(1)
+        await peer.wait_for(lambda: len(peer.connections) == 1 and len(peer.batches()) == 1)
+        peer.writers[0].close()  # the peer goes away while the session does not read
+        later = outbox.add(1)
+        await peer.wait_for(lambda: len(peer.connections) == 2 and len(peer.batches()) == 2, timeout=10)
+        assert peer.batches() == [*ids, *later] and session.connects == 2
+
+    run_session(scenario)

@@ -1,8 +1,9 @@
 """The lagent daemon: its parts put together, and their run/reload lifecycle.
 
-Each measurement is flattened to Graphite datapoints once, here, and the
-datapoints serve everything after: the adaptive plan, the journal and the
-batches sent to lmaster.
+Each measurement is flattened to Graphite datapoints once, here, into a
+one-sample block (from the sensor's remembered layout when its shape did not
+change, :mod:`.layouts`), and that block serves everything after: the
+adaptive plan, the journal and the batches sent to lmaster.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import IO
 from .. import __version__
 from ..adaptive import AdaptivePlan
 from ..config import AgentConfig, SensorConfig
-from ..graphite_paths import Datapoint, SampleError, sample_to_datapoints
+from ..graphite_paths import SampleError, sample_to_datapoints
 from ..spool import Spool
+from ..wire.blocks import Block
+from .layouts import LayoutCache
 from .queue import SampleQueue
 from .report import Reporter
 from .scheduler import SensorScheduler
@@ -43,7 +46,8 @@ class Agent:
     ) -> None:
         self.config = config
         self.counters = {"samples": 0}
-        self.queue: SampleQueue[list[Datapoint]] = SampleQueue(config.max_queued_samples)
+        self.queue: SampleQueue[Block] = SampleQueue(config.max_queued_samples)
+        self.layouts = LayoutCache()
         self.plan = AdaptivePlan(config.sensors)
         self.sender = Sender(config, self.queue, spool, tls, self.plan.intervals)
         self.scheduler = SensorScheduler(self.plan, self.record)
@@ -130,18 +134,22 @@ class Agent:
         """One measurement of ``sensor``, taken now: flattened once, then queued for
         lmaster, shown to the adaptive plan and journaled."""
         self.counters["samples"] += 1
-        sample = {"host": self.config.hostname, "sensor": sensor, "time": time.time(), "value": value}
-        try:
-            datapoints = sample_to_datapoints(sample)
-        except SampleError as error:
-            log.error("sample of sensor %s dropped: %s", sensor, error)
-            return
-        self.queue.put(datapoints)
+        host, now = self.config.hostname, time.time()
+        block = self.layouts.block(host, sensor, now, value)
+        if block is None:
+            sample = {"host": host, "sensor": sensor, "time": now, "value": value}
+            try:
+                datapoints = sample_to_datapoints(sample)
+            except SampleError as error:
+                log.error("sample of sensor %s dropped: %s", sensor, error)
+                return
+            block = self.layouts.learn(host, sensor, value, datapoints)
+        self.queue.put(block)
         self.sender.wake()
         if self.plan.watches(sensor):
-            for name in self.plan.observe(sensor, datapoints, asyncio.get_running_loop().time()):
+            for name in self.plan.observe(sensor, block.datapoints(), asyncio.get_running_loop().time()):
                 self.scheduler.wake(name)
         if self.plan.schedules or sensor == "GPU":  # an interval may have changed; NVML may know the GPUs now
             self.sender.note_facts()
         if self._journal is not None:  # debug option: what was measured, for loss checks
-            self._journal.writelines(f"{path} {number!r} {when!r}\n" for path, (when, number) in datapoints)
+            self._journal.writelines(f"{path} {number!r} {when!r}\n" for path, (when, number) in block.datapoints())

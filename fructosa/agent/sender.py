@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from array import array
 from collections import deque
 from collections.abc import Callable
 
 from .. import __version__
 from ..config import AgentConfig
-from ..graphite_paths import Datapoint
 from ..spool import Spool
 from ..wire import auth, protocol
 from ..wire.blocks import Block, split_for_frames
@@ -47,7 +47,7 @@ class Sender(Outbox):
     def __init__(
         self,
         config: AgentConfig,
-        queue: SampleQueue[list[Datapoint]],
+        queue: SampleQueue[Block],
         spool: Spool | None,
         tls: ssl.SSLContext | None,
         intervals: Callable[[], dict[str, float]] = dict,
@@ -66,7 +66,7 @@ class Sender(Outbox):
         """The changing facts (sensor intervals, GPUs) lmaster was last told, in a hello or heartbeat."""
         # No lingering for more data: the sensors due at one instant are measured in one go, so
         # their samples are all queued before the session runs again and travel in one batch.
-        self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval)
+        self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval, defer_acks=True)
         self._spill_timer: asyncio.TimerHandle | None = None
         self._last_spill = float("-inf")
 
@@ -211,14 +211,44 @@ class Sender(Outbox):
         self.spool.close()
 
 
-def encode_batches(samples: list[list[Datapoint]], new_batch_id: Callable[[], bytes]) -> list[bytes]:
-    """``D`` frame bodies (batch id + block) of samples already flattened,
-    split so that each block fits the frame cap; lmaster only checks and forwards."""
-    datapoints: list[Datapoint] = []
-    for sample in samples:
-        datapoints.extend(sample)
+_BLOCK_HEADER = len(Block().encode())
+
+
+def encode_batches(samples: list[Block], new_batch_id: Callable[[], bytes]) -> list[bytes]:
+    """``D`` frame bodies (batch id + block) of samples already flattened into
+    one-sample blocks, joined so that each block fits the frame cap; lmaster
+    only checks and forwards. A sample too large for one frame is split."""
     room = protocol.MAX_FRAME - 1 - protocol.BATCH_ID_SIZE
-    return [
-        new_batch_id() + Block.of(chunk, samples=len(samples) if index == 0 else 0).encode()
-        for index, chunk in enumerate(split_for_frames(datapoints, room))
-    ]
+    joined: list[Block] = []
+    chunk: list[Block] = []
+    size = _BLOCK_HEADER
+    for sample in samples:
+        cost = len(sample.paths) + 1 + 16 * len(sample)
+        if chunk and size + cost > room:
+            joined.append(_joined(chunk))
+            chunk, size = [], _BLOCK_HEADER
+        if _BLOCK_HEADER + cost > room:  # alone over the cap: its datapoints in several blocks
+            joined.extend(Block.of(part) for part in split_for_frames(sample.datapoints(), room))
+            continue
+        chunk.append(sample)
+        size += cost
+    if chunk:
+        joined.append(_joined(chunk))
+    joined = [block for block in joined if len(block)]  # samples without datapoints make no batch
+    if joined:
+        joined[0].samples = len(samples)
+        for block in joined[1:]:
+            block.samples = 0
+    return [new_batch_id() + block.encode() for block in joined]
+
+
+def _joined(samples: list[Block]) -> Block:
+    """One block of the datapoints of ``samples``, in order (no tuple per datapoint)."""
+    if len(samples) == 1:
+        return Block(samples[0].paths, samples[0].times, samples[0].values)
+    nonempty = [sample for sample in samples if len(sample)]
+    times, values = array("d"), array("d")
+    for sample in nonempty:
+        times += sample.times
+        values += sample.values
+    return Block(b"\n".join(sample.paths for sample in nonempty), times, values)

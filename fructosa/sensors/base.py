@@ -160,6 +160,8 @@ def as_plain(obj: Any) -> Any:
     if isinstance(obj, tuple):
         fields = getattr(obj, "_fields", None)
         if fields is not None:  # a namedtuple: mostly plain numbers
+            if _SCALARS.issuperset(map(type, obj)):  # all of them: one C-level pass
+                return dict(zip(fields, obj, strict=True))
             return {
                 key: value if type(value) in _SCALARS else as_plain(value)
                 for key, value in zip(fields, obj, strict=True)

@@ -199,6 +199,16 @@ class SendingSession:
     knows we are alive. :meth:`wake` tells the session new data waits; the
     session looks at the outbox once the callbacks running then are done, so
     data queued at one instant travels in one batch.
+
+    With ``defer_acks`` (an agent, whose data comes in ticks), the peer's
+    acknowledgements are read in the wakeup of the next :meth:`wake` instead of
+    waking the process on arrival: while it waits with room in the window and
+    every batch in flight was sent since reading last resumed, the session stops
+    reading the connection (the acknowledgements wait in the kernel). Reading
+    resumes at the next :meth:`wake`, heartbeat, full window or :meth:`flush`, so
+    acknowledgements, resends and a peer that closed the connection are all seen
+    by then; the acknowledgements of older batches are always read before
+    reading stops again.
     """
 
     def __init__(
@@ -207,8 +217,10 @@ class SendingSession:
         log: logging.Logger,
         max_in_flight: int,
         heartbeat_interval: float,
+        defer_acks: bool = False,
     ) -> None:
         self.outbox = outbox
+        self.defer_acks = defer_acks
         self.log = log
         self.max_in_flight = max_in_flight
         self.heartbeat_interval = heartbeat_interval
@@ -226,6 +238,10 @@ class SendingSession:
         self._waiting: Callable[..., None] | None = None
         """While :meth:`stream` waits for work: what ends the wait."""
         self._writer: asyncio.StreamWriter | None = None
+        self._reading_paused = False
+        self._owed: set[bytes] = set()
+        """With ``defer_acks``: batches in flight when reading last resumed (their
+        acknowledgements may be waiting): reading stops again only once they are acknowledged."""
         self._connect_log = RateLimitedLog(log, period=300.0)
 
     def new_batch_id(self) -> bytes:
@@ -238,6 +254,7 @@ class SendingSession:
 
     def wake(self) -> None:
         """New data waits to be sent (it goes once the window has room)."""
+        self._resume_reading()  # now, so this wakeup's poll reads the acknowledgements waiting
         if self._waiting is not None and not self.window_full:
             self._waiting()
 
@@ -266,6 +283,8 @@ class SendingSession:
         soon as the peer is away. Returns whether everything was."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self.defer_acks = False  # the acknowledgements are what we wait for now
+        self._resume_reading()
         while unsent() or self.in_flight:
             if loop.time() >= deadline or (only_while_connected and not self.connected.is_set()):
                 return False
@@ -304,6 +323,7 @@ class SendingSession:
             finally:
                 self.connected.clear()
                 self._writer = None
+                self._reading_paused = False
                 writer.close()
                 outbox.on_disconnected()
 
@@ -355,12 +375,27 @@ class SendingSession:
         timer = asyncio.get_running_loop().call_later(max(0.0, timeout), wake)
         acks.add_done_callback(wake)
         self._waiting = wake
+        if self.defer_acks and not self.window_full and not (self._owed & self.in_flight.keys()):
+            self._pause_reading()
         try:
             await woken
         finally:
             self._waiting = None
             timer.cancel()
             acks.remove_done_callback(wake)
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if self._writer is not None and not self._reading_paused:
+            self._writer.transport.pause_reading()
+            self._reading_paused = True
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self._owed = set(self.in_flight)
+            if self._writer is not None:
+                self._writer.transport.resume_reading()
 
     async def _read_acks(self, reader: asyncio.StreamReader) -> None:
         while True:
