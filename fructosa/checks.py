@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+from typing import TYPE_CHECKING
 
-from .config import AgentConfig, LinkConfig, MasterConfig
+from .config import AgentConfig, LinkConfig
 from .spool import directory_exposure
 from .wire import auth
+
+if TYPE_CHECKING:
+    from .config import MasterConfig  # named only: importing it would load lmaster's half into lagent
 
 
 def resolvable(host: str, port: int) -> str | None:

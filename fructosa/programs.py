@@ -1,6 +1,9 @@
 """The two programs: what ``lagent`` and ``lmaster`` prepare, check and run.
 
 Entry points ``lagent`` → :func:`agent_main`, ``lmaster`` → :func:`master_main`.
+Both enter here, so lmaster's modules (its half of the configuration, the
+sinks, the Master) are imported only inside lmaster's functions: ``lagent``
+stays as small in memory as its own half allows.
 """
 
 from __future__ import annotations
@@ -159,6 +162,12 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+def load_master_config(path: str) -> config.MasterConfig:
+    """lmaster's file; :mod:`fructosa.config` imports lmaster's half of the
+    schema only now, so that ``lagent``, which imports this module too, does not."""
+    return config.load_master_config(path)
+
+
 def prepare_master(cfg: config.MasterConfig, status_file: str) -> Prepared:
     """lmaster's listening sockets, spool and sinks, and the Master made of them."""
     from .master import Master
@@ -192,7 +201,7 @@ MASTER = DaemonSpec(
     program="lmaster",
     default_config=config.DEFAULT_MASTER_CONFIG,
     default_pidfile="/run/lmaster.pid",
-    load_config=config.load_master_config,
+    load_config=load_master_config,
     problems=checks.master_problems,
     effective=config.effective_master_ini,
     prepare=prepare_master,

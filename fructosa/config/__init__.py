@@ -10,11 +10,18 @@ Every key is declared once (:mod:`.schema`), in :mod:`.agent`,
 :mod:`.master` and :mod:`.common`; sensors declare their own options. The
 loading (:mod:`.loader`), ``check``'s printout (:mod:`.effective`) and the
 example files (``python -m fructosa.config.examples``) derive from that.
+
+lmaster's half (:mod:`.master`, which brings alarms, jobs and the sinks'
+ring) is imported on first use of one of its names (:func:`__getattr__`),
+so that ``lagent``, which loads only its own file, does not carry lmaster's
+modules in its memory.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ..logs import LoggingConfig
 from .agent import (
@@ -27,17 +34,7 @@ from .agent import (
 )
 from .common import LinkConfig, SpoolConfig, parse_spool_size
 from .effective import effective_ini
-from .master import (
-    DEFAULT_MASTER_CONFIG,
-    DEFAULT_MASTER_SPOOL,
-    MASTER_SCHEMA,
-    GraphiteConfig,
-    MasterConfig,
-    SlurmConfig,
-    UpstreamConfig,
-    load_master_config,
-    parse_prefix,
-)
+from .locations import DEFAULT_MASTER_CONFIG
 from .reader import ConfigError, did_you_mean
 from .sensor_sections import SensorConfig
 from .values import (
@@ -55,7 +52,33 @@ from .values import (
     parse_size,
 )
 
+if TYPE_CHECKING:
+    from .master import (
+        DEFAULT_MASTER_SPOOL,
+        MASTER_SCHEMA,
+        GraphiteConfig,
+        MasterConfig,
+        SlurmConfig,
+        UpstreamConfig,
+        load_master_config,
+        parse_prefix,
+    )
+
 SENSOR_SECTION_PREFIX = "sensor:"
+
+MASTER_NAMES = frozenset(
+    {
+        "DEFAULT_MASTER_SPOOL",
+        "MASTER_SCHEMA",
+        "GraphiteConfig",
+        "MasterConfig",
+        "SlurmConfig",
+        "UpstreamConfig",
+        "load_master_config",
+        "parse_prefix",
+    }
+)
+"""Names of :mod:`.master` this package exports, imported when first asked for."""
 
 __all__ = [
     "AGENT_SCHEMA",
@@ -99,6 +122,15 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """lmaster's names, from :mod:`.master` imported on first use (see the module's docstring)."""
+    if name in MASTER_NAMES:
+        value = getattr(importlib.import_module(".master", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def effective_agent_ini(cfg: AgentConfig) -> str:
     """lagent's whole configuration with every default filled in; loading it gives ``cfg`` again."""
     return effective_ini(AGENT_SCHEMA, cfg)
@@ -106,6 +138,8 @@ def effective_agent_ini(cfg: AgentConfig) -> str:
 
 def effective_master_ini(cfg: MasterConfig) -> str:
     """lmaster's whole configuration with every default filled in; loading it gives ``cfg`` again."""
+    from .master import MASTER_SCHEMA
+
     return effective_ini(MASTER_SCHEMA, cfg)
 
 

@@ -18,11 +18,11 @@ from .common import (
     spool_keys,
 )
 from .loader import load
+from .locations import DEFAULT_AGENT_CONFIG
 from .schema import ForeignSection, Key, Schema, Section
 from .sensor_sections import SENSORS, SensorConfig, warn_unconfigured_conditions
 from .values import parse_bool, parse_path, parse_positive_float, parse_positive_int
 
-DEFAULT_AGENT_CONFIG = "/etc/fructosa/lagent.conf"
 DEFAULT_AGENT_SPOOL = "/var/lib/fructosa/lagent"
 
 

@@ -22,6 +22,7 @@ from .common import (
 )
 from .jobs import JOBS, JobsConfig  # jobs
 from .loader import SectionRead, load
+from .locations import DEFAULT_MASTER_CONFIG
 from .schema import ForeignSection, Key, Schema, Section
 from .values import (
     format_size,
@@ -36,7 +37,6 @@ from .values import (
     parse_size,
 )
 
-DEFAULT_MASTER_CONFIG = "/etc/fructosa/lmaster.conf"
 DEFAULT_MASTER_SPOOL = "/var/lib/fructosa/lmaster"
 
 

@@ -33,8 +33,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from ..graphite_paths import MAX_DEPTH, MAX_LEAVES_PER_SAMPLE
 
 SENSOR = "Prometheus"
@@ -87,6 +85,9 @@ class Parsed:
 
 def parse_exposition(text: str) -> list[tuple[str, str, str, dict[str, str], float]]:
     """``(family name, type, sample name, labels, value)`` of every sample; ExpositionError when malformed."""
+    # prometheus_client's package brings its HTTP server and exposition (~2 MB): lagent imports it when it parses
+    from prometheus_client.parser import text_string_to_metric_families
+
     samples = []
     try:
         for family in text_string_to_metric_families(text):

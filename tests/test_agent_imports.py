@@ -1,0 +1,81 @@
+"""lagent imports only the agent's half of FrUCToSA.
+
+``lagent`` and ``lmaster`` enter through one module (fructosa.programs) and
+share one configuration package; what lmaster alone needs (its schema, alarms,
+jobs, sinks, the HTTP face, prometheus_client's server side) must stay out of
+the agent's memory. This is a structure test: it looks at ``sys.modules`` in
+a fresh interpreter, it times nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.configs import agent_ini
+
+REPO = Path(__file__).resolve().parent.parent
+
+NINE_SENSORS = (
+    "CPUPercent", "VirtualMemory", "CPUTimes", "CPUTimesPercent", "CPUStats",
+    "SwapMemory", "DiskUsage", "DiskIOCounters", "NetIOCounters",
+)  # fmt: skip
+
+LMASTER_ONLY = (
+    "fructosa.config.master",
+    "fructosa.config.alarms",
+    "fructosa.config.jobs",
+    "fructosa.alarms",
+    "fructosa.jobs.tracker",
+    "fructosa.master",
+    "fructosa.sinks",
+    "fructosa.taps",
+    "fructosa.http",
+    "fructosa.prometheus.exposition",
+    "fructosa.prometheus.scrapes",
+    "aiohttp",
+    "prometheus_client",
+)
+
+AGENT_RUN = """
+import json, sys
+from fructosa.programs import agent_main
+status = agent_main(["-c", sys.argv[1], "-p", sys.argv[2], "check"])
+from fructosa.agent import Agent  # what 'lagent start' imports next
+import fructosa.sensors
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+def run_python(code: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_lagent_check_and_agent_import_no_lmaster_module(tmp_path: Path) -> None:
+    conf = tmp_path / "lagent.conf"
+    conf.write_text(agent_ini(tmp_path, 7888, sensors={name: {"time_interval": 1} for name in NINE_SENSORS}))
+    outcome = run_python(AGENT_RUN, str(conf), str(tmp_path / "lagent.pid"))
+    assert outcome["status"] == 0
+    modules = set(outcome["modules"])
+    assert "fructosa.config.agent" in modules and "fructosa.agent" in modules  # the probe did load the agent
+    loaded = [name for name in modules if any(name == own or name.startswith(own + ".") for own in LMASTER_ONLY)]
+    assert loaded == []
+
+
+def test_configuration_package_still_exports_lmaster_names_on_demand() -> None:
+    """The lmaster names are imported on first use, and every exported name resolves."""
+    code = (
+        "import json, sys, fructosa.config as config\n"
+        "before = 'fructosa.config.master' in sys.modules\n"
+        "from fructosa.config import MasterConfig, load_master_config\n"
+        "missing = [name for name in config.__all__ if not hasattr(config, name)]\n"
+        "print(json.dumps({'before': before, 'after': 'fructosa.config.master' in sys.modules,\n"
+        "                  'same': config.MasterConfig is sys.modules['fructosa.config.master'].MasterConfig,\n"
+        "                  'missing': missing}))\n"
+    )
+    outcome = run_python(code)
+    assert outcome == {"before": False, "after": True, "same": True, "missing": []}
