@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,8 +24,6 @@ log = logging.getLogger(__name__)
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 """The classic text format: the one ``prometheus_client.parser`` reads."""
 READ_PIECE = 1 << 16
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""Exporters are on this node: an ``http_proxy`` in the agent's environment must not send scrapes elsewhere."""
 
 
 class ScrapeError(Exception):
@@ -53,10 +49,15 @@ def fetch(url: str, timeout: float, max_bytes: int = MAX_BODY_BYTES) -> str:
     ``timeout`` too, so an exporter trickling bytes is cut after about twice
     ``timeout`` at worst.
     """
+    import urllib.error  # urllib.request brings http.client and email (~1 MB): imported when a scrape is made
+    import urllib.request
+
+    # Exporters are on this node: an ``http_proxy`` in the agent's environment must not send scrapes elsewhere.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"Accept": ACCEPT, "User-Agent": "fructosa-lagent"})
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise ScrapeError(f"response of {declared} bytes (at most {max_bytes})")
