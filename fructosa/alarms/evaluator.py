@@ -232,8 +232,9 @@ class AlarmEvaluator(Tap):
         return found
 
     def _layout(self, paths: bytes) -> tuple[tuple[str, ...], tuple]:
-        """(nodes of the block, ((position, path, ((runtime, key), ...)), ...)) for a block's paths: each
-        matching position with the rules it feeds and the key it counts under (worked out once a layout)."""
+        """(nodes of the block, ((position, path, ((runtime, key, at_once), ...)), ...)) for a block's paths: each
+        matching position with the rules it feeds, the key it counts under and whether that key is evaluated at the
+        end of the block (node and job thresholds) or at the next tick (worked out once a layout)."""
         key = (hash(paths), len(paths))
         layout = self._layouts.get(key)
         if layout is not None:
@@ -246,7 +247,11 @@ class AlarmEvaluator(Tap):
             runtimes = self._rules_for(path)
             job = job_of(path) if runtimes else None
             keyed = ((runtime, runtime.key_of(node, job)) for runtime in runtimes)
-            targets = tuple((runtime, series_key) for runtime, series_key in keyed if series_key is not None)
+            targets = tuple(
+                (runtime, series_key, runtime.kind == "threshold" and runtime.rule.target not in CLUSTER_TARGETS)
+                for runtime, series_key in keyed
+                if series_key is not None
+            )
             if targets:
                 matches.append((position, path, targets))
         layout = (tuple(nodes), tuple(matches))
@@ -270,26 +275,26 @@ class AlarmEvaluator(Tap):
             return
         times, values = block.times, block.values
         horizon = now - self.settings.stale_after
-        dirty: list[tuple[RuleRuntime, str]] = []
+        dirty: dict[tuple[RuleRuntime, str], None] = {}
         for position, path, targets in matches:
             when = times[position]
             if when < horizon:
                 self.ignored_stale += 1
                 continue
-            value = values[position]
-            for runtime, key in targets:
+            point = (now, values[position])
+            for runtime, key, at_once in targets:
                 series = runtime.series.get(key)
                 if series is None:
                     if len(runtime.series) >= self.settings.max_keys_per_rule:
                         self.dropped_keys += 1
                         continue
                     series = runtime.series[key] = {}
-                series[path] = (now, value)
-                if runtime.kind == "threshold" and runtime.rule.target not in CLUSTER_TARGETS:
-                    dirty.append((runtime, key))
+                series[path] = point
+                if at_once:
+                    dirty[runtime, key] = None
                 else:
                     runtime.dirty.add(key)
-        for runtime, key in dict.fromkeys(dirty):
+        for runtime, key in dirty:
             self._evaluate(runtime, key, now)
 
     def _seen(self, node: str, now: float) -> None:
@@ -315,10 +320,12 @@ class AlarmEvaluator(Tap):
         if not series:
             return
         if rule.target == "node":
-            observed = [value for _, value in series.values()]
             operator, threshold = OPERATORS[rule.operator], rule.value
-            holding = [value for value in observed if operator(value, threshold)]
-            value = (max(holding) if rule.operator in (">", ">=") else min(holding)) if holding else observed[-1]
+            holding = [value for _, value in series.values() if operator(value, threshold)]
+            if holding:
+                value = max(holding) if rule.operator in (">", ">=") else min(holding)
+            else:
+                value = next(reversed(series.values()))[1]  # the last series' value, as shown when nothing holds
             self._set(runtime, key, bool(holding), value, now)
         else:
             value = aggregate(rule.target, (value for _, value in series.values()))

@@ -101,7 +101,8 @@ class CarbonPickleSink(Sink):
         self._recent = ResendWindow()
         self._in_flight: list[_Batch] = []
         self._in_flight_bytes = 0
-        self._wakeup = asyncio.Event()
+        self._wakeup: asyncio.Future[None] | None = None
+        """While the connection has nothing to write: the future :meth:`_wake` completes."""
         self._connected = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
@@ -166,7 +167,7 @@ class CarbonPickleSink(Sink):
             batch.safe()  # memory is all there is: safe as it gets
             if self._memory_full(beyond=True):
                 self._drop_oldest()
-        self._wakeup.set()
+        self._wake()
 
     def _enqueue(self, batch: _Batch) -> None:
         self._queue.append(batch)
@@ -209,7 +210,7 @@ class CarbonPickleSink(Sink):
             )  # fmt: skip
             return False
         self._counters["spooled"] += len(block)
-        self._wakeup.set()
+        self._wake()
         return True
 
     def _drop_oldest(self) -> None:
@@ -262,6 +263,7 @@ class CarbonPickleSink(Sink):
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         closed_by_carbon = asyncio.ensure_future(reader.read(1))
+        closed_by_carbon.add_done_callback(lambda _: self._wake())
         try:
             while True:
                 if self._recent.again:  # no spool: the window of the last connection first, as written
@@ -272,15 +274,7 @@ class CarbonPickleSink(Sink):
                     continue
                 batches = self._take_batches()
                 if not batches:
-                    self._wakeup.clear()
-                    wakeup = asyncio.ensure_future(self._wakeup.wait())
-                    await asyncio.wait(
-                        {wakeup, closed_by_carbon}, timeout=self.resend_window, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    wakeup.cancel()
-                    if closed_by_carbon.done():
-                        raise ConnectionError("connection closed by carbon")
-                    self._forget_old(time.monotonic())
+                    await self._idle(closed_by_carbon)
                     continue
                 self._in_flight = batches
                 self._in_flight_bytes = sum(batch.size for batch in batches)
@@ -291,6 +285,34 @@ class CarbonPickleSink(Sink):
                 self._written(batches, frames, prefix)
         finally:
             closed_by_carbon.cancel()
+
+    def _wake(self) -> None:
+        """Something to write (or carbon closed the connection): end :meth:`_idle`'s wait."""
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _idle(self, closed_by_carbon: asyncio.Future) -> None:
+        """Wait until :meth:`_wake` (a block submitted or spooled, carbon closing the connection) or the resend
+        window's age, then forget what left it; ConnectionError if carbon closed the connection.
+
+        The sink goes idle about once per frame it writes, so the wait is one future and one timer, not the
+        task, futures and timer of ``asyncio.wait`` on an event.
+        """
+        if closed_by_carbon.done():  # its callback may have run while nobody waited
+            raise ConnectionError("connection closed by carbon")
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeup = loop.create_future()
+        timer = loop.call_later(self.resend_window, self._wake) if self.resend_window > 0 else None
+        try:
+            await wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+        if closed_by_carbon.done():
+            raise ConnectionError("connection closed by carbon")
+        self._forget_old(time.monotonic())
 
     def _take_batches(self) -> list[_Batch]:
         """Memory queue first (live data), then the spooled backlog."""

@@ -29,9 +29,9 @@ few block layouts (keyed by the hash and length of the block's path bytes).
 Storing a block's values is one loop of array stores (about 80 µs per
 500-datapoint block), so it is deferred: each host holds its last block
 unstored, and a new block of the same layout whose every time is at least
-the held one's (:func:`~fructosa.wire.blocks.times_not_older`, a few
-big-integer operations) simply replaces it, since storing both in turn
-would leave what storing the new one alone leaves. The held block is stored
+the held one's (:func:`lanes_not_older`, a few big-integer operations on
+the bits of its times, converted once a block) simply replaces it, since
+storing both in turn would leave what storing the new one alone leaves. The held block is stored
 before anything reads or moves the arrays; so a host sending the same
 sensors costs a few µs a block while nobody asks, and one store per read.
 The first block of a layout costs about 600 µs.
@@ -52,7 +52,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from ..wire.blocks import Block, times_not_older
+from ..wire.blocks import _SWAP, Block, _lane_masks
 from . import Tap
 
 DEFAULT_MAIN_SERIES: tuple[str, ...] = (
@@ -121,6 +121,36 @@ class LatestLimits:
     """:meth:`LatestValues.prune` forgets series with no value for this long."""
 
 
+def time_lanes(times: array) -> int | None:
+    """The bits of ``times`` as one integer, 64 bits a time, when every time is in [0, MAX_TIMESTAMP); else None.
+
+    For such doubles the bits compare as the numbers do (the rule of
+    :func:`~fructosa.wire.blocks.times_not_older`). Worked out once per block
+    and kept with the held block, so that judging whether the next block
+    supersedes it reads the new block's times only (one conversion, not two,
+    and no second range check).
+    """
+    count = len(times)
+    if _SWAP or not count:
+        return None
+    masks = _lane_masks(count)
+    lanes = int.from_bytes(times, "little")
+    if (lanes | (lanes + masks.time_offset)) & masks.sign:
+        return None  # a negative time, or one at or beyond the limit (or not a number): look closer
+    return lanes
+
+
+def lanes_not_older(newer: int | None, older: int | None, count: int) -> bool:
+    """True when every time of ``newer`` is at least the one in the same lane of ``older`` (both from
+    :func:`time_lanes` of ``count`` times); False means "look closer". Each lane holds a number below 2**63, so
+    ``newer + 2**63 - older`` keeps the lane's top bit set exactly when the newer time is not smaller, and never
+    borrows from the next lane."""
+    if newer is None or older is None:
+        return False
+    sign = _lane_masks(count).sign
+    return (newer + sign - older) & sign == sign
+
+
 class _History:
     """Time-ordered points of one main series; old points leave from the front."""
 
@@ -156,15 +186,17 @@ class _Host:
         self.history: dict[int, _History] = {}
         self.cpu_slots: tuple[int, ...] | None = None
         self.dropped = 0
-        self.held: tuple[array, array, array] | None = None
-        """The last block, not stored yet: (its layout's slots, times, values); see the module docstring."""
+        self.held: tuple[array, array, array, int | None] | None = None
+        """The last block, not stored yet: (its layout's slots, times, values, :func:`time_lanes` of its times);
+        see the module docstring."""
 
     def hold(self, slots: array, times: array, values: array) -> None:
         """Take a block's values (positions → ``slots``), storing the one held before unless this one supersedes it."""
         held = self.held
-        if held is not None and not (held[0] is slots and times_not_older(times, held[1])):
+        lanes = time_lanes(times)
+        if held is not None and not (held[0] is slots and lanes_not_older(lanes, held[3], len(times))):
             self.store_held()
-        self.held = (slots, times, values)
+        self.held = (slots, times, values, lanes)
 
     def store_held(self) -> None:
         """Store the held block: a value goes in unless its slot already has a newer one."""
@@ -172,7 +204,7 @@ class _Host:
         if held is None:
             return
         self.held = None
-        slots, times, values = held
+        slots, times, values, _ = held
         newest_times, newest_values = self.times, self.values
         for slot, when, value in zip(slots, times, values, strict=True):
             if slot >= 0 and when >= newest_times[slot]:
