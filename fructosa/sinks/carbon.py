@@ -36,16 +36,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..backoff import Backoff
 from ..ratelog import RateLimitedLog
 from ..spool import Spool
-from ..wire.blocks import Block, check_block
+from ..wire.blocks import Block
 from . import Sink, block_bytes
+from .batch_queue import Batch, BatchQueue, next_spooled
 from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, CarbonPickleEncoder
 from .resend_window import ResendWindow, Written
 
@@ -60,19 +59,6 @@ BYTES_PER_WRITE = 4 << 20
 """Datapoints (and block bytes) written before each drain: enough to amortize, small
 enough to keep the unconfirmed tail, and the frames built for it, short."""
 DEFAULT_MAX_QUEUED_BYTES = 256 << 20
-
-
-@dataclass(slots=True)
-class _Batch:
-    block: Block
-    on_safe: Callable[[], None] | None = None
-    record_id: tuple[int, int] | None = None  # set when replayed from the spool
-    size: int = 0  # block_bytes(block)
-
-    def safe(self) -> None:
-        if self.on_safe is not None:
-            on_safe, self.on_safe = self.on_safe, None
-            on_safe()
 
 
 class CarbonPickleSink(Sink):
@@ -95,11 +81,9 @@ class CarbonPickleSink(Sink):
         self.max_queued_bytes = max_queued_bytes
         self.spool = spool
         self.resend_window = resend_window
-        self._queue: deque[_Batch] = deque()
-        self._queued = 0
-        self._queued_bytes = 0
+        self._queue = BatchQueue()
         self._recent = ResendWindow()
-        self._in_flight: list[_Batch] = []
+        self._in_flight: list[Batch] = []
         self._in_flight_bytes = 0
         self._wakeup: asyncio.Future[None] | None = None
         """While the connection has nothing to write: the future :meth:`_wake` completes."""
@@ -161,18 +145,13 @@ class CarbonPickleSink(Sink):
                     on_safe()
                 return
             # the disk refused it: it waits in memory, acknowledged once written to carbon
-        batch = _Batch(block, on_safe, size=block_bytes(block))
-        self._enqueue(batch)
+        batch = Batch(block, on_safe, size=block_bytes(block))
+        self._queue.append(batch)
         if self.spool is None:
             batch.safe()  # memory is all there is: safe as it gets
             if self._memory_full(beyond=True):
                 self._drop_oldest()
         self._wake()
-
-    def _enqueue(self, batch: _Batch) -> None:
-        self._queue.append(batch)
-        self._queued += len(batch.block)
-        self._queued_bytes += batch.size
 
     def _memory_full(self, beyond: bool = False) -> bool:
         """The memory queue is at (``beyond``: over) one of its bounds."""
@@ -183,7 +162,7 @@ class CarbonPickleSink(Sink):
 
     def _waiting(self) -> tuple[int, int]:
         """Datapoints and bytes waiting in memory: the queue and (no spool) a lost connection's window."""
-        return self._queued + self._recent.again_count, self._queued_bytes + self._recent.again_bytes
+        return self._queue.count + self._recent.again_count, self._queue.size + self._recent.again_bytes
 
     def pressure(self) -> float:
         """With a spool: the share of it that what may land there (spool, memory, resend window, the
@@ -194,7 +173,7 @@ class CarbonPickleSink(Sink):
         memory = max(count / self.max_queued, size / self.max_queued_bytes)
         if self.spool is None:
             return memory
-        at_risk = self.spool.bytes + self._queued_bytes + self._recent.bytes + self._in_flight_bytes
+        at_risk = self.spool.bytes + self._queue.size + self._recent.bytes + self._in_flight_bytes
         return max(at_risk / self.spool.max_bytes, memory if memory > 1.0 else 0.0)
 
     def _to_spool(self, block: Block) -> bool:
@@ -216,10 +195,7 @@ class CarbonPickleSink(Sink):
     def _drop_oldest(self) -> None:
         dropped = 0
         while self._memory_full(beyond=True) and len(self._queue) > 1:
-            batch = self._queue.popleft()
-            self._queued -= len(batch.block)
-            self._queued_bytes -= batch.size
-            dropped += len(batch.block)
+            dropped += len(self._queue.pop_oldest().block)
         self._counters["dropped"] += dropped
         self._drop_log.log(
             logging.WARNING, "drop",
@@ -238,7 +214,7 @@ class CarbonPickleSink(Sink):
             except (OSError, asyncio.TimeoutError) as error:
                 self._connect_log.log(
                     logging.WARNING, "connect", "carbon %s unreachable (%s); %d datapoints queued, %d spooled batches",
-                    self.address, str(error) or type(error).__name__, self._queued, len(self.spool or ()),
+                    self.address, str(error) or type(error).__name__, self._queue.count, len(self.spool or ()),
                 )  # fmt: skip
                 await asyncio.sleep(backoff.next_delay())
                 continue
@@ -246,7 +222,7 @@ class CarbonPickleSink(Sink):
             self._counters["connects"] += 1
             log.info(
                 "connected to carbon %s (%d datapoints queued, %d spooled batches)",
-                self.address, self._queued, len(self.spool or ()),
+                self.address, self._queue.count, len(self.spool or ()),
             )  # fmt: skip
             self._connect_log = RateLimitedLog(log, period=300.0)
             self._connected.set()
@@ -314,24 +290,16 @@ class CarbonPickleSink(Sink):
             raise ConnectionError("connection closed by carbon")
         self._forget_old(time.monotonic())
 
-    def _take_batches(self) -> list[_Batch]:
+    def _take_batches(self) -> list[Batch]:
         """Memory queue first (live data), then the spooled backlog."""
-        batches: list[_Batch] = []
-        count = size = 0
-        while self._queue and count < DATAPOINTS_PER_WRITE and size < BYTES_PER_WRITE:
-            batch = self._queue.popleft()
-            self._queued -= len(batch.block)
-            self._queued_bytes -= batch.size
-            count += len(batch.block)
-            size += batch.size
-            batches.append(batch)
+        batches = self._queue.take(DATAPOINTS_PER_WRITE, BYTES_PER_WRITE)
         if not batches and self.spool is not None:
             replayed = next_spooled(self.spool)
             if replayed is not None:
                 batches.append(replayed)
         return batches
 
-    def _written(self, batches: list[_Batch], frames: list[bytes], prefix: str) -> None:
+    def _written(self, batches: list[Batch], frames: list[bytes], prefix: str) -> None:
         now = time.monotonic()
         count = size = 0
         for batch in batches:
@@ -365,25 +333,22 @@ class CarbonPickleSink(Sink):
         elif self.spool is None:
             self._counters["resent"] += self._recent.lose()
         if self.spool is None:
-            self._queue.extendleft(reversed(unsent))
-            self._queued += sum(len(batch.block) for batch in unsent)
-            self._queued_bytes += sum(batch.size for batch in unsent)
+            self._queue.put_back(unsent)
             return
         resend = self._recent.take()
         self._counters["resent"] += sum(written.count for written in resend)
         self.spool.rewind()  # replayed records in flight are read again
-        again = [_Batch(block, size=block_bytes(block)) for block in (written.block() for written in resend)]
-        self._spool_all([*again, *unsent, *self._queue])
+        again = [Batch(block, size=block_bytes(block)) for block in (written.block() for written in resend)]
+        self._spool_all([*again, *unsent, *self._queue.drain()])
 
-    def _spool_all(self, batches: list[_Batch]) -> None:
-        """Move batches to the spool; those the disk refuses stay in the memory queue, in order."""
-        self._queue.clear()
-        self._queued = self._queued_bytes = 0
+    def _spool_all(self, batches: list[Batch]) -> None:
+        """Move batches to the spool; those the disk refuses stay in the memory queue, in order.
+        ``batches`` must include whatever the memory queue held (:meth:`BatchQueue.drain`)."""
         for batch in batches:
             if self._to_spool(batch.block):
                 batch.safe()
             else:
-                self._enqueue(batch)
+                self._queue.append(batch)
 
     async def close(self, timeout: float) -> None:
         """Deliver what is queued within ``timeout`` seconds; persist the rest."""
@@ -396,9 +361,9 @@ class CarbonPickleSink(Sink):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.spool is not None:
-            self._spool_all(list(self._queue))
-            if self._queued:
-                log.error("carbon %s: %d datapoints lost at shutdown (spool refused)", self.address, self._queued)
+            self._spool_all(self._queue.drain())
+            if self._queue.count:
+                log.error("carbon %s: %d datapoints lost at shutdown (spool refused)", self.address, self._queue.count)
             log.info(
                 "carbon %s: %d batches kept in spool %s for the next start",
                 self.address, len(self.spool), self.spool.directory,
@@ -415,22 +380,3 @@ class CarbonPickleSink(Sink):
             "queued": self._waiting()[0], "queued_bytes": self._waiting()[1], "spool_batches": len(spool or ()),
             "spool_dropped": spool.dropped if spool is not None else 0, **self._counters,
         }  # fmt: skip
-
-
-def next_spooled(spool: Spool) -> _Batch | None:
-    """The oldest record of the spool not yet handed out, as a batch; unreadable ones are skipped, loudly."""
-    while spool.unread():
-        record = spool.read_next()
-        if record is None:
-            return None
-        record_id, payload = record
-        try:
-            block, refused = check_block(Block.decode(payload))
-            if refused:
-                raise ValueError(f"{len(refused)} invalid datapoints, the first: {refused[0]}")
-        except Exception as error:  # a record we wrote but cannot read: skip it
-            log.error("spool %s: unreadable record skipped: %s", spool.directory, error)
-            spool.ack(record_id)
-            continue
-        return _Batch(block, record_id=record_id, size=block_bytes(block))
-    return None
