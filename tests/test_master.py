@@ -41,6 +41,7 @@ from fructosa.sinks.cluster import CarbonClusterSink
 from fructosa.sinks.ring import Destination
 from fructosa.sinks.upstream import UpstreamSink
 from fructosa.taps import Tap
+from fructosa.taps.latest import LatestValues
 from fructosa.wire import auth, protocol
 from fructosa.wire.blocks import Block
 from fructosa.wire.session import BatchLedger, open_session, read_frame
@@ -200,6 +201,28 @@ def test_hosts_not_heard_from_for_the_forget_time_are_forgotten() -> None:
     assert table.forget_silent(now=600.0, after=500.0) == []  # gone last seen 490 s ago
     assert table.forget_silent(now=611.0, after=500.0) == ["gone"]
     assert sorted(state.host for state in table) == ["quiet", "recent"] and table.holds(quiet)
+
+
+def test_a_forgotten_host_leaves_the_latest_values_too() -> None:
+    """Forgotten for silence or evicted from a full table: the taps drop the host, so invented names cannot
+    keep the latest-value store's host rows (bounded) from honest agents."""
+    latest = LatestValues()
+    table = AgentTable(max_agents=2)
+    flow = Flow([], [latest])
+    table.forgetters.append(flow.forget)
+    for host in ("gone", "evicted", "kept"):
+        flow.deliver(Block.of([(f"{host}.CPUPercent.total", (100.0, 5.0))]), host)
+    assert set(latest.hosts()) == {"gone", "evicted", "kept"}
+    gone, gone_link = connected(table, "gone", "10.0.0.1:1", 100.0)
+    table.detach(gone, gone_link, 110.0)
+    assert table.forget_silent(now=700.0, after=500.0) == ["gone"]
+    assert "gone" not in latest and "evicted" in latest
+    evicted, evicted_link = connected(table, "evicted", "10.0.0.2:1", 200.0)
+    table.detach(evicted, evicted_link, 210.0)
+    connected(table, "kept", "10.0.0.3:1", 300.0)
+    connected(table, "newcomer", "10.0.0.4:1", 400.0)  # the table is full: evicted, disconnected, goes
+    assert table.get("evicted") is None
+    assert latest.hosts() == ["kept"]
 
 
 def test_known_agents_come_back_from_the_status_file(tmp_path: Path) -> None:

@@ -103,6 +103,9 @@ class AgentTable:
         self._agents: dict[str, AgentState] = {}
         self.listeners: list[Callable[[AgentState, bool, float], None]] = []
         """Called ``(state, up, now)`` when a host's liveness changes (the live stream's agent events)."""
+        self.forgetters: list[Callable[[str], None]] = []
+        """Called with a host's name when the table forgets it, so what others keep about it goes too
+        (lmaster's taps: otherwise invented names would fill the latest-value store's host rows)."""
 
     def __len__(self) -> int:
         return len(self._agents)
@@ -138,6 +141,7 @@ class AgentTable:
             if len(self._agents) >= self.max_agents:  # forget the longest-silent one
                 silent = min(self._agents.values(), key=lambda other: (other.connected, other.last_frame))
                 del self._agents[silent.host]
+                self._forgotten(silent.host)
             state = self._agents[host] = AgentState(host=host)
         state.address, state.agent, state.heartbeat_interval = link.address, link.agent, link.heartbeat_interval
         if link.facts:
@@ -175,7 +179,12 @@ class AgentTable:
         forgotten = [host for host, state in self._agents.items() if not state.links and now - state.last_frame > after]
         for host in forgotten:
             del self._agents[host]
+            self._forgotten(host)
         return forgotten
+
+    def _forgotten(self, host: str) -> None:
+        for forget in self.forgetters:
+            forget(host)
 
     def update_rates(self, interval: float) -> None:
         """Samples per second of every agent over the last ``interval`` seconds (called once per report)."""

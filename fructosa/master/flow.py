@@ -145,6 +145,16 @@ class Flow:
                     logging.ERROR, ("tap", tap.name), "tap %s failed: %s: %s", tap.name, type(error).__name__, error
                 )
 
+    def forget(self, host: str) -> None:
+        """The agent table forgot ``host``: every tap drops what it keeps about it (a tap's bug is logged)."""
+        for tap in self.taps:
+            try:
+                tap.forget(host)
+            except Exception as error:
+                self._refusal_log.log(
+                    logging.ERROR, ("tap", tap.name), "tap %s failed: %s: %s", tap.name, type(error).__name__, error
+                )
+
     def emit(self, datapoints: list[Datapoint] | Block) -> None:
         """Send datapoints lmaster makes itself (liveness, job events), as tuples or a block, to every
         sink and tap; dropped (counted) while the sinks are over the high-water mark."""

@@ -83,6 +83,7 @@ class Master:
             add_alarm_routes(self.http.app, self.alarms)
             add_action_routes(self.http.app, self.alarms.actions)
         self.flow = Flow(self.sinks, self.taps)
+        self.agents.forgetters.append(self.flow.forget)  # a forgotten host leaves the taps too
         self.server = AgentServer(cfg, listen_sockets, self.flow, self.agents, tls)
         self.reporter = Reporter(cfg, self.agents, self.flow, self.server.counters, spool, status_file)
         # Prometheus: /metrics with the last report's self-metrics; scraped targets enter through emit

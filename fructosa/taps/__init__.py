@@ -42,6 +42,10 @@ class Tap:
         """
         raise NotImplementedError
 
+    def forget(self, host: str) -> None:
+        """lmaster forgot ``host`` (silent too long, or evicted from a full agent table): drop what is kept
+        about it; the default keeps nothing per host."""
+
     async def run(self) -> None:
         """Background work (serving, evaluating) until cancelled; the default has none."""
 
