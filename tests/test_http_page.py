@@ -154,9 +154,21 @@ def choose(browser: Browser, select_id: str, value: str) -> None:
 
 
 def type_filter(browser: Browser, text: str) -> None:
+    """Replace the filter's text as a user does: select all, delete, type (every step a real key event).
+
+    WebDriver's ``clear()`` sends no input event, so the page may not have seen the field empty; the
+    field's value is checked after typing and the keys are sent again if the page had put the old text back.
+    """
+    from selenium.webdriver.common.keys import Keys
+
     field = browser.driver.find_element("id", "filter")
-    field.clear()
-    field.send_keys(text)
+    for _ in range(3):
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(Keys.BACKSPACE)
+        field.send_keys(text)
+        if field.get_attribute("value") == text:
+            return
+    raise AssertionError(f"the filter field holds {field.get_attribute('value')!r}, not {text!r}")
 
 
 def matches(node: dict[str, Any], text: str) -> bool:
