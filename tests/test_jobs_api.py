@@ -399,19 +399,20 @@ def test_a_real_job_is_listed_running_then_ended_with_a_profile_from_lmasters_me
 
     def running_and_busy() -> dict[str, Any] | None:
         rows = [row for row in stack.get("/api/jobs?state=running")["jobs"] if row["job_id"] == burner]
-        # A busy loop: near 100 % of one CPU on an idle node; a shared 2-core CI box takes its share, so > 50.
-        return rows[0] if rows and (rows[0]["cpu_percent"] or 0) > 50 else None
+        # A busy loop: near 100 % of one CPU on an idle node; a loaded 2-core CI box takes its share (a fifth of a
+        # CPU was seen) and a sleeping job reads 0, so "busy" is > 15.
+        return rows[0] if rows and (rows[0]["cpu_percent"] or 0) > 15 else None
 
     row = wait_for(running_and_busy, 30, f"job {burner} running and busy in /api/jobs", interval=0.3)
     assert (row["user"], row["partition"], row["nodes"], row["cpus"]) == ("root", "debug", [HOST], 1)
     assert row["from_slurm"] and row["state"] == "RUNNING" and row["name"] == "burner"
-    assert 50 < row["cpu_efficiency_percent"] <= 105
+    assert 15 < row["cpu_efficiency_percent"] <= 105
     detail = stack.get(f"/api/jobs/{burner}", template="/api/jobs/{job}")
     assert detail["profile"] is None and detail["nodes"][HOST]["cpu_percent"] > 0
 
     def busy_samples() -> bool:
         series = stack.get(f"/api/jobs/{burner}/history", template="/api/jobs/{job}/history")[HOST]["cpu_percent"]
-        return sum(value > 50 for value in series["values"]) >= 2
+        return sum(value > 15 for value in series["values"]) >= 2
 
     wait_for(busy_samples, 20, f"two busy samples of job {burner} in lmaster's memory", interval=0.3)
     stack.slurm.run("scancel", burner)
@@ -421,10 +422,10 @@ def test_a_real_job_is_listed_running_then_ended_with_a_profile_from_lmasters_me
     answer = stack.get(f"/api/jobs/{burner}", template="/api/jobs/{job}")
     profile = answer["profile"]
     assert answer["profile_source"] == "lmaster" and list(profile["nodes"]) == [HOST]
-    assert profile["allocated_cpus"] == 1 and profile["nodes"][HOST]["cpu_percent_peak"] > 50
+    assert profile["allocated_cpus"] == 1 and profile["nodes"][HOST]["cpu_percent_peak"] > 15
     # The mean also holds the start-up, and other tests share a 2-core box: busy, not necessarily 100 %.
     efficiency = profile["cpu_efficiency_percent"]
-    assert 20 < efficiency <= 105 and efficiency == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
+    assert 10 < efficiency <= 105 and efficiency == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
     flags = {flag["name"]: flag for flag in profile["flags"]}
     assert ("idle_cpus" in flags) == (efficiency < 25), flags  # the [jobs] default threshold
     assert flags["short_job"]["value"] == profile["duration_seconds"] < 60

@@ -201,10 +201,12 @@ def test_job_series_reach_whisper_and_count_returns_to_zero(
         with Daemon("lagent", agent_conf, tmp_path / "agent").start():
             job, _ = burner_job(slurm)
             try:
+                # Near 100 on an idle node; on a loaded 2-core box the busy loop may get a fifth of a CPU, and
+                # a job that sleeps reads 0: "busy" is over 15 %.
                 busy = carbon.wait_for(
                     f"{HOST}.SlurmJobs.job_{job}.cpu_percent",
-                    lambda series: any(value >= 50 for _, value in series),
-                    timeout=15,
+                    lambda series: any(value > 15 for _, value in series),
+                    timeout=40,
                 )
                 assert all(value <= 130 for _, value in busy), busy  # near 100: one busy CPU, never 2
                 assert carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.processes", timeout=5)[-1][1] >= 1

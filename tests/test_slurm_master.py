@@ -104,12 +104,12 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     allocator = slurm.sbatch(ALLOCATOR, "-J", "allocator", f"--mem={ALLOCATOR_MEMORY_MIB}M")
 
     # The node's view (lagent's SlurmJobs sensor): per-job series with plausible values.
-    # A busy loop: near 100 % of one CPU on an idle node; on a shared 2-core CI box other tests take
-    # their share, so "busy" is > 50, and never more than the one CPU a single process can use. On such a
-    # box Slurm may start the job seconds late and its first samples hold the start-up, hence the long
-    # deadline and two busy samples of the eight seconds.
+    # A busy loop: near 100 % of one CPU on an idle node; on a loaded 2-core CI box other tests take their
+    # share (a fifth of a CPU was seen), a sleeping job reads 0, so "busy" is > 15, and never more than the one
+    # CPU a single process can use. On such a box Slurm may start the job seconds late and its first samples
+    # hold the start-up, hence the long deadline and two busy samples of the eight seconds.
     cpu = carbon.wait_for(
-        f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: sum(v > 50 for _, v in s) >= 2, timeout=40
+        f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: sum(v > 15 for _, v in s) >= 2, timeout=40
     )
     assert all(0 <= v <= 105 for _, v in cpu), cpu
     rss = carbon.wait_for(
@@ -151,15 +151,16 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     assert BURN_SECONDS - 1 <= profile["duration_seconds"] <= BURN_SECONDS + 3
     assert list(profile["nodes"]) == [HOST]
     # A busy loop on 1 allocated CPU; the mean also holds its start-up (and a 2-core CI box is shared).
-    assert 30 < profile["cpu_efficiency_percent"] <= 105, profile
+    assert 10 < profile["cpu_efficiency_percent"] <= 105, profile
     assert profile["cpu_efficiency_percent"] == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
-    assert profile["nodes"][HOST]["cpu_percent_peak"] > 50
+    assert profile["nodes"][HOST]["cpu_percent_peak"] > 15
     for path in profile["charts"]:
         assert Path(path).read_bytes().startswith(b"\x89PNG")
-    # Flags: a busy CPU is no idle_cpus; 5 s is a short job; without --mem Slurm gives the whole node's memory
-    # (in the jobcomp log's TRES), of which a busy loop uses a sliver.
+    # Flags: a busy CPU is no idle_cpus (unless a loaded box gave it under 25 %); 8 s is a short job; without --mem
+    # Slurm gives the whole node's memory (in the jobcomp log's TRES), of which a busy loop uses a sliver.
     flags = {flag["name"]: flag for flag in profile["flags"]}
-    assert sorted(flags) == ["low_memory_use", "short_job"], profile["flags"]
+    assert sorted(set(flags) - {"idle_cpus"}) == ["low_memory_use", "short_job"], profile["flags"]
+    assert ("idle_cpus" in flags) == (profile["cpu_efficiency_percent"] < 25), flags  # the [jobs] default
     assert flags["short_job"]["threshold"] == 60 and flags["short_job"]["value"] == profile["duration_seconds"]
     assert profile["allocated_memory_bytes"] > 2 * ALLOCATOR_MEMORY_MIB << 20  # the node's RealMemory
     text = _report(stack, allocator)

@@ -251,7 +251,7 @@ class CarbonCache:
         script: str | Path | None = None,
         retentions: str = "1s:2h",
         settings: Mapping[str, object] | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.python = Path(python or sys.executable)

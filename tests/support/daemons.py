@@ -32,7 +32,7 @@ class Daemon:
         self.pidfile = workdir / f"{program}.pid"
         self.process = ServerProcess(program, workdir / f"{program}.out")
 
-    def start(self, listen_port: int | None = None, timeout: float = 15.0) -> Daemon:
+    def start(self, listen_port: int | None = None, timeout: float = 60.0) -> Daemon:
         argv = [script(self.program), "-c", str(self.config), "-p", str(self.pidfile), "start", "--foreground"]
         self.process.launch(argv, cwd=self.config.parent, env={})
 
@@ -55,7 +55,7 @@ class Daemon:
     def output(self) -> str:
         return self.process.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self.process.stop(timeout)
 
     def kill(self) -> None:

@@ -55,7 +55,7 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
 class NodeExporter:
     """``prometheus-node-exporter`` on a free loopback port (only its cheap collectors, for a fast scrape)."""
 
-    def __init__(self, base_dir: Path, startup_timeout: float = 20.0) -> None:
+    def __init__(self, base_dir: Path, startup_timeout: float = 60.0) -> None:
         self.base_dir = base_dir
         self.startup_timeout = startup_timeout
         (self.port,) = free_ports(1)

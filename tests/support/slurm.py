@@ -66,7 +66,7 @@ class SlurmCluster:
     when the freezer hierarchy is writable.
     """
 
-    def __init__(self, base_dir: Path, proctrack: str = "auto", startup_timeout: float = 20.0) -> None:
+    def __init__(self, base_dir: Path, proctrack: str = "auto", startup_timeout: float = 60.0) -> None:
         self.base_dir = Path(base_dir).resolve()
         if proctrack == "auto":
             proctrack = "cgroup" if cgroup_tracking_possible() else "linuxproc"
