@@ -19,11 +19,12 @@ import json
 import os
 import signal
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 
 import daemon
+
+from .fresh_files import create_fresh
 
 
 class AlreadyRunning(Exception):
@@ -214,7 +215,7 @@ def write_status(path: str, status: dict) -> None:
     time (:func:`status_json_chunks`), so the event loop gets the GIL between chunks.
     """
     directory, name = os.path.split(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    fd, temporary = create_fresh(directory, f".{name}.", ".tmp")
     try:
         os.fchmod(fd, 0o644)  # readable by ``status`` run as another user, as before
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
