@@ -22,8 +22,6 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 
-import daemon
-
 from .fresh_files import create_fresh
 
 
@@ -162,6 +160,8 @@ def daemonize(pidfile: PidFile, keep_fds: Iterable[int]) -> None:
         # _exit: the parent must not run the daemon's cleanup (pidfile removal).
         os._exit(0 if word == b"ready" else 1)
     os.close(ready_read)
+    import daemon  # python-daemon, only when detaching: lagent --foreground (systemd) never needs it
+
     context = daemon.DaemonContext(
         working_directory="/",
         umask=0o022,

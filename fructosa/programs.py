@@ -11,8 +11,6 @@ of an agent without TLS (:func:`fructosa.wire.auth.keep_openssl_out`).
 from __future__ import annotations
 
 import argparse
-import difflib
-import inspect
 import socket
 import sys
 import time
@@ -85,6 +83,9 @@ def add_sensor_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def sensors_command(args: argparse.Namespace) -> int:
     """``lagent sensors [NAME]``: what can be measured, like Telegraf's --usage."""
+    import difflib  # here: the daemon never needs them
+    import inspect
+
     if args.name is None:
         width = max(len(name) for name in REGISTRY)
         for name, sensor_class in sorted(REGISTRY.items()):

@@ -45,6 +45,8 @@ AGENT_NEVER = (
     "tempfile", "shutil", "bz2", "lzma",  # fresh_files.py instead of tempfile.mkstemp; argparse's terminal width
     "encodings.idna", "unicodedata", "stringprep",  # resolving an ASCII master host
     "urllib.request", "http.client", "email",  # the Prometheus sensor, when it scrapes
+    "logging.handlers", "pickle",  # logs.RotatingLogFile; S frames (wire/plain_pickle.py) are lmaster's
+    "daemon", "difflib",  # python-daemon when detaching; a misspelt configuration's hint
 )  # fmt: skip
 """Modules lagent without TLS, with the nine sensors, never loads while starting and measuring."""
 
