@@ -52,14 +52,9 @@ def _tls_error(cfg: config.AgentConfig | config.MasterConfig, error: Exception) 
 # -- lagent -----------------------------------------------------------------
 
 
-def sensor_settings(cfg: config.AgentConfig) -> list[object]:
-    """The values of every sensor option, for :func:`fructosa.wire.auth.wants_openssl`."""
-    return [value for sensor in cfg.sensors for value in sensor.settings.values()]
-
-
 def prepare_agent(cfg: config.AgentConfig, status_file: str) -> Prepared:
     # First, before the agent's modules bring asyncio (which imports ssl): without TLS, no OpenSSL (~5 MB).
-    if not auth.wants_openssl(cfg.link, sensor_settings(cfg)):
+    if not auth.wants_openssl(cfg.link, cfg.sensors):
         auth.keep_openssl_out()
     from .agent import Agent
 

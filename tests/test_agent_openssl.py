@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fructosa.agent import lagent
-from fructosa.config import LinkConfig
+from fructosa.config import LinkConfig, SensorConfig
 from fructosa.wire import auth
 from tests.support.carbon import free_ports
 from tests.support.configs import agent_ini, master_ini, options_of
@@ -110,8 +110,10 @@ def test_keeping_openssl_out_changes_nothing_once_it_is_loaded() -> None:
 
 def test_tls_wanted_by_the_link_or_an_https_setting() -> None:
     plain = LinkConfig(secret=SECRET)
-    assert not auth.wants_openssl(plain, ["http://127.0.0.1:9100/metrics", 5, None])
-    assert auth.wants_openssl(plain, ["http://a/metrics https://b/metrics"])
+    http = SensorConfig("Prometheus", 10, {"urls": "http://127.0.0.1:9100/metrics", "timeout": 5.0, "x": None})
+    assert not auth.wants_openssl(plain, [http])
+    for https in ("http://a/metrics https://b/metrics", ("http://a/metrics", "https://b/metrics")):
+        assert auth.wants_openssl(plain, [http, SensorConfig("Prometheus", 10, {"urls": https})])
     for change in ({"tls": True}, {"tls_ca": "/ca.pem"}, {"tls_cert": "/agent.pem"}):
         tls = replace(plain, **change)
         assert auth.wants_openssl(tls) and auth.tls_requested(tls)

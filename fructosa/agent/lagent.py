@@ -138,8 +138,7 @@ class Agent:
             if before != after:
                 log.warning("reload: a change of %s takes effect at the next restart", what)
         link = new.link
-        settings = [value for sensor in new.sensors for value in sensor.settings.values()]
-        if auth.openssl_blocked() and auth.wants_openssl(link, settings):
+        if auth.openssl_blocked() and auth.wants_openssl(link, new.sensors):
             log.warning(TLS_NEEDS_RESTART)
             was = old.link  # TLS to lmaster stays off; a new secret still applies
             link = replace(link, tls=was.tls, tls_cert=was.tls_cert, tls_key=was.tls_key, tls_ca=was.tls_ca)
