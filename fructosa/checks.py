@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 from typing import TYPE_CHECKING
 
 from .config import AgentConfig, LinkConfig
@@ -22,7 +21,8 @@ if TYPE_CHECKING:
 def resolvable(host: str, port: int) -> str | None:
     """None when ``host`` resolves, else the resolver's reason."""
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        # An ASCII name as bytes: a str goes through the idna codec (unicodedata, stringprep) in every agent.
+        socket.getaddrinfo(host.encode() if host.isascii() else host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
         return str(error)
     return None
@@ -60,12 +60,14 @@ def usable_directory(path: str) -> str | None:
 
 
 def _tls_problem(link: LinkConfig, server: bool, section: str = "lmaster") -> str | None:
+    if auth.openssl_blocked():  # a reload of lagent started without TLS: it says TLS needs a restart
+        return None
     try:
         if server:
             auth.server_context_for(link)
         else:
             auth.client_context_for(link)
-    except (OSError, ssl.SSLError) as error:
+    except OSError as error:  # ssl.SSLError is an OSError
         return f"[{section}] tls: cannot use the certificate settings: {error}"
     return None
 

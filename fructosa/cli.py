@@ -11,16 +11,18 @@ The two programs differ only in their :class:`DaemonSpec` (``programs.py``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, config, daemon, logs
+
+if TYPE_CHECKING:
+    import asyncio  # imported by start(): asyncio imports ssl, which lagent without TLS keeps out (programs.py)
 
 log = logging.getLogger("fructosa")
 
@@ -60,8 +62,33 @@ class DaemonSpec:
     add_extra_parsers: Callable[[Any], None] = lambda subparsers: None
 
 
+def terminal_columns() -> int:
+    """The terminal's width as :func:`shutil.get_terminal_size` finds it
+    (``COLUMNS``, then standard output's terminal, else 80)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class TerminalWidthFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the terminal's width: left to itself it imports
+    :mod:`shutil` for it, which brings bz2 and lzma into the daemon's memory for good."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, terminal_columns() - 2 if width is None else width)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, not usage text plus a line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", TerminalWidthFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -227,6 +254,8 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
         def reload_configuration() -> None:
             _reload_running(spec, config_path, prepared)
 
+        import asyncio  # after prepare(): see the TYPE_CHECKING import above
+
         asyncio.run(_serve(prepared.run, reload_configuration, early_signals))
     except Exception as error:  # a bug: keep the traceback in the log, one line on the terminal
         log.critical("%s crashed", spec.program, exc_info=True)
@@ -267,6 +296,8 @@ def _catch_early_signals() -> list[int]:
 async def _serve(
     run: Callable[[asyncio.Event], Awaitable[None]], reload: Callable[[], None], early_signals: list[int]
 ) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -19,11 +19,10 @@ import json
 import os
 import signal
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 
-import daemon
+from .fresh_files import create_fresh
 
 
 class AlreadyRunning(Exception):
@@ -161,6 +160,8 @@ def daemonize(pidfile: PidFile, keep_fds: Iterable[int]) -> None:
         # _exit: the parent must not run the daemon's cleanup (pidfile removal).
         os._exit(0 if word == b"ready" else 1)
     os.close(ready_read)
+    import daemon  # python-daemon, only when detaching: lagent --foreground (systemd) never needs it
+
     context = daemon.DaemonContext(
         working_directory="/",
         umask=0o022,
@@ -214,7 +215,7 @@ def write_status(path: str, status: dict) -> None:
     time (:func:`status_json_chunks`), so the event loop gets the GIL between chunks.
     """
     directory, name = os.path.split(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    fd, temporary = create_fresh(directory, f".{name}.", ".tmp")
     try:
         os.fchmod(fd, 0o644)  # readable by ``status`` run as another user, as before
         with os.fdopen(fd, "w", encoding="utf-8") as stream:

@@ -3,16 +3,15 @@
 Entry points ``lagent`` → :func:`agent_main`, ``lmaster`` → :func:`master_main`.
 Both enter here, so lmaster's modules (its half of the configuration, the
 sinks, the Master) are imported only inside lmaster's functions: ``lagent``
-stays as small in memory as its own half allows.
+stays as small in memory as its own half allows. Nothing imported here loads
+asyncio or OpenSSL, so that :func:`prepare_agent` can still keep OpenSSL out
+of an agent without TLS (:func:`fructosa.wire.auth.keep_openssl_out`).
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import inspect
 import socket
-import ssl
 import sys
 import time
 
@@ -54,6 +53,9 @@ def _tls_error(cfg: config.AgentConfig | config.MasterConfig, error: Exception) 
 
 
 def prepare_agent(cfg: config.AgentConfig, status_file: str) -> Prepared:
+    # First, before the agent's modules bring asyncio (which imports ssl): without TLS, no OpenSSL (~5 MB).
+    if not auth.wants_openssl(cfg.link, cfg.sensors):
+        auth.keep_openssl_out()
     from .agent import Agent
 
     reason = checks.resolvable(cfg.master_host, cfg.master_port)
@@ -61,7 +63,7 @@ def prepare_agent(cfg: config.AgentConfig, status_file: str) -> Prepared:
         raise StartError(f"{cfg.path}: [lmaster] host = {cfg.master_host!r}: cannot resolve: {reason}")
     try:
         tls = auth.client_context_for(cfg.link)
-    except (OSError, ssl.SSLError) as error:
+    except OSError as error:  # ssl.SSLError is an OSError
         raise _tls_error(cfg, error) from None
     prepared = Prepared(run=lambda stop: stop.wait())
     agent = Agent(cfg, open_spool(cfg, "lagent", prepared), tls, status_file)
@@ -76,6 +78,9 @@ def add_sensor_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def sensors_command(args: argparse.Namespace) -> int:
     """``lagent sensors [NAME]``: what can be measured, like Telegraf's --usage."""
+    import difflib  # here: the daemon never needs them
+    import inspect
+
     if args.name is None:
         width = max(len(name) for name in REGISTRY)
         for name, sensor_class in sorted(REGISTRY.items()):
@@ -175,7 +180,7 @@ def prepare_master(cfg: config.MasterConfig, status_file: str) -> Prepared:
 
     try:
         tls = auth.server_context_for(cfg.link)
-    except (OSError, ssl.SSLError) as error:
+    except OSError as error:  # ssl.SSLError is an OSError
         raise _tls_error(cfg, error) from None
     try:
         sockets = listening_sockets(cfg.listen_host, cfg.listen_port)
@@ -188,7 +193,7 @@ def prepare_master(cfg: config.MasterConfig, status_file: str) -> Prepared:
     spool = open_spool(cfg, "lmaster", prepared)
     try:
         sinks = build_sinks(cfg, spool)
-    except (OSError, ssl.SSLError) as error:
+    except OSError as error:  # ssl.SSLError is an OSError
         for sock in sockets:
             sock.close()
         raise StartError(f"{cfg.path}: [upstream] tls: cannot use the certificate settings: {error}") from None

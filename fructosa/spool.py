@@ -45,13 +45,14 @@ import logging
 import os
 import stat
 import struct
-import tempfile
 import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from .fresh_files import create_fresh
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ class Spool:
 
     def _save_cursor(self) -> None:
         # A fresh name each time (O_CREAT | O_EXCL): nothing planted can be written through.
-        fd, temporary = tempfile.mkstemp(prefix=f".{CURSOR_FILE}.", suffix=".tmp", dir=self.directory)
+        fd, temporary = create_fresh(self.directory, f".{CURSOR_FILE}.", ".tmp")
         try:
             with os.fdopen(fd, "wb") as stream:
                 stream.write(f"{self._commit[0]} {self._commit[1]}\n".encode())

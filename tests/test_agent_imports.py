@@ -1,10 +1,11 @@
-"""lagent imports only the agent's half of FrUCToSA.
+"""lagent imports only the agent's half of FrUCToSA, and none of the standard library it does not use.
 
 ``lagent`` and ``lmaster`` enter through one module (fructosa.programs) and
 share one configuration package; what lmaster alone needs (its schema, alarms,
 jobs, sinks, the HTTP face, prometheus_client's server side) must stay out of
-the agent's memory. This is a structure test: it looks at ``sys.modules`` in
-a fresh interpreter, it times nothing.
+the agent's memory. So must what only a rare path needs (:data:`AGENT_NEVER`).
+This is a structure test: it looks at ``sys.modules`` in a fresh interpreter,
+it times nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +39,31 @@ LMASTER_ONLY = (
     "aiohttp",
     "prometheus_client",
 )
+
+AGENT_NEVER = (
+    "ssl", "_ssl", "_hashlib",  # OpenSSL, without TLS (tests/test_agent_openssl.py)
+    "tempfile", "shutil", "bz2", "lzma",  # fresh_files.py instead of tempfile.mkstemp; argparse's terminal width
+    "encodings.idna", "unicodedata", "stringprep",  # resolving an ASCII master host
+    "urllib.request", "http.client", "email",  # the Prometheus sensor, when it scrapes
+    "logging.handlers", "pickle",  # logs.RotatingLogFile; S frames (wire/plain_pickle.py) are lmaster's
+    "daemon", "difflib",  # python-daemon when detaching; a misspelt configuration's hint
+)  # fmt: skip
+"""Modules lagent without TLS, with the nine sensors, never loads while starting and measuring."""
+
+AGENT_START = """
+import json, sys
+from fructosa import cli, programs
+args = cli.build_parser(programs.AGENT).parse_args(["-c", sys.argv[1], "-p", sys.argv[2], "start", "-f"])
+cfg = programs.AGENT.load_config(args.config)
+prepared = programs.prepare_agent(cfg, sys.argv[2] + ".status.json")
+import asyncio  # what start() runs the agent with
+from fructosa.sensors import REGISTRY
+for section in cfg.sensors:
+    sensor = REGISTRY[section.name]()
+    sensor.start()
+    sensor.measure()
+print(json.dumps({"modules": sorted(name for name, module in sys.modules.items() if module is not None)}))
+"""
 
 AGENT_RUN = """
 import json, sys
@@ -79,3 +105,14 @@ def test_configuration_package_still_exports_lmaster_names_on_demand() -> None:
     )
     outcome = run_python(code)
     assert outcome == {"before": False, "after": True, "same": True, "missing": []}
+
+
+def test_lagent_start_and_sensors_load_no_rarely_needed_module(tmp_path: Path) -> None:
+    """What ``lagent start`` does up to running (arguments, configuration, the
+    agent's parts, asyncio) and one measurement of each of the nine sensors."""
+    conf = tmp_path / "lagent.conf"
+    conf.write_text(agent_ini(tmp_path, 7888, sensors={name: {"time_interval": 1} for name in NINE_SENSORS}))
+    modules = set(run_python(AGENT_START, str(conf), str(tmp_path / "lagent.pid"))["modules"])
+    assert {"fructosa.agent.lagent", "asyncio", "psutil"} <= modules  # the probe did build the agent
+    loaded = [name for name in modules if any(name == own or name.startswith(own + ".") for own in AGENT_NEVER)]
+    assert loaded == []

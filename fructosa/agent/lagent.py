@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from dataclasses import replace
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .. import __version__
 from ..adaptive import AdaptivePlan
 from ..config import AgentConfig, SensorConfig
 from ..graphite_paths import SampleError, sample_to_datapoints
+from ..heap import give_back_free_heap
 from ..spool import Spool
+from ..wire import auth
 from ..wire.blocks import Block
 from .layouts import LayoutCache
 from .queue import SampleQueue
@@ -27,10 +28,19 @@ from .report import Reporter
 from .scheduler import SensorScheduler
 from .sender import Sender
 
+if TYPE_CHECKING:
+    import ssl  # named only: lagent without TLS keeps ssl out (wire.auth.keep_openssl_out)
+
 log = logging.getLogger(__package__)
 
 FLUSH_TIMEOUT = 5.0
 """Seconds a stopping agent gives queued and in-flight batches to be acknowledged."""
+TLS_NEEDS_RESTART = (
+    "reload: TLS (to lmaster, or to an https:// exporter) takes effect at the next restart: lagent started "
+    "without TLS, so OpenSSL is not loaded; the link to lmaster stays plaintext until then"
+)
+SETTLE_TIMEOUT = 30.0
+"""Seconds after start at most until start-up's freed heap is given back, connected to lmaster or not."""
 
 
 class Agent:
@@ -84,6 +94,7 @@ class Agent:
         helpers = [
             asyncio.create_task(self.sender.session.run(), name="sender"),
             asyncio.create_task(self.reporter.run(), name="reporter"),
+            asyncio.create_task(self._settle(), name="settle"),
         ]
         try:
             await stop.wait()
@@ -106,6 +117,15 @@ class Agent:
                 self.dropped_samples,
             )  # fmt: skip
 
+    async def _settle(self) -> None:
+        """Once the sensors are built and the first connection is made (or
+        :data:`SETTLE_TIMEOUT` passed), give start-up's freed heap back: one call, no wakeup later."""
+        try:
+            await asyncio.wait_for(self.connected.wait(), SETTLE_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+        give_back_free_heap()
+
     def reload(self, new: AgentConfig) -> None:
         """Apply a new configuration: sensors added, removed and re-timed take
         effect at once; nothing queued, spooled or in flight is lost."""
@@ -117,11 +137,17 @@ class Agent:
         ):
             if before != after:
                 log.warning("reload: a change of %s takes effect at the next restart", what)
-        self.config = replace(new, spool=old.spool, journal_file=old.journal_file)
+        link = new.link
+        if auth.openssl_blocked() and auth.wants_openssl(link, new.sensors):
+            log.warning(TLS_NEEDS_RESTART)
+            was = old.link  # TLS to lmaster stays off; a new secret still applies
+            link = replace(link, tls=was.tls, tls_cert=was.tls_cert, tls_key=was.tls_key, tls_ca=was.tls_ca)
+        self.config = replace(new, spool=old.spool, journal_file=old.journal_file, link=link)
         self.plan.update(new.sensors)
         self.scheduler.apply(new.sensors)
         self.sender.reconfigure(self.config)
         self.sender.note_facts()
+        give_back_free_heap()
 
     def current_interval(self, sensor: SensorConfig) -> float:
         """The interval ``sensor`` runs at now (its fast one while adaptive sampling says so)."""

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from array import array
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import AgentConfig
@@ -26,6 +26,9 @@ from ..wire.blocks import Block, split_for_frames
 from ..wire.session import Outbox, SendingSession, connect
 from .facts import gpu_facts, hello_facts
 from .queue import SampleQueue
+
+if TYPE_CHECKING:
+    import ssl  # named only: lagent without TLS keeps ssl out (wire.auth.keep_openssl_out)
 
 log = logging.getLogger(__package__)
 

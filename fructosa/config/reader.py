@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,6 +15,8 @@ class ConfigError(Exception):
 
 def did_you_mean(word: str, candidates: Iterable[str] | Mapping[str, str]) -> str:
     """`` (did you mean 'X'?)`` for the closest candidate, or nothing; a mapping's values are the spellings."""
+    import difflib  # here: only a misspelt configuration needs it, and lagent keeps its modules for good
+
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     if not close:
         return ""

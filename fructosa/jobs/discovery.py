@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -222,6 +221,8 @@ def discover(
     trees = slurm_cgroup_trees(cgroup_root) if method in ("auto", "cgroup") else []
     if method == "cgroup" or (method == "auto" and trees):
         return Discovery(jobs_from_cgroups(cgroup_root), "cgroup", slurm_present=bool(trees))
+    import shutil  # here: shutil brings bz2 and lzma into every agent, and only this line needs it
+
     scontrol_path = shutil.which(scontrol)
     present = scontrol_path is not None or slurm_daemon_running(proc_root)
     if method == "scontrol":

@@ -25,13 +25,17 @@ import asyncio
 import json
 import logging
 import os
-import ssl
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 from ..backoff import Backoff
 from ..ratelog import RateLimitedLog
 from . import auth, protocol
+
+if TYPE_CHECKING:
+    import ssl  # named only: lagent without TLS keeps ssl out (wire.auth.keep_openssl_out)
 
 WELCOME_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
@@ -137,7 +141,8 @@ async def connect(
 
 def describe_error(error: BaseException, peer_name: str, opening: bool = True) -> str:
     """One line for the log on why a connection failed (``opening``) or broke."""
-    if isinstance(error, ssl.SSLCertVerificationError):
+    ssl = sys.modules.get("ssl")  # None when this process runs without TLS (auth.keep_openssl_out)
+    if ssl is not None and isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS certificate of {peer_name} not trusted: {error.verify_message}"
     if isinstance(error, asyncio.IncompleteReadError):
         if opening:
