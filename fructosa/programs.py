@@ -55,6 +55,9 @@ def _tls_error(cfg: config.AgentConfig | config.MasterConfig, error: Exception) 
 
 def prepare_agent(cfg: config.AgentConfig, status_file: str) -> Prepared:
     from .agent import Agent
+    from .agent.batch_policy import schedule_as_batch
+
+    schedule_as_batch()  # before any thread starts: they all inherit it
 
     reason = checks.resolvable(cfg.master_host, cfg.master_port)
     if reason:
