@@ -57,6 +57,9 @@ def prepare_agent(cfg: config.AgentConfig, status_file: str) -> Prepared:
     if not auth.wants_openssl(cfg.link, cfg.sensors):
         auth.keep_openssl_out()
     from .agent import Agent
+    from .agent.batch_policy import schedule_as_batch
+
+    schedule_as_batch()  # before any thread starts: they all inherit it
 
     reason = checks.resolvable(cfg.master_host, cfg.master_port)
     if reason:

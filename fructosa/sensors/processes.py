@@ -7,11 +7,10 @@ from typing import Any
 
 import psutil
 
-from .base import Option, Sensor, register
+from . import proc_table
+from .base import Option, Sensor, SensorUnsupported, register
+from .proc_table import UserNames
 
-ATTRS = ["pid", "name", "username", "create_time", "cpu_times", "memory_info"]
-"""What one pass of ``psutil.process_iter`` reads per process (in one
-``oneshot()``, so /proc/PID/stat is read once)."""
 MAX_NAME = 32
 """Characters of a process name kept in paths (comm names have 15)."""
 
@@ -72,8 +71,10 @@ class TopProcesses(Sensor):
     process's CPU time (no blocking interval); a process started since the
     previous sample is measured since its start. The first sample after a
     start (or reload) has no window yet: it sends the memory list and the
-    process count, and no CPU list. One pass of ``psutil.process_iter`` reads all
-    processes; only the few that make a list are looked up in Slurm."""
+    process count, and no CPU list. One pass reads every process's
+    /proc/PID/stat, nothing else (:mod:`.proc_table`); only the few that make
+    a list have their name, user (the name service asked once per uid) and
+    Slurm job looked up."""
 
     description = "the N processes with the most CPU and memory: name, user, pid, Slurm job"
     default_interval = 10.0
@@ -81,46 +82,52 @@ class TopProcesses(Sensor):
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self._cpu_seconds: dict[tuple[int, float], float] = {}
+        self._cpu_seconds: dict[tuple[int, int], float] = {}
+        """CPU seconds by (pid, start time in clock ticks) at the previous sample."""
         self._previous_time: float | None = None
+        self._user_names = UserNames()
+        self._boot_time: float | None = None
 
     def read(self) -> dict:
+        if not proc_table.available():
+            raise SensorUnsupported("no Linux /proc on this host")
         now_wall, now = time.time(), time.monotonic()
         elapsed = None if self._previous_time is None else now - self._previous_time
-        seen: dict[tuple[int, float], float] = {}
-        processes = []
-        for process in psutil.process_iter(ATTRS, ad_value=None):
-            info = process.info
-            times, memory = info["cpu_times"], info["memory_info"]
+        if self._boot_time is None:
+            self._boot_time = psutil.boot_time()
+        seen: dict[tuple[int, int], float] = {}
+        measured: list[tuple[proc_table.ProcStat, float | None]] = []
+        for stat in proc_table.all_stats():
+            identity = (stat.pid, stat.started)
+            used = seen[identity] = stat.cpu_seconds
             percent = None
-            if times is not None:
-                used = times.user + times.system
-                identity = (info["pid"], info["create_time"] or 0.0)
-                seen[identity] = used
-                before = self._cpu_seconds.get(identity)
-                if before is not None and elapsed:
-                    percent = max(0.0, used - before) / elapsed * 100.0
-                elif elapsed:  # new since the previous sample: measured since its start
-                    # (create_time is derived from the boot time in whole seconds: never beyond elapsed)
-                    since_start = now_wall - (info["create_time"] or 0.0)
-                    percent = used / min(max(since_start, 0.01), elapsed) * 100.0
-            processes.append(
+            before = self._cpu_seconds.get(identity)
+            if before is not None and elapsed:
+                percent = max(0.0, used - before) / elapsed * 100.0
+            elif elapsed:  # new since the previous sample: measured since its start
+                since_start = now_wall - (self._boot_time + stat.started / proc_table.CLOCK_TICKS)
+                percent = used / min(max(since_start, 0.01), elapsed) * 100.0
+            measured.append((stat, None if percent is None else round(percent, 2)))
+        self._cpu_seconds, self._previous_time = seen, now
+        count = self.settings["count"]
+        by_cpu = sorted(
+            (entry for entry in measured if entry[1] is not None), key=lambda entry: (-entry[1], entry[0].pid)
+        )
+        by_rss = sorted(measured, key=lambda entry: (-entry[0].rss, entry[0].pid))
+        chosen = []
+        for stat, percent in {entry[0].pid: entry for entry in by_cpu[:count] + by_rss[:count]}.values():
+            uid = proc_table.real_uid(stat.pid)  # only the few shown: their name, user and job
+            chosen.append(
                 {
-                    "pid": info["pid"],
-                    "name": info["name"],
-                    "username": info["username"],
-                    "cpu_percent": None if percent is None else round(percent, 2),
-                    "rss": None if memory is None else memory.rss,
+                    "pid": stat.pid,
+                    "name": proc_table.name_of(stat),
+                    "username": None if uid is None else self._user_names(uid),
+                    "cpu_percent": percent,
+                    "rss": stat.rss,
+                    "job": job_of(stat.pid),
                 }
             )
-        self._cpu_seconds, self._previous_time = seen, now
-        candidates = _ranked(processes, "cpu_percent", self.settings["count"]) + _ranked(
-            processes, "rss", self.settings["count"]
-        )
-        chosen = list({process["pid"]: process for process in candidates}.values())
-        for process in chosen:
-            process["job"] = job_of(process["pid"])
-        return {"count": len(processes), "memory_total": psutil.virtual_memory().total, "processes": chosen}
+        return {"count": len(measured), "memory_total": psutil.virtual_memory().total, "processes": chosen}
 
     def shape(self, raw: dict) -> dict:
         count, total = self.settings["count"], raw.get("memory_total")
