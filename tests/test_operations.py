@@ -185,7 +185,9 @@ def test_killed_agent_is_marked_down_and_status_shows_it(tmp_path: Path, carbon:
         assert "node07" in status.stdout and "1 agents (1 up)" in status.stdout
         agent.kill()
         killed_at = time.time()
-        down = carbon.wait_for("node07.fructosa.up", lambda pts: pts[-1][1] == 0.0, since=int(killed_at), timeout=30)
+        down = carbon.wait_for(
+            "node07.fructosa.up", lambda pts: bool(pts) and pts[-1][1] == 0.0, since=int(killed_at), timeout=30
+        )
         assert down[-1][0] >= int(killed_at)
         # Down because its connection went with it, not because lmaster's idle timeout ran out at last
         # (how soon lmaster writes that is up to a loaded machine: no bound on it here).
