@@ -197,11 +197,17 @@ def _slow_again(carbon: CarbonCache, path: str, since: int, when: str) -> list[t
     fast, for as long as it likes. After 90 s, calm samples (at or under THRESHOLD) spanning the hold and a
     slow interval that did not bring it back fail the test; a machine never calm that long skips it, saying so.
     """
+
+    def from_since(series: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        return [point for point in series if point[0] >= since]
+
+    now = int(time.time())  # ``since`` may lie ahead: whisper reads no range starting in the future
     try:
-        return carbon.wait_for(path, lambda s: SLOW in _gaps(s), since=since, timeout=90)
+        return from_since(carbon.wait_for(path, lambda s: SLOW in _gaps(from_since(s)), since=min(since, now),
+                                          timeout=90))  # fmt: skip
     except AssertionError:
         longest, calm_from = 0, None
-        for stamp, value in carbon.series(path, since=since):
+        for stamp, value in from_since(carbon.series(path, since=min(since, now))):
             calm_from = (stamp if calm_from is None else calm_from) if value <= THRESHOLD else None
             longest = max(longest, stamp - calm_from if calm_from is not None else 0)
         if longest < HOLD + SLOW:

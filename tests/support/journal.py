@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from whisper import CorruptWhisperFile
+
 from .carbon import CarbonCache
 
 
@@ -38,7 +40,7 @@ def missing_points(journals: list[Path], carbon: CarbonCache) -> dict[str, list[
         for metric, seconds in journaled(journal).items():
             try:
                 stored = {when for when, _ in carbon.series(metric, since=min(seconds) - 1)}
-            except FileNotFoundError:
+            except (FileNotFoundError, CorruptWhisperFile):  # not created yet, or caught mid-creation
                 stored = set()
             lost = sorted(seconds - stored)
             if lost:
