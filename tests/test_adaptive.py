@@ -190,6 +190,31 @@ def _journaled(journal: Path, path: str, since: int) -> list[float]:
                   and float(fields[2]) >= since)  # fmt: skip
 
 
+def _slow_again(carbon: CarbonCache, path: str, since: int, when: str) -> list[tuple[int, float]]:
+    """The points from ``since`` once a SLOW gap shows among them: the agent is back to slow sampling.
+
+    Only a calm machine lets it: a busy other test keeps CPUPercent.total over THRESHOLD, and so the agent
+    fast, for as long as it likes. After 90 s, calm samples (at or under THRESHOLD) spanning the hold and a
+    slow interval that did not bring it back fail the test; a machine never calm that long skips it, saying so.
+    """
+
+    def from_since(series: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        return [point for point in series if point[0] >= since]
+
+    now = int(time.time())  # ``since`` may lie ahead: whisper reads no range starting in the future
+    try:
+        return from_since(carbon.wait_for(path, lambda s: SLOW in _gaps(from_since(s)), since=min(since, now),
+                                          timeout=90))  # fmt: skip
+    except AssertionError:
+        longest, calm_from = 0, None
+        for stamp, value in from_since(carbon.series(path, since=min(since, now))):
+            calm_from = (stamp if calm_from is None else calm_from) if value <= THRESHOLD else None
+            longest = max(longest, stamp - calm_from if calm_from is not None else 0)
+        if longest < HOLD + SLOW:
+            pytest.skip(f"the shared machine stayed over {THRESHOLD} % CPU {when}: no calm to sample slowly in")
+        raise
+
+
 def _gaps(series: list[tuple[int, float]]) -> list[int]:
     return [b[0] - a[0] for a, b in zip(series, series[1:], strict=False)]
 
@@ -211,12 +236,12 @@ def test_cpu_burners_switch_cpupercent_to_fast_sampling_in_whisper(tmp_path: Pat
         with Daemon("lagent", agent_conf, tmp_path).start() as agent:
             start = int(time.time())
             # before the burners: slow (a machine busy with other work may first hold it fast for a while)
-            slow = carbon.wait_for(path, lambda s: SLOW in _gaps(s), since=start, timeout=90)
+            slow = _slow_again(carbon, path, start, "before the burners")
             assert SLOW <= max(_gaps(slow)) <= 2 * SLOW, slow  # shorter gaps only while fast or switching
             burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
             try:
                 burn = int(time.time())
-                fast = _from(carbon, path, burn + SLOW + 1, 4, timeout=15)
+                fast = _from(carbon, path, burn + SLOW + 1, 4, timeout=60)
                 # Each step FAST, by the agent's own timestamps: whisper keeps whole seconds, so a step of
                 # 1.02 s from x.99 reads as a 2 s gap there (the grid is on the monotonic clock, not on seconds).
                 stamps = _journaled(journal, path, fast[0][0])[:4]
@@ -224,16 +249,15 @@ def test_cpu_burners_switch_cpupercent_to_fast_sampling_in_whisper(tmp_path: Pat
                 steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
                 assert all(abs(step - FAST) < FAST / 2 for step in steps), (stamps, fast)
                 assert carbon.wait_for(f"{HOST}.fructosa.agent.interval.CPUPercent",
-                                       lambda s: s[-1][1] == FAST, since=burn, timeout=10)  # fmt: skip
+                                       lambda s: s[-1][1] == FAST, since=burn, timeout=30)  # fmt: skip
             finally:
                 for burner in burners:
                     burner.kill()
                     burner.wait()
             # after them: back to slow once the hold has passed (later, if other work keeps the machine busy)
             calm = int(time.time()) + HOLD + SLOW + 1
-            after = carbon.wait_for(path, lambda s: SLOW in _gaps([p for p in s if p[0] >= calm]),
-                                    since=int(time.time()), timeout=90)  # fmt: skip
-            assert SLOW <= max(_gaps([p for p in after if p[0] >= calm])) <= 2 * SLOW, after
+            after = _slow_again(carbon, path, calm, "after the burners")
+            assert SLOW <= max(_gaps(after)) <= 2 * SLOW, after
             log = agent.output() + (tmp_path / "limon.log").read_text(errors="replace")
             assert re.search(
                 rf"CPUPercent: fast sampling \({FAST} s\) because CPUPercent.total = [\d.]+ > {THRESHOLD}", log

@@ -241,38 +241,64 @@ def test_configured_alarm_fires_runs_its_action_and_resolves(stack: Stack) -> No
     assert stack.marks.read_text().splitlines() == ["node-a"]  # the action runs on firing only
 
 
+@pytest.mark.timeout(360)
 def test_cpu_burners_fire_a_cpu_alarm_that_resolves_when_they_stop(stack: Stack) -> None:
-    """Busy loops on every core push CPUPercent.total over 60; the shared machine must first be calmer than that."""
+    """Busy loops on every core push CPUPercent.total over 60 (a CPU with a busy loop on it is never idle, however
+    many other processes share it); the shared machine must be calmer than that before, and again after.
+
+    Only the machine's own calm is waited for with a skip: before the burners, until the alarm is seen ``ok``;
+    after them, a sample at or under 60 (in whisper, the very samples the alarm compared) that did not resolve
+    the alarm fails the test, and only a machine that stayed over 60 throughout skips it. No bound on how soon
+    anything happens: an agent or lmaster that a loaded machine holds up is late, not wrong.
+    """
+    metric = "node-cpu.CPUPercent.total"
     stack.start_agent("node-cpu", {"CPUPercent": {"time_interval": INTERVAL, "total": "yes"}})
-    rule = {"name": "cpu-hot", "metric": "node-cpu.CPUPercent.total", "operator": ">", "value": 60,
-            "for": FOR_SECONDS, "target": "node"}  # fmt: skip
+    rule = {"name": "cpu-hot", "metric": metric, "operator": ">", "value": 60, "for": FOR_SECONDS,
+            "target": "node"}  # fmt: skip
     assert stack.request("/api/alarms", "POST", rule)[0] in (200, 201)
     try:
-        wait_for(lambda: stack.alarm("cpu-hot")["states"].get("node-cpu"), 20, "node-cpu's first CPU value")
+        wait_for(lambda: stack.alarm("cpu-hot")["states"].get("node-cpu"), 60, "node-cpu's first CPU value")
         deadline = time.monotonic() + 60
-        while stack.alarm("cpu-hot")["states"]["node-cpu"]["status"] != "ok":
+        while True:
+            calm_from = time.time()  # lmaster read the state after this
+            if stack.alarm("cpu-hot")["states"]["node-cpu"]["status"] == "ok":
+                break
             if time.monotonic() > deadline:
                 pytest.skip("the shared machine stayed over 60 % CPU for a minute: no calm baseline to compare")
             time.sleep(0.5)
         burn = "import time\nend = time.time() + 60\nwhile time.time() < end: pass\n"
         burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 2)]
         try:
-            started = time.time()
-            wait_for(lambda: stack.alarm("cpu-hot")["status"] == "firing", 30, "cpu-hot firing with the burners",
+            wait_for(lambda: stack.alarm("cpu-hot")["status"] == "firing", 60, "cpu-hot firing with the burners",
                      describe=lambda: stack.alarm("cpu-hot"))  # fmt: skip
+            # Calm when the burners started, so the condition began holding after calm_from and held FOR_SECONDS.
             since = stack.alarm("cpu-hot")["since"]
-            assert since - started <= FOR_SECONDS + 2 * INTERVAL + 1, since - started
-            wait_for(lambda: stack.receiver.posts_of("cpu-hot", "firing"), 10, "cpu-hot's firing post")
+            assert since >= calm_from + FOR_SECONDS, (since, calm_from)
+            wait_for(lambda: stack.receiver.posts_of("cpu-hot", "firing"), 30, "cpu-hot's firing post")
             stack.carbon.wait_for("fructosa.alarms.cpu-hot.firing", lambda s: any(v == 1 for _, v in s),
-                                  since=int(started), timeout=20)  # fmt: skip
+                                  since=int(calm_from), timeout=60)  # fmt: skip
         finally:
             for burner in burners:
                 burner.kill()
                 burner.wait(10)
-        wait_for(lambda: stack.receiver.posts_of("cpu-hot", "resolved"), 60, "cpu-hot's resolved post",
-                 describe=lambda: stack.alarm("cpu-hot"))  # fmt: skip
-        stack.carbon.wait_for("fructosa.alarms.cpu-hot.firing", lambda s: s[-1][1] == 0, since=int(started),
-                              timeout=20)  # fmt: skip
+        burners_gone = int(time.time()) + 1  # whisper's first whole second without them
+
+        def calm_samples() -> list[tuple[int, float]]:
+            """The agent's samples at or under 60 since the burners went: each one must resolve the alarm."""
+            try:
+                return [(t, v) for t, v in stack.carbon.series(metric, since=burners_gone) if v <= 60]
+            except FileNotFoundError:
+                return []
+
+        try:
+            wait_for(lambda: stack.receiver.posts_of("cpu-hot", "resolved"), 90, "cpu-hot's resolved post",
+                     describe=lambda: (stack.alarm("cpu-hot"), calm_samples()))  # fmt: skip
+        except AssertionError:
+            if not calm_samples():
+                pytest.skip("the shared machine stayed over 60 % CPU after the burners stopped: nothing to resolve")
+            raise
+        stack.carbon.wait_for("fructosa.alarms.cpu-hot.firing", lambda s: s[-1][1] == 0, since=int(calm_from),
+                              timeout=60)  # fmt: skip
     finally:
         stack.request("/api/alarms/cpu-hot", "DELETE")
         stack.agents.pop("node-cpu").stop()

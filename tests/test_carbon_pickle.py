@@ -97,16 +97,6 @@ def test_an_empty_block_has_no_frames() -> None:
     assert carbon_frames(Block()) == [] and CarbonPickleEncoder("p").encode(Block()) == b""
 
 
-async def _drive(sink: CarbonPickleSink, until, timeout: float = 30.0) -> None:
-    task = asyncio.create_task(sink.run())
-    try:
-        await asyncio.to_thread(wait_for, until, timeout, "the sink's condition", interval=0.05)
-    finally:
-        await sink.close(timeout=5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def test_the_resend_window_written_again_reaches_a_restarted_carbon(tmp_path: Path) -> None:
     """Without a spool, the bytes written before carbon went away are written again, as they were, to the next
     carbon: a whisper file that carbon never made (its first instance is stopped before it can write) appears."""

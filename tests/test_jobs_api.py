@@ -33,7 +33,7 @@ from fructosa.wire.blocks import Block
 from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
 from tests.support.configs import agent_ini, master_ini
 from tests.support.daemons import Daemon
-from tests.support.slurm import SlurmCluster, unavailable_reason
+from tests.support.slurm import SlurmCluster, burner_job, cpu_share, unavailable_reason
 from tests.support.waiting import wait_for
 
 NOW = 1_800_000_000.0
@@ -335,8 +335,11 @@ def test_api_asks_graphite_web_for_a_job_whose_samples_lmaster_did_not_keep(tmp_
 # -- end to end, on a real Slurm ----------------------------------------------------------------------
 
 HOST = short_hostname(__import__("socket").gethostname())
-BURN_SECONDS = 8
-BURNER = f"python3 -c 'import time; t = time.time() + {BURN_SECONDS}; exec(\"while time.time() < t: pass\")'"
+BURN_SECONDS = 30
+"""Longer than the test lets it run: it is cancelled once lmaster holds enough samples of it."""
+SHARE_TOLERANCE = 20
+"""Percentage points between the mean of a job's samples and the share of a CPU its busy loop measured itself:
+the samples miss the last fraction of a second and weigh the first (a short window) as much as the others."""
 
 
 class Stack:
@@ -393,43 +396,53 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 yield stack
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_a_real_job_is_listed_running_then_ended_with_a_profile_from_lmasters_memory(stack: Stack) -> None:
-    burner = stack.slurm.sbatch(BURNER, "-J", "burner")
+    """A busy loop on its one CPU, listed running and busy, cancelled, then ended with a profile.
 
-    def running_and_busy() -> dict[str, Any] | None:
+    How busy is the machine's business: on an idle node the loop has its whole CPU, on a shared 2-core CI box
+    what the scheduler leaves it. The job measures that share itself (tests/support/burner.py), and lmaster's
+    figures are checked against it, not against 100 %; a job that Slurm starts late only starts later.
+    """
+    share_file = stack.workdir / "burner-share"
+    submitted = time.time()
+    burner = stack.slurm.sbatch(burner_job(BURN_SECONDS, share_file), "-J", "burner")
+
+    def running_and_measured() -> dict[str, Any] | None:
         rows = [row for row in stack.get("/api/jobs?state=running")["jobs"] if row["job_id"] == burner]
-        # A busy loop: near 100 % of one CPU on an idle node; a loaded 2-core CI box takes its share (a fifth of a
-        # CPU was seen) and a sleeping job reads 0, so "busy" is > 15.
-        return rows[0] if rows and (rows[0]["cpu_percent"] or 0) > 15 else None
+        # lmaster's Slurm poller and the agent's samples both made the row: the job's facts and a CPU figure
+        return rows[0] if rows and rows[0]["from_slurm"] and (rows[0]["cpu_percent"] or 0) > 0 else None
 
-    row = wait_for(running_and_busy, 30, f"job {burner} running and busy in /api/jobs", interval=0.3)
+    row = wait_for(running_and_measured, 60, f"job {burner} running and measured in /api/jobs", interval=0.3)
     assert (row["user"], row["partition"], row["nodes"], row["cpus"]) == ("root", "debug", [HOST], 1)
     assert row["from_slurm"] and row["state"] == "RUNNING" and row["name"] == "burner"
-    assert 15 < row["cpu_efficiency_percent"] <= 105
+    assert row["cpu_efficiency_percent"] == row["cpu_percent"] <= 105  # the newest CPU use over its 1 CPU
     detail = stack.get(f"/api/jobs/{burner}", template="/api/jobs/{job}")
     assert detail["profile"] is None and detail["nodes"][HOST]["cpu_percent"] > 0
 
-    def busy_samples() -> bool:
+    def samples() -> int:
         series = stack.get(f"/api/jobs/{burner}/history", template="/api/jobs/{job}/history")[HOST]["cpu_percent"]
-        return sum(value > 15 for value in series["values"]) >= 2
+        return len(series["values"])
 
-    wait_for(busy_samples, 20, f"two busy samples of job {burner} in lmaster's memory", interval=0.3)
+    wait_for(lambda: samples() >= 12, 60, f"twelve samples of job {burner} in lmaster's memory", interval=0.3)
     stack.slurm.run("scancel", burner)
+    share = cpu_share(share_file)  # up to the last 0.2 s before the cancel
     ended = wait_for(lambda: [r for r in stack.get("/api/jobs?state=ended")["jobs"] if r["job_id"] == burner],
-                     30, f"job {burner} ended in /api/jobs", interval=0.3)[0]  # fmt: skip
-    assert ended["state"] in ("CANCELLED", "ENDED") and ended["end"] >= ended["start"]
+                     60, f"job {burner} ended in /api/jobs", interval=0.3)[0]  # fmt: skip
+    assert ended["state"] in ("CANCELLED", "ENDED") and submitted - 1 <= ended["start"] <= ended["end"] <= time.time()
     answer = stack.get(f"/api/jobs/{burner}", template="/api/jobs/{job}")
     profile = answer["profile"]
     assert answer["profile_source"] == "lmaster" and list(profile["nodes"]) == [HOST]
-    assert profile["allocated_cpus"] == 1 and profile["nodes"][HOST]["cpu_percent_peak"] > 15
-    # The mean also holds the start-up, and other tests share a 2-core box: busy, not necessarily 100 %.
+    # lmaster's mean of the agent's samples is the share of its CPU the loop had (the samples cover its life
+    # but for the last fraction of a second), and no sample is above what one busy process can use.
     efficiency = profile["cpu_efficiency_percent"]
-    assert 10 < efficiency <= 105 and efficiency == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
+    assert profile["allocated_cpus"] == 1 and efficiency == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
+    assert abs(efficiency - share) <= SHARE_TOLERANCE, (efficiency, share)
+    assert share - SHARE_TOLERANCE <= profile["nodes"][HOST]["cpu_percent_peak"] <= 105, (profile, share)
     flags = {flag["name"]: flag for flag in profile["flags"]}
-    assert ("idle_cpus" in flags) == (efficiency < 25), flags  # the [jobs] default threshold
+    # the [jobs] default threshold, on the figure the flag names (CPUs used on average, to 0.01)
+    assert ("idle_cpus" in flags) == (profile["used_cpus_mean"] < 0.25 * profile["allocated_cpus"]), profile
     assert flags["short_job"]["value"] == profile["duration_seconds"] < 60
     assert flags["short_job"]["threshold"] == 60
     # Without --mem Slurm allocates the whole node's memory (the jobcomp log's TRES), of which a loop uses little.
     assert profile["allocated_memory_bytes"] > 100 << 20 and "low_memory_use" in flags
-    assert time.time() - ended["end"] < 60

@@ -139,6 +139,13 @@ def burner_job(slurm: SlurmCluster) -> tuple[str, list[int]]:
     return job, pids
 
 
+def lifetime_share(pids: list[int]) -> float:
+    """The share of one CPU (%) the processes ``pids`` have had since the first of them started."""
+    processes = [psutil.Process(pid) for pid in pids]
+    used = sum(sum(process.cpu_times()[:2]) for process in processes)
+    return 100 * used / (time.time() - min(process.create_time() for process in processes))
+
+
 def wait_gone(slurm: SlurmCluster, job: str) -> None:
     """After scancel: wait until Slurm forgot the job and none of its processes is left."""
     slurm.wait_state(job, ("GONE", "COMPLETED", "CANCELLED"))
@@ -199,19 +206,16 @@ def test_job_series_reach_whisper_and_count_returns_to_zero(
     count_path = f"{HOST}.SlurmJobs.count"
     with Daemon("lmaster", master_conf, tmp_path / "master").start(listen_port=master_port):
         with Daemon("lagent", agent_conf, tmp_path / "agent").start():
-            job, _ = burner_job(slurm)
+            job, pids = burner_job(slurm)
             try:
-                # Near 100 on an idle node; on a loaded 2-core box the busy loop may get a fifth of a CPU, and
-                # a job that sleeps reads 0: "busy" is over 15 %.
-                busy = carbon.wait_for(
-                    f"{HOST}.SlurmJobs.job_{job}.cpu_percent",
-                    lambda series: any(value > 15 for _, value in series),
-                    timeout=40,
-                )
-                assert all(value <= 130 for _, value in busy), busy  # near 100: one busy CPU, never 2
-                assert carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.processes", timeout=5)[-1][1] >= 1
-                assert carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.rss", timeout=5)[-1][1] > 0
-                carbon.wait_for(count_path, lambda series: any(value >= 1 for _, value in series), timeout=10)
+                # The sensor's default 10-s interval: the job's first CPU figure comes at its second read.
+                (first, *_) = carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.cpu_percent", timeout=60)
+                used = lifetime_share(pids)  # the first figure covers the job's life so far
+                # one busy CPU (never 2), or what a machine shared with other work lets it have
+                assert used > 10 and abs(first[1] - used) <= max(15, 0.25 * used), (first, used)
+                assert carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.processes")[-1][1] >= 1
+                assert carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.rss")[-1][1] > 0
+                carbon.wait_for(count_path, lambda series: any(value >= 1 for _, value in series))
             finally:
                 slurm.run("scancel", job)
             wait_gone(slurm, job)

@@ -33,12 +33,14 @@ from tests.dashboards.helpers import model_targets
 from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
 from tests.support.configs import agent_ini, master_ini
 from tests.support.daemons import Daemon
-from tests.support.slurm import SlurmCluster, unavailable_reason
+from tests.support.slurm import SlurmCluster, burner_job, cpu_share, unavailable_reason
 from tests.support.waiting import wait_for
 
 HOST = short_hostname(__import__("socket").gethostname())
 BURN_SECONDS = 8
-BURNER = f"python3 -c 'import time; t = time.time() + {BURN_SECONDS}; exec(\"while time.time() < t: pass\")'"
+SHARE_TOLERANCE = 20
+"""Percentage points between the mean of a job's samples and the share of a CPU its busy loop measured itself:
+the samples miss the last fraction of a second and weigh the first (a short window) as much as the others."""
 ALLOCATOR = "python3 -c 'import time; block = b\"x\" * (200 << 20); time.sleep(4)'"
 ALLOCATOR_MEMORY_MIB = 300
 SLEEPER = "sleep 3"
@@ -100,40 +102,41 @@ def _report(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None:
     carbon, slurm = stack.carbon, stack.slurm
-    burner = slurm.sbatch(BURNER, "-J", "burner")
+    share_file = stack.workdir / "burner-share"
+    submitted = time.time()
+    burner = slurm.sbatch(burner_job(BURN_SECONDS, share_file), "-J", "burner")
     allocator = slurm.sbatch(ALLOCATOR, "-J", "allocator", f"--mem={ALLOCATOR_MEMORY_MIB}M")
 
-    # The node's view (lagent's SlurmJobs sensor): per-job series with plausible values.
-    # A busy loop: near 100 % of one CPU on an idle node; on a loaded 2-core CI box other tests take their
-    # share (a fifth of a CPU was seen), a sleeping job reads 0, so "busy" is > 15, and never more than the one
-    # CPU a single process can use. On such a box Slurm may start the job seconds late and its first samples
-    # hold the start-up, hence the long deadline and two busy samples of the eight seconds.
-    cpu = carbon.wait_for(
-        f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: sum(v > 15 for _, v in s) >= 2, timeout=40
-    )
-    assert all(0 <= v <= 105 for _, v in cpu), cpu
+    # The node's view (lagent's SlurmJobs sensor): per-job series with plausible values. How much of its CPU
+    # the busy loop gets is the machine's business (all of it on an idle node, what is left on a shared 2-core
+    # CI box): the job measures that share itself, and the series is checked against it once the job is over.
+    # Slurm may start a job seconds late on a loaded machine: long deadlines, no bound on how soon.
+    carbon.wait_for(f"{HOST}.SlurmJobs.job_{burner}.cpu_percent", lambda s: len(s) >= 2, timeout=60)
     rss = carbon.wait_for(
-        f"{HOST}.SlurmJobs.job_{allocator}.rss", lambda s: any(v > 150 << 20 for _, v in s), timeout=15
+        f"{HOST}.SlurmJobs.job_{allocator}.rss", lambda s: any(v > 150 << 20 for _, v in s), timeout=60
     )
     assert max(v for _, v in rss) < 400 << 20
-    carbon.wait_for(f"{HOST}.SlurmJobs.count", lambda s: any(v == 2 for _, v in s), timeout=10)
+    carbon.wait_for(f"{HOST}.SlurmJobs.count", lambda s: any(v == 2 for _, v in s), timeout=60)
 
     # The head node's view (lmaster's poller): counts up, then back to 0 after both end.
-    carbon.wait_for("fructosa.slurm.jobs.running.total", lambda s: any(v == 2 for _, v in s), timeout=10)
-    carbon.wait_for("fructosa.slurm.jobs.running.by_user.root", lambda s: any(v == 2 for _, v in s), timeout=10)
-    carbon.wait_for("fructosa.slurm.jobs.running.by_partition.debug", lambda s: any(v >= 1 for _, v in s))
+    carbon.wait_for("fructosa.slurm.jobs.running.total", lambda s: any(v == 2 for _, v in s), timeout=60)
+    carbon.wait_for("fructosa.slurm.jobs.running.by_user.root", lambda s: any(v == 2 for _, v in s), timeout=60)
+    carbon.wait_for("fructosa.slurm.jobs.running.by_partition.debug", lambda s: any(v >= 1 for _, v in s), timeout=60)
     for job in (burner, allocator):
-        slurm.wait_state(job, ("GONE",), timeout=20)
+        slurm.wait_state(job, ("GONE",), timeout=60)
         slurm.wait_accounted(job)
     ended_at = int(time.time())
-    carbon.wait_for("fructosa.slurm.jobs.running.total", lambda s: s[-1][1] == 0 and s[-1][0] >= ended_at)
-    carbon.wait_for("fructosa.slurm.jobs.running.by_user.root", lambda s: s[-1][1] == 0)
-    carbon.wait_for(f"{HOST}.SlurmJobs.count", lambda s: s[-1][1] == 0 and s[-1][0] >= ended_at)
+    share = cpu_share(share_file)
+    cpu = carbon.series(f"{HOST}.SlurmJobs.job_{burner}.cpu_percent")
+    assert all(0 <= v <= 105 for _, v in cpu), cpu  # never more than the one CPU a single process can use
+    carbon.wait_for("fructosa.slurm.jobs.running.total", lambda s: s[-1][1] == 0 and s[-1][0] >= ended_at, timeout=30)
+    carbon.wait_for("fructosa.slurm.jobs.running.by_user.root", lambda s: s[-1][1] == 0, timeout=30)
+    carbon.wait_for(f"{HOST}.SlurmJobs.count", lambda s: s[-1][1] == 0 and s[-1][0] >= ended_at, timeout=30)
     assert carbon.series("fructosa.slurm.jobs.started")[-1][1] == 2  # counters since lmaster started
-    carbon.wait_for("fructosa.slurm.jobs.ended", lambda s: s[-1][1] == 2)
+    carbon.wait_for("fructosa.slurm.jobs.ended", lambda s: s[-1][1] == 2, timeout=30)
 
     # graphite-web events, as Grafana annotations read them (by tag).
-    wait_for(lambda: len(stack.web.events_of("slurm job_end")) >= 2, 10, "graphite-web's two job_end events")
+    wait_for(lambda: len(stack.web.events_of("slurm job_end")) >= 2, 30, "graphite-web's two job_end events")
     (start,) = stack.web.events_of(f"slurm job_start job_{burner}")
     assert "user_root" in start["tags"] and "partition_debug" in start["tags"]
     assert "'burner'" in start["data"] and HOST in start["data"]
@@ -148,19 +151,21 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     assert result.returncode == 0, result.stderr
     profile = json.loads(result.stdout)
     assert profile["state"] == "COMPLETED" and profile["allocated_cpus"] == 1
-    assert BURN_SECONDS - 1 <= profile["duration_seconds"] <= BURN_SECONDS + 3
+    assert BURN_SECONDS - 1 <= profile["duration_seconds"] <= ended_at - submitted + 1  # Slurm's whole seconds
     assert list(profile["nodes"]) == [HOST]
-    # A busy loop on 1 allocated CPU; the mean also holds its start-up (and a 2-core CI box is shared).
-    assert 10 < profile["cpu_efficiency_percent"] <= 105, profile
-    assert profile["cpu_efficiency_percent"] == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
-    assert profile["nodes"][HOST]["cpu_percent_peak"] > 15
+    # A busy loop on 1 allocated CPU: the mean of its samples is the share of that CPU it measured itself.
+    efficiency = profile["cpu_efficiency_percent"]
+    assert abs(efficiency - share) <= SHARE_TOLERANCE, (profile, share)
+    assert efficiency == round(profile["nodes"][HOST]["cpu_percent_mean"], 1)
+    assert share - SHARE_TOLERANCE <= profile["nodes"][HOST]["cpu_percent_peak"] <= 105, (profile, share)
     for path in profile["charts"]:
         assert Path(path).read_bytes().startswith(b"\x89PNG")
-    # Flags: a busy CPU is no idle_cpus (unless a loaded box gave it under 25 %); 8 s is a short job; without --mem
-    # Slurm gives the whole node's memory (in the jobcomp log's TRES), of which a busy loop uses a sliver.
+    # Flags: idle_cpus only below the [jobs] threshold (a busy loop a loaded machine starved is idle for Slurm's
+    # accounting too); 8 s is a short job; without --mem Slurm gives the whole node's memory (in the jobcomp
+    # log's TRES), of which a busy loop uses a sliver.
     flags = {flag["name"]: flag for flag in profile["flags"]}
-    assert sorted(set(flags) - {"idle_cpus"}) == ["low_memory_use", "short_job"], profile["flags"]
-    assert ("idle_cpus" in flags) == (profile["cpu_efficiency_percent"] < 25), flags  # the [jobs] default
+    assert set(flags) - {"idle_cpus"} == {"low_memory_use", "short_job"}, profile["flags"]
+    assert ("idle_cpus" in flags) == (profile["used_cpus_mean"] < 0.25 * profile["allocated_cpus"]), profile
     assert flags["short_job"]["threshold"] == 60 and flags["short_job"]["value"] == profile["duration_seconds"]
     assert profile["allocated_memory_bytes"] > 2 * ALLOCATOR_MEMORY_MIB << 20  # the node's RealMemory
     text = _report(stack, allocator)
@@ -178,7 +183,7 @@ def test_real_jobs_give_series_counts_events_and_a_profile(stack: Stack) -> None
     assert flag["value"] == pytest.approx(near["rss_peak"] / (ALLOCATOR_MEMORY_MIB << 20), rel=1e-3)
 
     # A sleeping job holds its CPU idle: idle_cpus with the measured share, and short.
-    slurm.wait_state(sleeper, ("GONE",), timeout=20)
+    slurm.wait_state(sleeper, ("GONE",), timeout=60)
     slurm.wait_accounted(sleeper)
     idle = _report(stack, sleeper, "--format", "json")
     assert idle.returncode == 0, idle.stderr

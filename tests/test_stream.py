@@ -412,7 +412,7 @@ def test_bad_messages_get_an_error_and_the_connection_stays_open():
 def test_too_many_patterns_are_refused_quickly():
     async def test(client: TestClient, hub: StreamHub) -> None:
         async with client.ws_connect("/api/stream", headers=AUTH) as ws:
-            started = time.monotonic()
+            started = time.process_time()  # the server runs in this process: its CPU time, not a loaded machine's
             ten_thousand = [chr(ord("a") + index % 26) for index in range(10_000)]  # 50 KB: under the 64 KiB limit
             await ws.send_json({"subscribe": ten_thousand})
             assert "at most 100 patterns" in (await receive(ws))["error"]
@@ -422,7 +422,7 @@ def test_too_many_patterns_are_refused_quickly():
             hub.observe(Block.of([(".".join(["a" * 199] * 10), (NOW, 1.0))]), "a")
             await ws.send_json({"unsubscribe": hostile})
             await receive(ws)
-            assert time.monotonic() - started < 2.0
+            assert time.process_time() - started < 2.0
             assert hub.stats()["patterns"] == 0
 
     with_stream(test)
@@ -504,7 +504,7 @@ def test_a_stalled_client_neither_slows_the_relay_nor_a_fast_client():
             deadline = time.monotonic() + 30
             while hub.stats()["dropped"] == 0:  # until the stalled client's socket and queue are full
                 assert time.monotonic() < deadline, "the stalled client never lost anything"
-                started = time.thread_time()  # CPU time: preemption on a loaded machine is not observe's cost
+                started = time.thread_time()  # its CPU time: a loaded machine may hold the thread up, not the hub
                 hub.observe(flood, None)  # half a queue per turn of the loop: only a client that stalls loses any
                 slowest = max(slowest, time.thread_time() - started)
                 blocks += 1

@@ -211,7 +211,8 @@ def test_top_processes_reach_whisper_and_the_dashboard_table(tmp_path: Path, kno
         assert rows("Top processes by CPU")[f"#{burner_rank} {BURNER} ({USER})"] > 0
         assert rows("Top processes by memory")[f"#{hog_rank} {HOG} ({USER})"] >= HOG_BYTES
         ids = rows("Pids and Slurm jobs of the top processes")
-        assert ids[f"memory #{hog_rank} pid"] == known[HOG]
+        # the hog's pid among those of the memory list (its rank may have changed since: other processes grow)
+        assert known[HOG] in {pid for name, pid in ids.items() if name.startswith("memory #")}, ids
         assert {name for name in ids if name.startswith("cpu #")} >= {"cpu #1 pid", "cpu #2 pid", "cpu #3 pid"}
 
         assert not any(".GPU." in path for path in carbon.metric_paths())

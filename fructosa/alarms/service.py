@@ -222,11 +222,11 @@ class AlarmService(Tap):
         """Add and store a run-time alarm; Conflict, LimitReached, or StoreError (nothing changed then)."""
         if rule.name in self.evaluator.runtimes:
             raise Conflict(f"an alarm named {rule.name!r} exists already")
+        if len(self.evaluator.runtimes) >= self.max_alarms:  # first: a refused add costs no pass over the rules
+            raise LimitReached(f"at most {self.max_alarms} alarms (max alarms in [alarms]); delete some first")
         taken = {existing.slug: existing.name for existing in self.evaluator.rules()}
         if rule.slug in taken:
             raise Conflict(f"alarm name {rule.name!r} is written {rule.slug} in paths, like {taken[rule.slug]!r}")
-        if len(self.evaluator.runtimes) >= self.max_alarms:
-            raise LimitReached(f"at most {self.max_alarms} alarms (max alarms in [alarms]); delete some first")
         if rule.action is not None and rule.action not in self.actions:
             raise KeyError(f"no action {rule.action!r} is declared")
         self.store.save([*self.stored(), rule])

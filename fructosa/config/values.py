@@ -41,12 +41,17 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def _parse_float(text: str, what: str = "a number") -> float:
+    """``text`` as a float; the ValueError says what it should have been (the parsers below add their bounds)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {what}") from None
+
+
 def parse_positive_float(text: str) -> float:
     """Seconds (fractions allowed): finite and above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
+    value = _parse_float(text)
     if not value > 0 or value == float("inf"):
         raise ValueError(f"{text!r} is not a number of seconds > 0")
     return value
@@ -161,10 +166,7 @@ def parse_fraction(text: str) -> float:
 
 def parse_seconds(text: str) -> float:
     """Seconds, 0 allowed (``for = 0``: fire at once)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
+    value = _parse_float(text, "a number of seconds")
     if not 0 <= value <= 30 * 86400:
         raise ValueError("seconds between 0 and 30 days")
     return value
@@ -172,10 +174,7 @@ def parse_seconds(text: str) -> float:
 
 def parse_number(text: str) -> float:
     """A threshold: any finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
+    value = _parse_float(text)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError("not a finite number")
     return value

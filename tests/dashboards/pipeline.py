@@ -17,16 +17,18 @@ from __future__ import annotations
 import configparser
 import json
 import socket
-import time
 import urllib.parse
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
+from whisper import CorruptWhisperFile
+
 from fructosa.graphite_paths import short_hostname
 from fructosa.sensors import REGISTRY
 from tests.support.carbon import CarbonCache, GraphiteWeb, free_ports
 from tests.support.daemons import Daemon, rewrite_ini
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_AGENT_CONFIG = REPO / "conf" / "lagent.conf"
@@ -151,17 +153,29 @@ class Pipeline:
     def sensors_seen(self, host: str) -> set[str]:
         return {path.split(".")[1] for path in self.carbon.metric_paths() if path.split(".")[0] == host}
 
-    def wait_for_sensors(self, host: str, sensors: set[str], points: int, timeout: float = 30.0) -> None:
-        """Until every sensor of ``sensors`` has ``points`` values of one path in whisper."""
-        deadline = time.monotonic() + timeout
-        while not sensors <= self.sensors_seen(host):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{host}: no data from {sorted(sensors - self.sensors_seen(host))}")
-            time.sleep(0.2)
-        mine = sorted(path for path in self.carbon.metric_paths() if path.split(".")[0] == host)
-        by_sensor = {path.split(".")[1]: path for path in mine}
-        for sensor in sorted(sensors):
-            self.carbon.wait_for(by_sensor[sensor], lambda s: len(s) >= points, timeout=timeout)
+    def wait_for_sensors(self, host: str, sensors: set[str], points: int, timeout: float = 90.0) -> None:
+        """Until every sensor of ``sensors`` has ``points`` values in whisper in one of its paths.
+
+        Any one of its paths: some come and go with the machine's state (a TCP state no socket is in for a
+        while, the job of a Slurm test running alongside, a process that drops out of the top list), so
+        a path chosen by name may never collect ``points`` values on a busy machine. The deadline is for
+        all of them together and long: on a loaded machine the agent and carbon-cache fall behind.
+        """
+        counts: dict[str, int] = {}
+
+        def missing() -> list[str]:
+            for path in sorted(self.carbon.metric_paths()):
+                name, sensor = path.split(".")[:2]
+                if name != host or sensor not in sensors or counts.get(sensor, 0) >= points:
+                    continue
+                try:
+                    counts[sensor] = max(counts.get(sensor, 0), len(self.carbon.series(path)))
+                except (FileNotFoundError, CorruptWhisperFile):
+                    continue  # not created yet, or caught mid-creation
+            return sorted(sensor for sensor in sensors if counts.get(sensor, 0) < points)
+
+        wait_for(lambda: not missing(), timeout, f"{host}: {points} values from each of {len(sensors)} sensors",
+                 interval=0.5, describe=lambda: {sensor: counts.get(sensor, 0) for sensor in missing()})  # fmt: skip
 
     def find(self, query: str) -> list[str]:
         """Node names of graphite-web's ``/metrics/find``, where Grafana gets variable values.

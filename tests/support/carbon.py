@@ -442,15 +442,17 @@ class CarbonCache:
         predicate: Callable[[Series], bool] = bool,
         *,
         since: int | None = None,
-        timeout: float = 10.0,
+        timeout: float = 30.0,
     ) -> Series:
         """Poll until ``predicate(series(path, since))`` holds; return that series.
 
         carbon-cache receives into memory and writes whisper files from a
         background thread (sleeping ~1 s when idle), so data shows up with a
         delay: polling is the only readiness check. The default predicate waits
-        for at least one point. On timeout raises AssertionError naming the
-        metrics that do exist, which usually reveals a path typo.
+        for at least one point. The default deadline is long (a loaded 2-core
+        machine holds agents, lmaster and carbon-cache up for seconds) and
+        costs nothing when the data comes. On timeout raises AssertionError
+        naming the metrics that do exist, which usually reveals a path typo.
         """
         deadline = time.monotonic() + timeout
         last: Series | None = None

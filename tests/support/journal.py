@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from whisper import CorruptWhisperFile
+
 from .carbon import CarbonCache
 
 
@@ -19,6 +21,18 @@ def journaled(path: Path) -> dict[str, set[int]]:
     return produced
 
 
+def timestamps(path: Path, metric: str) -> list[float]:
+    """The agent's own timestamps of ``metric``, in order: when it measured, to the fraction of a second.
+
+    Whisper keeps one value per whole second, so a sample a few milliseconds late can skip a second there
+    (10.98 s, then 12.01 s) without any sample missing; the journal tells a late sample from a missed one.
+    """
+    if not path.exists():
+        return []
+    fields = (line.split() for line in path.read_text().splitlines())
+    return sorted(float(when) for name, _value, when in fields if name == metric)
+
+
 def missing_points(journals: list[Path], carbon: CarbonCache) -> dict[str, list[int]]:
     """Per metric, the seconds with a produced value but no stored one."""
     missing: dict[str, list[int]] = {}
@@ -26,7 +40,7 @@ def missing_points(journals: list[Path], carbon: CarbonCache) -> dict[str, list[
         for metric, seconds in journaled(journal).items():
             try:
                 stored = {when for when, _ in carbon.series(metric, since=min(seconds) - 1)}
-            except FileNotFoundError:
+            except (FileNotFoundError, CorruptWhisperFile):  # not created yet, or caught mid-creation
                 stored = set()
             lost = sorted(seconds - stored)
             if lost:

@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,20 @@ MACHINE_LOCK = Path(tempfile.gettempdir()) / "fructosa-slurm-cluster.lock"
 """Held by the one running :class:`SlurmCluster` of this machine: two at once would share the node's
 name and its freezer cgroup (``slurm_HOST``), whichever test run (or pytest-xdist worker) starts them."""
 MACHINE_LOCK_TIMEOUT = 240.0
+
+BURNER_SCRIPT = Path(__file__).with_name("burner.py")
+
+
+def burner_job(seconds: float, share_file: Path) -> str:
+    """The ``sbatch --wrap`` command of a job busy on one CPU for ``seconds`` of wall time
+    (tests/support/burner.py), which keeps ``share_file`` holding the share of that CPU it has had, in %."""
+    return f"{sys.executable} {BURNER_SCRIPT} {seconds:g} {share_file}"
+
+
+def cpu_share(share_file: Path, timeout: float = 60.0) -> float:
+    """What a :func:`burner_job` last wrote: the share of one CPU (%) the machine gave its busy loop."""
+    wait_for(share_file.exists, timeout, f"the burner's share in {share_file}")
+    return float(share_file.read_text())
 
 
 class SlurmError(RuntimeError):

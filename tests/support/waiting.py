@@ -54,7 +54,7 @@ def log_text(path: Path) -> str:
         return ""
 
 
-def wait_for_log(path: Path, text: str, timeout: float = 20.0) -> None:
+def wait_for_log(path: Path, text: str, timeout: float = 30.0) -> None:
     """Poll a log file until ``text`` appears in it: the daemon's own report that it got there."""
     wait_for(
         lambda: text in log_text(path),
@@ -64,7 +64,7 @@ def wait_for_log(path: Path, text: str, timeout: float = 20.0) -> None:
     )
 
 
-def wait_for_line(path: Path, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+def wait_for_line(path: Path, pattern: str, timeout: float = 30.0) -> re.Match[str]:
     """Poll a log file until the regular expression ``pattern`` matches in it; the match."""
     return wait_for(
         lambda: re.search(pattern, log_text(path)),
