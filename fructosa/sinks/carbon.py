@@ -251,8 +251,9 @@ class CarbonPickleSink(Sink):
         return frames, (batches, frames, prefix)
 
     def written(self, token: object) -> None:
-        if isinstance(token, list):  # the window written again
+        if isinstance(token, list):  # the window written again (back in the resend window as written now)
             self._counters["frames"] += sum(len(written.buffers) for written in token)
+            self._keep_forgetting()
             return
         batches, frames, prefix = token  # type: ignore[misc]
         now = time.monotonic()
@@ -267,23 +268,24 @@ class CarbonPickleSink(Sink):
         self._counters["sent"] += count
         if self.resend_window > 0:
             self._recent.add(Written(now, frames, count, size, prefix))
-            if self._forget_timer is None:
-                self._forget_timer = asyncio.get_running_loop().call_later(self.resend_window, self._forget_due)
+            self._keep_forgetting()
         self._counters["frames"] += len(frames)
         self._in_flight = []
         self._in_flight_bytes = 0
         self._forget_old(now)
 
-    def _forget_due(self) -> None:
-        """The oldest write kept may have left the resend window: forget it (the sink may be idle), and
-        look again when the next one leaves. One timer per window, not one per write."""
-        self._forget_timer = None
-        now = time.monotonic()
-        self._forget_old(now)
+    def _keep_forgetting(self) -> None:
+        """Forget the oldest write kept when it leaves the resend window, also while the sink is idle (its
+        memory); one timer at a time, set for the oldest write, not one per write."""
         oldest = self._recent.oldest()
-        if oldest is not None:
-            delay = max(oldest + self.resend_window - now, 0.01)
+        if self._forget_timer is None and oldest is not None:
+            delay = max(oldest + self.resend_window - time.monotonic(), 0.01)
             self._forget_timer = asyncio.get_running_loop().call_later(delay, self._forget_due)
+
+    def _forget_due(self) -> None:
+        self._forget_timer = None
+        self._forget_old(time.monotonic())
+        self._keep_forgetting()
 
     def _forget_old(self, now: float) -> None:
         """Forget what left the resend window, and its oldest beyond the byte bound (counted)."""
