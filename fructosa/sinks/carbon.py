@@ -63,10 +63,11 @@ BYTES_PER_WRITE = 4 << 20
 """Datapoints (and block bytes) written before each drain: enough to amortize, small
 enough to keep the unconfirmed tail, and the frames built for it, short."""
 DEFAULT_MAX_QUEUED_BYTES = 256 << 20
-GATHER_SECONDS = 0.005
+GATHER_SECONDS = 0.01
 """A block that finds the connection idle is written this much later, with whatever came meanwhile:
 5,000 agents sending a block each every 10 s make 500 small blocks a second, and each write costs a
-wakeup, a ``send`` and a resend-window entry whatever its size. Their acknowledgements wait as long."""
+wakeup, a ``send`` and a resend-window entry whatever its size. Their acknowledgements wait as long
+(an agent keeps 32 batches in flight: 10 ms of its acknowledgements is nothing to its window)."""
 GATHER_DATAPOINTS = 2 * CARBON_DATAPOINTS_PER_FRAME
 """…unless this many datapoints are waiting already (a relay's large blocks go at once)."""
 
