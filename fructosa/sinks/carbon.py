@@ -29,6 +29,11 @@ spool could have to drop acknowledged records. If the disk refuses a
 record (full), the block stays in memory instead: a new batch is then
 acknowledged only once written to carbon, and the memory beyond its bounds
 raises the pressure in turn.
+
+The sink is two parts: this module's :class:`CarbonPickleSink` decides (spool or memory, what to
+write next, when a batch is safe, what a broken connection sends again), and
+:class:`~.carbon_link.CarbonLink` holds the connection and writes what the sink hands it. Blocks
+that come one at a time are gathered for :data:`GATHER_SECONDS` into one write.
 """
 
 from __future__ import annotations
@@ -39,12 +44,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..backoff import Backoff
 from ..ratelog import RateLimitedLog
 from ..spool import Spool
 from ..wire.blocks import Block
 from . import Sink, block_bytes
 from .batch_queue import Batch, BatchQueue, next_spooled
+from .carbon_link import CarbonLink
 from .carbon_pickle import CARBON_DATAPOINTS_PER_FRAME, CarbonPickleEncoder
 from .resend_window import ResendWindow, Written
 
@@ -53,15 +58,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 10.0
 DATAPOINTS_PER_WRITE = 20 * CARBON_DATAPOINTS_PER_FRAME
 BYTES_PER_WRITE = 4 << 20
 """Datapoints (and block bytes) written before each drain: enough to amortize, small
 enough to keep the unconfirmed tail, and the frames built for it, short."""
 DEFAULT_MAX_QUEUED_BYTES = 256 << 20
+GATHER_SECONDS = 0.01
+"""A block that finds the connection idle is written this much later, with whatever came meanwhile:
+5,000 agents sending a block each every 10 s make 500 small blocks a second, and each write costs a
+wakeup, a ``send`` and a resend-window entry whatever its size. Their acknowledgements wait as long
+(an agent keeps 32 batches in flight: 10 ms of its acknowledgements is nothing to its window)."""
+GATHER_DATAPOINTS = 2 * CARBON_DATAPOINTS_PER_FRAME
+"""…unless this many datapoints are waiting already (a relay's large blocks go at once)."""
 
 
 class CarbonPickleSink(Sink):
+    """Blocks to one carbon-cache, acknowledged once written (or spooled); see the module docstring."""
+
     name = "graphite"
 
     def __init__(
@@ -74,8 +87,7 @@ class CarbonPickleSink(Sink):
         resend_window: float = 5.0,
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
     ) -> None:
-        self.host = host
-        self.port = port
+        self._link = CarbonLink(host, port, self)
         self._encoder = CarbonPickleEncoder(prefix)
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
@@ -83,21 +95,24 @@ class CarbonPickleSink(Sink):
         self.resend_window = resend_window
         self._queue = BatchQueue()
         self._recent = ResendWindow()
+        self._forget_timer: asyncio.TimerHandle | None = None
         self._in_flight: list[Batch] = []
         self._in_flight_bytes = 0
-        self._wakeup: asyncio.Future[None] | None = None
-        """While the connection has nothing to write: the future :meth:`_wake` completes."""
-        self._connected = asyncio.Event()
-        self._closing = False
         self._task: asyncio.Task | None = None
-        self._writer: asyncio.StreamWriter | None = None
         self._counters = {
             "sent": 0, "dropped": 0, "spooled": 0, "resent": 0, "connects": 0, "frames": 0,
             "spool_refused": 0, "resend_forgotten": 0,
         }  # fmt: skip
         self._drop_log = RateLimitedLog(log, period=60.0)
-        self._connect_log = RateLimitedLog(log, period=300.0)
         self._spool_log = RateLimitedLog(log, period=60.0)
+
+    @property
+    def host(self) -> str:
+        return self._link.host
+
+    @property
+    def port(self) -> int:
+        return self._link.port
 
     @property
     def prefix(self) -> str:
@@ -110,11 +125,11 @@ class CarbonPickleSink(Sink):
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._link.connected
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self._link.address
 
     def reconfigure(self, cfg: MasterConfig) -> None:
         """Reload: new destination, prefix or resend window. A changed address drops the current
@@ -128,9 +143,7 @@ class CarbonPickleSink(Sink):
         if (destination.host, destination.port) == (self.host, self.port):
             return
         log.info("carbon destination changes from %s to %s:%d", self.address, destination.host, destination.port)
-        self.host, self.port = destination.host, destination.port
-        if self._writer is not None:
-            self._writer.close()
+        self._link.retarget(destination.host, destination.port)
 
     # -- taking datapoints ---------------------------------------------------
 
@@ -139,19 +152,23 @@ class CarbonPickleSink(Sink):
             if on_safe:
                 on_safe()
             return
-        if self.spool is not None and (not self.connected or self._memory_full()):
+        if self.spool is not None and (not self._link.connected or self._memory_full()):
             if self._to_spool(block):
                 if on_safe:
                     on_safe()
                 return
             # the disk refused it: it waits in memory, acknowledged once written to carbon
         batch = Batch(block, on_safe, size=block_bytes(block))
-        self._queue.append(batch)
+        queue = self._queue
+        queue.append(batch)
         if self.spool is None:
             batch.safe()  # memory is all there is: safe as it gets
             if self._memory_full(beyond=True):
                 self._drop_oldest()
-        self._wake()
+        if queue.count >= GATHER_DATAPOINTS:
+            self._link.wake()
+        else:
+            self._link.wake_soon(GATHER_SECONDS)
 
     def _memory_full(self, beyond: bool = False) -> bool:
         """The memory queue is at (``beyond``: over) one of its bounds."""
@@ -189,7 +206,7 @@ class CarbonPickleSink(Sink):
             )  # fmt: skip
             return False
         self._counters["spooled"] += len(block)
-        self._wake()
+        self._link.wake()
         return True
 
     def _drop_oldest(self) -> None:
@@ -203,103 +220,43 @@ class CarbonPickleSink(Sink):
             self.address, self.max_queued, self.max_queued_bytes, dropped, self._counters["dropped"],
         )  # fmt: skip
 
-    # -- delivering ----------------------------------------------------------
+    # -- delivering (the link asks: carbon_link.WriteSource) -----------------
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        backoff = Backoff(maximum=10.0)  # carbon is near: probe it often
-        while not self._closing:
-            try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT)
-            except (OSError, asyncio.TimeoutError) as error:
-                self._connect_log.log(
-                    logging.WARNING, "connect", "carbon %s unreachable (%s); %d datapoints queued, %d spooled batches",
-                    self.address, str(error) or type(error).__name__, self._queue.count, len(self.spool or ()),
-                )  # fmt: skip
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            backoff.reset()
-            self._counters["connects"] += 1
-            log.info(
-                "connected to carbon %s (%d datapoints queued, %d spooled batches)",
-                self.address, self._queue.count, len(self.spool or ()),
-            )  # fmt: skip
-            self._connect_log = RateLimitedLog(log, period=300.0)
-            self._connected.set()
-            self._writer = writer
-            try:
-                await self._stream(reader, writer)
-            except (OSError, ConnectionError) as error:
-                log.warning("lost connection to carbon %s: %s", self.address, error)
-            finally:
-                self._connected.clear()
-                self._writer = None
-                writer.close()
-                self._connection_lost()
+        await self._link.run()
 
-    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        closed_by_carbon = asyncio.ensure_future(reader.read(1))
-        closed_by_carbon.add_done_callback(lambda _: self._wake())
-        try:
-            while True:
-                if self._recent.again:  # no spool: the window of the last connection first, as written
-                    again = self._recent.take_again(time.monotonic())
-                    writer.writelines([buffer for written in again for buffer in written.buffers])
-                    await writer.drain()
-                    self._counters["frames"] += sum(len(written.buffers) for written in again)
-                    continue
-                batches = self._take_batches()
-                if not batches:
-                    await self._idle(closed_by_carbon)
-                    continue
-                self._in_flight = batches
-                self._in_flight_bytes = sum(batch.size for batch in batches)
-                prefix, encode = self.prefix, self._encoder.frames
-                frames = [frame for batch in batches for frame in encode(batch.block)]
-                writer.writelines(frames)
-                await writer.drain()
-                self._written(batches, frames, prefix)
-        finally:
-            closed_by_carbon.cancel()
+    def backlog(self) -> str:
+        return f"{self._queue.count} datapoints queued, {len(self.spool or ())} spooled batches"
 
-    def _wake(self) -> None:
-        """Something to write (or carbon closed the connection): end :meth:`_idle`'s wait."""
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+    def on_connected(self) -> None:
+        self._counters["connects"] += 1
 
-    async def _idle(self, closed_by_carbon: asyncio.Future) -> None:
-        """Wait until :meth:`_wake` (a block submitted or spooled, carbon closing the connection) or the resend
-        window's age, then forget what left it; ConnectionError if carbon closed the connection.
-
-        The sink goes idle about once per frame it writes, so the wait is one future and one timer, not the
-        task, futures and timer of ``asyncio.wait`` on an event.
-        """
-        if closed_by_carbon.done():  # its callback may have run while nobody waited
-            raise ConnectionError("connection closed by carbon")
-        loop = asyncio.get_running_loop()
-        wakeup = self._wakeup = loop.create_future()
-        timer = loop.call_later(self.resend_window, self._wake) if self.resend_window > 0 else None
-        try:
-            await wakeup
-        finally:
-            self._wakeup = None
-            if timer is not None:
-                timer.cancel()
-        if closed_by_carbon.done():
-            raise ConnectionError("connection closed by carbon")
-        self._forget_old(time.monotonic())
-
-    def _take_batches(self) -> list[Batch]:
-        """Memory queue first (live data), then the spooled backlog."""
+    def next_write(self) -> tuple[list[bytes], object] | None:
+        """No spool: the window of the last connection first, as written; then the memory queue (live
+        data), then the spooled backlog."""
+        if self._recent.again:
+            again = self._recent.take_again(time.monotonic())
+            return [buffer for written in again for buffer in written.buffers], again
         batches = self._queue.take(DATAPOINTS_PER_WRITE, BYTES_PER_WRITE)
         if not batches and self.spool is not None:
             replayed = next_spooled(self.spool)
             if replayed is not None:
                 batches.append(replayed)
-        return batches
+        if not batches:
+            return None
+        self._in_flight = batches
+        self._in_flight_bytes = sum(batch.size for batch in batches)
+        prefix, encode = self.prefix, self._encoder.frames
+        frames = [frame for batch in batches for frame in encode(batch.block)]
+        return frames, (batches, frames, prefix)
 
-    def _written(self, batches: list[Batch], frames: list[bytes], prefix: str) -> None:
+    def written(self, token: object) -> None:
+        if isinstance(token, list):  # the window written again (back in the resend window as written now)
+            self._counters["frames"] += sum(len(written.buffers) for written in token)
+            self._keep_forgetting()
+            return
+        batches, frames, prefix = token  # type: ignore[misc]
         now = time.monotonic()
         count = size = 0
         for batch in batches:
@@ -312,23 +269,37 @@ class CarbonPickleSink(Sink):
         self._counters["sent"] += count
         if self.resend_window > 0:
             self._recent.add(Written(now, frames, count, size, prefix))
+            self._keep_forgetting()
         self._counters["frames"] += len(frames)
         self._in_flight = []
         self._in_flight_bytes = 0
         self._forget_old(now)
 
+    def _keep_forgetting(self) -> None:
+        """Forget the oldest write kept when it leaves the resend window, also while the sink is idle (its
+        memory); one timer at a time, set for the oldest write, not one per write."""
+        oldest = self._recent.oldest()
+        if self._forget_timer is None and oldest is not None:
+            delay = max(oldest + self.resend_window - time.monotonic(), 0.01)
+            self._forget_timer = asyncio.get_running_loop().call_later(delay, self._forget_due)
+
+    def _forget_due(self) -> None:
+        self._forget_timer = None
+        self._forget_old(time.monotonic())
+        self._keep_forgetting()
+
     def _forget_old(self, now: float) -> None:
         """Forget what left the resend window, and its oldest beyond the byte bound (counted)."""
         self._counters["resend_forgotten"] += self._recent.forget(now - self.resend_window, self.max_queued_bytes)
 
-    def _connection_lost(self) -> None:
+    def on_disconnected(self) -> None:
         """What carbon may not have stored goes back: the recent window, the
         batches being written, and (with a spool) the memory queue, to disk."""
         self._forget_old(time.monotonic())
         unsent = [batch for batch in self._in_flight if batch.record_id is None]
         self._in_flight = []
         self._in_flight_bytes = 0
-        if self._closing:  # at shutdown carbon is fine: what it was sent needs no second copy
+        if self._link.closing:  # at shutdown carbon is fine: what it was sent needs no second copy
             self._recent.take()
         elif self.spool is None:
             self._counters["resent"] += self._recent.lose()
@@ -354,9 +325,13 @@ class CarbonPickleSink(Sink):
         """Deliver what is queued within ``timeout`` seconds; persist the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self._link.wake()  # a gathered write goes now
         while (self._waiting()[0] or self._in_flight) and self.connected and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        self._closing = True
+        self._link.closing = True
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+            self._forget_timer = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

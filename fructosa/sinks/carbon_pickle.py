@@ -42,10 +42,13 @@ _NUMBERS = b"G" + bytes(8) + b"G" + bytes(8) + b"\x86\x86"  # BINFLOAT time, BIN
 _NUMBERS_SIZE = len(_NUMBERS)
 _LENGTH = struct.Struct("!L")
 _LITTLE_ENDIAN = sys.byteorder == "little"
-LAYOUT_CACHE = 1024
-"""Block layouts (paths of a block, prefix added) kept: the busiest agents' (a miss costs a split and an
-opcode per path, about what encoding cost before layouts were kept)."""
-LAYOUT_CACHE_BYTES = 16 << 20
+LAYOUT_CACHE = 8192
+"""Block layouts (paths of a block, prefix added) kept. Each agent sends its own paths, and they come back in
+turn (one block per agent every interval), so the cache must hold every agent's layout or it misses every
+time (a least-recently-used cache smaller than the cycle keeps none of it); a miss costs a split and an
+opcode per path, ~4× a hit. 8,192 is what lmaster's check keeps of path sets too (:mod:`fructosa.wire.blocks`);
+a 100-datapoint layout takes ~7.5 KB, so 5,000 agents take ~37 MB."""
+LAYOUT_CACHE_BYTES = 64 << 20
 """…and at most about this much memory in them (paths may be 2,000 characters long)."""
 _OVERHEAD = 33 + 16
 """Memory of a path's opcode beyond its characters: a bytes object, two list slots."""

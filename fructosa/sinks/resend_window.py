@@ -75,6 +75,10 @@ class ResendWindow:
             self.add(written)
         return writes
 
+    def oldest(self) -> float | None:
+        """When the oldest write kept was made (None: none kept)."""
+        return self._writes[0].at if self._writes else None
+
     def add(self, written: Written) -> None:
         self._writes.append(written)
         self.bytes += written.size
