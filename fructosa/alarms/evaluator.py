@@ -79,10 +79,9 @@ class Transition:
     """How many keys of the rule fire after this change."""
 
 
-_LARGEST_HOLDS = frozenset((">", ">="))
-"""Operators that hold for some value of a set exactly when they hold for its largest."""
-_SMALLEST_HOLDS = frozenset(("<", "<="))
-"""Operators that hold for some value of a set exactly when they hold for its smallest."""
+_DECIDING = {">": max, ">=": max, "<": min, "<=": min}
+"""For an operator that holds for some value of a set exactly when it holds for the set's largest (smallest)
+value: that function."""
 _VALUE = itemgetter(1)
 
 
@@ -379,21 +378,15 @@ def _node_holds(rule: Rule, series: dict[str, tuple[float, float]]) -> tuple[boo
     holds for, but which would upset max and min) sends it to the loop over every value.
     """
     operator_name, threshold = rule.operator, rule.value
-    values = list(map(_VALUE, series.values()))
-    total = sum(values)
-    if total == total:  # no NaN among them
-        if operator_name in _LARGEST_HOLDS:
-            largest = max(values)
-            if OPERATORS[operator_name](largest, threshold):
-                return True, largest
-            return False, values[-1]
-        if operator_name in _SMALLEST_HOLDS:
-            smallest = min(values)
-            if OPERATORS[operator_name](smallest, threshold):
-                return True, smallest
-            return False, values[-1]
     operator = OPERATORS[operator_name]
+    values = list(map(_VALUE, series.values()))
+    deciding = _DECIDING.get(operator_name)
+    if deciding is not None:
+        total = sum(values)
+        if total == total:  # no NaN among them
+            extreme = deciding(values)
+            return (True, extreme) if operator(extreme, threshold) else (False, values[-1])
     holding = [value for value in values if operator(value, threshold)]
     if holding:
-        return True, max(holding) if operator_name in _LARGEST_HOLDS else min(holding)
+        return True, max(holding) if operator_name in (">", ">=") else min(holding)
     return False, values[-1]  # the last series' value, as shown when nothing holds

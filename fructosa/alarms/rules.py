@@ -252,7 +252,7 @@ class State(NamedTuple):
     """One state of a rule: ``since`` is when it entered ``status``, ``value`` what was last compared.
 
     A named tuple rather than a frozen dataclass: one is built for every block a node rule matches, and a
-    frozen dataclass takes about four times as long to build."""
+    frozen dataclass takes about three times as long to build."""
 
     status: str = "ok"
     since: float = 0.0

@@ -29,12 +29,14 @@ few block layouts (keyed by the hash and length of the block's path bytes).
 Storing a block's values is one loop of array stores (about 80 µs per
 500-datapoint block), so it is deferred: each host holds its last block
 unstored, and a new block of the same layout whose every time is at least
-the held one's (:func:`lanes_not_older`, a few big-integer operations on
-the bits of its times, converted once a block) simply replaces it, since
-storing both in turn would leave what storing the new one alone leaves. The held block is stored
-before anything reads or moves the arrays; so a host sending the same
-sensors costs a few µs a block while nobody asks, and one store per read.
-The first block of a layout costs about 600 µs.
+the held one's (:func:`lanes_not_older`: three big-integer operations on
+the bits of the two blocks' times, which lmaster's block check converted
+already, :attr:`~fructosa.wire.blocks.Block.time_lanes`) simply replaces
+it, since storing both in turn would leave what storing the new one alone
+leaves. The held block is stored before anything reads or moves the
+arrays; so a host sending the same sensors costs about 3 µs a block while
+nobody asks, and one store per read. The first block of a layout costs
+about 600 µs.
 
 History: for each main series, the points of the last ``history_seconds`` at
 the series' own rate, at most ``history_points``, at most
