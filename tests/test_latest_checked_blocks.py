@@ -5,10 +5,14 @@ must answer what storing every checked block in turn gives."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fructosa.master.flow import Flow
+from fructosa.taps import Tap
 from fructosa.taps.latest import LatestValues
 from fructosa.wire.blocks import Block, all_valid
 
@@ -54,3 +58,40 @@ def test_answers_are_those_of_storing_every_checked_block_in_turn(sequence: list
             assert (store.latest("node1") or {}) == expected
     assert (store.latest("node1") or {}) == expected
     assert store.get("node1", "S.a") == expected.get("node1.S.a")
+
+
+def test_the_flow_hands_the_bits_to_the_taps_and_not_to_the_sinks_keeping() -> None:
+    """The taps see the check's bits; the block a sink keeps for seconds no longer carries them."""
+
+    class Held:
+        """A sink that keeps what it is given (as the carbon sink does for seconds)."""
+
+        name = "held"
+
+        def __init__(self) -> None:
+            self.blocks: list[Block] = []
+
+        def submit(self, block: Block, on_safe: Callable[[], None] | None = None) -> None:
+            self.blocks.append(block)
+            if on_safe is not None:
+                on_safe()
+
+    class Seeing(Tap):
+        def __init__(self) -> None:
+            self.seen: list[int | None] = []
+
+        def observe(self, block: Block, host: str | None) -> None:
+            self.seen.append(block.time_lanes)
+
+    sink, tap = Held(), Seeing()
+    flow = Flow([sink], [tap])  # type: ignore[list-item]
+    try:
+        block = Block.of([("n.S.a", (1e9, 1.0)), ("n.S.b", (1e9 + 0.5, 2.0))])
+        assert all_valid(block, "n")
+        safe: list[bool] = []
+        flow.deliver(block, "n", lambda: safe.append(True))
+        assert tap.seen == [int.from_bytes(block.times, "little")]
+        assert safe == [True] and sink.blocks == [block]
+        assert sink.blocks[0].time_lanes is None
+    finally:
+        flow.close()
