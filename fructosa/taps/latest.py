@@ -34,7 +34,7 @@ the bits of the two blocks' times, which lmaster's block check converted
 already, :attr:`~fructosa.wire.blocks.Block.time_lanes`) simply replaces
 it, since storing both in turn would leave what storing the new one alone
 leaves. The held block is stored before anything reads or moves the
-arrays; so a host sending the same sensors costs about 3 µs a block while
+arrays; so a host sending the same sensors costs about 4 µs a block while
 nobody asks, and one store per read. The first block of a layout costs
 about 600 µs.
 
