@@ -1,10 +1,12 @@
 """The alarm evaluator: a tap that checks rules on datapoints as they arrive.
 
-Cost on lmaster's hot path: the rules' globs are indexed once (by their last
-component when it is a plain name), each path is matched against its
-candidates once and cached (path → rules), and each block layout (an
-agent sends the same paths over and over) is cached as the positions that
-matter; a block no rule cares about costs one dict lookup.
+Cost on lmaster's hot path: which rules a block feeds is worked out once per
+block layout (:mod:`.matching`). A block no rule cares about costs one dict
+lookup; one whose matching datapoints are all fresh (one ``min`` of their
+times, picked out of the block in C) costs, per rule and key it feeds, one
+pick of its values and a dict store per value, then the evaluation of each
+node or job key it fed. A node rule with an ordering operator finds whether
+any of the node's series holds from their largest (or smallest) value.
 
 What is evaluated when:
 
@@ -26,30 +28,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from operator import itemgetter
 
 from ..taps import Tap
 from ..wire.blocks import Block
-from .rules import (
-    CLUSTER_KEY,
-    CLUSTER_TARGETS,
-    JOB_IDLE,
-    NODE_SILENT,
-    OPERATORS,
-    Rule,
-    State,
-    aggregate,
-    glob_regex,
-    job_of,
-    literal_tail,
-    step,
-)
+from .matching import LayoutPlan, RuleIndex, RuleRuntime
+from .rules import JOB_IDLE, NODE_SILENT, OPERATORS, Rule, State, aggregate, step
 
 log = logging.getLogger(__name__)
 
-MAX_CACHED_PATHS = 200_000
-MAX_CACHED_LAYOUTS = 20_000
 PRUNE_INTERVAL = 60.0
 """Seconds between two sweeps for stale series (about 0.1 s for 5,000 nodes × 65 matching series)."""
 _OK = State()
@@ -89,29 +79,10 @@ class Transition:
     """How many keys of the rule fire after this change."""
 
 
-class RuleRuntime:
-    """One rule's series and states, by key (node, job id or ``cluster``)."""
-
-    __slots__ = ("rule", "regex", "series", "states", "dirty", "kind")
-
-    def __init__(self, rule: Rule, kind: str = "threshold") -> None:
-        self.rule = rule
-        self.regex = glob_regex(rule.metric) if kind != "silent" else None
-        self.series: dict[str, dict[str, tuple[float, float]]] = {}
-        self.states: dict[str, State] = {}
-        self.dirty: set[str] = set()
-        self.kind = kind
-
-    def key_of(self, node: str, job: str | None) -> str | None:
-        target = self.rule.target
-        if target == "node":
-            return node
-        if target == "job":
-            return job
-        return CLUSTER_KEY
-
-    def firing(self) -> int:
-        return sum(1 for state in self.states.values() if state.status == "firing")
+_DECIDING = {">": max, ">=": max, "<": min, "<=": min}
+"""For an operator that holds for some value of a set exactly when it holds for the set's largest (smallest)
+value: that function."""
+_VALUE = itemgetter(1)
 
 
 def _builtin_rules(settings: EvaluatorSettings) -> list[tuple[Rule, str]]:
@@ -127,7 +98,9 @@ def _builtin_rules(settings: EvaluatorSettings) -> list[tuple[Rule, str]]:
 
 
 class AlarmEvaluator(Tap):
-    """See the module docstring. Not thread-safe: lmaster calls it from its event loop only."""
+    """See the module docstring. Which rules a block feeds is the :class:`~.matching.RuleIndex`'s; the
+    evaluator keeps the series and states and decides. Not thread-safe: lmaster calls it from its event loop
+    only."""
 
     name = "alarms"
 
@@ -155,7 +128,7 @@ class AlarmEvaluator(Tap):
         self.ignored_stale = 0
         self._last_prune = 0.0
         self._last_levels = 0.0
-        self._reindex()
+        self._index = RuleIndex(self.runtimes.values())
 
     # -- rules ---------------------------------------------------------------------------------------
 
@@ -163,11 +136,11 @@ class AlarmEvaluator(Tap):
         if rule.name in self.runtimes:
             raise KeyError(rule.name)
         self.runtimes[rule.name] = RuleRuntime(rule)
-        self._reindex()
+        self._index.reindex(self.runtimes.values())
 
     def remove_rule(self, name: str) -> Rule:
         runtime = self.runtimes.pop(name)
-        self._reindex()
+        self._index.reindex(self.runtimes.values())
         self._publish_levels(self.clock(), {runtime.rule.slug: 0})
         return runtime.rule
 
@@ -197,86 +170,57 @@ class AlarmEvaluator(Tap):
                     runtimes[name] = runtime
         gone = {runtime.rule.slug for name, runtime in self.runtimes.items() if runtimes.get(name) is not runtime}
         self.runtimes = runtimes
-        self._reindex()
+        self._index.reindex(self.runtimes.values())
         if gone:
             self._publish_levels(self.clock(), dict.fromkeys(gone, 0))
         return shadowed
 
-    def _reindex(self) -> None:
-        """Index the rules by the last component of their glob; forget every cached match."""
-        self._by_tail: dict[str, list[RuleRuntime]] = {}
-        self._any_tail: list[RuleRuntime] = []
-        for runtime in self.runtimes.values():
-            if runtime.regex is None:
-                continue
-            tail = literal_tail(runtime.rule.metric)
-            if tail is None:
-                self._any_tail.append(runtime)
-            else:
-                self._by_tail.setdefault(tail, []).append(runtime)
-        self._path_rules: dict[str, tuple[RuleRuntime, ...]] = {}
-        self._layouts: dict[tuple[int, int], tuple[tuple[str, ...], tuple]] = {}
-
-    def _rules_for(self, path: str) -> tuple[RuleRuntime, ...]:
-        cached = self._path_rules.get(path)
-        if cached is not None:
-            return cached
-        candidates = [*self._by_tail.get(path.rsplit(".", 1)[-1], ()), *self._any_tail]
-        found = tuple(
-            runtime for runtime in candidates
-            if runtime.regex.fullmatch(path) and (runtime.rule.job is None or job_of(path) == runtime.rule.job)
-        )  # fmt: skip
-        if len(self._path_rules) >= MAX_CACHED_PATHS:
-            self._path_rules.clear()
-        self._path_rules[path] = found
-        return found
-
-    def _layout(self, paths: bytes) -> tuple[tuple[str, ...], tuple]:
-        """(nodes of the block, ((position, path, ((runtime, key, at_once), ...)), ...)) for a block's paths: each
-        matching position with the rules it feeds, the key it counts under and whether that key is evaluated at the
-        end of the block (node and job thresholds) or at the next tick (worked out once a layout)."""
-        key = (hash(paths), len(paths))
-        layout = self._layouts.get(key)
-        if layout is not None:
-            return layout
-        nodes: dict[str, None] = {}
-        matches = []
-        for position, path in enumerate(paths.decode("ascii", "replace").split("\n")):
-            node = path.partition(".")[0]
-            nodes[node] = None
-            runtimes = self._rules_for(path)
-            job = job_of(path) if runtimes else None
-            keyed = ((runtime, runtime.key_of(node, job)) for runtime in runtimes)
-            targets = tuple(
-                (runtime, series_key, runtime.kind == "threshold" and runtime.rule.target not in CLUSTER_TARGETS)
-                for runtime, series_key in keyed
-                if series_key is not None
-            )
-            if targets:
-                matches.append((position, path, targets))
-        layout = (tuple(nodes), tuple(matches))
-        if len(self._layouts) >= MAX_CACHED_LAYOUTS:
-            self._layouts.clear()
-        self._layouts[key] = layout
-        return layout
-
     # -- feeding -------------------------------------------------------------------------------------
 
     def observe(self, block: Block, host: str | None) -> None:
-        count = len(block)
+        count = len(block.times)
         if not count or len(block.values) != count:
             return
-        nodes, matches = self._layout(block.paths)
+        plan = self._index.plan(block.paths)
         now = self.clock()
         if host is not None:  # lmaster's own datapoints (liveness) do not show that a node is alive
-            for node in nodes:
+            for node in plan.nodes:
                 self._seen(node, now)
-        if not matches:
+        if plan.times_of is None:
             return
-        times, values = block.times, block.values
         horizon = now - self.settings.stale_after
+        if min(plan.times_of(block.times)) >= horizon:
+            dirty = self._feed_fresh(plan, block.values, now)
+        else:
+            dirty = self._feed(plan, block.times, block.values, now, horizon)
+        for runtime, key in dirty:
+            self._evaluate(runtime, key, now)
+
+    def _feed_fresh(self, plan: LayoutPlan, values: array, now: float) -> list[tuple[RuleRuntime, str]]:
+        """Put a block's matching values, none of them stale, into their keys' series, rule and key at a time;
+        the keys to evaluate now, in the order their first datapoint came (as :meth:`_feed` gives them)."""
+        dirty = []
+        for runtime, key, at_once, paths, values_of in plan.groups:
+            series = runtime.series.get(key)
+            if series is None:
+                if len(runtime.series) >= self.settings.max_keys_per_rule:
+                    self.dropped_keys += len(paths)
+                    continue
+                series = runtime.series[key] = {}
+            for path, value in zip(paths, values_of(values), strict=True):
+                series[path] = (now, value)
+            if at_once:
+                dirty.append((runtime, key))
+            else:
+                runtime.dirty.add(key)
+        return dirty
+
+    def _feed(
+        self, plan: LayoutPlan, times: array, values: array, now: float, horizon: float
+    ) -> dict[tuple[RuleRuntime, str], None]:
+        """:meth:`_feed_fresh` datapoint by datapoint, skipping (and counting) those older than ``horizon``."""
         dirty: dict[tuple[RuleRuntime, str], None] = {}
-        for position, path, targets in matches:
+        for position, path, targets in plan.matches:
             when = times[position]
             if when < horizon:
                 self.ignored_stale += 1
@@ -294,8 +238,7 @@ class AlarmEvaluator(Tap):
                     dirty[runtime, key] = None
                 else:
                     runtime.dirty.add(key)
-        for runtime, key in dirty:
-            self._evaluate(runtime, key, now)
+        return dirty
 
     def _seen(self, node: str, now: float) -> None:
         if node not in self.last_seen and len(self.last_seen) >= self.settings.max_nodes:
@@ -320,13 +263,8 @@ class AlarmEvaluator(Tap):
         if not series:
             return
         if rule.target == "node":
-            operator, threshold = OPERATORS[rule.operator], rule.value
-            holding = [value for _, value in series.values() if operator(value, threshold)]
-            if holding:
-                value = max(holding) if rule.operator in (">", ">=") else min(holding)
-            else:
-                value = next(reversed(series.values()))[1]  # the last series' value, as shown when nothing holds
-            self._set(runtime, key, bool(holding), value, now)
+            holds, value = _node_holds(rule, series)
+            self._set(runtime, key, holds, value, now)
         else:
             value = aggregate(rule.target, (value for _, value in series.values()))
             self._set(runtime, key, value is not None and rule.holds(value), value, now)
@@ -430,3 +368,25 @@ class AlarmEvaluator(Tap):
                 self.tick()
             except Exception:  # the next tick may well work; lmaster must keep relaying
                 log.exception("alarm tick failed")
+
+
+def _node_holds(rule: Rule, series: dict[str, tuple[float, float]]) -> tuple[bool, float]:
+    """Whether the node rule holds for any of a node's series, and the value to show: the largest holding value
+    for ``>``/``>=``, the smallest for the others, the last series' value when none holds.
+
+    For an ordering operator the largest (smallest) value decides alone, found in C; a NaN (which no operator
+    holds for, but which would upset max and min) sends it to the loop over every value.
+    """
+    operator_name, threshold = rule.operator, rule.value
+    operator = OPERATORS[operator_name]
+    values = list(map(_VALUE, series.values()))
+    deciding = _DECIDING.get(operator_name)
+    if deciding is not None:
+        total = sum(values)
+        if total == total:  # no NaN among them
+            extreme = deciding(values)
+            return (True, extreme) if operator(extreme, threshold) else (False, values[-1])
+    holding = [value for value in values if operator(value, threshold)]
+    if holding:
+        return True, max(holding) if operator_name in (">", ">=") else min(holding)
+    return False, values[-1]  # the last series' value, as shown when nothing holds

@@ -144,6 +144,9 @@ class Flow:
                 self._refusal_log.log(
                     logging.ERROR, ("tap", tap.name), "tap %s failed: %s: %s", tap.name, type(error).__name__, error
                 )
+        # the check's time bits served the taps; the sinks may keep the block for seconds, and the bits would
+        # add half the size of its numbers to every block they hold
+        block.time_lanes = None
 
     def forget(self, host: str) -> None:
         """The agent table forgot ``host``: every tap drops what it keeps about it (a tap's bug is logged)."""

@@ -29,12 +29,14 @@ few block layouts (keyed by the hash and length of the block's path bytes).
 Storing a block's values is one loop of array stores (about 80 µs per
 500-datapoint block), so it is deferred: each host holds its last block
 unstored, and a new block of the same layout whose every time is at least
-the held one's (:func:`lanes_not_older`, a few big-integer operations on
-the bits of its times, converted once a block) simply replaces it, since
-storing both in turn would leave what storing the new one alone leaves. The held block is stored
-before anything reads or moves the arrays; so a host sending the same
-sensors costs a few µs a block while nobody asks, and one store per read.
-The first block of a layout costs about 600 µs.
+the held one's (:func:`lanes_not_older`: three big-integer operations on
+the bits of the two blocks' times, which lmaster's block check converted
+already, :attr:`~fructosa.wire.blocks.Block.time_lanes`) simply replaces
+it, since storing both in turn would leave what storing the new one alone
+leaves. The held block is stored before anything reads or moves the
+arrays; so a host sending the same sensors costs about 4 µs a block while
+nobody asks, and one store per read. The first block of a layout costs
+about 600 µs.
 
 History: for each main series, the points of the last ``history_seconds`` at
 the series' own rate, at most ``history_points``, at most
@@ -190,10 +192,14 @@ class _Host:
         """The last block, not stored yet: (its layout's slots, times, values, :func:`time_lanes` of its times);
         see the module docstring."""
 
-    def hold(self, slots: array, times: array, values: array) -> None:
-        """Take a block's values (positions → ``slots``), storing the one held before unless this one supersedes it."""
+    def hold(self, slots: array, times: array, values: array, lanes: int | None) -> None:
+        """Take a block's values (positions → ``slots``), storing the one held before unless this one supersedes it.
+
+        ``lanes``: the block's :func:`time_lanes` when the block check worked them out already
+        (:attr:`~fructosa.wire.blocks.Block.time_lanes`), else None (converted here)."""
         held = self.held
-        lanes = time_lanes(times)
+        if lanes is None:
+            lanes = time_lanes(times)
         if held is not None and not (held[0] is slots and lanes_not_older(lanes, held[3], len(times))):
             self.store_held()
         self.held = (slots, times, values, lanes)
@@ -215,24 +221,78 @@ class _Host:
         index = bisect_left(self.gids, gid)
         return index if index < len(self.gids) and self.gids[index] == gid else _NO_SLOT
 
+    def layout_changed(self) -> None:
+        """Its slots moved: the cached block layouts and CPU slots no longer hold."""
+        self.layouts.clear()
+        self.cpu_slots = None
+
+
+class SeriesNames:
+    """The relative paths (``CPUPercent.3``) of every host, interned once for the whole cluster.
+
+    Each name becomes a small integer (*gid*) that the hosts' arrays hold instead of a string; a name is
+    counted by the hosts holding it and its gid reused once none does, so that series which stopped (finished
+    Slurm jobs) do not make the table grow forever. Whether a name is a main series (history kept) is worked
+    out once, when it is interned.
+    """
+
+    __slots__ = ("main", "gid_of", "names", "refs", "is_main", "free")
+
+    def __init__(self, main: re.Pattern[str]) -> None:
+        self.main = main
+        self.gid_of: dict[str, int] = {}
+        self.names: list[str | None] = []
+        """The name of every gid; None for a free one."""
+        self.refs = array("I")
+        self.is_main = bytearray()
+        self.free: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.gid_of)
+
+    def intern(self, name: str) -> int:
+        """The gid of ``name``, given one if it had none (not counted as held yet: see :meth:`hold`)."""
+        gid = self.gid_of.get(name)
+        if gid is not None:
+            return gid
+        if self.free:
+            gid = self.free.pop()
+            self.names[gid] = name
+            self.is_main[gid] = bool(self.main.fullmatch(name))
+        else:
+            gid = len(self.names)
+            self.names.append(name)
+            self.refs.append(0)
+            self.is_main.append(bool(self.main.fullmatch(name)))
+        self.gid_of[name] = gid
+        return gid
+
+    def hold(self, gid: int) -> None:
+        """One more host holds ``gid``."""
+        self.refs[gid] += 1
+
+    def release(self, gid: int) -> None:
+        """One host less holds ``gid``; the last one frees it."""
+        self.refs[gid] -= 1
+        if self.refs[gid] == 0:
+            del self.gid_of[self.names[gid]]
+            self.names[gid] = None
+            self.free.append(gid)
+
 
 class LatestValues(Tap):
     """The newest value per series and per host, plus main-series history; see the module docstring.
 
-    Not thread-safe: lmaster calls it from its event loop only.
+    The interned names are a :class:`SeriesNames`; each host's arrays, held block and cached layouts a
+    ``_Host``. Not thread-safe: lmaster calls it from its event loop only.
     """
 
     name = "latest"
 
     def __init__(self, limits: LatestLimits | None = None, main_series: Iterable[str] = DEFAULT_MAIN_SERIES):
         self.limits = limits or LatestLimits()
-        self._main = pattern_regex(main_series)
         self._hosts: dict[str, _Host] = {}
-        self._gid_of: dict[str, int] = {}
-        self._names: list[str | None] = []
-        self._refs = array("I")
-        self._is_main = bytearray()
-        self._free: list[int] = []
+        self._series = SeriesNames(pattern_regex(main_series))
         self.dropped_hosts = 0
         """Datapoints refused because ``max_hosts`` hosts were already known."""
         self.dropped_series = 0
@@ -252,11 +312,11 @@ class LatestValues(Tap):
         entry = self._hosts.get(host) if host is not None else None
         layout = entry.layouts.get((hash(paths), len(paths))) if entry is not None else None
         if layout is not None and len(layout[0]) == count:  # a layout of this host's: its paths are below it
-            self._store(entry, layout, block.times, block.values)
+            self._store(entry, layout, block.times, block.values, block.time_lanes)
             return
         prefix = f"{host}.".encode("ascii", "replace")
         if host is not None and paths.startswith(prefix) and paths.count(b"\n" + prefix) == count - 1:
-            self._observe_one_host(host, paths, len(prefix), block.times, block.values)
+            self._observe_one_host(host, paths, len(prefix), block)
         else:  # a relay's block: several hosts, grouped by each path's first component
             paths_list = paths.decode("ascii", "replace").split("\n")
             if len(paths_list) != count or len(block.values) != count:
@@ -267,7 +327,8 @@ class LatestValues(Tap):
                 if dot and relative:
                     self._store_one(owner, relative, when, value)
 
-    def _observe_one_host(self, host: str, paths: bytes, prefix_length: int, times: array, values: array) -> None:
+    def _observe_one_host(self, host: str, paths: bytes, prefix_length: int, block: Block) -> None:
+        times, values = block.times, block.values
         entry = self._hosts.get(host) or self._add_host(host)
         if entry is None:
             self.dropped_hosts += len(times)
@@ -283,12 +344,12 @@ class LatestValues(Tap):
             if len(entry.layouts) >= _LAYOUTS_PER_HOST:
                 del entry.layouts[next(iter(entry.layouts))]
             entry.layouts[key] = layout
-        self._store(entry, layout, times, values)
+        self._store(entry, layout, times, values, block.time_lanes)
 
     def _store(self, entry: _Host, layout: tuple[array, tuple[tuple[int, int], ...], int], times: array,
-               values: array) -> None:  # fmt: skip
+               values: array, lanes: int | None) -> None:  # fmt: skip
         slots, main, dropped = layout
-        entry.hold(slots, times, values)
+        entry.hold(slots, times, values, lanes)
         if main:
             limits = self.limits
             for position, gid in main:
@@ -305,11 +366,12 @@ class LatestValues(Tap):
             self.dropped_hosts += 1
             return
         entry.store_held()  # in arrival order
-        gid = self._gid_of.get(relative)
+        gid_of = self._series.gid_of
+        gid = gid_of.get(relative)
         slot = _NO_SLOT if gid is None else entry.slot(gid)
         if slot == _NO_SLOT:
             self._insert(entry, [relative])
-            gid = self._gid_of.get(relative)
+            gid = gid_of.get(relative)
             slot = _NO_SLOT if gid is None else entry.slot(gid)
             if slot == _NO_SLOT:
                 entry.dropped += 1
@@ -318,7 +380,7 @@ class LatestValues(Tap):
         if when >= entry.times[slot]:
             entry.times[slot] = when
             entry.values[slot] = value
-        if self._is_main[gid]:
+        if self._series.is_main[gid]:
             self._history(entry, gid).add(when, value, self.limits.history_seconds, self.limits.history_points)
 
     def _add_host(self, host: str) -> _Host | None:
@@ -329,7 +391,7 @@ class LatestValues(Tap):
 
     def _layout(self, entry: _Host, relatives: list[str]) -> tuple[array, tuple[tuple[int, int], ...], int]:
         """Slots for the positions of a block (``-1``: refused), its main series and the refused count."""
-        gid_of = self._gid_of
+        gid_of = self._series.gid_of
         missing = [
             name for name in dict.fromkeys(relatives) if (gid := gid_of.get(name)) is None or entry.slot(gid) < 0
         ]
@@ -337,7 +399,7 @@ class LatestValues(Tap):
             self._insert(entry, missing)
         slots = array("i")
         main: list[tuple[int, int]] = []
-        is_main = self._is_main
+        is_main = self._series.is_main
         for position, name in enumerate(relatives):
             gid = gid_of.get(name)
             slot = _NO_SLOT if gid is None else entry.slot(gid)
@@ -349,7 +411,7 @@ class LatestValues(Tap):
     def _insert(self, entry: _Host, names: list[str]) -> None:
         """Give ``entry`` series for ``names`` (up to its cap); slots move, so cached layouts go."""
         room = self.limits.max_series_per_host - len(entry.gids)
-        new = sorted({self._intern(name) for name in names[: max(room, 0)]})
+        new = sorted({self._series.intern(name) for name in names[: max(room, 0)]})
         if not new:
             return
         entry.store_held()  # its slots are about to move
@@ -361,31 +423,8 @@ class LatestValues(Tap):
         entry.values = array("d", [values[old[gid]] if gid in old else 0.0 for gid in merged])
         for gid in new:
             if gid not in old:
-                self._refs[gid] += 1
-        self._layout_changed(entry)
-
-    def _intern(self, name: str) -> int:
-        gid = self._gid_of.get(name)
-        if gid is not None:
-            return gid
-        if self._free:
-            gid = self._free.pop()
-            self._names[gid] = name
-            self._is_main[gid] = bool(self._main.fullmatch(name))
-        else:
-            gid = len(self._names)
-            self._names.append(name)
-            self._refs.append(0)
-            self._is_main.append(bool(self._main.fullmatch(name)))
-        self._gid_of[name] = gid
-        return gid
-
-    def _release(self, gid: int) -> None:
-        self._refs[gid] -= 1
-        if self._refs[gid] == 0:
-            del self._gid_of[self._names[gid]]
-            self._names[gid] = None
-            self._free.append(gid)
+                self._series.hold(gid)
+        entry.layout_changed()
 
     def _history(self, entry: _Host, gid: int) -> _History:
         history = entry.history.get(gid)
@@ -395,11 +434,6 @@ class LatestValues(Tap):
                 entry.history[gid] = history  # beyond the cap: recorded into a throw-away object
         return history
 
-    @staticmethod
-    def _layout_changed(entry: _Host) -> None:
-        entry.layouts.clear()
-        entry.cpu_slots = None
-
     # -- upkeep --------------------------------------------------------------------------------------
 
     def forget(self, host: str) -> bool:
@@ -408,7 +442,7 @@ class LatestValues(Tap):
         if entry is None:
             return False
         for gid in entry.gids:
-            self._release(gid)
+            self._series.release(gid)
         return True
 
     def prune(self, now: float) -> int:
@@ -424,12 +458,12 @@ class LatestValues(Tap):
             for index, gid in enumerate(entry.gids):
                 if entry.times[index] < horizon:
                     entry.history.pop(gid, None)
-                    self._release(gid)
+                    self._series.release(gid)
             removed += len(entry.gids) - len(keep)
             entry.gids = array("I", [entry.gids[index] for index in keep])
             entry.times = array("d", [entry.times[index] for index in keep])
             entry.values = array("d", [entry.values[index] for index in keep])
-            self._layout_changed(entry)
+            entry.layout_changed()
             if not keep:
                 del self._hosts[host]
         return removed
@@ -448,7 +482,7 @@ class LatestValues(Tap):
         if entry is None:
             return None
         entry.store_held()
-        names = self._names
+        names = self._series.names
         return {
             f"{host}.{names[gid]}": (when, value)
             for gid, when, value in zip(entry.gids, entry.times, entry.values, strict=True)
@@ -458,7 +492,7 @@ class LatestValues(Tap):
     def get(self, host: str, relative: str) -> tuple[float, float] | None:
         """The newest ``(timestamp, value)`` of ``HOST.relative``, or None."""
         entry = self._hosts.get(host)
-        gid = self._gid_of.get(relative)
+        gid = self._series.gid_of.get(relative)
         if entry is None or gid is None:
             return None
         entry.store_held()
@@ -477,7 +511,7 @@ class LatestValues(Tap):
             return None
         entry.store_held()
         if entry.cpu_slots is None:
-            names = self._names
+            names = self._series.names
             entry.cpu_slots = tuple(slot for slot, gid in enumerate(entry.gids) if _PER_CPU.fullmatch(names[gid] or ""))
         readings = [entry.values[slot] for slot in entry.cpu_slots if entry.times[slot] >= 0]
         return sum(readings) / len(readings) if readings else None
@@ -488,7 +522,7 @@ class LatestValues(Tap):
         if entry is None:
             return None
         wanted = pattern_regex([pattern]) if pattern else None
-        names = self._names
+        names = self._series.names
         result = {}
         for gid, points in sorted(entry.history.items(), key=lambda item: names[item[0]] or ""):
             name = names[gid] or ""
@@ -507,7 +541,7 @@ class LatestValues(Tap):
             entry = self._hosts[host]
             entry.store_held()
             copies.append((host, array("I", entry.gids), array("d", entry.times), array("d", entry.values)))
-        return list(self._names), copies
+        return list(self._series.names), copies
 
     def dropped(self, host: str) -> int:
         entry = self._hosts.get(host)
@@ -518,7 +552,7 @@ class LatestValues(Tap):
         return {
             "hosts": len(self._hosts),
             "series": sum(len(entry.gids) for entry in self._hosts.values()),
-            "names": len(self._gid_of),
+            "names": len(self._series),
             "history_points": sum(len(h.times) for e in self._hosts.values() for h in e.history.values()),
             "dropped_hosts": self.dropped_hosts,
             "dropped_series": self.dropped_series,

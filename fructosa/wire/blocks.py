@@ -71,6 +71,10 @@ class Block:
     values: array = field(default_factory=_doubles)
     samples: int = 0
     """How many samples the datapoints came from (for per-agent statistics)."""
+    time_lanes: int | None = field(default=None, compare=False, repr=False)
+    """The bits of ``times`` as one little-endian integer, 64 bits a time, when :func:`all_valid` found every
+    time in [0, MAX_TIMESTAMP) on those bits (None otherwise): worked out by the check anyway, and kept so that a
+    tap comparing this block's times with an earlier block's does not convert them again. Not encoded."""
 
     def __len__(self) -> int:
         return len(self.times)
@@ -188,7 +192,9 @@ def all_valid(block: Block, host_prefix: str | None) -> bool:
         if not paths_valid(paths, count, host_prefix):
             return False
         _VALID_PATHS.remember((paths, host_prefix), count)
-    if _numbers_valid(block.times, block.values, count):
+    time_lanes = _valid_time_lanes(block.times, block.values, count)
+    if time_lanes is not None:
+        block.time_lanes = time_lanes
         return True
     if not math.isfinite(sum(block.values) + sum(block.times)):  # the exact rule, where the bits were not enough
         return False  # NaN or infinity somewhere (or values too huge to add up): look closer
@@ -220,7 +226,12 @@ def paths_valid(paths: bytes, count: int, host_prefix: str | None) -> bool:
 def _numbers_valid(times: array, values: array, count: int) -> bool:
     """True when every time is in [0, MAX_TIMESTAMP) and every value finite, judged on their bits with a few
     big-integer operations over all lanes of 64 bits at once; False means "look closer" (also on a big-endian
-    host, or for -0.0 as a time), never "invalid".
+    host, or for -0.0 as a time), never "invalid". See :func:`_valid_time_lanes`."""
+    return _valid_time_lanes(times, values, count) is not None
+
+
+def _valid_time_lanes(times: array, values: array, count: int) -> int | None:
+    """The bits of ``times`` as one integer (:attr:`Block.time_lanes`) when :func:`_numbers_valid` holds, else None.
 
     A double is NaN or infinite exactly when its 11 exponent bits are all set: adding one to the exponent
     field then carries into the sign bit's place, and only then. A non-negative double (sign bit clear) is
@@ -228,12 +239,14 @@ def _numbers_valid(times: array, values: array, count: int) -> bool:
     2**63 - bits(limit) then leaves the top bit clear. No lane carries into the next.
     """
     if _SWAP or len(values) != count:
-        return False
+        return None
     masks = _lane_masks(count)
     time_bits = int.from_bytes(times, "little")
     if time_bits & masks.sign or (time_bits + masks.time_offset) & masks.sign:
-        return False
-    return not ((int.from_bytes(values, "little") & masks.exponent) + masks.exponent_unit) & masks.sign
+        return None
+    if ((int.from_bytes(values, "little") & masks.exponent) + masks.exponent_unit) & masks.sign:
+        return None
+    return time_bits
 
 
 def times_not_older(newer: array, older: array) -> bool:
