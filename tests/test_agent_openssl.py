@@ -108,12 +108,14 @@ def test_keeping_openssl_out_changes_nothing_once_it_is_loaded() -> None:
     assert sys.modules["ssl"] is ssl and not auth.openssl_blocked()
 
 
-def test_tls_wanted_by_the_link_or_an_https_setting() -> None:
+def test_tls_wanted_by_the_link_a_sensor_or_an_https_setting() -> None:
     plain = LinkConfig(secret=SECRET)
-    http = SensorConfig("Prometheus", 10, {"urls": "http://127.0.0.1:9100/metrics", "timeout": 5.0, "x": None})
-    assert not auth.wants_openssl(plain, [http])
+    http = SensorConfig("Scraper", 10, {"urls": "http://127.0.0.1:9100/metrics", "timeout": 5.0, "x": None})
+    assert not auth.wants_openssl(plain, [http, SensorConfig("CPUPercent", 1, {"percpu": True})])
     for https in ("http://a/metrics https://b/metrics", ("http://a/metrics", "https://b/metrics")):
-        assert auth.wants_openssl(plain, [http, SensorConfig("Prometheus", 10, {"urls": https})])
+        assert auth.wants_openssl(plain, [http, SensorConfig("Scraper", 10, {"urls": https})])
+    # prometheus_client's package imports ssl, plain-HTTP exporters or not
+    assert auth.wants_openssl(plain, [SensorConfig("Prometheus", 10, {"urls": "http://127.0.0.1:9100/metrics"})])
     for change in ({"tls": True}, {"tls_ca": "/ca.pem"}, {"tls_cert": "/agent.pem"}):
         tls = replace(plain, **change)
         assert auth.wants_openssl(tls) and auth.tls_requested(tls)

@@ -133,19 +133,30 @@ def server_context_for(link: LinkSecurity) -> ssl.SSLContext | None:
 
 
 class SensorSettings(Protocol):
-    """A ``[sensor:NAME]`` section as the configuration holds it: its options' values."""
+    """A ``[sensor:NAME]`` section as the configuration holds it: its name and options' values."""
+
+    @property
+    def name(self) -> str: ...
 
     @property
     def settings(self) -> Mapping[str, object]: ...
 
 
+SENSORS_NEEDING_SSL = frozenset({"Prometheus"})
+"""Sensors whose libraries import ``ssl`` unconditionally: the Prometheus sensor parses
+with ``prometheus_client``, whose package imports ``ssl`` (for its HTTPS exposition)."""
+
+
 def wants_openssl(link: LinkSecurity, sensors: Iterable[SensorSettings] = ()) -> bool:
-    """Whether lagent needs OpenSSL: TLS on ``link``, or an ``https://`` URL in
-    one of the ``sensors``' options (a Prometheus exporter behind TLS is
-    scraped with :mod:`urllib.request`, which needs ``ssl``)."""
+    """Whether lagent needs OpenSSL: TLS on ``link``, a sensor of
+    :data:`SENSORS_NEEDING_SSL`, or an ``https://`` URL in one of the
+    ``sensors``' options (an exporter behind TLS is read with
+    :mod:`urllib.request`, which needs ``ssl`` for it)."""
     if tls_requested(link):
         return True
     for sensor in sensors:
+        if sensor.name in SENSORS_NEEDING_SSL:
+            return True
         for value in sensor.settings.values():
             texts = value if isinstance(value, (tuple, list)) else (value,)
             if any(isinstance(text, str) and "https://" in text for text in texts):
