@@ -431,7 +431,9 @@ class SendingSession:
 
     async def _read_acks(self, reader: asyncio.StreamReader) -> None:
         while True:
-            kind, payload = await read_frame(reader)
+            # read_frame(reader) without deadlines (there are none here): no wait_for around each read
+            header = await reader.readexactly(protocol.HEADER_SIZE)
+            kind, payload = protocol.split_frame(await reader.readexactly(protocol.frame_length(header)))
             if kind != protocol.ACK:
                 raise protocol.ProtocolError(f"unexpected frame {kind!r} from {self.outbox.peer_name}")
             was_full = self.window_full
