@@ -6,8 +6,8 @@ from typing import Any
 
 import psutil
 
-from .base import NO_SAMPLE, Option, Sensor, SensorUnsupported, register
-from .cpu_window import OwnCPUTimes, TupleWindow, busy_percent, mode_percents, per_cpu_deltas, summed
+from .base import NO_SAMPLE, Option, Sensor, SensorUnsupported, as_plain, register
+from .cpu_window import OwnCPUTimes, TupleWindow, busy_percent, mode_percents, of_tuples, per_cpu_deltas, summed
 
 PERCPU_TIMES = Option("percpu", bool, False, "also send one series per CPU below cpuN (N from 0)")
 
@@ -59,7 +59,8 @@ class CPUPercent(Sensor):
         return shaped
 
     def measure(self) -> dict | None:
-        return self.shape_tuples(self.read())
+        raw = self.read()
+        return self.shape_tuples(raw) if of_tuples(raw) else self.shape(as_plain(raw))
 
     def shape_tuples(self, raw: dict) -> dict | None:
         """``shape(as_plain(raw))`` worked out on psutil's tuples: the same figures, no dict per CPU."""
@@ -127,7 +128,8 @@ class CPUTimesPercent(Sensor):
         return _with_per_cpu(mode_percents(summed(deltas)), per_cpu)
 
     def measure(self) -> dict | None:
-        return self.shape_tuples(self.read())
+        raw = self.read()
+        return self.shape_tuples(raw) if of_tuples(raw) else self.shape(as_plain(raw))
 
     def shape_tuples(self, raw: dict) -> dict | None:
         """``shape(as_plain(raw))`` worked out on psutil's tuples: the same figures, no dict per CPU."""

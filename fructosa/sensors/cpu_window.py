@@ -160,6 +160,12 @@ def mode_percents(deltas: dict[str, float]) -> dict[str, float]:
 # reading: the golden tests check the plain form, tests/test_cpu_windows.py that the two agree.
 
 
+def of_tuples(raw: dict) -> bool:
+    """Whether both readings of ``raw`` are psutil's tuples (not the plain form recorded for a test)."""
+    previous, current = raw.get("previous"), raw.get("current")
+    return bool(current) and isinstance(current[0], tuple) and (not previous or isinstance(previous[0], tuple))
+
+
 class TupleWindow:
     """Each CPU's seconds per mode between two readings of psutil's tuples (as
     :func:`per_cpu_deltas`: rows in field order), with each CPU's :func:`total_time`."""
