@@ -60,7 +60,7 @@ class Agent:
         self.layouts = LayoutCache()
         self.plan = AdaptivePlan(config.sensors)
         self.sender = Sender(config, self.queue, spool, tls, self.plan.intervals)
-        self.scheduler = SensorScheduler(self.plan, self.record)
+        self.scheduler = SensorScheduler(self.plan, self.take, self.sender.send_now)
         self.reporter = Reporter(self, status_file)
         self._journal: IO[str] | None = None
 
@@ -157,8 +157,14 @@ class Agent:
         return self.reporter.self_metrics(samples_per_second)
 
     def record(self, sensor: str, value: object) -> None:
+        """One measurement of ``sensor``, taken now: :meth:`take` it, and wake the sender."""
+        self.take(sensor, value)
+        self.sender.wake()
+
+    def take(self, sensor: str, value: object) -> None:
         """One measurement of ``sensor``, taken now: flattened once, then queued for
-        lmaster, shown to the adaptive plan and journaled."""
+        lmaster, shown to the adaptive plan and journaled. The sender is not woken: the
+        scheduler wakes it once the samples of a tick are all queued."""
         self.counters["samples"] += 1
         host, now = self.config.hostname, time.time()
         block = self.layouts.block(host, sensor, now, value)
@@ -171,7 +177,6 @@ class Agent:
                 return
             block = self.layouts.learn(host, sensor, value, datapoints)
         self.queue.put(block)
-        self.sender.wake()
         if self.plan.watches(sensor):
             for name in self.plan.observe(sensor, block.datapoints(), asyncio.get_running_loop().time()):
                 self.scheduler.wake(name)

@@ -126,26 +126,39 @@ class SensorScheduler:
     (a rate's first reading): nothing is recorded for it.
     """
 
-    def __init__(self, plan: AdaptivePlan, record: Callable[[str, object], None]) -> None:
+    def __init__(
+        self,
+        plan: AdaptivePlan,
+        record: Callable[[str, object], None],
+        recorded: Callable[[], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.record = record
+        self.recorded = recorded
+        """Called once after the samples of one tick (or of one lane) were recorded, if any were:
+        whoever sends them is woken once per tick, not once per sample."""
         self.running: dict[str, tuple[SensorConfig, ScheduledSensor]] = {}
         self.origin: float | None = None
         """The loop time every sensor's grid starts from (set when the first sensor starts)."""
-        self._changed = asyncio.Event()
-        """Set when a sensor's due time moved earlier: the ticker recomputes its sleep."""
-        self._ticker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        """The next tick: one timer for all the sensors, armed for the earliest due time. Its
+        callback measures them (no task, no event: one loop iteration per tick)."""
+        self._armed = math.inf
+        """Loop time ``_timer`` is armed for."""
+        self._ticking = False
+        self._stopped = False
+        self._any_recorded = False
         self._lanes: set[asyncio.Task] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._record_errors = RateLimitedLog(log, period=600.0)
 
     def start(self, config: SensorConfig) -> None:
         """Start ``config``'s sensor and measure it at once (then on the grid)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if self.origin is None:
             self.origin = loop.time()
-        if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.create_task(self._tick_forever(), name="sensors")
+        self._stopped = False
         entry = ScheduledSensor(config)
         self.running[config.name] = (config, entry)
         try:
@@ -180,8 +193,8 @@ class SensorScheduler:
     async def stop(self) -> None:
         tasks = [entry.task for _, entry in self.running.values() if entry.task is not None]
         tasks.extend(self._lanes)
-        if self._ticker is not None:
-            tasks.append(self._ticker)
+        self._stopped = True
+        self._disarm()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -244,7 +257,7 @@ class SensorScheduler:
             return
         log.info("sensor %s started, every %g s", entry.name, entry.config.interval)
         entry.due = asyncio.get_running_loop().time()  # its first measurement: at once
-        self._changed.set()
+        self._arm()
 
     def _drop(self, entry: ScheduledSensor) -> None:
         """Stop ``entry``: its start is cancelled; a measurement in a lane is left to finish, unrecorded."""
@@ -254,20 +267,33 @@ class SensorScheduler:
 
     # -- the ticks -----------------------------------------------------------
 
-    async def _tick_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            self._changed.clear()
-            due = min((entry.due for _, entry in self.running.values()), default=math.inf)
-            if due > loop.time() + SAME_TICK:
-                timer = None if due == math.inf else loop.call_at(due, self._changed.set)
-                try:
-                    await self._changed.wait()
-                finally:
-                    if timer is not None:
-                        timer.cancel()
-                continue
-            self._tick(loop)
+    def _arm(self) -> None:
+        """Arm the timer for the earliest due time (a tick re-arms it once it is over)."""
+        if self._ticking or self._stopped or self._loop is None:
+            return
+        due = min((entry.due for _, entry in self.running.values()), default=math.inf)
+        if due == self._armed:
+            return
+        self._disarm()
+        if due != math.inf:
+            self._armed = due
+            self._timer = self._loop.call_at(due, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed = math.inf
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer, self._armed = None, math.inf
+        self._ticking = True
+        try:
+            self._tick(self._loop)
+        finally:
+            self._ticking = False
+            self._arm()
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         """Measure every sensor due now: those that may block in one lane, the others on the loop."""
@@ -296,6 +322,14 @@ class SensorScheduler:
             # LANE_PATIENCE), so that no two threads fight for the GIL and the samples leave together.
             after = min((entry.due for _, entry in self.running.values()), default=math.inf)
             self._start_lane(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - loop.time())))
+        self._tick_recorded()
+
+    def _tick_recorded(self) -> None:
+        """Samples were recorded since the last call: tell ``recorded`` once."""
+        if self._any_recorded:
+            self._any_recorded = False
+            if self.recorded is not None:
+                self.recorded()
 
     def _start_lane(self, entries: list[ScheduledSensor], wait: float = 0.0) -> None:
         """Measure ``entries`` on a worker thread; the loop waits for them up to ``wait``
@@ -338,6 +372,8 @@ class SensorScheduler:
             else:
                 self._recorded(entry, value)
             self._reschedule(entry, now)
+        if not self._ticking:  # a lane that finished after its tick
+            self._tick_recorded()
 
     def _watch(self, entry: ScheduledSensor, now: float) -> None:
         """The watchdog, at every tick: a measurement stuck on its thread is logged once."""
@@ -355,6 +391,7 @@ class SensorScheduler:
             log.warning("sensor %s returned again", entry.name)
         if value is None:
             return
+        self._any_recorded = True
         try:
             self.record(entry.name, value)
         except Exception as error:  # one bad sample must not stop the ticks
@@ -377,6 +414,7 @@ class SensorScheduler:
         # slows down also when the sensor its condition reads has fallen silent
         self.plan.expire(entry.name, now)
         due = next_due(self.origin, self.plan.interval(entry.config), now)
-        if due < entry.due:
-            self._changed.set()
+        earlier = due < entry.due
         entry.due = due
+        if earlier:
+            self._arm()

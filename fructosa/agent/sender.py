@@ -89,7 +89,15 @@ class Sender(Outbox):
 
     def wake(self) -> None:
         """A sample was queued: to lmaster, or to the spool while lmaster is away (or slow)."""
-        self.session.wake()
+        self._woken(self.session.wake)
+
+    def send_now(self) -> None:
+        """The samples of one tick are all queued: as :meth:`wake`, but they go to lmaster
+        right away when the session can take them (no pass of its loop)."""
+        self._woken(self.session.send_now)
+
+    def _woken(self, session_woken: Callable[[], None]) -> None:
+        session_woken()
         if self.spool is not None and self._spill_timer is None and self._should_spill():
             loop = asyncio.get_running_loop()
             # After the other samples of this instant: right after it when the previous spill is

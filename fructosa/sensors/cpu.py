@@ -6,8 +6,8 @@ from typing import Any
 
 import psutil
 
-from .base import NO_SAMPLE, Option, Sensor, SensorUnsupported, register
-from .cpu_window import OwnCPUTimes, busy_percent, mode_percents, per_cpu_deltas, summed
+from .base import NO_SAMPLE, Option, Sensor, SensorUnsupported, as_plain, register
+from .cpu_window import OwnCPUTimes, TupleWindow, busy_percent, mode_percents, of_tuples, per_cpu_deltas, summed
 
 PERCPU_TIMES = Option("percpu", bool, False, "also send one series per CPU below cpuN (N from 0)")
 
@@ -56,6 +56,22 @@ class CPUPercent(Sensor):
             shaped.update(enumerate(busy_percent(cpu) for cpu in deltas))
         if self.settings["total"]:
             shaped["total"] = busy_percent(summed(deltas))
+        return shaped
+
+    def measure(self) -> dict | None:
+        raw = self.read()
+        return self.shape_tuples(raw) if of_tuples(raw) else self.shape(as_plain(raw))
+
+    def shape_tuples(self, raw: dict) -> dict | None:
+        """``shape(as_plain(raw))`` worked out on psutil's tuples: the same figures, no dict per CPU."""
+        window = TupleWindow.of(raw["previous"], raw["current"])
+        if window is None:
+            return NO_SAMPLE
+        shaped: dict[Any, float] = {}
+        if self.settings["percpu"]:
+            shaped.update(enumerate(window.busy_percents()))
+        if self.settings["total"]:
+            shaped["total"] = window.busy_percent_of(*window.summed())
         return shaped
 
 
@@ -110,6 +126,20 @@ class CPUTimesPercent(Sensor):
             return NO_SAMPLE  # no window to rate over yet (see per_cpu_deltas): nothing to send
         per_cpu = [mode_percents(cpu) for cpu in deltas] if self.settings["percpu"] else None
         return _with_per_cpu(mode_percents(summed(deltas)), per_cpu)
+
+    def measure(self) -> dict | None:
+        raw = self.read()
+        return self.shape_tuples(raw) if of_tuples(raw) else self.shape(as_plain(raw))
+
+    def shape_tuples(self, raw: dict) -> dict | None:
+        """``shape(as_plain(raw))`` worked out on psutil's tuples: the same figures, no dict per CPU."""
+        window = TupleWindow.of(raw["previous"], raw["current"])
+        if window is None:
+            return NO_SAMPLE
+        per_cpu = None
+        if self.settings["percpu"]:
+            per_cpu = [window.mode_percents_of(row, total) for row, total in zip(window.rows, window.totals)]  # noqa: B905
+        return _with_per_cpu(window.mode_percents_of(*window.summed()), per_cpu)
 
 
 @register

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import cache
 from typing import Any
 
 import psutil
@@ -98,8 +99,21 @@ def window_is_usable(previous: list, current: list) -> bool:
 
 
 def _total(times: Any) -> float:
-    plain = times if isinstance(times, dict) else times._asdict()
-    return total_time(plain)
+    if isinstance(times, dict):
+        return total_time(times)
+    return sum([times[index] for index in _counted(times._fields)])  # total_time without a dict
+
+
+@cache
+def _counted(fields: tuple[str, ...]) -> tuple[int, ...]:
+    """Positions of the fields :func:`total_time` counts, in order."""
+    return tuple(index for index, field in enumerate(fields) if field not in GUEST_FIELDS)
+
+
+@cache
+def _waiting(fields: tuple[str, ...]) -> tuple[int, ...]:
+    """Positions of the fields :func:`busy_time` takes off, in :data:`WAITING_FIELDS` order."""
+    return tuple(fields.index(field) for field in WAITING_FIELDS if field in fields)
 
 
 def per_cpu_deltas(raw: dict) -> list[dict[str, float]] | None:
@@ -136,3 +150,65 @@ def mode_percents(deltas: dict[str, float]) -> dict[str, float]:
     the window's own time."""
     whole = total_time(deltas)
     return {field: percent(value, whole) for field, value in deltas.items()}
+
+
+# -- the same arithmetic on psutil's own tuples ---------------------------------
+#
+# A live sensor reads psutil's namedtuples (one type, the same fields for every CPU).
+# These give exactly the figures of the functions above on their plain form (the same
+# operations on the same numbers, in the same order) without a dict per CPU and
+# reading: the golden tests check the plain form, tests/test_cpu_windows.py that the two agree.
+
+
+def of_tuples(raw: dict) -> bool:
+    """Whether both readings of ``raw`` are psutil's tuples (not the plain form recorded for a test)."""
+    previous, current = raw.get("previous"), raw.get("current")
+    return bool(current) and isinstance(current[0], tuple) and (not previous or isinstance(previous[0], tuple))
+
+
+class TupleWindow:
+    """Each CPU's seconds per mode between two readings of psutil's tuples (as
+    :func:`per_cpu_deltas`: rows in field order), with each CPU's :func:`total_time`."""
+
+    __slots__ = ("fields", "rows", "totals")
+
+    def __init__(self, fields: tuple[str, ...], rows: list[list[float]], totals: list[float]) -> None:
+        self.fields, self.rows, self.totals = fields, rows, totals
+
+    @classmethod
+    def of(cls, previous: list | None, current: list | None) -> TupleWindow | None:
+        """None when :func:`per_cpu_deltas` would be (no window to rate over)."""
+        if not previous or not current or len(previous) != len(current):
+            return None
+        fields = current[0]._fields
+        counted = _counted(fields)
+        rows = [[max(0.0, after - before) for after, before in zip(now, then)]  # noqa: B905  (one type)
+                for then, now in zip(previous, current, strict=True)]  # fmt: skip
+        totals = [sum([row[index] for index in counted]) for row in rows]
+        if not all(total > 0 for total in totals):
+            return None
+        return cls(fields, rows, totals)
+
+    def busy_percents(self) -> list[float]:
+        """:func:`busy_percent` of each CPU."""
+        waiting = _waiting(self.fields)
+        return [
+            percent(total - sum([row[index] for index in waiting]), total)
+            for row, total in zip(self.rows, self.totals)  # noqa: B905  (one per CPU)
+        ]
+
+    def summed(self) -> tuple[list[float], float]:
+        """:func:`summed` over all CPUs (field order) and its :func:`total_time`."""
+        rows = iter(self.rows)
+        total = [0.0 + value for value in next(rows)]
+        for row in rows:
+            total = [sum_so_far + value for sum_so_far, value in zip(total, row)]  # noqa: B905
+        return total, sum([total[index] for index in _counted(self.fields)])
+
+    def busy_percent_of(self, row: list[float], total: float) -> float:
+        """:func:`busy_percent` of one row whose :func:`total_time` is ``total``."""
+        return percent(total - sum([row[index] for index in _waiting(self.fields)]), total)
+
+    def mode_percents_of(self, row: list[float], total: float) -> dict[str, float]:
+        """:func:`mode_percents` of one row whose :func:`total_time` is ``total``."""
+        return {field: percent(value, total) for field, value in zip(self.fields, row)}  # noqa: B905

@@ -242,6 +242,10 @@ class SendingSession:
         self._heartbeat_due = False
         self._waiting: Callable[..., None] | None = None
         """While :meth:`stream` waits for work: what ends the wait."""
+        self._woken: asyncio.Future | None = None
+        """While :meth:`stream` waits for work: the future that ends the wait."""
+        self._last_sent = 0.0
+        """Loop time the last frame went (a heartbeat is due ``heartbeat_interval`` after it)."""
         self._writer: asyncio.StreamWriter | None = None
         self._reading_paused = False
         self._owed: set[bytes] = set()
@@ -262,6 +266,36 @@ class SendingSession:
         self._resume_reading()  # now, so this wakeup's poll reads the acknowledgements waiting
         if self._waiting is not None and not self.window_full:
             self._waiting()
+
+    def send_now(self) -> None:
+        """New data waits, all of it queued: as :meth:`wake`, but the batches go right away from
+        the caller when the stream is idle, the window has room and nothing waits in the
+        transport's buffer (a ``transport.write`` each, which then goes straight to the socket):
+        no pass of the stream's loop, no drain. Otherwise, or once the buffer holds data, the
+        stream takes over."""
+        self._resume_reading()
+        writer, woken = self._writer, self._woken
+        if woken is None or woken.done() or writer is None or self._heartbeat_due:
+            self.wake()
+            return
+        transport = writer.transport
+        while not self.window_full:
+            if transport.is_closing() or transport.get_write_buffer_size():
+                self.wake()  # the stream sees the break, or drains before it writes more
+                return
+            batch = self.outbox.next_batch()
+            if batch is None:
+                break
+            self._send(writer, *batch)
+        if self.defer_acks and not self.window_full and not (self._owed & self.in_flight.keys()):
+            self._pause_reading()  # as the stream's wait would: nothing older to read
+
+    def _send(self, writer: asyncio.StreamWriter, body: bytes, tag: object) -> None:
+        """A new batch into the window and onto the wire."""
+        self.in_flight[body[: protocol.BATCH_ID_SIZE]] = (body, tag)
+        writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
+        self.sent += 1
+        self._last_sent = asyncio.get_running_loop().time()
 
     def heartbeat_soon(self) -> None:
         """Send a heartbeat as soon as the data waiting has gone (the backlog carries news for the peer)."""
@@ -341,28 +375,26 @@ class SendingSession:
                 writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
                 self.resent += 1
             await writer.drain()
-            last_sent = loop.time()
+            self._last_sent = loop.time()
             while True:
                 if acks.done():
                     acks.result()  # raises why the peer went away
                     raise ConnectionError(f"connection closed by {self.outbox.peer_name}")
                 batch = None if self.window_full else self.outbox.next_batch()
                 if batch is not None:
-                    body, tag = batch
-                    self.in_flight[body[: protocol.BATCH_ID_SIZE]] = (body, tag)
-                    writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
+                    self._send(writer, *batch)
                     await writer.drain()
-                    self.sent += 1
-                    last_sent = loop.time()
                     continue
-                wait = 0.0 if self._heartbeat_due else last_sent + self.heartbeat_interval - loop.time()
+                wait = 0.0 if self._heartbeat_due else self._last_sent + self.heartbeat_interval - loop.time()
                 await self._wait_for_work(acks, wait)
-                if not acks.done() and (self._heartbeat_due or loop.time() - last_sent >= self.heartbeat_interval):
+                if not acks.done() and (
+                    self._heartbeat_due or loop.time() - self._last_sent >= self.heartbeat_interval
+                ):
                     self._heartbeat_due = False
                     backlog = json.dumps(self.outbox.backlog()).encode()
                     writer.write(protocol.encode_frame(protocol.HEARTBEAT, backlog))
                     await writer.drain()
-                    last_sent = loop.time()
+                    self._last_sent = loop.time()
         finally:
             acks.cancel()
 
@@ -379,13 +411,13 @@ class SendingSession:
 
         timer = asyncio.get_running_loop().call_later(max(0.0, timeout), wake)
         acks.add_done_callback(wake)
-        self._waiting = wake
+        self._waiting, self._woken = wake, woken
         if self.defer_acks and not self.window_full and not (self._owed & self.in_flight.keys()):
             self._pause_reading()
         try:
             await woken
         finally:
-            self._waiting = None
+            self._waiting = self._woken = None
             timer.cancel()
             acks.remove_done_callback(wake)
             self._resume_reading()
@@ -404,17 +436,26 @@ class SendingSession:
 
     async def _read_acks(self, reader: asyncio.StreamReader) -> None:
         while True:
-            kind, payload = await read_frame(reader)
+            # read_frame(reader) without deadlines (there are none here): no wait_for around each read
+            header = await reader.readexactly(protocol.HEADER_SIZE)
+            kind, payload = protocol.split_frame(await reader.readexactly(protocol.frame_length(header)))
             if kind != protocol.ACK:
                 raise protocol.ProtocolError(f"unexpected frame {kind!r} from {self.outbox.peer_name}")
+            was_full = self.window_full
             for batch_id in protocol.decode_acks(payload):
                 entry = self.in_flight.pop(batch_id, None)
                 if entry is None:
                     continue  # acknowledged twice, or taken back after a disconnection
                 self.acknowledged += 1
                 self.outbox.on_acknowledged(entry[1])
-            if self._waiting is not None:
+            if self._waiting is None:
+                continue
+            if was_full or not self.defer_acks:
                 self._waiting()
+            elif not (self._owed & self.in_flight.keys()):
+                # Deferring: with room in the window an acknowledgement gives the waiting stream
+                # nothing to do; reading just stops again (as the wait would), without a pass of it.
+                self._pause_reading()
 
 
 # == Server half ===============================================================
