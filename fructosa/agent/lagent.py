@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING
 
 from .. import __version__
 from ..adaptive import AdaptivePlan
+from ..cancelling import cancel_until_done
 from ..config import AgentConfig, SensorConfig
 from ..graphite_paths import SampleError, sample_to_datapoints
 from ..heap import give_back_free_heap
@@ -101,9 +102,7 @@ class Agent:
         finally:
             await self.scheduler.stop()
             await self.sender.flush(FLUSH_TIMEOUT)
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await cancel_until_done(helpers)  # a reconnect's wait_for can lose one cancel (Python < 3.12)
             self.scheduler.shutdown()
             self.sender.cancel_spill()
             self.sender.persist()

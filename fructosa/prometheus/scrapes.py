@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..cancelling import cancel_until_done
 from ..graphite_paths import Datapoint, SampleError, sample_to_datapoints, sanitize_component, short_hostname
 from ..ratelog import RateLimitedLog
 from .parsing import (
@@ -161,12 +162,7 @@ class Scrapes:
             target.task = asyncio.create_task(self._run(target), name=f"scrape {target.url}")
 
     async def stop(self) -> None:
-        tasks = [target.task for target in self.targets.values() if target.task is not None]
-        while tasks:  # again for a task that goes on: before 3.12, wait_for loses a cancel landing as its read ends
-            for task in tasks:
-                task.cancel()
-            _done, still_running = await asyncio.wait(tasks, timeout=1.0)
-            tasks = list(still_running)
+        await cancel_until_done(target.task for target in self.targets.values() if target.task is not None)
         if self._session is not None:
             await self._session.close()
             self._session = None
