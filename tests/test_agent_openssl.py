@@ -28,7 +28,7 @@ from fructosa.wire import auth
 from tests.support.carbon import free_ports
 from tests.support.configs import agent_ini, master_ini, options_of
 from tests.support.daemons import Daemon, script
-from tests.support.tls import OpenSSLMissing, Pki, make_pki
+from tests.support.tls import Pki, pki_or_skip
 from tests.support.waiting import log_text, wait_for, wait_for_log
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,10 +56,7 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        return make_pki(tmp_path_factory.mktemp("pki"))
-    except OpenSSLMissing as reason:
-        pytest.skip(f"TLS tests need a throwaway CA: {reason}")
+    return pki_or_skip(tmp_path_factory.mktemp("pki"))
 
 
 def prepare_in_fresh_interpreter(tmp_path: Path, **ini: object) -> dict:

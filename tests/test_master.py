@@ -45,7 +45,7 @@ from fructosa.taps.latest import LatestValues
 from fructosa.wire import auth, protocol
 from fructosa.wire.blocks import Block
 from fructosa.wire.session import BatchLedger, open_session, read_frame
-from tests.support.tls import OpenSSLMissing, Pki, make_pki
+from tests.support.tls import Pki, pki_or_skip
 
 TIMEOUT = 20.0
 
@@ -671,10 +671,7 @@ def test_a_verified_hello_beyond_max_connections_is_refused_with_a_reason() -> N
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        return make_pki(tmp_path_factory.mktemp("pki"))
-    except OpenSSLMissing as reason:
-        pytest.skip(f"TLS tests need a throwaway CA: {reason}")
+    return pki_or_skip(tmp_path_factory.mktemp("pki"))
 
 
 def test_an_upstream_with_only_a_client_certificate_relays_over_tls(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:

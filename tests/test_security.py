@@ -26,7 +26,7 @@ from tests.support.carbon import CarbonCache, free_ports
 from tests.support.configs import agent_ini, master_ini, options_of
 from tests.support.daemons import Daemon
 from tests.support.peer import Peer, closed_by_peer, handshake, hello_frame, read_frame
-from tests.support.tls import OpenSSLMissing, Pki, make_pki
+from tests.support.tls import Pki, pki_or_skip
 from tests.support.waiting import wait_for_line
 
 SECRET = b"0123456789abcdef-the-right-shared-secret"
@@ -40,10 +40,7 @@ AUTH_FAILED = r"disconnected 127\.0\.0\.1:\d+: authentication failed"
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        return make_pki(tmp_path_factory.mktemp("pki"))
-    except OpenSSLMissing as reason:
-        pytest.skip(f"TLS tests need a throwaway CA: {reason}")
+    return pki_or_skip(tmp_path_factory.mktemp("pki"))
 
 
 class Site:

@@ -20,8 +20,37 @@ def _with_per_cpu(total: dict, per_cpu: list | None) -> dict:
     return shaped
 
 
+class _OwnWindowSensor(Sensor):
+    """A rate over this sensor's own two readings of the per-CPU times (CPUPercent,
+    CPUTimesPercent): one reading per sample, never blocking. ``measure`` works on
+    psutil's tuples (:meth:`shape_window`); ``shape`` on plain readings (recorded ones,
+    the golden tests) gives the same figures."""
+
+    blocking = False  # reads /proc or /sys only
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self._times = OwnCPUTimes()
+
+    def read(self) -> Any:
+        # One per-CPU reading serves every series: a total is their sum, over the same window.
+        return self._times.read()
+
+    def measure(self) -> dict | None:
+        raw = self.read()
+        return self.shape_tuples(raw) if of_tuples(raw) else self.shape(as_plain(raw))
+
+    def shape_tuples(self, raw: dict) -> dict | None:
+        """``shape(as_plain(raw))`` worked out on psutil's tuples: the same figures, no dict per CPU."""
+        window = TupleWindow.of(raw["previous"], raw["current"])
+        return NO_SAMPLE if window is None else self.shape_window(window)
+
+    def shape_window(self, window: TupleWindow) -> dict:
+        raise NotImplementedError
+
+
 @register
-class CPUPercent(Sensor):
+class CPUPercent(_OwnWindowSensor):
     """Utilisation of each CPU in percent since the sensor's previous sample.
 
     Paths: ``HOST.CPUPercent.N`` per CPU (as 0.3.2), ``HOST.CPUPercent.total``
@@ -33,19 +62,10 @@ class CPUPercent(Sensor):
 
     description = "CPU utilisation in percent, per CPU and optionally in total"
     default_interval = 10.0
-    blocking = False  # reads /proc or /sys only
     options = (
         Option("percpu", bool, True, "one series per CPU: HOST.CPUPercent.N"),
         Option("total", bool, False, "also the average over all CPUs: HOST.CPUPercent.total"),
     )
-
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
-        super().__init__(settings)
-        self._times = OwnCPUTimes()
-
-    def read(self) -> Any:
-        # One per-CPU reading serves both series: the total is their sum, over the same window.
-        return self._times.read()
 
     def shape(self, raw: dict) -> dict | None:
         deltas = per_cpu_deltas(raw)
@@ -58,15 +78,7 @@ class CPUPercent(Sensor):
             shaped["total"] = busy_percent(summed(deltas))
         return shaped
 
-    def measure(self) -> dict | None:
-        raw = self.read()
-        return self.shape_tuples(raw) if of_tuples(raw) else self.shape(as_plain(raw))
-
-    def shape_tuples(self, raw: dict) -> dict | None:
-        """``shape(as_plain(raw))`` worked out on psutil's tuples: the same figures, no dict per CPU."""
-        window = TupleWindow.of(raw["previous"], raw["current"])
-        if window is None:
-            return NO_SAMPLE
+    def shape_window(self, window: TupleWindow) -> dict:
         shaped: dict[Any, float] = {}
         if self.settings["percpu"]:
             shaped.update(enumerate(window.busy_percents()))
@@ -98,7 +110,7 @@ class CPUTimes(Sensor):
 
 
 @register
-class CPUTimesPercent(Sensor):
+class CPUTimesPercent(_OwnWindowSensor):
     """Share of CPU time per mode in percent since the sensor's previous sample.
 
     Paths: ``HOST.CPUTimesPercent.FIELD``, plus ``cpuN.FIELD`` with ``percpu = yes``.
@@ -110,15 +122,7 @@ class CPUTimesPercent(Sensor):
 
     description = "CPU time per mode in percent since the previous sample"
     default_interval = 10.0
-    blocking = False  # reads /proc or /sys only
     options = (PERCPU_TIMES,)
-
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
-        super().__init__(settings)
-        self._times = OwnCPUTimes()
-
-    def read(self) -> Any:
-        return self._times.read()
 
     def shape(self, raw: dict) -> dict | None:
         deltas = per_cpu_deltas(raw)
@@ -127,15 +131,7 @@ class CPUTimesPercent(Sensor):
         per_cpu = [mode_percents(cpu) for cpu in deltas] if self.settings["percpu"] else None
         return _with_per_cpu(mode_percents(summed(deltas)), per_cpu)
 
-    def measure(self) -> dict | None:
-        raw = self.read()
-        return self.shape_tuples(raw) if of_tuples(raw) else self.shape(as_plain(raw))
-
-    def shape_tuples(self, raw: dict) -> dict | None:
-        """``shape(as_plain(raw))`` worked out on psutil's tuples: the same figures, no dict per CPU."""
-        window = TupleWindow.of(raw["previous"], raw["current"])
-        if window is None:
-            return NO_SAMPLE
+    def shape_window(self, window: TupleWindow) -> dict:
         per_cpu = None
         if self.settings["percpu"]:
             per_cpu = [window.mode_percents_of(row, total) for row, total in zip(window.rows, window.totals)]  # noqa: B905

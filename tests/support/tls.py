@@ -116,3 +116,13 @@ def make_pki(directory: Path) -> Pki:
         wrong_name=_leaf(directory, "elsewhere", ca, "DNS:elsewhere.invalid", "serverAuth"),
         client=_leaf(directory, "agent", ca, "DNS:agent.invalid", "clientAuth"),
     )
+
+
+def pki_or_skip(directory: Path) -> Pki:
+    """:func:`make_pki`, or skip the test (with the reason) on a machine without ``openssl``."""
+    import pytest
+
+    try:
+        return make_pki(directory)
+    except OpenSSLMissing as reason:
+        pytest.skip(f"TLS tests need a throwaway CA: {reason}")
