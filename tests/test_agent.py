@@ -403,12 +403,24 @@ def test_a_sample_is_flattened_once_for_the_plan_the_journal_and_the_batches(
     assert len((tmp_path / "journal").read_text().splitlines()) == 2
 
 
+async def deferring_session_with_one_batch_out(
+    peer: Peer, outbox: ListOutbox, heartbeat_interval: float = 60.0, max_in_flight: int | None = 10
+) -> list[int]:
+    """The agent's kind of session (acknowledgements read at the next wake), connected, with one batch the peer
+    has received; returns that batch's ids."""
+    session = outbox.session
+    session.defer_acks, session.heartbeat_interval = True, heartbeat_interval
+    if max_in_flight is not None:
+        session.max_in_flight = max_in_flight
+    ids = outbox.add(1)
+    await peer.wait_for(lambda: len(peer.connections) == 1 and len(peer.batches()) == 1)
+    return ids
+
+
 def test_a_session_deferring_acknowledgements_reads_them_at_the_next_wake() -> None:
     async def scenario(peer: Peer, outbox: ListOutbox) -> None:
         session = outbox.session
-        session.defer_acks, session.heartbeat_interval, session.max_in_flight = True, 60.0, 10
-        first = outbox.add(1)
-        await peer.wait_for(lambda: len(peer.connections) == 1 and len(peer.batches()) == 1)
+        first = await deferring_session_with_one_batch_out(peer, outbox)
         peer.acknowledge(*first)
         await asyncio.sleep(0.3)  # no wake, no heartbeat due: the acknowledgement waits (the duration under test)
         assert outbox.acknowledged == [] and list(session.in_flight) == first
@@ -422,9 +434,7 @@ def test_a_session_deferring_acknowledgements_reads_them_at_the_next_wake() -> N
 def test_a_session_deferring_acknowledgements_still_reads_them_for_heartbeats_and_a_full_window() -> None:
     async def scenario(peer: Peer, outbox: ListOutbox) -> None:
         session = outbox.session
-        session.defer_acks, session.heartbeat_interval = True, 0.3
-        ids = outbox.add(1)
-        await peer.wait_for(lambda: len(peer.connections) == 1 and len(peer.batches()) == 1)
+        ids = await deferring_session_with_one_batch_out(peer, outbox, heartbeat_interval=0.3, max_in_flight=None)
         peer.acknowledge(*ids)
         await peer.wait_for(lambda: outbox.acknowledged == [0], timeout=5)  # read once the heartbeat goes
         session.heartbeat_interval = 60.0
@@ -439,9 +449,7 @@ def test_a_session_deferring_acknowledgements_still_reads_them_for_heartbeats_an
 def test_a_session_deferring_acknowledgements_sees_the_peer_gone_at_the_next_wake_and_resends() -> None:
     async def scenario(peer: Peer, outbox: ListOutbox) -> None:
         session = outbox.session
-        session.defer_acks, session.heartbeat_interval, session.max_in_flight = True, 60.0, 10
-        ids = outbox.add(1)
-        await peer.wait_for(lambda: len(peer.connections) == 1 and len(peer.batches()) == 1)
+        ids = await deferring_session_with_one_batch_out(peer, outbox)
         peer.writers[0].close()  # the peer goes away while the session does not read
         later = outbox.add(1)
         await peer.wait_for(lambda: len(peer.connections) == 2 and len(peer.batches()) == 2, timeout=10)
