@@ -10,6 +10,13 @@ A second lagent row runs the sensors of the shipped conf/lagent.conf at their
 shipped intervals (most at 10 to 30 s), over a longer window: what a node
 pays in production.
 
+lagent, the psutil loop and the shipped-conf lagent run as a user runs them:
+from a regular (not editable) install of the measured code in a venv of
+their own (:func:`benchmarks.servers.regular_install`). The developer's venv
+is a heavier place to start a Python process (its editable install's finder
+runs at every start): one extra probe starts lagent from there too and
+compares VmRSS at the same age, next to a bare interpreter of each venv.
+
 Each is pinned to core 0 in turn, alone; lmaster and the sink sit on core 1.
 CPU is (utime + stime) over the window (≥ 60 s in a full run; one clock tick
 is 10 ms, so 60 s resolve 0.017 %) after a warm-up; RSS is VmRSS at the end.
@@ -21,12 +28,11 @@ takes a core from the jobs (jitter for tightly coupled codes).
 from __future__ import annotations
 
 import configparser
-import sys
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from fructosa.daemon import running_pid
 
 from .measure import (
     LOAD_CPU,
@@ -40,7 +46,15 @@ from .measure import (
     rss_bytes,
     settle,
 )
-from .servers import not_installed, start_collectd, start_lagent, start_lmaster
+from .servers import (
+    Install,
+    not_installed,
+    regular_install,
+    start_collectd,
+    start_lagent,
+    start_lagent_with,
+    start_lmaster,
+)
 from .sink import CountingSink
 
 CPU_TARGET = 0.12
@@ -53,6 +67,8 @@ SHIPPED_WAKEUPS_TARGET = 1.0
 """Wakeups per second at most with the shipped configuration."""
 SHIPPED = "lagent, shipped conf"
 SHIPPED_CONF = REPO / "conf" / "lagent.conf"
+PROBE_AGE = 15.0
+"""Seconds after start at which the install-kind probe reads each lagent's VmRSS."""
 
 
 def measure(label: str, start: Callable[[], Proc], sink: CountingSink, window: float, warmup: float) -> dict:
@@ -91,7 +107,8 @@ def measure(label: str, start: Callable[[], Proc], sink: CountingSink, window: f
     }
 
 
-def start_shipped_lagent(workdir: Path, master_port: int, cpus: set[int] = RELAY_CPU) -> Proc:
+def start_shipped_lagent(workdir: Path, master_port: int, cpus: set[int] = RELAY_CPU,
+                         install: Install | None = None) -> Proc:  # fmt: skip
     """lagent with conf/lagent.conf as shipped, but sending to the benchmark's
     lmaster, with its spool, log and pidfile in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -107,23 +124,60 @@ def start_shipped_lagent(workdir: Path, master_port: int, cpus: set[int] = RELAY
     config = workdir / "lagent.conf"
     with config.open("w", encoding="utf-8") as stream:
         parser.write(stream)
-    pidfile = workdir / "lagent.pid"
-    argv = [str(VENV_BIN / "lagent"), "-c", str(config), "-p", str(pidfile), "start", "--foreground"]
-    proc = Proc("lagent", argv, workdir / "lagent.out", cpus)
-    proc.wait_ready(lambda: running_pid(str(pidfile)) is not None)
-    return proc
+    return start_lagent_with(config, workdir, cpus, install)
+
+
+def bare_interpreter_mb(python: Path, env: dict[str, str]) -> float:
+    """VmRSS of ``python -c pass`` (read at its end), least of three: what
+    starting an interpreter of that venv costs before any import of ours."""
+    script = "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+    kib = min(
+        int(subprocess.run([str(python), "-c", script], capture_output=True, text=True, check=True,
+                           env={**os.environ, **env}, cwd=python.parent).stdout)
+        for _ in range(3)
+    )  # fmt: skip
+    return kib * 1024 / 1e6
+
+
+def rss_at_age(start: Callable[[], Proc], age: float) -> float:
+    """VmRSS in MB of an agent ``age`` seconds after ``start`` returned."""
+    settle()
+    proc = start()
+    try:
+        time.sleep(age)
+        return rss_bytes(proc.pid) / 1e6
+    finally:
+        proc.stop()
+
+
+def install_kinds(workdir: Path, port: int, install: Install) -> dict:
+    """The same lagent (nine sensors at 1 s) from the regular install and from
+    the developer's venv, VmRSS at :data:`PROBE_AGE` s, and each venv's bare
+    interpreter: how much of the figure is the install kind."""
+    installed = rss_at_age(lambda: start_lagent(workdir / "installed", port, install=install), PROBE_AGE)
+    editable = rss_at_age(lambda: start_lagent(workdir / "developer", port), PROBE_AGE)
+    return {
+        "installed": install.source,
+        "probe_age_s": PROBE_AGE,
+        "lagent_installed_mb": installed,
+        "lagent_developer_venv_mb": editable,
+        "bare_python_installed_mb": bare_interpreter_mb(install.python, install.env),
+        "bare_python_developer_venv_mb": bare_interpreter_mb(VENV_BIN / "python", {}),
+    }
 
 
 def run(workdir: Path, quick: bool) -> dict:
     window, warmup = (8.0, 2.0) if quick else (60.0, 5.0)
     shipped_window = 20.0 if quick else 90.0
     workdir.mkdir(parents=True, exist_ok=True)
+    install = regular_install(workdir / "install")
     rows: list[dict] = []
     with CountingSink() as sink:
         master, port = start_lmaster(workdir / "lmaster", sink.pickle_port, sink.line_port, cpus=LOAD_CPU)
         try:
-            print(f"  agent: lagent, {window:g} s …", flush=True)
-            rows.append(measure("lagent", lambda: start_lagent(workdir / "lagent", port), sink, window, warmup))
+            print(f"  agent: lagent ({install.source}, regular install), {window:g} s …", flush=True)
+            rows.append(measure("lagent", lambda: start_lagent(workdir / "lagent", port, install=install), sink,
+                                window, warmup))  # fmt: skip
             skipped = not_installed("collectd")
             if skipped:
                 rows.append({"agent": "collectd", "skipped": skipped})
@@ -137,16 +191,18 @@ def run(workdir: Path, quick: bool) -> dict:
             loop_script = Path(__file__).with_name("psutil_loop.py")
 
             def psutil_loop() -> Proc:
-                return Proc("psutil-loop", [sys.executable, str(loop_script)], workdir / "psutil-loop.out", RELAY_CPU)
+                return Proc("psutil-loop", [str(install.python), str(loop_script)], workdir / "psutil-loop.out",
+                            RELAY_CPU, env=install.env)  # fmt: skip
 
             rows.append(measure("bare psutil loop", psutil_loop, sink, window, warmup))
             print(f"  agent: {SHIPPED}, {shipped_window:g} s …", flush=True)
-            rows.append(
-                measure(SHIPPED, lambda: start_shipped_lagent(workdir / "shipped", port), sink, shipped_window, warmup)
-            )
+            rows.append(measure(SHIPPED, lambda: start_shipped_lagent(workdir / "shipped", port, install=install),
+                                sink, shipped_window, warmup))  # fmt: skip
+            print(f"  agent: lagent's VmRSS at {PROBE_AGE:g} s, regular install and developer's venv …", flush=True)
+            kinds = install_kinds(workdir / "kinds", port, install)
         finally:
             master.stop()
-    return {"rows": rows, "ratios": ratios(rows), "targets": targets(rows)}
+    return {"rows": rows, "ratios": ratios(rows), "targets": targets(rows), "install_kinds": kinds}
 
 
 def ratios(rows: list[dict]) -> list[dict]:

@@ -135,6 +135,17 @@ def show_agent(result: dict) -> str:
     ]
     for ratio in result["ratios"]:
         lines.append(f"  lagent / {ratio['versus']}: CPU {number(ratio['cpu'], 2)}×, RSS {number(ratio['rss'], 2)}×")
+    kinds = result.get("install_kinds")
+    if kinds:
+        lines += [
+            f"  lagent, the psutil loop and the shipped conf run from a regular install ({kinds['installed']}) in a "
+            "venv of their own, as after `pip install .`;",
+            f"  lagent's VmRSS at {number(kinds['probe_age_s'])} s: regular install "
+            f"{number(kinds['lagent_installed_mb'], 1)} MB, developer's editable venv "
+            f"{number(kinds['lagent_developer_venv_mb'], 1)} MB (bare `python -c pass`: "
+            f"{number(kinds['bare_python_installed_mb'], 1)} vs "
+            f"{number(kinds['bare_python_developer_venv_mb'], 1)} MB)",
+        ]
     return "\n".join(lines)
 
 

@@ -8,14 +8,18 @@ runs in the foreground as our child and is stopped by its PID (``Proc.stop``).
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from fructosa.daemon import running_pid
 from tests.support.carbon import free_ports
 
-from .measure import RELAY_CPU, VENV_BIN, Proc, can_connect, child_pythonpath, missing
+from .measure import RELAY_CPU, REPO, SNAPSHOT_VARIABLE, VENV_BIN, Proc, can_connect, child_pythonpath, missing
 
 APT_HINT = {
     "carbon-c-relay": "apt-get install -y --no-install-recommends carbon-c-relay",
@@ -81,8 +85,10 @@ SENSORS_AT_1S = (
 )  # fmt: skip
 
 
-def start_lagent(workdir: Path, master_port: int, cpus: set[int] = RELAY_CPU) -> Proc:
-    """lagent with the nine sensors of issue 7 at 1 s, other settings at their defaults."""
+def start_lagent(workdir: Path, master_port: int, cpus: set[int] = RELAY_CPU, install: Install | None = None) -> Proc:
+    """lagent with the nine sensors of issue 7 at 1 s, other settings at their
+    defaults; from ``install`` (see :func:`regular_install`), else from this
+    venv (the developer's editable install, or a ``--commit`` snapshot)."""
     sections = "".join(f"\n[sensor:{name}]\ntime_interval = 1\n" for name in SENSORS_AT_1S)
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "lagent.conf"
@@ -100,11 +106,89 @@ filename = {workdir / "lagent.log"}
 level = WARNING
 {sections}"""
     )
+    return start_lagent_with(config, workdir, cpus, install)
+
+
+def start_lagent_with(config: Path, workdir: Path, cpus: set[int], install: Install | None) -> Proc:
+    """``lagent -c config start --foreground``, ready once its pidfile names it."""
     pidfile = workdir / "lagent.pid"
-    argv = [str(VENV_BIN / "lagent"), "-c", str(config), "-p", str(pidfile), "start", "--foreground"]
-    proc = Proc("lagent", argv, workdir / "lagent.out", cpus)
+    bin_dir, env = (install.bin_dir, install.env) if install else (VENV_BIN, {})
+    argv = [str(bin_dir / "lagent"), "-c", str(config), "-p", str(pidfile), "start", "--foreground"]
+    proc = Proc("lagent", argv, workdir / "lagent.out", cpus, env=env)
     proc.wait_ready(lambda: running_pid(str(pidfile)) is not None)
     return proc
+
+
+class Install:
+    """A regular (not editable) installation of FrUCToSA in a venv of its own:
+    how a user runs lagent after ``pip install .``."""
+
+    def __init__(self, venv: Path, source: str) -> None:
+        self.venv = venv
+        self.bin_dir = venv / "bin"
+        self.python = self.bin_dir / "python"
+        self.source = source
+        """What was installed: ``commit REV`` or ``working tree``."""
+        self.env = {"PYTHONPATH": ""}
+        """No snapshot or repository on the path: fructosa comes from the venv's site-packages (empty = unset)."""
+
+
+INSTALLED_FILES = ("fructosa", "pyproject.toml", "setup.cfg", "README.md")
+"""What building the package reads (README.md is its long description)."""
+
+
+def regular_install(workdir: Path) -> Install:
+    """Build FrUCToSA as measured (the ``--commit`` revision, else the working
+    tree) and install it, not editable, into a new venv in ``workdir``: no
+    network (``--no-index``, ``--no-build-isolation``: setuptools and wheel of
+    this venv build it). Its dependencies (psutil, python-daemon, ...) are this
+    venv's: one line in a ``.pth`` file puts this venv's site-packages at the
+    end of ``sys.path``. Such a line only adds the directory; the ``.pth``
+    files in it (the editable install's finder, which makes ``site`` import
+    pathlib, urllib.parse, ipaddress, re... into every process) are not run.
+    Checked before use: fructosa imports from the new venv, no editable finder
+    is loaded, else RuntimeError."""
+    source = workdir / "source"
+    snapshot = os.environ.get(SNAPSHOT_VARIABLE)
+    if snapshot:
+        revision = snapshot.split("=", 1)[0]
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, *INSTALLED_FILES],
+                                 capture_output=True, check=True)  # fmt: skip
+        source.mkdir(parents=True)
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+        described = f"commit {revision}"
+    else:
+        source.mkdir(parents=True)
+        shutil.copytree(REPO / "fructosa", source / "fructosa", ignore=shutil.ignore_patterns("__pycache__"))
+        for name in INSTALLED_FILES[1:]:
+            shutil.copy2(REPO / name, source / name)
+        described = "working tree"
+    venv = workdir / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    install = Install(venv, described)
+    site_packages = Path(
+        subprocess.run([str(install.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+    )  # fmt: skip
+    ours = {sysconfig.get_paths()[kind] for kind in ("purelib", "platlib")}
+    (site_packages / "benchmark-dependencies.pth").write_text("".join(f"{path}\n" for path in sorted(ours)))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(install.python), "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-index", "--disable-pip-version-check", str(source)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    if built.returncode != 0:
+        raise RuntimeError(f"pip install of {described} failed (it needs setuptools and wheel in this venv): "
+                           f"{built.stderr[-800:]}")  # fmt: skip
+    check = subprocess.run(
+        [str(install.python), "-c", "import sys, fructosa; print(fructosa.__file__); "
+         "print(sorted(name for name in sys.modules if 'editable' in name))"],
+        capture_output=True, text=True, check=True, env={**os.environ, **install.env}, cwd=venv,
+    )  # fmt: skip
+    location, finders = check.stdout.splitlines()
+    if not Path(location).is_relative_to(site_packages) or finders != "[]":
+        raise RuntimeError(f"not a regular install: fructosa from {location}, editable finders {finders}")
+    return install
 
 
 def start_carbon_relay(
