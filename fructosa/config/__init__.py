@@ -33,7 +33,6 @@ from .agent import (
     parse_hostname,
 )
 from .common import LinkConfig, SpoolConfig, parse_spool_size
-from .effective import effective_ini
 from .locations import DEFAULT_MASTER_CONFIG
 from .reader import ConfigError, did_you_mean
 from .sensor_sections import SensorConfig
@@ -133,11 +132,14 @@ def __getattr__(name: str) -> Any:
 
 def effective_agent_ini(cfg: AgentConfig) -> str:
     """lagent's whole configuration with every default filled in; loading it gives ``cfg`` again."""
+    from .effective import effective_ini  # only ``check`` prints it
+
     return effective_ini(AGENT_SCHEMA, cfg)
 
 
 def effective_master_ini(cfg: MasterConfig) -> str:
     """lmaster's whole configuration with every default filled in; loading it gives ``cfg`` again."""
+    from .effective import effective_ini
     from .master import MASTER_SCHEMA
 
     return effective_ini(MASTER_SCHEMA, cfg)

@@ -7,7 +7,7 @@ importing the configuration does not import psutil.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,20 +60,44 @@ COMMON_KEYS = (
 )
 
 
-def sensor_variants() -> dict[str, Variant]:
-    """Every registered sensor, with its own ``time_interval`` default and its options."""
-    return {
-        name: Variant(
-            name,
-            sensor_class.description,
-            tuple(
-                Key(option.key, f"settings.{option.key}", option.parse, option.help, option.default)
-                for option in sensor_class.options
-            ),
-            {"interval": sensor_class.default_interval},
-        )
-        for name, sensor_class in sensor_registry().items()
-    }
+class SensorVariants(Mapping[str, Variant]):
+    """Every registered sensor as a :class:`Variant`, with its own ``time_interval``
+    default and its options, built when first asked for: checking a file's
+    sections looks up only the sensors it configures, so loading it imports
+    only their modules (listing the names imports none)."""
+
+    def __init__(self, registry: Mapping[str, Any]) -> None:
+        self._registry = registry
+        self._built: dict[str, Variant] = {}
+
+    def __getitem__(self, name: str) -> Variant:
+        variant = self._built.get(name)
+        if variant is None:
+            sensor_class = self._registry[name]
+            variant = self._built[name] = Variant(
+                name,
+                sensor_class.description,
+                tuple(
+                    Key(option.key, f"settings.{option.key}", option.parse, option.help, option.default)
+                    for option in sensor_class.options
+                ),
+                {"interval": sensor_class.default_interval},
+            )
+        return variant
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry)
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+
+def sensor_variants() -> Mapping[str, Variant]:
+    """Every registered sensor's variant (see :class:`SensorVariants`)."""
+    return SensorVariants(sensor_registry())
 
 
 def build_sensor(read: NamedRead) -> SensorConfig:
