@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import os
 
 
 class Backoff:
@@ -15,9 +15,16 @@ class Backoff:
         self.current = initial
 
     def next_delay(self) -> float:
-        delay = self.current * random.uniform(0.5, 1.0)
+        delay = self.current * jitter()
         self.current = min(self.current * 2, self.maximum)
         return delay
 
     def reset(self) -> None:
         self.current = self.initial
+
+
+def jitter() -> float:
+    """A factor uniform in [0.5, 1.0), from the system's random bytes: a
+    reconnect is rare, and the ``random`` module (with ``bisect`` and SHA-512)
+    would stay in every agent's memory for this one call."""
+    return 0.5 + int.from_bytes(os.urandom(7), "big") / (1 << 57)

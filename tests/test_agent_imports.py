@@ -47,6 +47,7 @@ AGENT_NEVER = (
     "urllib.request", "http.client", "email",  # the Prometheus sensor, when it scrapes
     "logging.handlers", "pickle",  # logs.RotatingLogFile; S frames (wire/plain_pickle.py) are lmaster's
     "daemon", "difflib",  # python-daemon when detaching; a misspelt configuration's hint
+    "random", "bisect",  # backoff.jitter uses os.urandom
 )  # fmt: skip
 """Modules lagent without TLS, with the nine sensors, never loads while starting and measuring."""
 
