@@ -49,7 +49,6 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from .fresh_files import create_fresh
@@ -70,13 +69,13 @@ RecordId = tuple[int, int]
 @dataclass
 class _Segment:
     number: int
-    path: Path
+    path: str
     size: int
     records: int
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return os.path.basename(self.path)
 
 
 class SpoolError(OSError):
@@ -86,7 +85,7 @@ class SpoolError(OSError):
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def directory_exposure(directory: str | Path) -> tuple[bool, str | None]:
+def directory_exposure(directory: str | os.PathLike[str]) -> tuple[bool, str | None]:
     """(refuse, why) for a spool directory other users can write into.
 
     ``(True, reason)``: world-writable without the sticky bit, unusable.
@@ -114,13 +113,14 @@ def directory_exposure(directory: str | Path) -> tuple[bool, str | None]:
 class Spool:
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | os.PathLike[str],
         max_bytes: int,
         *,
         segment_bytes: int | None = None,
         sync_interval: float = 1.0,
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = os.fspath(directory)
+        """The spool's directory (a str: os.path, not pathlib, which would bring urllib.parse and ipaddress)."""
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or max(4096, min(4 << 20, max_bytes // 8))
         self.sync_interval = sync_interval
@@ -129,7 +129,7 @@ class Spool:
         self.warnings: list[str] = []
         """Problems worth a log line at start (the daemon logs them once logging is set up)."""
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
         except OSError as error:
             raise SpoolError(error.errno, f"spool directory {self.directory}: {error.strerror or error}") from None
         refuse, exposure = directory_exposure(self.directory)
@@ -138,7 +138,8 @@ class Spool:
         if exposure:
             self.warnings.append(exposure)
         try:
-            self._lock_fd: int | None = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o600)
+            lock_path = os.path.join(self.directory, LOCK_FILE)
+            self._lock_fd: int | None = os.open(lock_path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o600)
         except OSError as error:
             raise SpoolError(error.errno, f"spool directory {self.directory}: {error.strerror or error}") from None
         try:
@@ -166,22 +167,23 @@ class Spool:
 
     def _recover(self) -> list[_Segment]:
         segments = []
-        for path in sorted(self.directory.glob(f"*{SEGMENT_SUFFIX}")):
+        for name in sorted(name for name in os.listdir(self.directory) if name.endswith(SEGMENT_SUFFIX)):
             try:
-                number = int(path.stem)
+                number = int(name.removesuffix(SEGMENT_SUFFIX))
             except ValueError:
                 continue
-            if path.is_symlink():  # planted by someone else: never followed, removed
-                log.warning("spool %s: %s is a symbolic link, not a segment; removed", self.directory, path.name)
-                path.unlink()
+            path = os.path.join(self.directory, name)
+            if os.path.islink(path):  # planted by someone else: never followed, removed
+                log.warning("spool %s: %s is a symbolic link, not a segment; removed", self.directory, name)
+                os.unlink(path)
                 continue
-            if not path.is_file():
-                raise SpoolError(errno.EEXIST, f"spool directory {self.directory}: {path.name} is not a regular file")
+            if not os.path.isfile(path):
+                raise SpoolError(errno.EEXIST, f"spool directory {self.directory}: {name} is not a regular file")
             size, records = self._validate(path)
             segments.append(_Segment(number, path, size, records))
         return segments
 
-    def _validate(self, path: Path) -> tuple[int, int]:
+    def _validate(self, path: str) -> tuple[int, int]:
         """Size and record count of the valid prefix; truncates a torn tail."""
         with _open_no_follow(path, "rb") as stream:
             data = stream.read()
@@ -197,7 +199,7 @@ class Spool:
             log.warning(
                 "spool %s: %d bytes at the end of %s are not a complete record "
                 "(torn by a crash?); skipped",
-                self.directory, skipped, path.name,
+                self.directory, skipped, os.path.basename(path),
             )  # fmt: skip
             with _open_no_follow(path, "r+b") as stream:
                 stream.truncate(offset)
@@ -206,7 +208,7 @@ class Spool:
     def _load_cursor(self) -> RecordId:
         first = (self._segments[0].number, 0) if self._segments else (1, 0)
         try:
-            with _open_no_follow(self.directory / CURSOR_FILE, "rb") as stream:
+            with _open_no_follow(os.path.join(self.directory, CURSOR_FILE), "rb") as stream:
                 segment, offset = (int(word) for word in stream.read(100).split())
         except (OSError, ValueError):
             return first
@@ -273,7 +275,7 @@ class Spool:
             os.close(self._append_fd)
             self._append_fd = None
         number = self._segments[-1].number + 1 if self._segments else max(1, self._read_segment)
-        path = self.directory / f"{number:016d}{SEGMENT_SUFFIX}"
+        path = os.path.join(self.directory, f"{number:016d}{SEGMENT_SUFFIX}")
         self._segments.append(_Segment(number, path, 0, 0))
 
     def _drop_oldest(self) -> None:
@@ -284,7 +286,7 @@ class Spool:
                 unconsumed = _count_records(oldest.path, self._commit[1], oldest.size)
             elif oldest.number < self._commit[0]:
                 unconsumed = 0
-            oldest.path.unlink(missing_ok=True)
+            _unlink_if_there(oldest.path)
             self.dropped += unconsumed
             self._pending_records -= unconsumed
             for record_id in [rid for rid in self._inflight if rid[0] == oldest.number]:
@@ -320,9 +322,9 @@ class Spool:
         try:
             with os.fdopen(fd, "wb") as stream:
                 stream.write(f"{self._commit[0]} {self._commit[1]}\n".encode())
-            os.replace(temporary, self.directory / CURSOR_FILE)
+            os.replace(temporary, os.path.join(self.directory, CURSOR_FILE))
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            _unlink_if_there(temporary)
             raise
         self._cursor_dirty = False
 
@@ -380,14 +382,14 @@ class Spool:
 
     def _delete_consumed_segments(self) -> None:
         while len(self._segments) > 1 and self._segments[0].number < self._commit[0]:
-            self._segments.pop(0).path.unlink(missing_ok=True)
+            _unlink_if_there(self._segments.pop(0).path)
         if self._segments and self._commit == (self._segments[-1].number, self._segments[-1].size):
             # Everything consumed: start over in a fresh segment next time.
             last = self._segments.pop()
             if self._append_fd is not None:
                 os.close(self._append_fd)
                 self._append_fd = None
-            last.path.unlink(missing_ok=True)
+            _unlink_if_there(last.path)
             self._commit = (last.number + 1, 0)
             self._read_segment, self._read_offset = self._commit
 
@@ -409,7 +411,14 @@ class Spool:
             self._lock_fd = None
 
 
-def _open_no_follow(path: Path, mode: str) -> BinaryIO:
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _open_no_follow(path: str, mode: str) -> BinaryIO:
     """A file of the spool opened in ``mode`` ("rb" or "r+b"), never through a symlink."""
     flags = os.O_RDONLY if mode == "rb" else os.O_RDWR
     return os.fdopen(os.open(path, flags | _NO_FOLLOW), mode)
@@ -426,7 +435,7 @@ def _record_end(data: bytes, offset: int) -> int | None:
     return end
 
 
-def _is_record_boundary(path: Path, offset: int, size: int) -> bool:
+def _is_record_boundary(path: str, offset: int, size: int) -> bool:
     with _open_no_follow(path, "rb") as stream:
         data = stream.read(size)
     position = 0
@@ -438,7 +447,7 @@ def _is_record_boundary(path: Path, offset: int, size: int) -> bool:
     return position == offset
 
 
-def _count_records(path: Path, start: int, end: int) -> int:
+def _count_records(path: str, start: int, end: int) -> int:
     with _open_no_follow(path, "rb") as stream:
         data = stream.read(end)
     count, offset = 0, start
