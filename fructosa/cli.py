@@ -10,18 +10,19 @@ The two programs differ only in their :class:`DaemonSpec` (``programs.py``).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, daemon, logs
 
 if TYPE_CHECKING:
+    import argparse  # imported by cli_parser, for any command but a plain start (plain_start)
     import asyncio  # imported by start(): asyncio imports ssl, which lagent without TLS keeps out (programs.py)
 
 log = logging.getLogger("fructosa")
@@ -62,77 +63,53 @@ class DaemonSpec:
     add_extra_parsers: Callable[[Any], None] = lambda subparsers: None
 
 
-def terminal_columns() -> int:
-    """The terminal's width as :func:`shutil.get_terminal_size` finds it
-    (``COLUMNS``, then standard output's terminal, else 80)."""
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-class TerminalWidthFormatter(argparse.HelpFormatter):
-    """argparse's help formatter, told the terminal's width: left to itself it imports
-    :mod:`shutil` for it, which brings bz2 and lzma into the daemon's memory for good."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
-        super().__init__(prog, indent_increment, max_help_position, terminal_columns() - 2 if width is None else width)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line, not usage text plus a line."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", TerminalWidthFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser(spec: DaemonSpec) -> argparse.ArgumentParser:
-    def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
-        config_default = argparse.SUPPRESS if suppress else spec.default_config
-        pidfile_default = argparse.SUPPRESS if suppress else spec.default_pidfile
-        parser.add_argument(
-            "-c", "--config", default=config_default, metavar="FILE",
-            help=f"configuration file (default {spec.default_config})",
-        )  # fmt: skip
-        parser.add_argument(
-            "-p", "--pidfile", default=pidfile_default, metavar="FILE",
-            help=f"pidfile (default {spec.default_pidfile})",
-        )  # fmt: skip
+    """The full command line (:mod:`fructosa.cli_parser`, which imports argparse)."""
+    from .cli_parser import build_parser as build
 
-    parser = OneLineParser(prog=spec.program, description=f"FrUCToSA {spec.program} daemon")
-    parser.add_argument("--version", action="version", version=f"{spec.program} (FrUCToSA) {__version__}")
-    add_common(parser, suppress=False)
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, help_text in (
-        ("start", "start the daemon (detached unless --foreground)"),
-        ("stop", "stop the running daemon and wait until it is gone"),
-        ("restart", "stop, then start"),
-        ("status", "exit 0 if running, 3 if not"),
-        ("reload", "check the configuration, then make the daemon re-read it (SIGHUP)"),
-        ("check", "validate the configuration and print it with defaults filled in"),
-    ):
-        action = actions.add_parser(name, help=help_text)
-        add_common(action, suppress=True)
-        if name in ("start", "restart"):
-            action.add_argument(
-                "-f", "--foreground", action="store_true",
-                help="stay attached to the terminal and log to stderr too (systemd, containers)",
-            )  # fmt: skip
-        if name in ("stop", "restart"):
-            action.add_argument(
-                "--timeout", type=float, default=STOP_TIMEOUT, metavar="SECONDS",
-                help=f"how long to wait for the daemon to exit (default {STOP_TIMEOUT:g})",
-            )  # fmt: skip
-    spec.add_extra_parsers(actions)
-    return parser
+    return build(spec)
+
+
+OPTIONS_WITH_VALUE = {"-c": "config", "--config": "config", "-p": "pidfile", "--pidfile": "pidfile"}
+"""The options both levels of the command line take, and where their value goes."""
+START_FLAGS = {"-f": "foreground", "--foreground": "foreground"}
+
+
+def plain_start(spec: DaemonSpec, argv: list[str]) -> SimpleNamespace | None:
+    """``start``'s arguments when ``argv`` is a plain start (only ``-c``/``--config``
+    and ``-p``/``--pidfile`` with their value, also as ``--config=FILE``, around the
+    word ``start``, and ``-f``/``--foreground`` after it), parsed as argparse parses
+    them: the last value given wins. Anything else (help, another action, an abbreviation, a
+    value that looks like an option...) gives None, and argparse parses it.
+
+    Why: ``start`` is the one command a daemon runs for good; argparse with
+    gettext stay in its memory (~0.5 MB of lagent's ~20). The test
+    tests/test_cli_plain_start.py checks that both parse alike."""
+    values: dict[str, Any] = {"config": spec.default_config, "pidfile": spec.default_pidfile}
+    action: str | None = None
+    foreground = False
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word.startswith("--") and word.partition("=")[0] in OPTIONS_WITH_VALUE and "=" in word:
+            option, _, value = word.partition("=")
+        elif word in OPTIONS_WITH_VALUE and index + 1 < len(argv):
+            option, value = word, argv[index + 1]
+            index += 1
+        elif word == "start" and action is None:
+            action, option, value = word, "", ""
+        elif word in START_FLAGS and action is not None:
+            foreground, option, value = True, "", ""
+        else:
+            return None
+        if option:
+            if not value or value.startswith("-"):
+                return None
+            values[OPTIONS_WITH_VALUE[option]] = value
+        index += 1
+    if action is None:
+        return None
+    return SimpleNamespace(config=values["config"], pidfile=values["pidfile"], action=action, foreground=foreground)
 
 
 def status_path(pidfile: str) -> str:
@@ -142,7 +119,8 @@ def status_path(pidfile: str) -> str:
 
 
 def main(spec: DaemonSpec, argv: list[str] | None = None) -> int:
-    args = build_parser(spec).parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args: Any = plain_start(spec, words) or build_parser(spec).parse_args(words)
     if args.action in spec.extra_actions:
         return spec.extra_actions[args.action](args)
     # Absolute paths: the daemon's working directory becomes /.

@@ -10,10 +10,10 @@ of an agent without TLS (:func:`fructosa.wire.auth.keep_openssl_out`).
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from . import checks, cli, config
 from .adaptive import GENERIC_OPTIONS_HELP
@@ -22,6 +22,9 @@ from .graphite_paths import sample_to_datapoints, short_hostname
 from .sensors import REGISTRY, SensorUnsupported
 from .spool import Spool, SpoolError
 from .wire import auth
+
+if TYPE_CHECKING:
+    import argparse  # the parser itself is built by cli_parser, except for a plain start
 
 
 def open_spool(cfg: config.AgentConfig | config.MasterConfig, section: str, prepared: Prepared) -> Spool | None:

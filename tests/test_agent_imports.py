@@ -11,6 +11,8 @@ it times nothing.
 from __future__ import annotations
 
 import json
+import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -48,16 +50,23 @@ AGENT_NEVER = (
     "logging.handlers", "pickle",  # logs.RotatingLogFile; S frames (wire/plain_pickle.py) are lmaster's
     "daemon", "difflib",  # python-daemon when detaching; a misspelt configuration's hint
     "random", "bisect",  # backoff.jitter uses os.urandom
+    "argparse", "gettext", "fructosa.cli_parser",  # a plain 'start' is read by cli.plain_start
+    "pathlib", "urllib.parse", "ipaddress", "ntpath",  # the spool uses os.path
+    "fructosa.config.effective",  # 'check' prints the effective configuration, 'start' does not
+    # sensor modules of sensors not configured (the registry imports a module on first lookup), what they bring
+    "fructosa.sensors.gpu", "fructosa.sensors.processes", "fructosa.sensors.hardware", "fructosa.sensors.prometheus",
+    "fructosa.sensors.slurm", "fructosa.sensors.system", "fructosa.prometheus", "fructosa.jobs", "pynvml",
 )  # fmt: skip
 """Modules lagent without TLS, with the nine sensors, never loads while starting and measuring."""
 
 AGENT_START = """
 import json, sys
 from fructosa import cli, programs
-args = cli.build_parser(programs.AGENT).parse_args(["-c", sys.argv[1], "-p", sys.argv[2], "start", "-f"])
+args = cli.plain_start(programs.AGENT, ["-c", sys.argv[1], "-p", sys.argv[2], "start", "-f"])  # as cli.main does
 cfg = programs.AGENT.load_config(args.config)
 prepared = programs.prepare_agent(cfg, sys.argv[2] + ".status.json")
 import asyncio  # what start() runs the agent with
+import fructosa.agent
 from fructosa.sensors import REGISTRY
 for section in cfg.sensors:
     sensor = REGISTRY[section.name]()
@@ -77,7 +86,12 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 
 
 def run_python(code: str, *args: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+    """``code`` in a fresh interpreter as an installed lagent runs: ``-S`` with the
+    repository and site-packages on the path, because a developer's editable
+    install has ``site`` import pathlib, urllib.parse, re... into every process."""
+    path = os.pathsep.join([str(REPO), *site.getsitepackages()])
+    result = subprocess.run([sys.executable, "-S", "-c", code, *args], capture_output=True, text=True, timeout=60,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": path})  # fmt: skip
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
