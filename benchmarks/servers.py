@@ -178,7 +178,7 @@ def regular_install(workdir: Path) -> Install:
         capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
     if built.returncode != 0:
-        raise RuntimeError(f"pip install of {described} failed (it needs setuptools and wheel in this venv): "
+        raise RuntimeError(f"pip install of {described} failed (needs setuptools and wheel: scripts/setup-env): "
                            f"{built.stderr[-800:]}")  # fmt: skip
     check = subprocess.run(
         [str(install.python), "-c", "import sys, fructosa; print(fructosa.__file__); "
