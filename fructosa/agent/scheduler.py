@@ -98,7 +98,7 @@ class Lane:
                 entry = self.current = self.waiting.popleft()
             assert entry.sensor is not None
             try:
-                outcome: tuple[object, Exception | None] = (entry.sensor.measure(), None)
+                outcome: tuple[object, Exception | None] = (entry.sensor.measure_compact(), None)
             except Exception as error:
                 outcome = (None, error)
             with self._lock:
@@ -299,6 +299,11 @@ class SensorScheduler:
         """Measure every sensor due now: those that may block in one lane, the others on the loop."""
         now = loop.time()
         lane = []
+        schedules, origin, record = self.plan.schedules, self.origin, self.record
+        assert origin is not None
+        upcoming: dict[float, float] = {}
+        """Interval → the grid point a sensor measured now is next due at (the steady state's
+        shortcut: see below)."""
         for _, entry in list(self.running.values()):
             if entry.busy_since is not None:
                 self._watch(entry, now)
@@ -309,14 +314,37 @@ class SensorScheduler:
                 entry.busy_since = now
                 lane.append(entry)
                 continue
-            assert entry.sensor is not None
+            sensor, config = entry.sensor, entry.config
+            assert sensor is not None
             try:
-                value = entry.sensor.measure()
+                value = sensor.measure_compact()
             except Exception as error:
                 self._failed(entry, error)
-            else:
+                self._reschedule(entry, loop.time())
+                continue
+            if value is None or entry.hung_logged:
                 self._recorded(entry, value)
-            self._reschedule(entry, loop.time())
+            else:  # _recorded's usual case
+                self._any_recorded = True
+                try:
+                    record(config.name, value)
+                except Exception as error:  # one bad sample must not stop the ticks
+                    self._record_errors.log(logging.ERROR, config.name, "sample of sensor %s not recorded: %s: %s",
+                                            config.name, type(error).__name__, error)  # fmt: skip
+            if config.name in schedules:  # adaptive: the plan may change its interval
+                self._reschedule(entry, loop.time())
+                continue
+            # _reschedule of a sensor at its configured interval. The first grid point after the
+            # time a sensor finished is also the first after the time a later one finished as long
+            # as it lies ahead of that time: the sensors of one interval share it.
+            finished = loop.time()
+            due = upcoming.get(config.interval, -math.inf)
+            if due <= finished:
+                due = upcoming[config.interval] = next_due(origin, config.interval, finished)
+            earlier = due < entry.due
+            entry.due = due
+            if earlier:
+                self._arm()
         if lane:  # after the loop's own, so that the two do not contend for the GIL
             # The loop has nothing else to do until the next tick: it waits for the lane (up to
             # LANE_PATIENCE), so that no two threads fight for the GIL and the samples leave together.
@@ -329,7 +357,11 @@ class SensorScheduler:
         if self._any_recorded:
             self._any_recorded = False
             if self.recorded is not None:
-                self.recorded()
+                try:
+                    self.recorded()
+                except Exception as error:  # the next tick must come all the same
+                    self._record_errors.log(logging.ERROR, "recorded", "samples of a tick not passed on: %s: %s",
+                                            type(error).__name__, error)  # fmt: skip
 
     def _start_lane(self, entries: list[ScheduledSensor], wait: float = 0.0) -> None:
         """Measure ``entries`` on a worker thread; the loop waits for them up to ``wait``
