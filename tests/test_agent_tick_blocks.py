@@ -20,6 +20,7 @@ from fructosa.agent.layouts import LayoutCache, plain
 from fructosa.config import AgentConfig, SensorConfig
 from fructosa.config.agent import load_agent_config
 from fructosa.graphite_paths import SampleError, sample_to_datapoints
+from fructosa.sensors import REGISTRY, Sensor, register
 from fructosa.wire import protocol
 from fructosa.wire.blocks import Block
 from tests.test_agent_layouts import full_block, relabel, through_cache, values
@@ -194,3 +195,47 @@ def test_a_watched_sensor_is_shown_to_the_plan_from_a_tick(tmp_path: Path) -> No
                                                        ["node01.VirtualMemory.percent"]]  # fmt: skip
     vm = next(sensor for sensor in config.sensors if sensor.name == "VirtualMemory")
     assert agent.plan.interval(vm) == 5.0  # the plan read 90 % from the tick's sample
+
+
+class CounterTestSensor(Sensor):
+    """Counts its own measurements: a sensor of the loop (never blocks)."""
+
+    description = "test only"
+    blocking = False
+
+    def __init__(self, settings: dict | None = None) -> None:
+        super().__init__(settings)
+        self.count = 0
+
+    def measure(self) -> dict:
+        self.count += 1
+        return {"count": self.count}
+
+
+def test_the_self_report_rides_on_the_tick_of_the_same_grid_point() -> None:
+    register(CounterTestSensor)
+    config = AgentConfig(path="x", master_host="127.0.0.1", master_port=1, hostname="t1",  # nothing listens
+                         sensors=(SensorConfig("CounterTestSensor", 0.1, {}),), self_metrics_interval=0.3)  # fmt: skip
+
+    async def scenario() -> list[Block]:
+        agent = Agent(config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        deadline = asyncio.get_running_loop().time() + 30
+        while agent.reporter._previous[0] == 0 or agent.counters["samples"] < 12:  # a few reports made
+            assert asyncio.get_running_loop().time() < deadline, "no reports"
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        return agent.queue.take(10_000)
+
+    try:
+        blocks = asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        del REGISTRY["CounterTestSensor"]
+    times: dict[str, set[float]] = {"fructosa": set(), "CounterTestSensor": set()}
+    for block in blocks:
+        for path, (when, _) in block.datapoints():
+            times[path.split(".")[1]].add(when)
+    assert len(times["fructosa"]) >= 2
+    assert times["fructosa"] <= times["CounterTestSensor"]  # taken with a tick's samples, never on its own

@@ -149,6 +149,10 @@ class SensorScheduler:
         self._ticking = False
         self._stopped = False
         self._any_recorded = False
+        self.riders: list[Callable[[float], bool]] = []
+        """Called at every tick with its loop time, after the sensors and before their samples are
+        passed on: work due at the same grid point (the agent's self-report) rides on the tick.
+        Each says whether it recorded a sample."""
         self._lanes: set[asyncio.Task] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._record_errors = RateLimitedLog(log, period=600.0)
@@ -350,6 +354,13 @@ class SensorScheduler:
             # LANE_PATIENCE), so that no two threads fight for the GIL and the samples leave together.
             after = min((entry.due for _, entry in self.running.values()), default=math.inf)
             self._start_lane(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - loop.time())))
+        for rider in self.riders:
+            try:
+                if rider(now):
+                    self._any_recorded = True
+            except Exception as error:  # the tick goes on
+                self._record_errors.log(logging.ERROR, "rider", "work riding on a tick failed: %s: %s",
+                                        type(error).__name__, error)  # fmt: skip
         self._tick_recorded()
 
     def _tick_recorded(self) -> None:
