@@ -1,9 +1,10 @@
 """The lagent daemon: its parts put together, and their run/reload lifecycle.
 
-Each measurement is flattened to Graphite datapoints once, here, into a
-one-sample block (from the sensor's remembered layout when its shape did not
-change, :mod:`.layouts`), and that block serves everything after: the
-adaptive plan, the journal and the batches sent to lmaster.
+Each measurement is flattened to Graphite datapoints once, here: the samples
+of one tick whose shape did not change go into one block together (from their
+sensors' remembered layouts, :mod:`.layouts`), any other into a one-sample
+block of its own, and those blocks serve everything after: the adaptive plan,
+the journal and the batches sent to lmaster.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from ..cancelling import cancel_until_done
 from ..config import AgentConfig, SensorConfig
 from ..graphite_paths import SampleError, sample_to_datapoints
 from ..heap import give_back_free_heap
+from ..ratelog import RateLimitedLog
 from ..spool import Spool
 from ..wire import auth
 from ..wire.blocks import Block
-from .layouts import LayoutCache
+from .layouts import LayoutCache, plain
 from .queue import SampleQueue
 from .report import Reporter
 from .scheduler import SensorScheduler
@@ -61,7 +63,12 @@ class Agent:
         self.layouts = LayoutCache()
         self.plan = AdaptivePlan(config.sensors)
         self.sender = Sender(config, self.queue, spool, tls, self.plan.intervals)
-        self.scheduler = SensorScheduler(self.plan, self.take, self.sender.send_now)
+        self._taken: list[tuple[str, object]] = []
+        """Samples taken and not queued yet: those of the tick under way."""
+        self._taken_at = 0.0
+        """When the first of them was taken."""
+        self._sample_errors = RateLimitedLog(log, period=600.0)
+        self.scheduler = SensorScheduler(self.plan, self.take, self.tick_recorded)
         self.reporter = Reporter(self, status_file)
         self._journal: IO[str] | None = None
 
@@ -156,19 +163,61 @@ class Agent:
         return self.reporter.self_metrics(samples_per_second)
 
     def record(self, sensor: str, value: object) -> None:
-        """One measurement of ``sensor``, taken now: :meth:`take` it, and wake the sender."""
+        """One measurement of ``sensor``, taken now: queued at once (with any the tick left), and the sender woken."""
         self.take(sensor, value)
+        self.queue_taken()
         self.sender.wake()
 
     def take(self, sensor: str, value: object) -> None:
-        """One measurement of ``sensor``, taken now: flattened once, then queued for
-        lmaster, shown to the adaptive plan and journaled. The sender is not woken: the
-        scheduler wakes it once the samples of a tick are all queued."""
-        self.counters["samples"] += 1
-        host, now = self.config.hostname, time.time()
+        """One measurement of ``sensor``, taken now, held until :meth:`queue_taken`: the
+        scheduler hands over every sample of a tick, then calls :meth:`tick_recorded`. They
+        are all stamped with the time the first was taken: the tick's (not the time the loop
+        stopped waiting for a lane)."""
+        if not self._taken:
+            self._taken_at = time.time()
+        self._taken.append((sensor, value))
+
+    def tick_recorded(self) -> None:
+        """The samples of one tick (or of a late lane) are all taken: queue them, and send."""
+        self.queue_taken()
+        self.sender.send_now()
+
+    def queue_taken(self) -> None:
+        """Queue the samples taken since the last call, flattened once: those of the same
+        shape as before in one block (:meth:`LayoutCache.tick_block`), any other one
+        by one. The block serves everything after: the batches sent to lmaster, the
+        adaptive plan and the journal (whose samples go one by one, to read their own
+        datapoints)."""
+        taken, self._taken = self._taken, []
+        if not taken:
+            return
+        self.counters["samples"] += len(taken)
+        host, now = self.config.hostname, self._taken_at
+        one_by_one = taken
+        if self._journal is None:
+            plan = self.plan
+            watching = bool(plan.schedules)  # no adaptive sensor: no condition reads any sample
+            tick, one_by_one = self.layouts.tick_block(
+                host, now, [sample for sample in taken if not plan.watches(sample[0])] if watching else taken
+            )
+            if tick is not None:
+                self.queue.put(tick, tick.samples)
+            if watching:
+                one_by_one += [sample for sample in taken if plan.watches(sample[0])]
+        for sensor, value in one_by_one:
+            try:
+                self._queue_one(host, now, sensor, value)
+            except Exception as error:  # one bad sample must not keep the others from lmaster
+                self._sample_errors.log(logging.ERROR, sensor, "sample of sensor %s not queued: %s: %s",
+                                        sensor, type(error).__name__, error)  # fmt: skip
+        if self.plan.schedules or any(sensor == "GPU" for sensor, _ in taken):
+            self.sender.note_facts()  # an interval may have changed; NVML may know the GPUs now
+
+    def _queue_one(self, host: str, now: float, sensor: str, value: object) -> None:
+        """One sample in a block of its own: queued for lmaster, shown to the adaptive plan and journaled."""
         block = self.layouts.block(host, sensor, now, value)
         if block is None:
-            sample = {"host": host, "sensor": sensor, "time": now, "value": value}
+            sample = {"host": host, "sensor": sensor, "time": now, "value": plain(value)}
             try:
                 datapoints = sample_to_datapoints(sample)
             except SampleError as error:
@@ -179,7 +228,5 @@ class Agent:
         if self.plan.watches(sensor):
             for name in self.plan.observe(sensor, block.datapoints(), asyncio.get_running_loop().time()):
                 self.scheduler.wake(name)
-        if self.plan.schedules or sensor == "GPU":  # an interval may have changed; NVML may know the GPUs now
-            self.sender.note_facts()
         if self._journal is not None:  # debug option: what was measured, for loss checks
             self._journal.writelines(f"{path} {number!r} {when!r}\n" for path, (when, number) in block.datapoints())

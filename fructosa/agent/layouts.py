@@ -17,6 +17,13 @@ flattening skips those), colliding keys (resolved in sorted order there).
 A layout is only kept when its paths equal those full flattening gave for
 the same sample, so the block built from it is the block ``Block.of`` would
 build from ``sample_to_datapoints``.
+
+A sample may also come as psutil's own namedtuple (a sensor's
+``measure_compact``), which stands for its plain form, the dict of its fields
+in order. Its layout is that dict's when every field was a number; the tuple's
+type alone then fixes the keys and their order, so a later tuple of the same
+type only has its fields' types checked (one C-level pass) before its values
+become the block's.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import math
 from array import array
 
 from ..graphite_paths import MAX_DEPTH, MAX_TIMESTAMP, Datapoint, SampleError, sanitize_component, short_hostname
+from ..sensors.base import as_plain
 from ..wire.blocks import Block
 
 _NUMBERS = frozenset({float, int, bool})
@@ -49,20 +57,28 @@ class LayoutCache:
 
     def __init__(self) -> None:
         self._layouts: dict[tuple[str, str], tuple[object, bytes, int]] = {}
+        self._joined: dict[tuple[str, ...], bytes] = {}
+        """The joined paths of a tick's run of sensors (host first), as :meth:`tick_block` last built them."""
         self.hits = 0
         self.misses = 0
 
     def block(self, host: str, sensor: str, when: float, value: object) -> Block | None:
-        """The sample's one-sample block from its remembered layout, or None (flatten it in full)."""
+        """The sample's one-sample block from its remembered layout, or None (flatten
+        :func:`plain` of it in full)."""
         entry = self._layouts.get((host, sensor))
         if entry is None or not 0 <= when < MAX_TIMESTAMP:
             self.misses += 1
             return None
         layout, paths, count = entry
-        collected: list = []
         try:
-            _collect(value, layout, collected)
-            values = array("d", collected)
+            if type(value) is layout:  # psutil's tuple of a type seen with all-number fields
+                if not _NUMBERS.issuperset(map(type, value)):  # type: ignore[call-overload]
+                    raise ShapeChanged
+                values = array("d", value)  # type: ignore[arg-type]
+            else:
+                collected: list = []
+                _collect(value, layout, collected)
+                values = array("d", collected)
         except (ShapeChanged, OverflowError):
             self.misses += 1
             return None
@@ -72,22 +88,90 @@ class LayoutCache:
         self.hits += 1
         return Block(paths, array("d", (when,)) * count, values, 1)
 
+    def tick_block(self, host: str, when: float, samples: list[tuple[str, object]]) -> tuple[Block | None, list]:
+        """One block of the samples of one tick whose layouts are remembered, and the
+        samples left over (their shape changed, no layout yet, a value full flattening
+        would leave out: each goes through :meth:`block` and, if need be, full flattening).
+
+        The block holds, in the order of ``samples``, exactly the datapoints their
+        one-sample blocks would hold, all at ``when``; its paths for a given run of
+        sensors are joined once. One block, one times array and one value array for
+        the whole tick instead of one of each per sensor."""
+        if not 0 <= when < MAX_TIMESTAMP:
+            return None, samples
+        layouts = self._layouts
+        taken: list[str] = []
+        collected: list = []
+        left: list[tuple[str, object]] = []
+        for sample in samples:
+            sensor, value = sample
+            entry = layouts.get((host, sensor))
+            if entry is None:
+                left.append(sample)
+                continue
+            layout = entry[0]
+            mark = len(collected)
+            try:
+                if type(value) is layout:  # psutil's tuple of a type seen with all-number fields
+                    if not _NUMBERS.issuperset(map(type, value)):  # type: ignore[call-overload]
+                        raise ShapeChanged
+                    collected.extend(value)  # type: ignore[arg-type]
+                else:
+                    _collect(value, layout, collected)
+            except ShapeChanged:
+                del collected[mark:]
+                left.append(sample)
+                continue
+            taken.append(sensor)
+        if not taken:
+            return None, left
+        try:
+            values = array("d", collected)
+        except OverflowError:  # an integer beyond a double: find it sample by sample
+            return None, samples
+        if not math.isfinite(sum(values)):  # full flattening leaves such values out: sample by sample
+            return None, samples
+        key = (host, *taken)
+        paths = self._joined.get(key)
+        if paths is None:
+            if len(self._joined) >= MAX_LAYOUTS:
+                self._joined.clear()
+            paths = self._joined[key] = b"\n".join(
+                layouts[host, sensor][1] for sensor in taken if layouts[host, sensor][2]
+            )
+        self.hits += len(taken)
+        return Block(paths, array("d", (when,)) * len(values), values, len(taken)), left
+
     def learn(self, host: str, sensor: str, value: object, datapoints: list[Datapoint]) -> Block:
-        """The block of a sample fully flattened to ``datapoints``; remembers its layout when it can be reused."""
+        """The block of a sample (``value``, :func:`plain` of which was fully flattened to
+        ``datapoints``); remembers its layout when it can be reused."""
         block = Block.of(datapoints, samples=1)
         paths: list[str] = []
         try:
-            layout = _compile(value, f"{short_hostname(host)}.{sanitize_component(sensor)}", paths, 0)
+            layout = _compile(plain(value), f"{short_hostname(host)}.{sanitize_component(sensor)}", paths, 0)
         except (ShapeChanged, SampleError):
             return block
+        if _is_record(value) and type(layout) is tuple and layout[3] is None:  # every field a number
+            layout = type(value)
         if paths == [path for path, _ in datapoints]:
             if len(self._layouts) >= MAX_LAYOUTS:
                 self._layouts.clear()
             self._layouts[host, sensor] = (layout, block.paths, len(paths))
+            self._joined.clear()  # joined paths may hold this sensor's earlier ones
         return block
 
     def forget(self) -> None:
         self._layouts.clear()
+        self._joined.clear()
+
+
+def plain(value: object) -> object:
+    """The sample ``value`` stands for: the plain form of psutil's namedtuple, other values as they are."""
+    return as_plain(value) if _is_record(value) else value
+
+
+def _is_record(value: object) -> bool:
+    return isinstance(value, tuple) and hasattr(value, "_fields")
 
 
 def _compile(node: object, path: str, paths: list[str], depth: int) -> object:

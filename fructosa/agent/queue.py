@@ -12,42 +12,63 @@ from ..ratelog import RateLimitedLog
 log = logging.getLogger(__package__)
 
 Sample = TypeVar("Sample")
-"""One measurement: in lagent, the datapoints it was flattened to."""
+"""One entry: in lagent, a block of the datapoints of one sample, or of the samples of one tick."""
 
 
 class SampleQueue(Generic[Sample]):
     """Bounded FIFO of samples that drops (and counts) the oldest when full.
 
     The bound counts samples, not datapoints, so ``max queued samples`` means
-    the same for a sensor of one path and one of hundreds.
+    the same for a sensor of one path and one of hundreds. An entry may hold
+    several samples (the block of one tick's sensors): ``put`` says how many,
+    ``len`` counts samples, and an entry is dropped or taken whole (the newest
+    entry stays even if it alone holds more samples than the bound).
     """
 
     def __init__(self, max_samples: int) -> None:
         self.max_samples = max_samples
-        self._samples: deque[Sample] = deque()
+        self._entries: deque[tuple[Sample, int]] = deque()
+        self._count = 0
         self.dropped = 0
         self.nonempty = asyncio.Event()
         self._drop_log = RateLimitedLog(log, period=60.0)
 
     def __len__(self) -> int:
-        return len(self._samples)
+        """Samples queued."""
+        return self._count
 
-    def put(self, sample: Sample) -> None:
-        self._samples.append(sample)
-        if len(self._samples) > self.max_samples:
-            self._samples.popleft()
-            self.dropped += 1
-            self._drop_log.log(
-                logging.WARNING, "full",
-                "sample queue full (%d samples, lmaster unreachable and no spool?): "
-                "dropping the oldest; %d dropped in total",
-                self.max_samples, self.dropped,
-            )  # fmt: skip
+    def put(self, sample: Sample, samples: int = 1) -> None:
+        """Queue ``sample``, an entry holding ``samples`` samples."""
+        self._entries.append((sample, samples))
+        self._count += samples
+        if self._count > self.max_samples:
+            self._drop_oldest()
         self.nonempty.set()
 
+    def _drop_oldest(self) -> None:
+        if len(self._entries) < 2:
+            return  # the newest entry stays
+        while self._count > self.max_samples and len(self._entries) > 1:
+            _, count = self._entries.popleft()
+            self._count -= count
+            self.dropped += count
+        self._drop_log.log(
+            logging.WARNING, "full",
+            "sample queue full (%d samples, lmaster unreachable and no spool?): "
+            "dropping the oldest; %d dropped in total",
+            self.max_samples, self.dropped,
+        )  # fmt: skip
+
     def take(self, limit: int) -> list[Sample]:
-        count = min(limit, len(self._samples))
-        batch = [self._samples.popleft() for _ in range(count)]
-        if not self._samples:
+        """The oldest entries, up to ``limit`` samples (at least one entry if ``limit`` is positive)."""
+        batch: list[Sample] = []
+        taken = 0
+        entries = self._entries
+        while entries and (taken + entries[0][1] <= limit or (not batch and limit > 0)):
+            sample, count = entries.popleft()
+            batch.append(sample)
+            taken += count
+        self._count -= taken
+        if not entries:
             self.nonempty.clear()
         return batch

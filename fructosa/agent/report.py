@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..adaptive import next_due
 from ..daemon import write_status
 from ..selfstats import ProcessUsage
+from .scheduler import SAME_TICK
 
 if TYPE_CHECKING:
     from .lagent import Agent
@@ -18,41 +21,91 @@ if TYPE_CHECKING:
 log = logging.getLogger(__package__)
 
 
+RIDE_MARGIN = 0.0005
+"""Seconds the report's own timer waits past its grid point: a tick of the sensors at that point
+fires first and takes the report along (:meth:`Reporter.ride`); the timer is then cancelled."""
+
+
 class Reporter:
     """Every ``self metrics interval`` seconds, on the sensors' grid: measure the agent,
-    record it as the ``fructosa`` sensor's sample (when enabled) and write the status file."""
+    record it as the ``fructosa`` sensor's sample (when enabled) and write the status file.
+
+    When sensors tick at the same grid point, the report rides on their tick
+    (:meth:`ride`, called by the scheduler): its sample leaves in the tick's block and
+    batch, with no wakeup, task step or batch of its own. Otherwise its own timer reports."""
 
     def __init__(self, agent: Agent, status_file: str | None) -> None:
         self.agent = agent
         self.status_file = status_file
         self._usage = ProcessUsage()
+        self._due = math.inf
+        """Loop time of the next report."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous = (0, 0.0)
+        """Samples counted and monotonic time at the previous report."""
 
     async def run(self) -> None:
-        agent = self.agent
+        """Report until cancelled (the agent stops)."""
         loop = asyncio.get_running_loop()
-        previous_samples, previous_time = agent.counters["samples"], time.monotonic()
-        while True:
-            # On the sensors' grid: with an interval they share, the report rides on their wakeup.
-            origin = agent.scheduler.origin
-            now = loop.time()
-            await sleep_until(
-                loop, next_due(now if origin is None else origin, agent.config.self_metrics_interval, now)
-            )
-            now = time.monotonic()
-            rate = (agent.counters["samples"] - previous_samples) / (now - previous_time)
-            previous_samples, previous_time = agent.counters["samples"], now
+        self._previous = (self.agent.counters["samples"], time.monotonic())
+        self._arm(loop, loop.time())
+        scheduler = self.agent.scheduler
+        scheduler.riders.append(self.ride)
+        try:
+            await loop.create_future()  # the reports run from the timer or the ticks
+        finally:
+            scheduler.riders.remove(self.ride)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def ride(self, now: float) -> bool:
+        """At a tick of the sensors (loop time ``now``): report now if due, its sample taken
+        with the tick's. Whether a sample was taken."""
+        if now + SAME_TICK < self._due:
+            return False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        taken = self._report(self.agent.take)
+        assert self._loop is not None
+        self._arm(self._loop, now)
+        return taken
+
+    def _on_timer(self) -> None:
+        """No tick at the grid point: report on its own."""
+        self._timer = None
+        self._report(self.agent.record)
+        assert self._loop is not None
+        self._arm(self._loop, self._loop.time())
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        self._loop = loop
+        origin = self.agent.scheduler.origin
+        self._due = next_due(now if origin is None else origin, self.agent.config.self_metrics_interval, now)
+        self._timer = loop.call_at(self._due + RIDE_MARGIN, self._on_timer)
+
+    def _report(self, record: Callable[[str, object], None]) -> bool:
+        """Measure the agent, hand its sample to ``record``, write the status file; whether a sample was recorded."""
+        agent = self.agent
+        samples, now = agent.counters["samples"], time.monotonic()
+        previous_samples, previous_time = self._previous
+        self._previous = (samples, now)
+        rate = (samples - previous_samples) / (now - previous_time) if now > previous_time else 0.0
+        try:
+            metrics = self.self_metrics(rate)
+        except Exception as error:  # reporting must never stop measuring
+            log.error("self-metrics failed: %s: %s", type(error).__name__, error)
+            return False
+        if agent.config.self_metrics:
+            record("fructosa", {"agent": metrics})
+        if self.status_file:
             try:
-                metrics = self.self_metrics(rate)
-            except Exception as error:  # reporting must never stop measuring
-                log.error("self-metrics failed: %s: %s", type(error).__name__, error)
-                continue
-            if agent.config.self_metrics:
-                agent.record("fructosa", {"agent": metrics})
-            if self.status_file:
-                try:
-                    write_status(self.status_file, {"agent": metrics, "report": self.report(metrics)})
-                except OSError as error:
-                    log.debug("cannot write status file %s: %s", self.status_file, error)
+                write_status(self.status_file, {"agent": metrics, "report": self.report(metrics)})
+            except OSError as error:
+                log.debug("cannot write status file %s: %s", self.status_file, error)
+        return agent.config.self_metrics
 
     def self_metrics(self, samples_per_second: float) -> dict:
         """The agent's health: ``HOST.fructosa.agent.*`` in Graphite."""
@@ -86,13 +139,3 @@ class Reporter:
             f"{metrics['dropped_samples']} dropped, CPU {metrics['cpu_percent']:.1f} %, "
             f"RSS {metrics['rss_bytes'] / 1e6:.1f} MB"
         )
-
-
-async def sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    """Sleep until loop time ``when`` exactly (``asyncio.sleep`` would add the time it is called at)."""
-    woken = loop.create_future()
-    timer = loop.call_at(when, lambda: woken.done() or woken.set_result(None))
-    try:
-        await woken
-    finally:
-        timer.cancel()

@@ -98,7 +98,7 @@ class Lane:
                 entry = self.current = self.waiting.popleft()
             assert entry.sensor is not None
             try:
-                outcome: tuple[object, Exception | None] = (entry.sensor.measure(), None)
+                outcome: tuple[object, Exception | None] = (entry.sensor.measure_compact(), None)
             except Exception as error:
                 outcome = (None, error)
             with self._lock:
@@ -149,6 +149,10 @@ class SensorScheduler:
         self._ticking = False
         self._stopped = False
         self._any_recorded = False
+        self.riders: list[Callable[[float], bool]] = []
+        """Called at every tick with its loop time, after the sensors and before their samples are
+        passed on: work due at the same grid point (the agent's self-report) rides on the tick.
+        Each says whether it recorded a sample."""
         self._lanes: set[asyncio.Task] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._record_errors = RateLimitedLog(log, period=600.0)
@@ -299,6 +303,11 @@ class SensorScheduler:
         """Measure every sensor due now: those that may block in one lane, the others on the loop."""
         now = loop.time()
         lane = []
+        schedules, origin, record = self.plan.schedules, self.origin, self.record
+        assert origin is not None
+        upcoming: dict[float, float] = {}
+        """Interval → the grid point a sensor measured now is next due at (the steady state's
+        shortcut: see below)."""
         for _, entry in list(self.running.values()):
             if entry.busy_since is not None:
                 self._watch(entry, now)
@@ -309,19 +318,49 @@ class SensorScheduler:
                 entry.busy_since = now
                 lane.append(entry)
                 continue
-            assert entry.sensor is not None
+            sensor, config = entry.sensor, entry.config
+            assert sensor is not None
             try:
-                value = entry.sensor.measure()
+                value = sensor.measure_compact()
             except Exception as error:
                 self._failed(entry, error)
-            else:
+                self._reschedule(entry, loop.time())
+                continue
+            if value is None or entry.hung_logged:
                 self._recorded(entry, value)
-            self._reschedule(entry, loop.time())
+            else:  # _recorded's usual case
+                self._any_recorded = True
+                try:
+                    record(config.name, value)
+                except Exception as error:  # one bad sample must not stop the ticks
+                    self._record_errors.log(logging.ERROR, config.name, "sample of sensor %s not recorded: %s: %s",
+                                            config.name, type(error).__name__, error)  # fmt: skip
+            if config.name in schedules:  # adaptive: the plan may change its interval
+                self._reschedule(entry, loop.time())
+                continue
+            # _reschedule of a sensor at its configured interval. The first grid point after the
+            # time a sensor finished is also the first after the time a later one finished as long
+            # as it lies ahead of that time: the sensors of one interval share it.
+            finished = loop.time()
+            due = upcoming.get(config.interval, -math.inf)
+            if due <= finished:
+                due = upcoming[config.interval] = next_due(origin, config.interval, finished)
+            earlier = due < entry.due
+            entry.due = due
+            if earlier:
+                self._arm()
         if lane:  # after the loop's own, so that the two do not contend for the GIL
             # The loop has nothing else to do until the next tick: it waits for the lane (up to
             # LANE_PATIENCE), so that no two threads fight for the GIL and the samples leave together.
             after = min((entry.due for _, entry in self.running.values()), default=math.inf)
             self._start_lane(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - loop.time())))
+        for rider in self.riders:
+            try:
+                if rider(now):
+                    self._any_recorded = True
+            except Exception as error:  # the tick goes on
+                self._record_errors.log(logging.ERROR, "rider", "work riding on a tick failed: %s: %s",
+                                        type(error).__name__, error)  # fmt: skip
         self._tick_recorded()
 
     def _tick_recorded(self) -> None:
@@ -329,7 +368,11 @@ class SensorScheduler:
         if self._any_recorded:
             self._any_recorded = False
             if self.recorded is not None:
-                self.recorded()
+                try:
+                    self.recorded()
+                except Exception as error:  # the next tick must come all the same
+                    self._record_errors.log(logging.ERROR, "recorded", "samples of a tick not passed on: %s: %s",
+                                            type(error).__name__, error)  # fmt: skip
 
     def _start_lane(self, entries: list[ScheduledSensor], wait: float = 0.0) -> None:
         """Measure ``entries`` on a worker thread; the loop waits for them up to ``wait``

@@ -247,7 +247,7 @@ def encode_batches(samples: list[Block], new_batch_id: Callable[[], bytes]) -> l
         joined.append(_joined(chunk))
     joined = [block for block in joined if len(block)]  # samples without datapoints make no batch
     if joined:
-        joined[0].samples = len(samples)
+        joined[0].samples = sum(sample.samples for sample in samples)  # a tick's block holds several
         for block in joined[1:]:
             block.samples = 0
     return [new_batch_id() + block.encode() for block in joined]

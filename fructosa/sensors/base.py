@@ -124,6 +124,22 @@ class Sensor:
             raise SensorUnsupported(f"psutil returned no data for {self.name}")
         return self.shape(as_plain(raw))
 
+    one_tuple: ClassVar[bool] = False
+    """Whether ``read()`` returns one psutil namedtuple whose plain form is the sample
+    as it is (``shape`` keeps it): :meth:`measure_compact` then returns the tuple."""
+
+    def measure_compact(self) -> Any:
+        """What the agent records every tick: :meth:`measure`'s sample, or psutil's own
+        namedtuple where that sample is just the tuple's fields in order (:func:`as_plain`
+        of it). The agent takes such a tuple's numbers straight into its block, without the
+        dict of every field that ``measure`` builds and the agent would only take apart again."""
+        if not self.one_tuple:
+            return self.measure()
+        raw = self.read()
+        if raw is None:
+            raise SensorUnsupported(f"psutil returned no data for {self.name}")
+        return raw
+
     @classmethod
     def sample_section(cls) -> str:
         """An example ``[sensor:NAME]`` section with every option at its default."""

@@ -105,6 +105,9 @@ class CPUTimes(Sensor):
         per_cpu = psutil.cpu_times(percpu=True) if self.settings["percpu"] else None
         return {"total": psutil.cpu_times(), "per_cpu": per_cpu}
 
+    def measure_compact(self) -> Any:
+        return self.measure() if self.settings["percpu"] else psutil.cpu_times()
+
     def shape(self, raw: dict) -> dict:
         return _with_per_cpu(raw["total"], raw["per_cpu"])
 
@@ -159,6 +162,7 @@ class CPUStats(Sensor):
     description = "context switches, interrupts, soft interrupts and syscalls (counters)"
     default_interval = 30.0
     blocking = False  # reads /proc or /sys only
+    one_tuple = True
 
     def read(self) -> Any:
         return psutil.cpu_stats()

@@ -95,7 +95,19 @@ def percent(part: float, whole: float) -> float:
 
 def window_is_usable(previous: list, current: list) -> bool:
     """Whether every CPU's clock moved on between the two readings (they have one tick resolution)."""
-    return all(_total(after) > _total(before) for before, after in zip(previous, current, strict=True))
+    global _last_usable
+    last = _last_usable
+    if last[0] is previous and last[1] is current:  # the other sensor's window, of the same shared readings
+        return last[2]
+    usable = all(_total(after) > _total(before) for before, after in zip(previous, current, strict=True))
+    _last_usable = (previous, current, usable)
+    return usable
+
+
+_last_usable: tuple[object, object, bool] = (None, None, False)
+"""The last two readings :func:`window_is_usable` looked at, and its answer: CPUPercent and
+CPUTimesPercent measured at one tick rate over the same two shared readings (:func:`per_cpu_times`),
+so the second asks about the very same objects (kept alive here, so never another reading's)."""
 
 
 def _total(times: Any) -> float:
@@ -177,7 +189,19 @@ class TupleWindow:
 
     @classmethod
     def of(cls, previous: list | None, current: list | None) -> TupleWindow | None:
-        """None when :func:`per_cpu_deltas` would be (no window to rate over)."""
+        """None when :func:`per_cpu_deltas` would be (no window to rate over). Two sensors
+        rating over the same two readings (the shared ones of one tick) share the window
+        (it is not changed by its methods)."""
+        global _last_window
+        last = _last_window
+        if last[0] is previous and last[1] is current and previous is not None:
+            return last[2]
+        window = cls._of(previous, current)
+        _last_window = (previous, current, window)
+        return window
+
+    @classmethod
+    def _of(cls, previous: list | None, current: list | None) -> TupleWindow | None:
         if not previous or not current or len(previous) != len(current):
             return None
         fields = current[0]._fields
@@ -212,3 +236,7 @@ class TupleWindow:
     def mode_percents_of(self, row: list[float], total: float) -> dict[str, float]:
         """:func:`mode_percents` of one row whose :func:`total_time` is ``total``."""
         return {field: percent(value, total) for field, value in zip(self.fields, row)}  # noqa: B905
+
+
+_last_window: tuple[object, object, TupleWindow | None] = (None, None, None)
+"""The last two readings :meth:`TupleWindow.of` rated over, and its window (see :data:`_last_usable`)."""

@@ -118,6 +118,11 @@ class DiskUsage(Sensor):
                 self._unreadable.discard(path)
         return usage
 
+    def measure_compact(self) -> Any:
+        if len(self.settings["path"]) == 1:
+            return next(iter(self.read().values()), {})  # one path: the sample is its figures (or nothing)
+        return self.measure()
+
     def shape(self, raw: dict[str, dict]) -> dict:
         if len(self.settings["path"]) == 1:
             return next(iter(raw.values()), {})
@@ -146,6 +151,11 @@ class DiskIOCounters(Sensor):
     def read(self) -> Any:
         per_disk = psutil.disk_io_counters(perdisk=True) if self.settings["perdisk"] else None
         return {"total": psutil.disk_io_counters(), "per_disk": per_disk}
+
+    def measure_compact(self) -> Any:
+        if self.settings["perdisk"]:
+            return self.measure()
+        return psutil.disk_io_counters() or {}  # no disk at all: an empty sample, as measure() gives
 
     def shape(self, raw: dict) -> dict:
         shaped = dict(raw["total"] or {})

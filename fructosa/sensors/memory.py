@@ -18,6 +18,7 @@ class VirtualMemory(Sensor):
     description = "system memory usage (bytes and percent)"
     default_interval = 30.0
     blocking = False  # reads /proc or /sys only
+    one_tuple = True
 
     def read(self) -> Any:
         return psutil.virtual_memory()
@@ -31,6 +32,7 @@ class SwapMemory(Sensor):
     description = "swap usage and swap-in/out counters"
     default_interval = 60.0
     blocking = False  # reads /proc or /sys only
+    one_tuple = True
 
     def read(self) -> Any:
         return psutil.swap_memory()

@@ -30,6 +30,11 @@ class NetIOCounters(Sensor):
         per_nic = psutil.net_io_counters(pernic=True) if self.settings["pernic"] else None
         return {"total": psutil.net_io_counters(), "per_nic": per_nic}
 
+    def measure_compact(self) -> Any:
+        if self.settings["pernic"]:
+            return self.measure()
+        return psutil.net_io_counters() or {}  # no interface at all: an empty sample, as measure() gives
+
     def shape(self, raw: dict) -> dict:
         shaped = dict(raw["total"] or {})
         shaped.update(raw["per_nic"] or {})
