@@ -22,7 +22,7 @@ from .. import __version__
 from ..config import AgentConfig
 from ..spool import Spool
 from ..wire import auth, protocol
-from ..wire.blocks import Block, split_for_frames
+from ..wire.blocks import Block, encode_joined, split_for_frames
 from ..wire.session import Outbox, SendingSession, connect
 from .facts import gpu_facts, hello_facts
 from .queue import SampleQueue
@@ -228,8 +228,16 @@ _BLOCK_HEADER = len(Block().encode())
 def encode_batches(samples: list[Block], new_batch_id: Callable[[], bytes]) -> list[bytes]:
     """``D`` frame bodies (batch id + block) of samples already flattened into
     one-sample blocks, joined so that each block fits the frame cap; lmaster
-    only checks and forwards. A sample too large for one frame is split."""
+    only checks and forwards. A sample too large for one frame is split.
+    A tick's samples fit one frame: one join of their buffers, batch id included."""
     room = protocol.MAX_FRAME - 1 - protocol.BATCH_ID_SIZE
+    if not samples:
+        return []
+    count = sum([len(sample.times) for sample in samples])
+    if _BLOCK_HEADER + sum([len(sample.paths) for sample in samples]) + len(samples) + 16 * count <= room:
+        if not count:
+            return []  # samples without datapoints make no batch
+        return [encode_joined(samples, len(samples), new_batch_id())]
     joined: list[Block] = []
     chunk: list[Block] = []
     size = _BLOCK_HEADER

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 from collections.abc import Callable
 
 from . import protocol
 
+_LENGTH = struct.Struct("!I")
+"""A frame's header (see :func:`fructosa.wire.protocol.encode_frame`)."""
+_HEADER_SIZE = protocol.HEADER_SIZE
+_ACK = protocol.ACK[0]
 BUFFER_SIZE = 4096
 """Bytes read at most per read: an acknowledgement frame of a full agent window (32 ids) is 773 bytes.
 A larger frame (up to the frame cap) gets a buffer of its size while it is read."""
@@ -93,32 +98,36 @@ class AckReader(asyncio.BufferedProtocol):
 
         Only while the transport itself does not read (its reading paused), so the two never
         share the stream; a no-op over TLS or once closed."""
-        if not self.can_poll:
+        if self._fd < 0:
             return
-        try:
-            while True:
-                room = self._room()
-                count = os.readv(self._fd, [room])
-                if not count:
-                    self._close(None)
-                    return
-                self._filled += count
-                self._take_frames()
-                if count < len(room) or self.closed:
-                    return  # the socket had no more
-        except BlockingIOError:
-            return
-        except OSError as error:
-            self._close(error)
+        while not self.closed:
+            try:
+                data = os.read(self._fd, BUFFER_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                self._close(error)
+                return
+            if not data:
+                self._close(None)
+                return
+            if self._filled:
+                self._received(data)
+            else:  # the usual case: whole frames, handled from the bytes read
+                taken = self._take_frames(data, len(data))
+                if taken < len(data):
+                    self._received(data[taken:])
+            if len(data) < BUFFER_SIZE:
+                return  # the socket had no more
 
     # -- asyncio's protocol ---------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._room()
+        return memoryview(self._buffer)[self._filled :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._filled += nbytes
-        self._take_frames()
+        self._keep_partial(self._take_frames(self._buffer, self._filled))
 
     def eof_received(self) -> bool:
         self._close(None)
@@ -136,54 +145,58 @@ class AckReader(asyncio.BufferedProtocol):
 
     # -- frames ---------------------------------------------------------------
 
-    def _room(self) -> memoryview:
-        """The free part of the buffer (never empty)."""
-        if self._filled == len(self._buffer):  # a frame longer than the buffer: read it whole (up to the cap)
-            self._grow(self._filled + BUFFER_SIZE)
-        return memoryview(self._buffer)[self._filled :]
+    def _received(self, data: bytes) -> None:
+        """Bytes after a partial frame (or from the opening's reader): into the buffer, then handled."""
+        end = self._filled + len(data)
+        if end > len(self._buffer):
+            self._grow(end)
+        self._buffer[self._filled : end] = data
+        self._filled = end
+        self._keep_partial(self._take_frames(self._buffer, end))
+
+    def _take_frames(self, data: bytes | bytearray, end: int) -> int:
+        """Hand on every complete frame in ``data[:end]``; returns the bytes they took (all of
+        them once the connection is over: a frame other than an acknowledgement, a length
+        outside the cap, or ``on_acks`` failing end it)."""
+        start = 0
+        try:
+            while end - start >= _HEADER_SIZE and not self.closed:
+                (length,) = _LENGTH.unpack_from(data, start)
+                if not 0 < length <= protocol.MAX_FRAME:
+                    protocol.frame_length(bytes(data[start : start + _HEADER_SIZE]))  # raises why
+                stop = start + _HEADER_SIZE + length
+                if stop > end:
+                    break
+                if data[start + _HEADER_SIZE] != _ACK:
+                    kind, _ = protocol.split_frame(bytes(data[start + _HEADER_SIZE : stop]))  # an unknown kind raises
+                    raise protocol.ProtocolError(f"unexpected frame {kind!r} from {self.peer_name}")
+                batch_ids = protocol.decode_acks(bytes(data[start + _HEADER_SIZE + 1 : stop]))
+                start = stop
+                self.on_acks(batch_ids)
+        except Exception as error:
+            self._close(error)
+            self.transport.close()
+            return end
+        return start
+
+    def _keep_partial(self, taken: int) -> None:
+        """Move the partial frame after the ``taken`` bytes to the buffer's start, with room for all of it."""
+        buffer, rest = self._buffer, self._filled - taken
+        if taken:
+            buffer[:rest] = buffer[taken : self._filled]
+            self._filled = rest
+        if rest >= _HEADER_SIZE:  # its length was checked against the cap
+            needed = _HEADER_SIZE + _LENGTH.unpack_from(buffer)[0]
+            if needed > len(buffer):
+                self._grow(needed)
+        elif rest == 0 and len(buffer) > BUFFER_SIZE:
+            self._buffer = bytearray(BUFFER_SIZE)  # a large frame was read: back to the small buffer
 
     def _grow(self, size: int) -> None:
         """A new buffer (views of the old one may still be held by a transport)."""
         grown = bytearray(size)
         grown[: self._filled] = self._buffer[: self._filled]
         self._buffer = grown
-
-    def _received(self, data: bytes) -> None:
-        """Bytes that came by another way (the opening's reader)."""
-        if self._filled + len(data) > len(self._buffer):
-            self._grow(self._filled + len(data))
-        self._buffer[self._filled : self._filled + len(data)] = data
-        self._filled += len(data)
-        self._take_frames()
-
-    def _take_frames(self) -> None:
-        """Hand on every complete frame in the buffer; keep a partial one at its start, with room for all of it."""
-        buffer, end, start = self._buffer, self._filled, 0
-        header = protocol.HEADER_SIZE
-        announced = 0
-        try:
-            while end - start >= header and not self.closed:
-                announced = header + protocol.frame_length(buffer[start : start + header])
-                if start + announced > end:
-                    break
-                kind, payload = protocol.split_frame(bytes(buffer[start + header : start + announced]))
-                if kind != protocol.ACK:
-                    raise protocol.ProtocolError(f"unexpected frame {kind!r} from {self.peer_name}")
-                start += announced
-                announced = 0
-                self.on_acks(protocol.decode_acks(payload))
-        except Exception as error:  # a bad frame, or on_acks failed: the connection is over
-            self._close(error)
-            self.transport.close()
-            return
-        rest = end - start
-        if start:
-            buffer[:rest] = buffer[start:end]
-            self._filled = rest
-        if announced > len(buffer):  # a frame longer than the buffer (frame_length capped it): room for all of it
-            self._grow(announced)
-        elif rest == 0 and len(buffer) > BUFFER_SIZE:
-            self._buffer = bytearray(BUFFER_SIZE)  # a large frame was read: back to the small buffer
 
     def _close(self, error: BaseException | None) -> None:
         if self.closed:

@@ -212,9 +212,10 @@ class SendingSession:
     the connection (the acknowledgements wait in the kernel) and every :meth:`wake` or
     :meth:`send_now` first reads what waits there, with one non-blocking read from the caller; so
     the previous tick's acknowledgement, or a peer that closed the connection, is seen at the next
-    tick with no wakeup or loop pass of its own. Batches that read finds unacknowledged make the
-    transport read until they are (so a late acknowledgement, or the end of a peer going away
-    right then, is not left waiting for another tick). A heartbeat reads too, so a peer that went away is
+    tick with no wakeup or loop pass of its own. A batch that was in flight at the previous read
+    (or when the transport stopped reading) and is still unacknowledged makes the transport read
+    until it is (a late acknowledgement, or the end of a peer going away right then, is not left
+    waiting for another tick). A heartbeat reads too, so a peer that went away is
     seen within ``heartbeat_interval`` even without ticks. With more than half the window in flight
     (a backlog draining, a slow peer), on :meth:`flush`, without ``defer_acks`` (a relay) and over
     TLS (whose socket only the SSL transport can read), the transport reads and each
@@ -257,9 +258,11 @@ class SendingSession:
         """The current connection's acknowledgement reader."""
         self._reading_paused = False
         """Whether the transport is told not to read (the acknowledgements are polled instead)."""
-        self._owed: set[bytes] = set()
-        """Batches in flight at the last poll that it found no acknowledgement for: the transport
-        reads until they are acknowledged (a late acknowledgement, or a peer that is going away)."""
+        self._unread: frozenset[bytes] | set[bytes] = frozenset()
+        """Batches in flight when the transport last stopped reading or at the last poll."""
+        self._late: frozenset[bytes] | set[bytes] = frozenset()
+        """Those of them still unacknowledged at the poll after: the transport reads until they are
+        acknowledged (a late acknowledgement, or a peer going away right then)."""
         self._connect_log = RateLimitedLog(log, period=300.0)
 
     def new_batch_id(self) -> bytes:
@@ -376,6 +379,7 @@ class SendingSession:
                 self._writer = None
                 self._acks = None
                 self._reading_paused = False
+                self._late = self._unread = frozenset()
                 writer.close()
                 outbox.on_disconnected()
 
@@ -436,11 +440,11 @@ class SendingSession:
     def _reading_needed(self) -> bool:
         """Whether the transport must read now, waking us for each acknowledgement: unless they
         can wait for the next poll (``defer_acks``, plain TCP, at most half the window in flight,
-        every batch the last poll found unacknowledged acknowledged since)."""
+        no batch late: unacknowledged at two polls in a row, or at a poll after reading stopped)."""
         acks = self._acks
         if acks is None or not (self.defer_acks and acks.can_poll):
             return True
-        return len(self.in_flight) > self.max_in_flight // 2 or not self._owed.isdisjoint(self.in_flight)
+        return len(self.in_flight) > self.max_in_flight // 2 or not self._late.isdisjoint(self.in_flight)
 
     def _fit_reading(self) -> None:
         acks = self._acks
@@ -452,13 +456,18 @@ class SendingSession:
                 acks.transport.resume_reading()
         elif not self._reading_paused:
             self._reading_paused = True
+            self._unread = set(self.in_flight)
             acks.transport.pause_reading()
 
     def _poll_acks(self) -> None:
         """Read the acknowledgements waiting in the socket, while the transport does not."""
         if self._reading_paused and self._acks is not None:
             self._acks.poll()
-            self._owed = set(self.in_flight)
+            if self.in_flight:
+                self._late = self._unread.intersection(self.in_flight)
+                self._unread = set(self.in_flight)
+            else:
+                self._late = self._unread = frozenset()
 
     def _acknowledged(self, batch_ids: list[bytes]) -> None:
         """The peer holds these batches: out of the window, and the owner told."""
@@ -473,8 +482,8 @@ class SendingSession:
             return
         if was_full or not self.defer_acks:
             self._waiting()
-        else:
-            self._fit_reading()  # with room again, the next acknowledgements can wait for the next poll
+        elif not self._reading_paused:
+            self._fit_reading()  # read on arrival: the next acknowledgements may wait for the next poll again
 
     def _connection_ended(self, acks: AckReader) -> None:
         """The peer closed the connection or it broke (:meth:`stream` raises why)."""
