@@ -210,9 +210,10 @@ class SendingSession:
     no task). With ``defer_acks`` (an agent, whose data comes in ticks) over plain TCP, they are
     not even waited for: while at most half the window is in flight, the transport does not read
     the connection (the acknowledgements wait in the kernel) and every :meth:`wake` or
-    :meth:`send_now` first reads what waits there, with one non-blocking read from the caller; so
-    the previous tick's acknowledgement, or a peer that closed the connection, is seen at the next
-    tick with no wakeup or loop pass of its own. A batch that was in flight at the previous read
+    :meth:`send_now` first reads what waits there (at most once per ``ack_read_interval`` seconds
+    for :meth:`send_now`), with one non-blocking read from the caller; so the acknowledgements of
+    the ticks before, or a peer that closed the connection, are seen at a tick with no wakeup or
+    loop pass of their own. A batch that was in flight at the previous read
     (or when the transport stopped reading) and is still unacknowledged makes the transport read
     until it is (a late acknowledgement, or the end of a peer going away right then, is not left
     waiting for another tick). A heartbeat reads too, so a peer that went away is
@@ -229,9 +230,11 @@ class SendingSession:
         max_in_flight: int,
         heartbeat_interval: float,
         defer_acks: bool = False,
+        ack_read_interval: float = 0.0,
     ) -> None:
         self.outbox = outbox
         self.defer_acks = defer_acks
+        self.ack_read_interval = ack_read_interval
         self.log = log
         self.max_in_flight = max_in_flight
         self.heartbeat_interval = heartbeat_interval
@@ -260,6 +263,8 @@ class SendingSession:
         """Whether the transport is told not to read (the acknowledgements are polled instead)."""
         self._unread: frozenset[bytes] | set[bytes] = frozenset()
         """Batches in flight when the transport last stopped reading or at the last poll."""
+        self._last_read = float("-inf")
+        """Loop time of the last poll."""
         self._late: frozenset[bytes] | set[bytes] = frozenset()
         """Those of them still unacknowledged at the poll after: the transport reads until they are
         acknowledged (a late acknowledgement, or a peer going away right then)."""
@@ -287,8 +292,11 @@ class SendingSession:
         the caller when the stream is idle, the window has room and nothing waits in the
         transport's buffer (a ``transport.write`` each, which then goes straight to the socket):
         no pass of the stream's loop, no drain. Otherwise, or once the buffer holds data, the
-        stream takes over."""
-        self._poll_acks()
+        stream takes over. The acknowledgements waiting are read first, unless the last read is
+        less than ``ack_read_interval`` old."""
+        loop = self._loop
+        if self._reading_paused and loop is not None and loop.time() - self._last_read >= self.ack_read_interval:
+            self._poll_acks()
         writer, woken, acks = self._writer, self._woken, self._acks
         if woken is None or woken.done() or writer is None or self._heartbeat_due or acks is None or acks.closed:
             self._wake_stream()
@@ -380,6 +388,7 @@ class SendingSession:
                 self._acks = None
                 self._reading_paused = False
                 self._late = self._unread = frozenset()
+                self._last_read = float("-inf")
                 writer.close()
                 outbox.on_disconnected()
 
@@ -461,7 +470,8 @@ class SendingSession:
 
     def _poll_acks(self) -> None:
         """Read the acknowledgements waiting in the socket, while the transport does not."""
-        if self._reading_paused and self._acks is not None:
+        if self._reading_paused and self._acks is not None and self._loop is not None:
+            self._last_read = self._loop.time()
             self._acks.poll()
             if self.in_flight:
                 self._late = self._unread.intersection(self.in_flight)
