@@ -97,7 +97,9 @@ class AckReader(asyncio.BufferedProtocol):
         """Read what the peer sent that waits in the socket, without the event loop, and handle it.
 
         Only while the transport itself does not read (its reading paused), so the two never
-        share the stream; a no-op over TLS or once closed."""
+        share the stream; a no-op over TLS or once closed. A read that gets less than it asked
+        for ends the poll (one system call in the usual case): an end of file right behind the
+        data is seen by the next poll."""
         if self._fd < 0:
             return
         while not self.closed:
