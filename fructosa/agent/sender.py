@@ -22,7 +22,7 @@ from .. import __version__
 from ..config import AgentConfig
 from ..spool import Spool
 from ..wire import auth, protocol
-from ..wire.blocks import Block, split_for_frames
+from ..wire.blocks import Block, encode_joined, split_for_frames
 from ..wire.session import Outbox, SendingSession, connect
 from .facts import gpu_facts, hello_facts
 from .queue import SampleQueue
@@ -35,6 +35,11 @@ log = logging.getLogger(__package__)
 MAX_SAMPLES_PER_BATCH = 1000
 MAX_UNACKNOWLEDGED = 32
 """Batches in flight before the agent waits for acknowledgements."""
+ACK_READ_INTERVAL = 3.5
+"""Seconds at least between two reads of lmaster's acknowledgements from a tick (every fourth tick
+of sensors at 1 s): each read is a system call, and the window holds many ticks. A lmaster that
+went away is seen by then (or by the second write after it closed the connection, or a heartbeat);
+the batches it had not acknowledged go again after the reconnect."""
 SPILL_INTERVAL = 1.0
 """While lmaster is away, queued samples go to the spool within this many
 seconds of being measured, so a killed agent loses at most this much."""
@@ -69,8 +74,17 @@ class Sender(Outbox):
         """The changing facts (sensor intervals, GPUs) lmaster was last told, in a hello or heartbeat."""
         # No lingering for more data: the sensors due at one instant are measured in one go, so
         # their samples are all queued before the session runs again and travel in one batch.
-        self.session = SendingSession(self, log, MAX_UNACKNOWLEDGED, config.heartbeat_interval, defer_acks=True)
+        self.session = SendingSession(
+            self,
+            log,
+            MAX_UNACKNOWLEDGED,
+            config.heartbeat_interval,
+            defer_acks=True,
+            ack_read_interval=ACK_READ_INTERVAL,
+        )
         self._spill_timer: asyncio.TimerHandle | None = None
+        self._send_soon = False
+        """A :meth:`send_now` is scheduled (by :meth:`wake`)."""
         self._last_spill = float("-inf")
 
     @property
@@ -88,16 +102,17 @@ class Sender(Outbox):
             self.session.reconnect()
 
     def wake(self) -> None:
-        """A sample was queued: to lmaster, or to the spool while lmaster is away (or slow)."""
-        self._woken(self.session.wake)
+        """A sample was queued (others may follow from the callback running now): they go as a
+        tick's do (:meth:`send_now`) right after it, with one callback, not a pass of the session's loop."""
+        if not self._send_soon:
+            self._send_soon = True
+            asyncio.get_running_loop().call_soon(self.send_now)
 
     def send_now(self) -> None:
-        """The samples of one tick are all queued: as :meth:`wake`, but they go to lmaster
-        right away when the session can take them (no pass of its loop)."""
-        self._woken(self.session.send_now)
-
-    def _woken(self, session_woken: Callable[[], None]) -> None:
-        session_woken()
+        """The samples of one tick are all queued: to lmaster right away when the session can take
+        them (no pass of its loop), else once it can; or to the spool while lmaster is away (or slow)."""
+        self._send_soon = False
+        self.session.send_now()
         if self.spool is not None and self._spill_timer is None and self._should_spill():
             loop = asyncio.get_running_loop()
             # After the other samples of this instant: right after it when the previous spill is
@@ -228,8 +243,16 @@ _BLOCK_HEADER = len(Block().encode())
 def encode_batches(samples: list[Block], new_batch_id: Callable[[], bytes]) -> list[bytes]:
     """``D`` frame bodies (batch id + block) of samples already flattened into
     one-sample blocks, joined so that each block fits the frame cap; lmaster
-    only checks and forwards. A sample too large for one frame is split."""
+    only checks and forwards. A sample too large for one frame is split.
+    A tick's samples fit one frame: one join of their buffers, batch id included."""
     room = protocol.MAX_FRAME - 1 - protocol.BATCH_ID_SIZE
+    if not samples:
+        return []
+    count = sum([len(sample.times) for sample in samples])
+    if _BLOCK_HEADER + sum([len(sample.paths) for sample in samples]) + len(samples) + 16 * count <= room:
+        if not count:
+            return []  # samples without datapoints make no batch
+        return [encode_joined(samples, len(samples), new_batch_id())]
     joined: list[Block] = []
     chunk: list[Block] = []
     size = _BLOCK_HEADER

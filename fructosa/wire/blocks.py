@@ -367,3 +367,17 @@ def datapoint_problem(path: str, when: float, value: float, host_prefix: str | N
     if not math.isfinite(value):
         return f"value {value!r} of {shown!r} is not a finite number"
     return None
+
+
+def encode_joined(blocks: Sequence[Block], samples: int, prefix: bytes = b"") -> bytes:
+    """``prefix``, then the encoding of one block of the datapoints of ``blocks`` in order, from
+    ``samples`` samples: what ``concat(blocks)`` encodes to, in one join of the blocks' own buffers
+    (no joined arrays, no block in between). An agent's tick sends its samples' blocks so."""
+    blocks = [block for block in blocks if block.times]
+    if _SWAP:
+        joined = concat(blocks)
+        joined.samples = samples
+        return prefix + joined.encode()
+    paths = b"\n".join([block.paths for block in blocks])
+    header = _HEADER.pack(samples, sum([len(block.times) for block in blocks]), len(paths))
+    return b"".join([prefix, header, paths, *[block.times for block in blocks], *[block.values for block in blocks]])

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from ..backoff import Backoff
 from ..ratelog import RateLimitedLog
 from . import auth, protocol
+from .ack_reader import AckReader
 
 if TYPE_CHECKING:
     import ssl  # named only: lagent without TLS keeps ssl out (wire.auth.keep_openssl_out)
@@ -205,15 +206,21 @@ class SendingSession:
     session looks at the outbox once the callbacks running then are done, so
     data queued at one instant travels in one batch.
 
-    With ``defer_acks`` (an agent, whose data comes in ticks), the peer's
-    acknowledgements are read in the wakeup of the next :meth:`wake` instead of
-    waking the process on arrival: while it waits with room in the window and
-    every batch in flight was sent since reading last resumed, the session stops
-    reading the connection (the acknowledgements wait in the kernel). Reading
-    resumes at the next :meth:`wake`, heartbeat, full window or :meth:`flush`, so
-    acknowledgements, resends and a peer that closed the connection are all seen
-    by then; the acknowledgements of older batches are always read before
-    reading stops again.
+    Acknowledgements are read where they arrive (:class:`~fructosa.wire.ack_reader.AckReader`,
+    no task). With ``defer_acks`` (an agent, whose data comes in ticks) over plain TCP, they are
+    not even waited for: while at most half the window is in flight, the transport does not read
+    the connection (the acknowledgements wait in the kernel) and every :meth:`wake` or
+    :meth:`send_now` first reads what waits there (at most once per ``ack_read_interval`` seconds
+    for :meth:`send_now`), with one non-blocking read from the caller; so the acknowledgements of
+    the ticks before, or a peer that closed the connection, are seen at a tick with no wakeup or
+    loop pass of their own. A batch that was in flight at the previous read
+    (or when the transport stopped reading) and is still unacknowledged makes the transport read
+    until it is (a late acknowledgement, or the end of a peer going away right then, is not left
+    waiting for another tick). A heartbeat reads too, so a peer that went away is
+    seen within ``heartbeat_interval`` even without ticks. With more than half the window in flight
+    (a backlog draining, a slow peer), on :meth:`flush`, without ``defer_acks`` (a relay) and over
+    TLS (whose socket only the SSL transport can read), the transport reads and each
+    acknowledgement is handled on arrival.
     """
 
     def __init__(
@@ -223,9 +230,11 @@ class SendingSession:
         max_in_flight: int,
         heartbeat_interval: float,
         defer_acks: bool = False,
+        ack_read_interval: float = 0.0,
     ) -> None:
         self.outbox = outbox
         self.defer_acks = defer_acks
+        self.ack_read_interval = ack_read_interval
         self.log = log
         self.max_in_flight = max_in_flight
         self.heartbeat_interval = heartbeat_interval
@@ -246,11 +255,19 @@ class SendingSession:
         """While :meth:`stream` waits for work: the future that ends the wait."""
         self._last_sent = 0.0
         """Loop time the last frame went (a heartbeat is due ``heartbeat_interval`` after it)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._acks: AckReader | None = None
+        """The current connection's acknowledgement reader."""
         self._reading_paused = False
-        self._owed: set[bytes] = set()
-        """With ``defer_acks``: batches in flight when reading last resumed (their
-        acknowledgements may be waiting): reading stops again only once they are acknowledged."""
+        """Whether the transport is told not to read (the acknowledgements are polled instead)."""
+        self._unread: frozenset[bytes] | set[bytes] = frozenset()
+        """Batches in flight when the transport last stopped reading or at the last poll."""
+        self._last_read = float("-inf")
+        """Loop time of the last poll."""
+        self._late: frozenset[bytes] | set[bytes] = frozenset()
+        """Those of them still unacknowledged at the poll after: the transport reads until they are
+        acknowledged (a late acknowledgement, or a peer going away right then)."""
         self._connect_log = RateLimitedLog(log, period=300.0)
 
     def new_batch_id(self) -> bytes:
@@ -263,7 +280,10 @@ class SendingSession:
 
     def wake(self) -> None:
         """New data waits to be sent (it goes once the window has room)."""
-        self._resume_reading()  # now, so this wakeup's poll reads the acknowledgements waiting
+        self._poll_acks()
+        self._wake_stream()
+
+    def _wake_stream(self) -> None:
         if self._waiting is not None and not self.window_full:
             self._waiting()
 
@@ -272,30 +292,32 @@ class SendingSession:
         the caller when the stream is idle, the window has room and nothing waits in the
         transport's buffer (a ``transport.write`` each, which then goes straight to the socket):
         no pass of the stream's loop, no drain. Otherwise, or once the buffer holds data, the
-        stream takes over."""
-        self._resume_reading()
-        writer, woken = self._writer, self._woken
-        if woken is None or woken.done() or writer is None or self._heartbeat_due:
-            self.wake()
+        stream takes over. The acknowledgements waiting are read first, unless the last read is
+        less than ``ack_read_interval`` old."""
+        loop = self._loop
+        if self._reading_paused and loop is not None and loop.time() - self._last_read >= self.ack_read_interval:
+            self._poll_acks()
+        writer, woken, acks = self._writer, self._woken, self._acks
+        if woken is None or woken.done() or writer is None or self._heartbeat_due or acks is None or acks.closed:
+            self._wake_stream()
             return
         transport = writer.transport
         while not self.window_full:
             if transport.is_closing() or transport.get_write_buffer_size():
-                self.wake()  # the stream sees the break, or drains before it writes more
+                self._wake_stream()  # the stream sees the break, or drains before it writes more
                 return
             batch = self.outbox.next_batch()
             if batch is None:
                 break
             self._send(writer, *batch)
-        if self.defer_acks and not self.window_full and not (self._owed & self.in_flight.keys()):
-            self._pause_reading()  # as the stream's wait would: nothing older to read
+        self._fit_reading()
 
     def _send(self, writer: asyncio.StreamWriter, body: bytes, tag: object) -> None:
         """A new batch into the window and onto the wire."""
         self.in_flight[body[: protocol.BATCH_ID_SIZE]] = (body, tag)
         writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
         self.sent += 1
-        self._last_sent = asyncio.get_running_loop().time()
+        self._last_sent = self._loop.time()  # type: ignore[union-attr]  # set by run() and stream()
 
     def heartbeat_soon(self) -> None:
         """Send a heartbeat as soon as the data waiting has gone (the backlog carries news for the peer)."""
@@ -323,7 +345,7 @@ class SendingSession:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self.defer_acks = False  # the acknowledgements are what we wait for now
-        self._resume_reading()
+        self._fit_reading()
         while unsent() or self.in_flight:
             if loop.time() >= deadline or (only_while_connected and not self.connected.is_set()):
                 return False
@@ -332,6 +354,7 @@ class SendingSession:
 
     async def run(self) -> None:
         """Connect, stream, reconnect with backoff; until cancelled."""
+        self._loop = asyncio.get_running_loop()
         backoff = Backoff(maximum=30.0)
         outbox = self.outbox
         while True:
@@ -362,100 +385,120 @@ class SendingSession:
             finally:
                 self.connected.clear()
                 self._writer = None
+                self._acks = None
                 self._reading_paused = False
+                self._late = self._unread = frozenset()
+                self._last_read = float("-inf")
                 writer.close()
                 outbox.on_disconnected()
 
     async def stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Send over one opened session until it breaks (raises why)."""
-        acks = asyncio.ensure_future(self._read_acks(reader))
-        loop = asyncio.get_running_loop()
-        try:
-            for body, _ in self.in_flight.values():
-                writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
-                self.resent += 1
-            await writer.drain()
-            self._last_sent = loop.time()
-            while True:
-                if acks.done():
-                    acks.result()  # raises why the peer went away
-                    raise ConnectionError(f"connection closed by {self.outbox.peer_name}")
-                batch = None if self.window_full else self.outbox.next_batch()
-                if batch is not None:
-                    self._send(writer, *batch)
-                    await writer.drain()
+        acks = AckReader.take_over(reader, writer, self._acknowledged, self._connection_ended, self.outbox.peer_name)
+        self._acks = acks
+        loop = self._loop = asyncio.get_running_loop()
+        for body, _ in self.in_flight.values():
+            writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
+            self.resent += 1
+        await writer.drain()
+        self._last_sent = loop.time()
+        while True:
+            if acks.closed:
+                raise acks.error or ConnectionError(f"connection closed by {self.outbox.peer_name}")
+            batch = None if self.window_full else self.outbox.next_batch()
+            if batch is not None:
+                self._send(writer, *batch)
+                await writer.drain()
+                continue
+            wait = 0.0 if self._heartbeat_due else self._last_sent + self.heartbeat_interval - loop.time()
+            await self._wait_for_work(wait)
+            if self._heartbeat_due or loop.time() - self._last_sent >= self.heartbeat_interval:
+                self._poll_acks()  # the peer may be gone: no heartbeat into a closed connection
+                if acks.closed:
                     continue
-                wait = 0.0 if self._heartbeat_due else self._last_sent + self.heartbeat_interval - loop.time()
-                await self._wait_for_work(acks, wait)
-                if not acks.done() and (
-                    self._heartbeat_due or loop.time() - self._last_sent >= self.heartbeat_interval
-                ):
-                    self._heartbeat_due = False
-                    backlog = json.dumps(self.outbox.backlog()).encode()
-                    writer.write(protocol.encode_frame(protocol.HEARTBEAT, backlog))
-                    await writer.drain()
-                    self._last_sent = loop.time()
-        finally:
-            acks.cancel()
+                self._heartbeat_due = False
+                backlog = json.dumps(self.outbox.backlog()).encode()
+                writer.write(protocol.encode_frame(protocol.HEARTBEAT, backlog))
+                await writer.drain()
+                self._last_sent = loop.time()
 
-    async def _wait_for_work(self, acks: asyncio.Future, timeout: float) -> None:
-        """Until an acknowledgement comes, new data comes (when the window has room),
-        the connection breaks, or ``timeout``. Called right after the outbox had nothing
-        or the window was full, with no await in between, so a wake-up cannot slip
-        past. One future and one timer, no task: this runs at every tick of the agent."""
-        woken = asyncio.get_running_loop().create_future()
+    async def _wait_for_work(self, timeout: float) -> None:
+        """Until an acknowledgement comes (when the window is full), new data comes (when the
+        window has room), the connection breaks, or ``timeout``. Called right after the outbox
+        had nothing or the window was full, with no await in between, so a wake-up cannot slip
+        past. One future and one timer, no task."""
+        loop = self._loop
+        assert loop is not None
+        woken = loop.create_future()
 
         def wake(*_: object) -> None:
             if not woken.done():
                 woken.set_result(None)
 
-        timer = asyncio.get_running_loop().call_later(max(0.0, timeout), wake)
-        acks.add_done_callback(wake)
+        timer = loop.call_later(max(0.0, timeout), wake)
         self._waiting, self._woken = wake, woken
-        if self.defer_acks and not self.window_full and not (self._owed & self.in_flight.keys()):
-            self._pause_reading()
+        self._fit_reading()
         try:
             await woken
         finally:
             self._waiting = self._woken = None
             timer.cancel()
-            acks.remove_done_callback(wake)
-            self._resume_reading()
 
-    def _pause_reading(self) -> None:
-        if self._writer is not None and not self._reading_paused:
-            self._writer.transport.pause_reading()
+    # -- reading the acknowledgements ------------------------------------------
+
+    def _reading_needed(self) -> bool:
+        """Whether the transport must read now, waking us for each acknowledgement: unless they
+        can wait for the next poll (``defer_acks``, plain TCP, at most half the window in flight,
+        no batch late: unacknowledged at two polls in a row, or at a poll after reading stopped)."""
+        acks = self._acks
+        if acks is None or not (self.defer_acks and acks.can_poll):
+            return True
+        return len(self.in_flight) > self.max_in_flight // 2 or not self._late.isdisjoint(self.in_flight)
+
+    def _fit_reading(self) -> None:
+        acks = self._acks
+        if acks is None or acks.closed:
+            return
+        if self._reading_needed():
+            if self._reading_paused:
+                self._reading_paused = False
+                acks.transport.resume_reading()
+        elif not self._reading_paused:
             self._reading_paused = True
+            self._unread = set(self.in_flight)
+            acks.transport.pause_reading()
 
-    def _resume_reading(self) -> None:
-        if self._reading_paused:
-            self._reading_paused = False
-            self._owed = set(self.in_flight)
-            if self._writer is not None:
-                self._writer.transport.resume_reading()
+    def _poll_acks(self) -> None:
+        """Read the acknowledgements waiting in the socket, while the transport does not."""
+        if self._reading_paused and self._acks is not None and self._loop is not None:
+            self._last_read = self._loop.time()
+            self._acks.poll()
+            if self.in_flight:
+                self._late = self._unread.intersection(self.in_flight)
+                self._unread = set(self.in_flight)
+            else:
+                self._late = self._unread = frozenset()
 
-    async def _read_acks(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            # read_frame(reader) without deadlines (there are none here): no wait_for around each read
-            header = await reader.readexactly(protocol.HEADER_SIZE)
-            kind, payload = protocol.split_frame(await reader.readexactly(protocol.frame_length(header)))
-            if kind != protocol.ACK:
-                raise protocol.ProtocolError(f"unexpected frame {kind!r} from {self.outbox.peer_name}")
-            was_full = self.window_full
-            for batch_id in protocol.decode_acks(payload):
-                entry = self.in_flight.pop(batch_id, None)
-                if entry is None:
-                    continue  # acknowledged twice, or taken back after a disconnection
-                self.acknowledged += 1
-                self.outbox.on_acknowledged(entry[1])
-            if self._waiting is None:
-                continue
-            if was_full or not self.defer_acks:
-                self._waiting()
-            elif not (self._owed & self.in_flight.keys()):
-                # Deferring: with room in the window an acknowledgement gives the waiting stream
-                # nothing to do; reading just stops again (as the wait would), without a pass of it.
-                self._pause_reading()
+    def _acknowledged(self, batch_ids: list[bytes]) -> None:
+        """The peer holds these batches: out of the window, and the owner told."""
+        was_full = self.window_full
+        for batch_id in batch_ids:
+            entry = self.in_flight.pop(batch_id, None)
+            if entry is None:
+                continue  # acknowledged twice, or taken back after a disconnection
+            self.acknowledged += 1
+            self.outbox.on_acknowledged(entry[1])
+        if self._waiting is None:
+            return
+        if was_full or not self.defer_acks:
+            self._waiting()
+        elif not self._reading_paused:
+            self._fit_reading()  # read on arrival: the next acknowledgements may wait for the next poll again
+
+    def _connection_ended(self, acks: AckReader) -> None:
+        """The peer closed the connection or it broke (:meth:`stream` raises why)."""
+        if acks is self._acks and self._waiting is not None:
+            self._waiting()
 
 
 # == Server half ===============================================================
