@@ -252,7 +252,7 @@ def encode_batches(samples: list[Block], new_batch_id: Callable[[], bytes]) -> l
     if _BLOCK_HEADER + sum([len(sample.paths) for sample in samples]) + len(samples) + 16 * count <= room:
         if not count:
             return []  # samples without datapoints make no batch
-        return [encode_joined(samples, len(samples), new_batch_id())]
+        return [encode_joined(samples, sum([sample.samples for sample in samples]), new_batch_id())]
     joined: list[Block] = []
     chunk: list[Block] = []
     size = _BLOCK_HEADER
