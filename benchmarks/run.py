@@ -237,16 +237,30 @@ def show_http(result: dict) -> str:
 
 
 def show_idle(result: dict) -> str:
-    rows = [[label, number(result[key]["rate"]), number(result[key]["cpu_percent"]), number(result[key]["loss"]),
-             number(result[key]["rss_mb"]), number(result[key]["foreign_percent"]),
-             ", ".join(number(row["rate"]) for row in result["rounds"][key])]
-            for label, key in (("plain relay", "plain"), ("[http] + stream + alarms, no client", "idle"))]  # fmt: skip
-    header = ["lmaster, 16 connections, D frames", "delivered dp/s", "CPU %", "lost", "RSS MB", "others' CPU %",
-              "every round dp/s"]  # fmt: skip
+    labels = {"plain": "plain relay", "idle": "[http] + stream + alarms, no client"}
+    rounds = sorted((row["round"], key, row) for key in labels for row in result["rounds"][key])
+    per_round = table(
+        ["round", "lmaster", "delivered dp/s", "lmaster CPU %", "CPU % per M dp/s", "load core %", "lost",
+         "others' CPU %"],
+        [[str(index), labels[key], number(row["rate"]), number(row["cpu_percent"]),
+          number(row["cpu_per_million"], 1), number(row["load_core_percent"]), number(row["loss"]),
+          number(row["foreign_percent"])] for index, key, row in rounds],
+    )  # fmt: skip
+    summary = table(
+        ["lmaster, 16 connections, D frames", "median dp/s", "best dp/s", "median CPU % per M dp/s", "RSS MB"],
+        [[labels[key], number(result["median_rate"][key]), number(result[key]["rate"]),
+          number(result["cpu_per_million"][key], 1), number(result[key]["rss_mb"])] for key in labels],
+    )  # fmt: skip
     rules = "; ".join(f"{metric} {operator} {value:g}" for _, metric, operator, value in result["alarm_rules"])
-    return table(header, rows) + (
-        f"\nidle cost: the relay keeps {number(100 * result['ratio'], 1) if result['ratio'] else '-'} % "
-        f"of its plain rate; alarm rules: {rules}"
+
+    def percent(ratio: float | None) -> str:
+        return f"{number(100 * ratio, 1)} %" if ratio else "-"
+
+    return (
+        f"{per_round}\n\n{summary}\n"
+        f"idle cost: the relay keeps {percent(result['ratio'])} of its plain rate (judged: {result['judged']}); "
+        f"best rounds: {percent(result['ratio_best'])}; CPU per datapoint, plain over idle: "
+        f"{percent(result['cpu_ratio'])}; alarm rules: {rules}"
     )
 
 

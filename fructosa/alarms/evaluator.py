@@ -35,7 +35,7 @@ from operator import itemgetter
 
 from ..taps import Tap
 from ..wire.blocks import Block
-from .matching import LayoutPlan, RuleIndex, RuleRuntime
+from .matching import DECIDING, LayoutPlan, RuleIndex, RuleRuntime
 from .rules import JOB_IDLE, NODE_SILENT, OPERATORS, Rule, State, aggregate, step
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,6 @@ class Transition:
     """How many keys of the rule fire after this change."""
 
 
-_DECIDING = {">": max, ">=": max, "<": min, "<=": min}
-"""For an operator that holds for some value of a set exactly when it holds for the set's largest (smallest)
-value: that function."""
 _VALUE = itemgetter(1)
 
 
@@ -207,12 +204,13 @@ class AlarmEvaluator(Tap):
                     self.dropped_keys += len(paths)
                     continue
                 series = runtime.series[key] = {}
-            for path, value in zip(paths, values_of(values), strict=True):
+            picked = values_of(values)
+            for path, value in zip(paths, picked, strict=True):
                 series[path] = (now, value)
-            if at_once:
-                dirty.append((runtime, key))
-            else:
+            if not at_once:
                 runtime.dirty.add(key)
+            elif not runtime.stays_quiet(key, picked):
+                dirty.append((runtime, key))
         return dirty
 
     def _feed(
@@ -270,6 +268,7 @@ class AlarmEvaluator(Tap):
             self._set(runtime, key, value is not None and rule.holds(value), value, now)
 
     def _set(self, runtime: RuleRuntime, key: str, holds: bool, value: float | None, now: float) -> None:
+        runtime.shown_later.discard(key)  # the state built here has its value
         old = runtime.states.get(key, _OK)
         new = step(runtime.rule.for_seconds, old, holds, value, now)
         runtime.states[key] = new
@@ -338,6 +337,7 @@ class AlarmEvaluator(Tap):
     def _prune(self, now: float) -> None:
         horizon = now - self.settings.stale_after
         for runtime in list(self.runtimes.values()):
+            runtime.settle()  # the values shown are those of the series as they were evaluated
             for key in list(runtime.series):
                 series = runtime.series[key]
                 for path in [path for path, (when, _) in series.items() if when < horizon]:
@@ -352,11 +352,13 @@ class AlarmEvaluator(Tap):
     # -- reading -------------------------------------------------------------------------------------
 
     def states(self, name: str) -> dict[str, State]:
-        return dict(self.runtimes[name].states)
+        runtime = self.runtimes[name]
+        runtime.settle()
+        return dict(runtime.states)
 
     def current(self, name: str) -> float | None:
         """The value to show for a rule: a firing key's, else the most recent one compared."""
-        states = list(self.runtimes[name].states.values())
+        states = list(self.states(name).values())
         firing = [state for state in states if state.status == "firing"]
         chosen = firing or states
         return chosen[-1].value if chosen else None
@@ -380,7 +382,7 @@ def _node_holds(rule: Rule, series: dict[str, tuple[float, float]]) -> tuple[boo
     operator_name, threshold = rule.operator, rule.value
     operator = OPERATORS[operator_name]
     values = list(map(_VALUE, series.values()))
-    deciding = _DECIDING.get(operator_name)
+    deciding = DECIDING.get(operator_name)
     if deciding is not None:
         total = sum(values)
         if total == total:  # no NaN among them

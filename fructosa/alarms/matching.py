@@ -22,19 +22,28 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 
-from .rules import CLUSTER_KEY, CLUSTER_TARGETS, Rule, State, glob_regex, job_of, literal_tail
+from .rules import CLUSTER_KEY, CLUSTER_TARGETS, OPERATORS, Rule, State, glob_regex, job_of, literal_tail
 
 MAX_CACHED_PATHS = 200_000
 MAX_CACHED_LAYOUTS = 20_000
+DECIDING = {">": max, ">=": max, "<": min, "<=": min}
+"""For an operator that holds for some value of a set exactly when it holds for the set's largest (smallest)
+value: that function."""
 
 
 class RuleRuntime:
     """One rule's series and states, by key (node, job id or ``cluster``).
 
     ``series[key]`` maps each path feeding the key to ``(arrival time, value)``, in the order the paths first
-    came; ``dirty`` holds the keys to evaluate at the next tick (cluster rules)."""
+    came; ``dirty`` holds the keys to evaluate at the next tick (cluster rules).
 
-    __slots__ = ("rule", "regex", "series", "states", "dirty", "kind")
+    ``shown_later`` holds node keys that stayed ``ok`` (or ``resolved``) through their last block: their state
+    in ``states`` is the one before that block, unchanged but for its value, which is the value shown when
+    nothing holds, their series' last value; :meth:`settle` writes it in before the states are read or the
+    series change other than by a block (which evaluates the key again). Most keys of most rules never
+    fire, so most blocks then build no state at all."""
+
+    __slots__ = ("rule", "regex", "series", "states", "dirty", "kind", "extreme", "operator", "shown_later")
 
     def __init__(self, rule: Rule, kind: str = "threshold") -> None:
         self.rule = rule
@@ -43,6 +52,38 @@ class RuleRuntime:
         self.states: dict[str, State] = {}
         self.dirty: set[str] = set()
         self.kind = kind
+        self.operator = OPERATORS[rule.operator]
+        self.extreme = DECIDING.get(rule.operator) if kind == "threshold" and rule.target == "node" else None
+        """For a node threshold rule with an ordering operator, the function (max or min) whose value alone
+        decides whether the rule holds for a set of values; else None."""
+        self.shown_later: set[str] = set()
+
+    def stays_quiet(self, key: str, values: tuple[float, ...]) -> bool:
+        """Whether the node ``key``, just fed ``values``, stays as it was but for its value; then it joins
+        :attr:`shown_later`. False when it must be evaluated: a value holds, a NaN (no extreme), an operator
+        that no extreme decides, a key new, pending or firing.
+
+        The key's other series need no look: a key is ``ok`` or ``resolved`` only after an evaluation found
+        no value of its series holding, and every value fed since was judged here or evaluated, while a prune
+        only takes values away."""
+        extreme = self.extreme
+        if extreme is None:
+            return False
+        total = sum(values)
+        if total != total or self.operator(extreme(values), self.rule.value):
+            return False
+        state = self.states.get(key)
+        if state is None or (state.status != "ok" and state.status != "resolved"):
+            return False  # (a new key: evaluated, so that it takes its place among the states as it always did)
+        self.shown_later.add(key)
+        return True
+
+    def settle(self) -> None:
+        """Write the shown value into every state of :attr:`shown_later` (what evaluating it gave)."""
+        states, series = self.states, self.series
+        for key in self.shown_later:
+            states[key] = states[key]._replace(value=next(reversed(series[key].values()))[1])
+        self.shown_later.clear()
 
     def key_of(self, node: str, job: str | None) -> str | None:
         target = self.rule.target

@@ -51,6 +51,8 @@ _MARKER = b".SlurmJobs.job_"
 POINT_BYTES = 24
 EXPIRE_INTERVAL = 10.0
 """Seconds between two passes ending silent jobs and forgetting old ones."""
+MAX_CACHED_LAYOUTS = 20_000
+"""Block layouts known to hold no job datapoint (oldest out first): about one per agent."""
 
 
 @dataclass(frozen=True)
@@ -184,14 +186,27 @@ class JobTracker(Tap):
         self.slurm_attached = False
         self.on_ended: Callable[[JobRecord], None] | None = None
         """Called once per job that ends (lmaster asks Slurm for its allocated memory)."""
+        self._without_jobs: dict[tuple[int, int, int], None] = {}
+        """Block layouts (the hash and length of the path bytes and the datapoint count, as the other taps key
+        theirs) seen lately without a SlurmJobs datapoint: an agent sends the same paths block after block, and
+        the blocks of a node running no job hold none, so such a block costs one lookup, not a search of its
+        path bytes. Layouts with job datapoints are not kept: each job changes its nodes' layouts, and their
+        positions would cost memory per job and node."""
 
     # -- feeds -------------------------------------------------------------------------------------
 
     def observe(self, block: Block, host: str | None) -> None:
-        if _MARKER not in block.paths:
+        paths = block.paths
+        layout = (hash(paths), len(paths), len(block.times))
+        if layout in self._without_jobs:
+            return
+        if _MARKER not in paths:
+            self._without_jobs[layout] = None
+            if len(self._without_jobs) > MAX_CACHED_LAYOUTS:
+                del self._without_jobs[next(iter(self._without_jobs))]
             return
         times, values = block.times, block.values
-        for index, path in enumerate(block.paths.split(b"\n")):
+        for index, path in enumerate(paths.split(b"\n")):
             if _MARKER not in path:
                 continue
             parts = path.decode("ascii").split(".")
