@@ -39,6 +39,7 @@ fill it or take the names of future segments.
 
 from __future__ import annotations
 
+import binascii
 import errno
 import fcntl
 import logging
@@ -46,7 +47,6 @@ import os
 import stat
 import struct
 import time
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -249,7 +249,7 @@ class Spool:
         return (self._read_segment, self._read_offset) < (last.number, last.size)
 
     def append(self, payload: bytes) -> None:
-        record = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+        record = _HEADER.pack(MAGIC, len(payload), binascii.crc32(payload)) + payload
         if not self._segments or self._segments[-1].size + len(record) > self.segment_bytes:
             self._start_segment()
         segment = self._segments[-1]
@@ -430,7 +430,7 @@ def _record_end(data: bytes, offset: int) -> int | None:
         return None
     magic, length, crc = _HEADER.unpack_from(data, offset)
     end = offset + HEADER_SIZE + length
-    if magic != MAGIC or end > len(data) or zlib.crc32(data[offset + HEADER_SIZE : end]) != crc:
+    if magic != MAGIC or end > len(data) or binascii.crc32(data[offset + HEADER_SIZE : end]) != crc:
         return None
     return end
 

@@ -50,6 +50,7 @@ AGENT_NEVER = (
     "logging.handlers", "pickle",  # logs.RotatingLogFile; S frames (wire/plain_pickle.py) are lmaster's
     "daemon", "difflib",  # python-daemon when detaching; a misspelt configuration's hint
     "random", "bisect",  # backoff.jitter uses os.urandom
+    "platform", "zlib",  # the hello's platform fact from uname (agent/facts.py); the spool's CRC from binascii
     "argparse", "gettext", "fructosa.cli_parser",  # a plain 'start' is read by cli.plain_start
     "pathlib", "urllib.parse", "ipaddress", "ntpath",  # the spool uses os.path
     "fructosa.config.effective",  # 'check' prints the effective configuration, 'start' does not
@@ -72,6 +73,8 @@ for section in cfg.sensors:
     sensor = REGISTRY[section.name]()
     sensor.start()
     sensor.measure()
+from fructosa.agent.facts import hello_facts
+hello_facts({})  # the first hello's facts
 print(json.dumps({"modules": sorted(name for name, module in sys.modules.items() if module is not None)}))
 """
 
