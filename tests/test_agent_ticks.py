@@ -14,7 +14,8 @@ import psutil
 import pytest
 
 from fructosa.adaptive import AdaptivePlan
-from fructosa.agent.scheduler import Lane, ScheduledSensor, SensorScheduler
+from fructosa.agent.lanes import Lane
+from fructosa.agent.scheduler import ScheduledSensor, SensorScheduler
 from fructosa.config import SensorConfig
 from fructosa.sensors import REGISTRY, Sensor, register
 from fructosa.sensors.disk import file_system_type

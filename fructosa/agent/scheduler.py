@@ -14,7 +14,7 @@ A sensor that only reads kernel counters (``Sensor.blocking`` false: /proc,
 at that tick. Those that may block for long (DiskUsage on a hung NFS mount,
 scontrol, an HTTP scrape, NVML, walking every process) never run on the
 loop: the ones due at one tick are measured one after the other on one
-worker thread (a :class:`Lane`; one thread hop per tick), after those on
+worker thread (a :class:`~fructosa.agent.lanes.Lane`; one thread hop per tick), after those on
 the loop, while the loop, with nothing else due before the next tick, waits
 for them (no two threads fighting for the GIL). A watchdog gives a lane
 :data:`LANE_PATIENCE` seconds: a sensor still measuring then keeps that
@@ -31,17 +31,13 @@ import asyncio
 import logging
 import math
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from ..adaptive import AdaptivePlan, next_due
 from ..config import SensorConfig
 from ..ratelog import RateLimitedLog
 from ..sensors import REGISTRY, Sensor, SensorUnsupported
-
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
+from .lanes import LANE_PATIENCE, LaneRunner
 
 log = logging.getLogger(__package__)
 
@@ -49,8 +45,6 @@ SAME_TICK = 0.001
 """Seconds within which grid points count as one tick (they differ only by rounding)."""
 HUNG_AFTER = 60.0
 """Seconds a measurement on a worker thread may take before the watchdog logs it as hung."""
-LANE_PATIENCE = 1.0
-"""Seconds the sensors of a lane wait behind a slow one before they move to another thread."""
 
 
 class ScheduledSensor:
@@ -72,51 +66,6 @@ class ScheduledSensor:
     @property
     def name(self) -> str:
         return self.config.name
-
-
-class Lane:
-    """Sensors due at one tick that may block, measured one after the other on one worker thread.
-
-    :meth:`run` is the thread's side; :meth:`take_over` is the watchdog's: the
-    sensor being measured stays on this thread, those not begun are handed back
-    to go on elsewhere. Results pile up in ``results`` (sensor, value, error),
-    also the slow sensor's once it returns.
-    """
-
-    def __init__(self, entries: Iterable[ScheduledSensor]) -> None:
-        self.waiting = deque(entries)
-        self.results: list[tuple[ScheduledSensor, object, Exception | None]] = []
-        self.current: ScheduledSensor | None = None
-        self._lock = threading.Lock()
-        self._abandoned = False
-
-    def run(self) -> None:
-        while True:
-            with self._lock:
-                if self._abandoned or not self.waiting:
-                    return
-                entry = self.current = self.waiting.popleft()
-            assert entry.sensor is not None
-            try:
-                outcome: tuple[object, Exception | None] = (entry.sensor.measure_compact(), None)
-            except Exception as error:
-                outcome = (None, error)
-            with self._lock:
-                self.results.append((entry, *outcome))
-                self.current = None
-
-    def take_results(self) -> list[tuple[ScheduledSensor, object, Exception | None]]:
-        with self._lock:
-            results, self.results = self.results, []
-        return results
-
-    def take_over(self) -> tuple[ScheduledSensor | None, list[ScheduledSensor]]:
-        """Stop the lane after its current sensor: (that sensor or None, those not begun)."""
-        with self._lock:
-            self._abandoned = True
-            waiting = list(self.waiting)
-            self.waiting.clear()
-            return self.current, waiting
 
 
 class SensorScheduler:
@@ -153,8 +102,7 @@ class SensorScheduler:
         """Called at every tick with its loop time, after the sensors and before their samples are
         passed on: work due at the same grid point (the agent's self-report) rides on the tick.
         Each says whether it recorded a sample."""
-        self._lanes: set[asyncio.Task] = set()
-        self._executor: ThreadPoolExecutor | None = None
+        self.lanes = LaneRunner(self._settle)
         self._record_errors = RateLimitedLog(log, period=600.0)
 
     def start(self, config: SensorConfig) -> None:
@@ -196,7 +144,7 @@ class SensorScheduler:
 
     async def stop(self) -> None:
         tasks = [entry.task for _, entry in self.running.values() if entry.task is not None]
-        tasks.extend(self._lanes)
+        tasks.extend(self.lanes.tasks)
         self._stopped = True
         self._disarm()
         for task in tasks:
@@ -205,19 +153,9 @@ class SensorScheduler:
 
     def shutdown(self) -> None:
         """Leave hung measurements behind: their threads die with the process."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.lanes.shutdown()
 
     # -- starting ------------------------------------------------------------
-
-    def _workers(self) -> ThreadPoolExecutor:
-        """The lanes' threads: a new one only when every other is busy (a lane, or a sensor
-        it left behind), so at most one per sensor; none at all while no such sensor runs."""
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(max_workers=len(REGISTRY) + 1, thread_name_prefix="sensor")
-        return self._executor
 
     async def _start_on_thread(self, entry: ScheduledSensor) -> None:
         """``start()`` on a passing thread of its own (it may hang as ``measure()`` may)."""
@@ -353,7 +291,7 @@ class SensorScheduler:
             # The loop has nothing else to do until the next tick: it waits for the lane (up to
             # LANE_PATIENCE), so that no two threads fight for the GIL and the samples leave together.
             after = min((entry.due for _, entry in self.running.values()), default=math.inf)
-            self._start_lane(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - loop.time())))
+            self.lanes.start(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - loop.time())))
         for rider in self.riders:
             try:
                 if rider(now):
@@ -373,37 +311,6 @@ class SensorScheduler:
                 except Exception as error:  # the next tick must come all the same
                     self._record_errors.log(logging.ERROR, "recorded", "samples of a tick not passed on: %s: %s",
                                             type(error).__name__, error)  # fmt: skip
-
-    def _start_lane(self, entries: list[ScheduledSensor], wait: float = 0.0) -> None:
-        """Measure ``entries`` on a worker thread; the loop waits for them up to ``wait``
-        seconds (they usually take milliseconds: their samples then leave with the
-        others'), then lets them finish on their own."""
-        lane = Lane(entries)
-        measured = self._workers().submit(lane.run)
-        if wait:
-            try:
-                measured.result(timeout=wait)
-            except TimeoutError:
-                pass
-            else:
-                self._settle(lane.take_results(), asyncio.get_running_loop().time())
-                return
-        task = asyncio.create_task(self._follow_lane(lane, asyncio.wrap_future(measured), wait), name="sensor-lane")
-        self._lanes.add(task)
-        task.add_done_callback(self._lanes.discard)
-
-    async def _follow_lane(self, lane: Lane, measured: asyncio.Future, waited: float) -> None:
-        loop = asyncio.get_running_loop()
-        done, _ = await asyncio.wait({measured}, timeout=LANE_PATIENCE - waited)
-        if not done:  # the watchdog: whoever has not begun goes on elsewhere
-            slow, waiting = lane.take_over()
-            self._settle(lane.take_results(), loop.time())
-            if waiting:
-                self._start_lane(waiting)
-            if slow is None:
-                return
-            await measured  # the slow one keeps this thread until it returns
-        self._settle(lane.take_results(), loop.time())
 
     def _settle(self, results: list[tuple[ScheduledSensor, object, Exception | None]], now: float) -> None:
         for entry, value, error in results:
