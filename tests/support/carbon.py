@@ -448,8 +448,9 @@ class CarbonCache:
 
         carbon-cache receives into memory and writes whisper files from a
         background thread (sleeping ~1 s when idle), so data shows up with a
-        delay: polling is the only readiness check. The default predicate waits
-        for at least one point. The default deadline is long (a loaded 2-core
+        delay: polling is the only readiness check. It waits for at least one
+        point (a whisper file is created before its first point is written), then
+        for ``predicate``. The default deadline is long (a loaded 2-core
         machine holds agents, lmaster and carbon-cache up for seconds) and
         costs nothing when the data comes. On timeout raises AssertionError
         naming the metrics that do exist, which usually reveals a path typo.
@@ -462,7 +463,7 @@ class CarbonCache:
             except (FileNotFoundError, whisper.CorruptWhisperFile):
                 pass  # not created yet, or caught mid-creation
             else:
-                if predicate(last):
+                if last and predicate(last):  # a file just created holds no point yet: predicates read points[-1]
                     return last
             if not self.running:
                 raise CarbonError(f"carbon-cache is not running; log:\n{tail(self.log_path)}")
