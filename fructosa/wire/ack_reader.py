@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from . import protocol
 
@@ -206,3 +206,28 @@ class AckReader(asyncio.BufferedProtocol):
         self.closed = True
         self.error = error
         self.on_closed(self)
+
+
+class LateBatches:
+    """The batches whose acknowledgement is late while the transport does not read: a batch in
+    flight when reading stopped, or at one poll, and still unacknowledged at the next poll. The
+    transport then reads until they are acknowledged (a late acknowledgement, or a peer going away
+    right then, is not left waiting for another tick)."""
+
+    def __init__(self) -> None:
+        self._unread: frozenset[bytes] | set[bytes] = frozenset()
+        """Batches in flight when the transport last stopped reading or at the last poll."""
+        self._late: frozenset[bytes] | set[bytes] = frozenset()
+
+    def reading_stopped(self, in_flight: Collection[bytes]) -> None:
+        self._unread = set(in_flight)
+
+    def polled(self, in_flight: Collection[bytes]) -> None:
+        if in_flight:
+            self._late = self._unread.intersection(in_flight)
+            self._unread = set(in_flight)
+        else:
+            self._late = self._unread = frozenset()
+
+    def any_in(self, in_flight: Collection[bytes]) -> bool:
+        return not self._late.isdisjoint(in_flight)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from ..backoff import Backoff
 from ..ratelog import RateLimitedLog
 from . import auth, protocol
-from .ack_reader import AckReader
+from .ack_reader import AckReader, LateBatches
 
 if TYPE_CHECKING:
     import ssl  # named only: lagent without TLS keeps ssl out (wire.auth.keep_openssl_out)
@@ -261,13 +261,9 @@ class SendingSession:
         """The current connection's acknowledgement reader."""
         self._reading_paused = False
         """Whether the transport is told not to read (the acknowledgements are polled instead)."""
-        self._unread: frozenset[bytes] | set[bytes] = frozenset()
-        """Batches in flight when the transport last stopped reading or at the last poll."""
         self._last_read = float("-inf")
         """Loop time of the last poll."""
-        self._late: frozenset[bytes] | set[bytes] = frozenset()
-        """Those of them still unacknowledged at the poll after: the transport reads until they are
-        acknowledged (a late acknowledgement, or a peer going away right then)."""
+        self._late = LateBatches()
         self._connect_log = RateLimitedLog(log, period=300.0)
 
     def new_batch_id(self) -> bytes:
@@ -387,7 +383,7 @@ class SendingSession:
                 self._writer = None
                 self._acks = None
                 self._reading_paused = False
-                self._late = self._unread = frozenset()
+                self._late = LateBatches()
                 self._last_read = float("-inf")
                 writer.close()
                 outbox.on_disconnected()
@@ -453,7 +449,7 @@ class SendingSession:
         acks = self._acks
         if acks is None or not (self.defer_acks and acks.can_poll):
             return True
-        return len(self.in_flight) > self.max_in_flight // 2 or not self._late.isdisjoint(self.in_flight)
+        return len(self.in_flight) > self.max_in_flight // 2 or self._late.any_in(self.in_flight)
 
     def _fit_reading(self) -> None:
         acks = self._acks
@@ -465,7 +461,7 @@ class SendingSession:
                 acks.transport.resume_reading()
         elif not self._reading_paused:
             self._reading_paused = True
-            self._unread = set(self.in_flight)
+            self._late.reading_stopped(self.in_flight)
             acks.transport.pause_reading()
 
     def _poll_acks(self) -> None:
@@ -473,11 +469,7 @@ class SendingSession:
         if self._reading_paused and self._acks is not None and self._loop is not None:
             self._last_read = self._loop.time()
             self._acks.poll()
-            if self.in_flight:
-                self._late = self._unread.intersection(self.in_flight)
-                self._unread = set(self.in_flight)
-            else:
-                self._late = self._unread = frozenset()
+            self._late.polled(self.in_flight)
 
     def _acknowledged(self, batch_ids: list[bytes]) -> None:
         """The peer holds these batches: out of the window, and the owner told."""
