@@ -212,9 +212,10 @@ def test_job_series_reach_whisper_and_count_returns_to_zero(
                 (first, *_) = carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.cpu_percent", timeout=60)
                 used = lifetime_share(pids)  # the job's life so far, a later and longer window than the figure's
                 # A busy job (a sleeping one reads 0), never more than the one CPU a single loop can use. On a loaded
-                # machine its share moves from second to second (44 % in the figure's window, 66 % over the life
-                # were seen), so the figure is held to a third of the life's share, not to a few points of it.
-                assert used > 10 and max(10, used / 3) < first[1] <= 105, (first, used)
+                # machine its share moves from second to second (16 % in the figure's window, 60 % over the life
+                # were seen in CI), so the figure is only held to "busy";
+                # test_sensor_measures_a_real_job_between_two_reads compares one with the job's own CPU time.
+                assert used > 10 and 2 < first[1] <= 105, (first, used)
                 assert carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.processes")[-1][1] >= 1
                 assert carbon.wait_for(f"{HOST}.SlurmJobs.job_{job}.rss")[-1][1] > 0
                 carbon.wait_for(count_path, lambda series: any(value >= 1 for _, value in series))
