@@ -40,6 +40,7 @@ from benchmarks import (  # noqa: E402
     stream,
 )
 from benchmarks.measure import IDLE_WAIT, SNAPSHOT_VARIABLE, machine, wait_for_idle  # noqa: E402
+from benchmarks.side_by_side import round_ratio  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict]] = {
     "relay": relay.run,
@@ -115,15 +116,15 @@ def show_agent(result: dict) -> str:
         if "skipped" in row:
             rows.append([row["agent"], row["skipped"], "", "", "", "", "", ""])
             continue
-        rows.append([row["agent"], number(row["cpu_percent"], 3), number(row["cpu_percent_schedstat"], 3),
+        rows.append([row["agent"], number(row["cpu_percent_schedstat"], 3), number(row["cpu_percent"], 3),
                      number(row["rss_mb"], 1), number(row.get("wakeups_per_s"), 2), number(row.get("threads")),
                      number(row["datapoints_per_s"], 1), number(row.get("foreign_percent"))])  # fmt: skip
     lines = [
         table(
             [
                 "agent (1 s sensors)",
-                "CPU % (utime+stime)",
                 "CPU % (schedstat)",
+                "CPU % (utime+stime)",
                 "RSS MB",
                 "wakeups/s",
                 "threads",
@@ -133,8 +134,30 @@ def show_agent(result: dict) -> str:
             rows,
         )  # fmt: skip
     ]
+    records = result.get("rounds", [])
+    if records:
+        lines.append(f"  lagent, collectd and the loop: side by side at once on core 0, {len(records)} rounds; each "
+                     "figure the median of the rounds (shipped conf: alone, one window)")  # fmt: skip
+        labels = list(records[0]["agents"])
+        per_round = [
+            [str(record["round"]), ", ".join(record["start_order"]),
+             " / ".join(f"{record['phase_ms'][label]:.0f}" for label in labels),
+             f"{record['closest_ms']:.0f} / {record['closest_ms_after']:.0f}", str(record["restarts"]),
+             *(f"{record['agents'][label]['cpu_percent_schedstat']:.3f} ({record['agents'][label]['cpu_percent']:.3f})"
+               for label in labels),
+             *(number(round_ratio(record, "lagent", ratio["versus"]), 2) for ratio in result["ratios"]),
+             number(record["foreign_percent"], 1)]
+            for record in records
+        ]  # fmt: skip
+        lines += ["", table(["round", "start order", f"phase ms ({' / '.join(labels)})", "closest ms (before / after)",
+                             "restarts", *(f"{label} CPU % (ticks)" for label in labels),
+                             *(f"lagent / {ratio['versus']}" for ratio in result["ratios"]), "others %"],
+                            per_round), ""]  # fmt: skip
     for ratio in result["ratios"]:
-        lines.append(f"  lagent / {ratio['versus']}: CPU {number(ratio['cpu'], 2)}×, RSS {number(ratio['rss'], 2)}×")
+        rounds = ", ".join(f"{value:.2f}" for value in ratio.get("cpu_rounds", []))
+        lines.append(f"  lagent / {ratio['versus']}: CPU {number(ratio['cpu'], 2)}× (schedstat, median of rounds "
+                     f"{rounds}; utime+stime {number(ratio.get('cpu_ticks'), 2)}×), "
+                     f"RSS {number(ratio['rss'], 2)}×")  # fmt: skip
     kinds = result.get("install_kinds")
     if kinds:
         lines += [
