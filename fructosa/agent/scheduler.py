@@ -50,9 +50,16 @@ HUNG_AFTER = 60.0
 class ScheduledSensor:
     """One configured sensor: its instance, where it runs, and when it is next due."""
 
+    __slots__ = ("config", "name", "sensor", "read", "on_thread", "due", "task", "busy_since", "hung_logged", "errors")
+    # Slots: a tick reads a few attributes of every entry, and at one tick a second they are not in
+    # the CPU's caches; in the object itself, not in a dict of its own, they take fewer cache lines.
+
     def __init__(self, config: SensorConfig) -> None:
         self.config = config
+        self.name = config.name
         self.sensor: Sensor | None = None
+        self.read: Callable[[], object] = _not_started
+        """The sensor's :meth:`~fructosa.sensors.Sensor.compact_reader`, once it started."""
         self.on_thread = True
         """Measured on a worker thread (it may block); decided once the sensor started."""
         self.due = math.inf
@@ -63,9 +70,9 @@ class ScheduledSensor:
         self.hung_logged = False
         self.errors = RateLimitedLog(log, period=600.0)
 
-    @property
-    def name(self) -> str:
-        return self.config.name
+
+def _not_started() -> object:
+    raise RuntimeError("measured before it started")
 
 
 class SensorScheduler:
@@ -194,6 +201,7 @@ class SensorScheduler:
         try:
             start()
             entry.on_thread = entry.sensor.may_block()
+            entry.read = entry.sensor.compact_reader()
         except Exception as error:  # a sensor must not take the agent down
             log.error("sensor %s failed to start: %s", entry.name, error)
             return
@@ -213,7 +221,10 @@ class SensorScheduler:
         """Arm the timer for the earliest due time (a tick re-arms it once it is over)."""
         if self._ticking or self._stopped or self._loop is None:
             return
-        due = min((entry.due for _, entry in self.running.values()), default=math.inf)
+        due = math.inf
+        for _, entry in self.running.values():  # a loop, not min() of a generator: one code object less per tick
+            if entry.due < due:
+                due = entry.due
         if due == self._armed:
             return
         self._disarm()
@@ -256,10 +267,9 @@ class SensorScheduler:
                 entry.busy_since = now
                 lane.append(entry)
                 continue
-            sensor, config = entry.sensor, entry.config
-            assert sensor is not None
+            config = entry.config
             try:
-                value = sensor.measure_compact()
+                value = entry.read()  # the sensor's measure_compact, or its psutil call itself
             except Exception as error:
                 self._failed(entry, error)
                 self._reschedule(entry, loop.time())
