@@ -274,3 +274,19 @@ def test_the_self_report_rides_on_the_tick_of_the_same_grid_point() -> None:
             times[path.split(".")[1]].add(when)
     assert len(times["fructosa"]) >= 2
     assert times["fructosa"] <= times["CounterTestSensor"]  # taken with a tick's samples, never on its own
+
+
+def test_a_waiter_on_the_queue_is_woken_by_the_next_put_and_the_flag_follows_the_queue() -> None:
+    async def scenario() -> None:
+        queue: SampleQueue[str] = SampleQueue(max_samples=10)
+        queue.put("early", 2)
+        assert queue.nonempty.is_set()  # made on first use: set, samples were queued before
+        assert queue.take(10) == ["early"] and not queue.nonempty.is_set()
+        waiter = asyncio.create_task(queue.nonempty.wait())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        queue.put("tick", 3)
+        await asyncio.wait_for(waiter, timeout=10)
+        assert queue.nonempty.is_set() and queue.take(10) == ["tick"] and not queue.nonempty.is_set()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))

@@ -152,7 +152,8 @@ class LayoutCache:
                 layouts[host, sensor][1] for sensor in taken if layouts[host, sensor][2]
             )
         self.hits += len(taken)
-        self._last_tick = (host, tuples, paths) if tuples is not None and not left else None
+        if tuples is not None and not left:  # another tick (the self-report's) leaves the last one as it was
+            self._last_tick = (host, tuples, paths)
         return Block(paths, array("d", (when,)) * len(values), values, len(taken)), left
 
     def _same_tick(self, host: str, when: float, samples: list[tuple[str, object]]) -> Block | None:
