@@ -60,11 +60,12 @@ def datapoints_of(blocks: list[Block | None]) -> list:
 def test_a_tick_block_carries_what_the_samples_one_by_one_carry(first: list, repeats: list[int], when: float) -> None:
     cache = LayoutCache()
     samples = [(f"S{index}", value) for index, value in enumerate(first)]
-    ticks = [samples, samples]  # learnt, then remembered
+    ticks = [samples, samples, samples]  # learnt, then remembered, then the same tick again
     for shift in repeats:  # other leaves, or another sample's shape, in some places
         other_leaves = itertools.cycle([1, 2.5, math.nan, "t", True])
         ticks.append([(name, relabel(plain(value), other_leaves) if (index + shift) % 3 == 0 else value)
                       for index, (name, value) in enumerate(samples)])  # fmt: skip
+        ticks.append(samples)  # and back
     for tick in ticks:
         block, left = cache.tick_block(HOST, when, tick)
         left_ids = {id(sample) for sample in left}
@@ -103,6 +104,40 @@ def test_a_namedtuple_is_remembered_by_its_type_only_when_every_field_is_a_numbe
     one_by_one(cache, "N", 10.0, with_text("sda", 5))
     assert cache.block(HOST, "N", 11.0, with_text("sdb", 6)) is None  # kept as a dict's layout: no shortcut
     assert cache.block(HOST, "Mem", 12.0, reading(1, math.nan, 3)) is None  # left out by full flattening
+
+
+def test_the_same_tick_again_is_taken_as_the_last_one_and_any_difference_goes_the_long_way() -> None:
+    reading = collections.namedtuple("Reading", "total used percent")
+    swap = collections.namedtuple("Swap", "sin sout")
+    cache = LayoutCache()
+    tick = [("Mem", reading(8, 3, 37.5)), ("Swap", swap(1, 2))]
+    for name, value in tick:
+        one_by_one(cache, name, 10.0, value)
+    expected = [full_block(HOST, name, 11.0, plain(value)) for name, value in tick]
+    for _ in range(2):  # remembered from the layouts, then as the last tick
+        block, left = cache.tick_block(HOST, 11.0, tick)
+        assert left == [] and block is not None and block.samples == 2
+        assert block.encode() == Block.of(datapoints_of(expected), samples=2).encode()
+    assert cache._last_tick is not None
+    other_type = collections.namedtuple("Swap", "sin sout")
+    for changed in (
+        [tick[1], tick[0]],  # another order
+        [tick[0]],  # a sensor less
+        [tick[0], ("Swap", other_type(1, 2))],  # another type, the same fields
+        [tick[0], ("Swap", swap(1, "x"))],  # a field that is not a number
+        [tick[0], ("Swap", swap(1, math.inf))],  # a value full flattening leaves out
+        [tick[0], ("Swap", swap(1, 10**400))],  # beyond a double
+    ):
+        block, left = cache.tick_block(HOST, 12.0, changed)
+        taken = [sample for sample in changed if sample not in left]
+        if block is None:
+            assert left == changed or not taken
+        else:
+            wanted = [full_block(HOST, name, 12.0, plain(value)) for name, value in taken]
+            assert block.encode() == Block.of(datapoints_of(wanted), samples=len(taken)).encode()
+        assert all(sample[0] != "Swap" or type(sample[1]) is swap for sample in taken)
+        assert all(math.isfinite(value) for value in (block.values if block else ()))
+    assert cache.tick_block("node02", 12.0, tick)[0] is None  # another host: its own layouts (none yet)
 
 
 def test_joined_paths_follow_a_sensor_whose_shape_changed() -> None:
@@ -239,3 +274,19 @@ def test_the_self_report_rides_on_the_tick_of_the_same_grid_point() -> None:
             times[path.split(".")[1]].add(when)
     assert len(times["fructosa"]) >= 2
     assert times["fructosa"] <= times["CounterTestSensor"]  # taken with a tick's samples, never on its own
+
+
+def test_a_waiter_on_the_queue_is_woken_by_the_next_put_and_the_flag_follows_the_queue() -> None:
+    async def scenario() -> None:
+        queue: SampleQueue[str] = SampleQueue(max_samples=10)
+        queue.put("early", 2)
+        assert queue.nonempty.is_set()  # made on first use: set, samples were queued before
+        assert queue.take(10) == ["early"] and not queue.nonempty.is_set()
+        waiter = asyncio.create_task(queue.nonempty.wait())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        queue.put("tick", 3)
+        await asyncio.wait_for(waiter, timeout=10)
+        assert queue.nonempty.is_set() and queue.take(10) == ["tick"] and not queue.nonempty.is_set()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=30))

@@ -91,3 +91,67 @@ def test_a_sensor_that_shapes_its_sample_records_measure_as_it_is() -> None:
     sensor = REGISTRY["CPUPercent"]({})
     assert sensor.measure_compact() is None  # its first reading only takes the reference, as measure() does
     assert not REGISTRY["CPUPercent"].one_tuple and not REGISTRY["Users"].one_tuple
+
+
+@pytest.mark.parametrize(("name", "settings"), CASES)
+@pytest.mark.usefixtures("fixed_psutil")
+def test_the_agents_reader_gives_the_compact_sample(name: str, settings: dict) -> None:
+    sensor = REGISTRY[name](settings)
+    assert plain(sensor.compact_reader()()) == sensor.measure()
+
+
+CPU_TIMES = type(psutil.cpu_times())
+
+
+def cpu_reading(*seconds: float) -> list:
+    """One per-CPU reading: each CPU's modes all at its figure (idle and iowait a quarter of it)."""
+    fields = CPU_TIMES._fields
+    return [
+        CPU_TIMES(*(value / 4 if field in ("idle", "iowait") else value * (index + 1) for index, field in
+                    enumerate(fields)))
+        for value in seconds
+    ]  # fmt: skip
+
+
+READINGS = [
+    cpu_reading(10.0, 20.0),
+    cpu_reading(11.0, 23.5),
+    cpu_reading(11.0, 23.5),  # no time elapsed: no sample, the window stays
+    cpu_reading(12.5, 23.6),
+    cpu_reading(12.0, 30.0),  # a counter went back on one CPU
+    cpu_reading(13.0, 31.0, 5.0),  # a CPU came: no sample, a new reference
+    cpu_reading(14.0, 33.0, 6.5),
+]
+
+WINDOW_CASES = [
+    ("CPUPercent", {"percpu": True, "total": False}),
+    ("CPUPercent", {"percpu": True, "total": True}),
+    ("CPUPercent", {"percpu": False, "total": True}),
+    ("CPUTimesPercent", {"percpu": False}),
+    ("CPUTimesPercent", {"percpu": True}),
+]
+
+
+@pytest.mark.parametrize(("name", "settings"), WINDOW_CASES)
+def test_a_cpu_windows_compact_sample_stands_for_the_measured_one(
+    name: str, settings: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two instances fed the same readings: one measured, the other read as the agent reads it."""
+    from fructosa.sensors import cpu_window
+
+    monkeypatch.setattr(cpu_window, "SHARED_FOR", 0.0)  # every window step reads anew (the next scripted reading)
+    monkeypatch.setattr(cpu_window, "_shared", (float("-inf"), [], []))
+    script = iter(reading for reading in READINGS for _ in range(2))  # each reading once for each instance
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: next(script))
+    measured, compact = REGISTRY[name](settings), REGISTRY[name](settings)
+    read = compact.compact_reader()
+    samples = 0
+    for _ in READINGS:
+        expected = measured.measure()
+        sample = read()
+        assert (sample is None) == (expected is None)
+        if sample is not None:
+            samples += 1
+            assert plain(sample) == expected
+            assert type(plain(sample)) is dict
+    assert samples == 3

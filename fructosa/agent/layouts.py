@@ -59,6 +59,9 @@ class LayoutCache:
         self._layouts: dict[tuple[str, str], tuple[object, bytes, int]] = {}
         self._joined: dict[tuple[str, ...], bytes] = {}
         """The joined paths of a tick's run of sensors (host first), as :meth:`tick_block` last built them."""
+        self._last_tick: tuple[str, list[tuple[str, type]], bytes] | None = None
+        """The last tick whose every sample was a tuple of a type its layout is: the host, each
+        sensor and type in order, and their joined paths (see :meth:`_same_tick`)."""
         self.hits = 0
         self.misses = 0
 
@@ -99,7 +102,13 @@ class LayoutCache:
         the whole tick instead of one of each per sensor."""
         if not 0 <= when < MAX_TIMESTAMP:
             return None, samples
+        if self._last_tick is not None:
+            block = self._same_tick(host, when, samples)
+            if block is not None:
+                return block, []
         layouts = self._layouts
+        tuples: list[tuple[str, type]] | None = []
+        """Each sample's sensor and type while every one is a tuple of its layout's type."""
         taken: list[str] = []
         collected: list = []
         left: list[tuple[str, object]] = []
@@ -116,8 +125,11 @@ class LayoutCache:
                     if not _NUMBERS.issuperset(map(type, value)):  # type: ignore[call-overload]
                         raise ShapeChanged
                     collected.extend(value)  # type: ignore[arg-type]
+                    if tuples is not None:
+                        tuples.append((sensor, layout))  # type: ignore[arg-type]
                 else:
                     _collect(value, layout, collected)
+                    tuples = None
             except ShapeChanged:
                 del collected[mark:]
                 left.append(sample)
@@ -140,7 +152,31 @@ class LayoutCache:
                 layouts[host, sensor][1] for sensor in taken if layouts[host, sensor][2]
             )
         self.hits += len(taken)
+        if tuples is not None and not left:  # another tick (the self-report's) leaves the last one as it was
+            self._last_tick = (host, tuples, paths)
         return Block(paths, array("d", (when,)) * len(values), values, len(taken)), left
+
+    def _same_tick(self, host: str, when: float, samples: list[tuple[str, object]]) -> Block | None:
+        """The tick's block when its samples are those of the last tick remembered, sensor by sensor
+        and type by type (the steady state: the same sensors due at every tick, each a psutil tuple),
+        else None. What the loop of :meth:`tick_block` would do for them, with no look-up of
+        layouts or joined paths: at one tick a second their dicts are not in the CPU's caches."""
+        last_host, kinds, paths = self._last_tick  # type: ignore[misc]
+        if host != last_host or len(samples) != len(kinds):
+            return None
+        collected: list = []
+        for (sensor, value), (known, kind) in zip(samples, kinds):  # noqa: B905  (lengths checked)
+            if sensor != known or type(value) is not kind or not _NUMBERS.issuperset(map(type, value)):  # type: ignore[call-overload]
+                return None
+            collected.extend(value)  # type: ignore[arg-type]
+        try:
+            values = array("d", collected)
+        except OverflowError:
+            return None
+        if not math.isfinite(sum(values)):
+            return None
+        self.hits += len(samples)
+        return Block(paths, array("d", (when,)) * len(values), values, len(samples))
 
     def learn(self, host: str, sensor: str, value: object, datapoints: list[Datapoint]) -> Block:
         """The block of a sample (``value``, :func:`plain` of which was fully flattened to
@@ -158,11 +194,13 @@ class LayoutCache:
                 self._layouts.clear()
             self._layouts[host, sensor] = (layout, block.paths, len(paths))
             self._joined.clear()  # joined paths may hold this sensor's earlier ones
+            self._last_tick = None
         return block
 
     def forget(self) -> None:
         self._layouts.clear()
         self._joined.clear()
+        self._last_tick = None
 
 
 def plain(value: object) -> object:

@@ -30,8 +30,19 @@ class SampleQueue(Generic[Sample]):
         self._entries: deque[tuple[Sample, int]] = deque()
         self._count = 0
         self.dropped = 0
-        self.nonempty = asyncio.Event()
+        self._nonempty: asyncio.Event | None = None
         self._drop_log = RateLimitedLog(log, period=60.0)
+
+    @property
+    def nonempty(self) -> asyncio.Event:
+        """Set while samples are queued, for whoever would wait for them. Made on first use: lagent's
+        sender is called when a tick's samples are queued and never waits on it, and an Event set and
+        cleared at every tick is two more methods to fetch into cold caches once a second."""
+        if self._nonempty is None:
+            self._nonempty = asyncio.Event()
+            if self._entries:
+                self._nonempty.set()
+        return self._nonempty
 
     def __len__(self) -> int:
         """Samples queued."""
@@ -43,7 +54,8 @@ class SampleQueue(Generic[Sample]):
         self._count += samples
         if self._count > self.max_samples:
             self._drop_oldest()
-        self.nonempty.set()
+        if self._nonempty is not None:
+            self._nonempty.set()
 
     def _drop_oldest(self) -> None:
         if len(self._entries) < 2:
@@ -69,6 +81,6 @@ class SampleQueue(Generic[Sample]):
             batch.append(sample)
             taken += count
         self._count -= taken
-        if not entries:
-            self.nonempty.clear()
+        if not entries and self._nonempty is not None:
+            self._nonempty.clear()
         return batch

@@ -50,9 +50,19 @@ HUNG_AFTER = 60.0
 class ScheduledSensor:
     """One configured sensor: its instance, where it runs, and when it is next due."""
 
+    __slots__ = ("config", "name", "interval", "sensor", "read", "on_thread", "due", "task", "busy_since",
+                 "hung_logged", "errors")  # fmt: skip
+    # Slots: a tick reads a few attributes of every entry, and at one tick a second they are not in
+    # the CPU's caches; in the object itself, not in a dict of its own, they take fewer cache lines.
+
     def __init__(self, config: SensorConfig) -> None:
         self.config = config
+        self.name = config.name
+        self.interval = config.interval
+        """The configured interval (the adaptive plan's current one may differ)."""
         self.sensor: Sensor | None = None
+        self.read: Callable[[], object] = _not_started
+        """The sensor's :meth:`~fructosa.sensors.Sensor.compact_reader`, once it started."""
         self.on_thread = True
         """Measured on a worker thread (it may block); decided once the sensor started."""
         self.due = math.inf
@@ -63,9 +73,9 @@ class ScheduledSensor:
         self.hung_logged = False
         self.errors = RateLimitedLog(log, period=600.0)
 
-    @property
-    def name(self) -> str:
-        return self.config.name
+
+def _not_started() -> object:
+    raise RuntimeError("measured before it started")
 
 
 class SensorScheduler:
@@ -194,6 +204,7 @@ class SensorScheduler:
         try:
             start()
             entry.on_thread = entry.sensor.may_block()
+            entry.read = entry.sensor.compact_reader()
         except Exception as error:  # a sensor must not take the agent down
             log.error("sensor %s failed to start: %s", entry.name, error)
             return
@@ -213,7 +224,10 @@ class SensorScheduler:
         """Arm the timer for the earliest due time (a tick re-arms it once it is over)."""
         if self._ticking or self._stopped or self._loop is None:
             return
-        due = min((entry.due for _, entry in self.running.values()), default=math.inf)
+        due = math.inf
+        for _, entry in self.running.values():  # a loop, not min() of a generator: one code object less per tick
+            if entry.due < due:
+                due = entry.due
         if due == self._armed:
             return
         self._disarm()
@@ -256,10 +270,9 @@ class SensorScheduler:
                 entry.busy_since = now
                 lane.append(entry)
                 continue
-            sensor, config = entry.sensor, entry.config
-            assert sensor is not None
+            name = entry.name
             try:
-                value = sensor.measure_compact()
+                value = entry.read()  # the sensor's measure_compact, or its psutil call itself
             except Exception as error:
                 self._failed(entry, error)
                 self._reschedule(entry, loop.time())
@@ -269,20 +282,20 @@ class SensorScheduler:
             else:  # _recorded's usual case
                 self._any_recorded = True
                 try:
-                    record(config.name, value)
+                    record(name, value)
                 except Exception as error:  # one bad sample must not stop the ticks
-                    self._record_errors.log(logging.ERROR, config.name, "sample of sensor %s not recorded: %s: %s",
-                                            config.name, type(error).__name__, error)  # fmt: skip
-            if config.name in schedules:  # adaptive: the plan may change its interval
+                    self._record_errors.log(logging.ERROR, name, "sample of sensor %s not recorded: %s: %s",
+                                            name, type(error).__name__, error)  # fmt: skip
+            if name in schedules:  # adaptive: the plan may change its interval
                 self._reschedule(entry, loop.time())
                 continue
             # _reschedule of a sensor at its configured interval. The first grid point after the
             # time a sensor finished is also the first after the time a later one finished as long
             # as it lies ahead of that time: the sensors of one interval share it.
-            finished = loop.time()
-            due = upcoming.get(config.interval, -math.inf)
+            finished, interval = loop.time(), entry.interval
+            due = upcoming.get(interval, -math.inf)
             if due <= finished:
-                due = upcoming[config.interval] = next_due(origin, config.interval, finished)
+                due = upcoming[interval] = next_due(origin, interval, finished)
             earlier = due < entry.due
             entry.due = due
             if earlier:

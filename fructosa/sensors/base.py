@@ -140,6 +140,14 @@ class Sensor:
             raise SensorUnsupported(f"psutil returned no data for {self.name}")
         return raw
 
+    def compact_reader(self) -> Callable[[], Any]:
+        """What the agent calls every tick for :meth:`measure_compact`'s sample, asked once after
+        ``start()``: that method, or, where the sample is one psutil call's namedtuple as it is and
+        that call never answers None (it raises where it cannot measure), the psutil call itself.
+        At one tick a second none of the code is in the CPU's caches, and each method between the
+        agent and psutil is one more to fetch."""
+        return self.measure_compact
+
     @classmethod
     def sample_section(cls) -> str:
         """An example ``[sensor:NAME]`` section with every option at its default."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import psutil
@@ -40,6 +42,10 @@ class _OwnWindowSensor(Sensor):
         raw = self.read()
         return self.shape_tuples(raw) if of_tuples(raw) else self.shape(as_plain(raw))
 
+    def measure_compact(self) -> Any:
+        window = self._times.window()
+        return NO_SAMPLE if window is None else self.shape_window(window)
+
     def shape_tuples(self, raw: dict) -> dict | None:
         """``shape(as_plain(raw))`` worked out on psutil's tuples: the same figures, no dict per CPU."""
         window = TupleWindow.of(raw["previous"], raw["current"])
@@ -47,6 +53,15 @@ class _OwnWindowSensor(Sensor):
 
     def shape_window(self, window: TupleWindow) -> dict:
         raise NotImplementedError
+
+
+@cache
+def per_cpu_record(cpus: int) -> type:
+    """A tuple type of ``cpus`` figures whose plain form (:func:`~fructosa.sensors.base.as_plain`,
+    which makes a dict of any tuple's ``_fields`` and values) is ``{0: …, 1: …}``: CPUPercent's
+    sample, which the agent then takes as it takes psutil's tuples, without a dict per tick. One
+    type per number of CPUs, so that a type fixes its fields (the agent's layouts rely on it)."""
+    return type(f"PerCPUFigures{cpus}", (tuple,), {"__slots__": (), "_fields": tuple(range(cpus))})
 
 
 @register
@@ -78,6 +93,15 @@ class CPUPercent(_OwnWindowSensor):
             shaped["total"] = busy_percent(summed(deltas))
         return shaped
 
+    def measure_compact(self) -> Any:
+        if not self.settings["percpu"] or self.settings["total"]:
+            return super().measure_compact()  # the dict shape_window makes
+        window = self._times.window()
+        if window is None:
+            return NO_SAMPLE
+        percents = window.busy_percents()
+        return per_cpu_record(len(percents))(percents)
+
     def shape_window(self, window: TupleWindow) -> dict:
         shaped: dict[Any, float] = {}
         if self.settings["percpu"]:
@@ -108,6 +132,9 @@ class CPUTimes(Sensor):
     def measure_compact(self) -> Any:
         return self.measure() if self.settings["percpu"] else psutil.cpu_times()
 
+    def compact_reader(self) -> Callable[[], Any]:
+        return self.measure_compact if self.settings["percpu"] else psutil.cpu_times
+
     def shape(self, raw: dict) -> dict:
         return _with_per_cpu(raw["total"], raw["per_cpu"])
 
@@ -133,6 +160,12 @@ class CPUTimesPercent(_OwnWindowSensor):
             return NO_SAMPLE  # no window to rate over yet (see per_cpu_deltas): nothing to send
         per_cpu = [mode_percents(cpu) for cpu in deltas] if self.settings["percpu"] else None
         return _with_per_cpu(mode_percents(summed(deltas)), per_cpu)
+
+    def measure_compact(self) -> Any:
+        if self.settings["percpu"]:
+            return super().measure_compact()  # the dict shape_window makes
+        window = self._times.window()
+        return NO_SAMPLE if window is None else window.total_modes()  # psutil's tuple of the modes
 
     def shape_window(self, window: TupleWindow) -> dict:
         per_cpu = None
@@ -166,6 +199,9 @@ class CPUStats(Sensor):
 
     def read(self) -> Any:
         return psutil.cpu_stats()
+
+    def compact_reader(self) -> Callable[[], Any]:
+        return psutil.cpu_stats
 
 
 @register

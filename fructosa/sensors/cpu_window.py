@@ -14,9 +14,10 @@ form of two readings, so golden tests can feed recorded pairs to it.
 
 from __future__ import annotations
 
-import threading
 import time
 from functools import cache
+from itertools import repeat
+from operator import add, gt, sub
 from typing import Any
 
 import psutil
@@ -30,20 +31,33 @@ SHARED_FOR = 0.002
 CPUTimesPercent due at the same tick read /proc/stat once (the kernel's
 counters move in 10 ms ticks, so a younger reading is the same figures)."""
 
-_shared_lock = threading.Lock()
-_shared: tuple[float, list[Any]] = (float("-inf"), [])
+_shared: tuple[float, list[Any], list[float]] = (float("-inf"), [], [])
+"""When the shared reading was taken, the reading, and each CPU's :func:`total_time` in it."""
 
 
 def per_cpu_times() -> list[Any]:
     """``psutil.cpu_times(percpu=True)``, shared by the readings within :data:`SHARED_FOR` seconds."""
+    return _shared_reading()[0]
+
+
+def _shared_reading() -> tuple[list[Any], list[float]]:
+    """The shared per-CPU reading and each CPU's total time in it: summed once per reading, where it
+    serves as the current reading of this tick's windows and as the previous one of the next tick's.
+
+    No lock (a lock's first use in a second costs as much as the rest of this): the reading, its
+    time and its totals are swapped in together by one assignment, so sensors reading at once on
+    two threads at worst both read /proc/stat, each with a reading and totals that belong together."""
     global _shared
-    with _shared_lock:
-        taken, reading = _shared
-        now = time.monotonic()
-        if now - taken >= SHARED_FOR:
-            reading = psutil.cpu_times(percpu=True)
-            _shared = (now, reading)
-        return reading
+    taken, reading, totals = _shared
+    now = time.monotonic()
+    if now - taken >= SHARED_FOR:
+        reading = psutil.cpu_times(percpu=True)
+        counted = _counted(reading[0]._fields) if reading else ()
+        totals = []
+        for times in reading:  # a loop, not a comprehension: one code object less to fetch each tick
+            totals.append(sum(map(times.__getitem__, counted)))
+        _shared = (now, reading, totals)
+    return reading, totals
 
 
 class OwnCPUTimes:
@@ -53,24 +67,40 @@ class OwnCPUTimes:
     reading of the previous sample (None on the first, or when the CPU set
     changed) and this one. The previous reading only moves on when the window
     is usable, so a second call within one clock tick (no CPU time elapsed)
-    sends nothing and the next sample covers the longer window. A sensor
-    instance is measured by one call at a time, but on any thread; the lock
-    keeps even overlapping calls to consecutive windows.
+    sends nothing and the next sample covers the longer window. :meth:`window`
+    is the same step with the window between the two readings worked out
+    (shared by the sensors rating over the same two readings).
+
+    A sensor instance is measured by one call at a time (the agent never starts
+    a sensor that is still measuring), on the event loop or on any thread: the
+    previous reading and its totals are kept as one tuple, read and replaced in
+    one step each, so no lock is needed.
     """
 
     def __init__(self) -> None:
-        self._previous: list[Any] | None = None
-        self._lock = threading.Lock()
+        self._previous: tuple[list[Any], list[float]] | None = None
+        """The reading the next window starts from and each CPU's total time in it."""
 
     def read(self) -> dict:
-        with self._lock:
-            current = per_cpu_times()
-            previous = self._previous
-            if previous is not None and len(previous) != len(current):
-                previous = None  # a CPU came or went: the positions no longer match
-            if previous is None or window_is_usable(previous, current):
-                self._previous = current
-            return {"previous": previous, "current": current}
+        previous, current = self._step()
+        return {"previous": previous, "current": current}
+
+    def window(self) -> TupleWindow | None:
+        """The window from the previous reading to a new one (None: no window to rate over)."""
+        previous, current = self._step()
+        return TupleWindow.of(previous, current)
+
+    def _step(self) -> tuple[list[Any] | None, list[Any]]:
+        now = _shared_reading()
+        current, totals = now
+        kept = self._previous
+        if kept is None or len(kept[0]) != len(current):  # none yet, or a CPU came or went
+            self._previous = now
+            return None, current
+        # window_is_usable, on the totals each reading was summed to once
+        if all(map(gt, totals, kept[1])):
+            self._previous = now
+        return kept[0], current
 
 
 def field_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -95,25 +125,13 @@ def percent(part: float, whole: float) -> float:
 
 def window_is_usable(previous: list, current: list) -> bool:
     """Whether every CPU's clock moved on between the two readings (they have one tick resolution)."""
-    global _last_usable
-    last = _last_usable
-    if last[0] is previous and last[1] is current:  # the other sensor's window, of the same shared readings
-        return last[2]
-    usable = all(_total(after) > _total(before) for before, after in zip(previous, current, strict=True))
-    _last_usable = (previous, current, usable)
-    return usable
-
-
-_last_usable: tuple[object, object, bool] = (None, None, False)
-"""The last two readings :func:`window_is_usable` looked at, and its answer: CPUPercent and
-CPUTimesPercent measured at one tick rate over the same two shared readings (:func:`per_cpu_times`),
-so the second asks about the very same objects (kept alive here, so never another reading's)."""
+    return all(_total(after) > _total(before) for before, after in zip(previous, current, strict=True))
 
 
 def _total(times: Any) -> float:
     if isinstance(times, dict):
         return total_time(times)
-    return sum([times[index] for index in _counted(times._fields)])  # total_time without a dict
+    return sum(map(times.__getitem__, _counted(times._fields)))  # total_time without a dict
 
 
 @cache
@@ -180,12 +198,24 @@ def of_tuples(raw: dict) -> bool:
 
 class TupleWindow:
     """Each CPU's seconds per mode between two readings of psutil's tuples (as
-    :func:`per_cpu_deltas`: rows in field order), with each CPU's :func:`total_time`."""
+    :func:`per_cpu_deltas`: rows in field order), with each CPU's :func:`total_time`.
 
-    __slots__ = ("fields", "rows", "totals")
+    The agent rates over it once a second, when nothing of this code is in the CPU's
+    caches: each figure is worked out in one function with plain loops (every helper
+    function, comprehension or generator is one more code object to fetch), with the
+    same operations on the same numbers in the same order as the functions above."""
 
-    def __init__(self, fields: tuple[str, ...], rows: list[list[float]], totals: list[float]) -> None:
-        self.fields, self.rows, self.totals = fields, rows, totals
+    __slots__ = ("kind", "rows", "totals", "counted", "waiting")
+
+    def __init__(self, kind: type, rows: list[list[float]], totals: list[float]) -> None:
+        self.kind, self.rows, self.totals = kind, rows, totals
+        """psutil's per-CPU tuple type (its fields are the modes), each CPU's deltas, their total times."""
+        self.counted = _counted(kind._fields)  # type: ignore[attr-defined]
+        self.waiting = _waiting(kind._fields)  # type: ignore[attr-defined]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.kind._fields  # type: ignore[attr-defined]
 
     @classmethod
     def of(cls, previous: list | None, current: list | None) -> TupleWindow | None:
@@ -196,47 +226,63 @@ class TupleWindow:
         last = _last_window
         if last[0] is previous and last[1] is current and previous is not None:
             return last[2]
-        window = cls._of(previous, current)
+        window = None
+        if previous and current and len(previous) == len(current):
+            counted = _counted(current[0]._fields)
+            rows, totals = [], []
+            for then, now in zip(previous, current):  # noqa: B905  (lengths checked)
+                row = list(map(max, _ZEROS, map(sub, now, then)))  # max(0.0, after - before) per mode
+                total = sum(map(row.__getitem__, counted))
+                if not total > 0:
+                    break
+                rows.append(row)
+                totals.append(total)
+            else:
+                window = cls(type(current[0]), rows, totals)
         _last_window = (previous, current, window)
         return window
 
-    @classmethod
-    def _of(cls, previous: list | None, current: list | None) -> TupleWindow | None:
-        if not previous or not current or len(previous) != len(current):
-            return None
-        fields = current[0]._fields
-        counted = _counted(fields)
-        rows = [[max(0.0, after - before) for after, before in zip(now, then)]  # noqa: B905  (one type)
-                for then, now in zip(previous, current, strict=True)]  # fmt: skip
-        totals = [sum([row[index] for index in counted]) for row in rows]
-        if not all(total > 0 for total in totals):
-            return None
-        return cls(fields, rows, totals)
-
     def busy_percents(self) -> list[float]:
         """:func:`busy_percent` of each CPU."""
-        waiting = _waiting(self.fields)
-        return [
-            percent(total - sum([row[index] for index in waiting]), total)
-            for row, total in zip(self.rows, self.totals)  # noqa: B905  (one per CPU)
-        ]
+        waiting, percents = self.waiting, []
+        for row, total in zip(self.rows, self.totals):  # noqa: B905  (one per CPU)
+            busy = total - sum(map(row.__getitem__, waiting))
+            percents.append(min(max(0.0, round(100.0 * busy / total, 1)), 100.0))  # percent(busy, total)
+        return percents
 
     def summed(self) -> tuple[list[float], float]:
         """:func:`summed` over all CPUs (field order) and its :func:`total_time`."""
-        rows = iter(self.rows)
-        total = [0.0 + value for value in next(rows)]
-        for row in rows:
-            total = [sum_so_far + value for sum_so_far, value in zip(total, row)]  # noqa: B905
-        return total, sum([total[index] for index in _counted(self.fields)])
+        rows = self.rows
+        total = list(map(add, _ZEROS, rows[0]))  # 0.0 + value
+        for row in rows[1:]:
+            total = list(map(add, total, row))
+        return total, sum(map(total.__getitem__, self.counted))
 
     def busy_percent_of(self, row: list[float], total: float) -> float:
         """:func:`busy_percent` of one row whose :func:`total_time` is ``total``."""
-        return percent(total - sum([row[index] for index in _waiting(self.fields)]), total)
+        return percent(total - sum(map(row.__getitem__, self.waiting)), total)
 
     def mode_percents_of(self, row: list[float], total: float) -> dict[str, float]:
         """:func:`mode_percents` of one row whose :func:`total_time` is ``total``."""
-        return {field: percent(value, total) for field, value in zip(self.fields, row)}  # noqa: B905
+        return dict(zip(self.fields, self.percents_of(row, total)))  # noqa: B905
 
+    def percents_of(self, row: list[float], total: float) -> list[float]:
+        """:func:`mode_percents`' figures of one row whose :func:`total_time` is ``total``, in field order."""
+        percents = []
+        for value in row:
+            percents.append(min(max(0.0, round(100.0 * value / total, 1)), 100.0))  # percent(value, total)
+        return percents
+
+    def total_modes(self) -> tuple:
+        """:meth:`percents_of` all CPUs together as psutil's tuple of the modes (``cpu_times_percent()``'s
+        type), whose plain form is CPUTimesPercent's sample: no dict for the agent to take apart again."""
+        return tuple.__new__(self.kind, self.percents_of(*self.summed()))  # type: ignore[call-overload]
+
+
+_ZEROS = repeat(0.0)
+"""The left operand of ``max(0.0, …)`` and ``0.0 + …`` per mode (map stops at the shorter)."""
 
 _last_window: tuple[object, object, TupleWindow | None] = (None, None, None)
-"""The last two readings :meth:`TupleWindow.of` rated over, and its window (see :data:`_last_usable`)."""
+"""The last two readings :meth:`TupleWindow.of` rated over, and its window: CPUPercent and
+CPUTimesPercent measured at one tick rate over the same two shared readings (:func:`per_cpu_times`),
+so the second asks about the very same objects (kept alive here, so never another reading's)."""

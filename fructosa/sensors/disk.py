@@ -111,17 +111,29 @@ class DiskUsage(Sensor):
             try:
                 usage[path] = psutil.disk_usage(path)
             except OSError as error:
-                if path not in self._unreadable:
-                    log.warning("DiskUsage: cannot measure %s: %s", path, error.strerror or error)
-                    self._unreadable.add(path)
+                self._cannot_read(path, error)
             else:
                 self._unreadable.discard(path)
         return usage
 
+    def _cannot_read(self, path: str, error: OSError) -> None:
+        if path not in self._unreadable:
+            log.warning("DiskUsage: cannot measure %s: %s", path, error.strerror or error)
+            self._unreadable.add(path)
+
     def measure_compact(self) -> Any:
-        if len(self.settings["path"]) == 1:
-            return next(iter(self.read().values()), {})  # one path: the sample is its figures (or nothing)
-        return self.measure()
+        paths = self.settings["path"]
+        if len(paths) != 1:
+            return self.measure()
+        path = paths[0]  # one path: the sample is its figures (or nothing), read without a dict of paths
+        try:
+            usage = psutil.disk_usage(path)
+        except OSError as error:
+            self._cannot_read(path, error)
+            return {}
+        if self._unreadable:
+            self._unreadable.discard(path)
+        return usage
 
     def shape(self, raw: dict[str, dict]) -> dict:
         if len(self.settings["path"]) == 1:

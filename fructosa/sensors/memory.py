@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -23,6 +24,9 @@ class VirtualMemory(Sensor):
     def read(self) -> Any:
         return psutil.virtual_memory()
 
+    def compact_reader(self) -> Callable[[], Any]:
+        return psutil.virtual_memory
+
 
 @register
 class SwapMemory(Sensor):
@@ -36,3 +40,6 @@ class SwapMemory(Sensor):
 
     def read(self) -> Any:
         return psutil.swap_memory()
+
+    def compact_reader(self) -> Callable[[], Any]:
+        return psutil.swap_memory
