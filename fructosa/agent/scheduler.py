@@ -78,6 +78,32 @@ def _not_started() -> object:
     raise RuntimeError("measured before it started")
 
 
+async def start_on_thread(sensor: Sensor, name: str) -> Exception | None:
+    """Run ``sensor.start()`` on a passing daemon thread and return what it raised, if anything.
+
+    A start that hangs (a dead NFS mount, a stuck ``scontrol``) leaves only its thread behind."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Exception | None] = loop.create_future()
+
+    def settle(error: Exception | None) -> None:
+        if not done.done():
+            done.set_result(error)
+
+    def start() -> None:
+        error = None
+        try:
+            sensor.start()
+        except Exception as failure:
+            error = failure
+        try:
+            loop.call_soon_threadsafe(settle, error)
+        except RuntimeError:  # the loop closed meanwhile: the agent stopped
+            pass
+
+    threading.Thread(target=start, name=f"start-{name}", daemon=True).start()
+    return await done
+
+
 class SensorScheduler:
     """Runs the configured sensors and hands each measurement to ``record(sensor name, value)``.
 
@@ -170,28 +196,8 @@ class SensorScheduler:
     async def _start_on_thread(self, entry: ScheduledSensor) -> None:
         """``start()`` on a passing thread of its own (it may hang as ``measure()`` may)."""
         assert entry.sensor is not None
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Exception | None] = loop.create_future()
-
-        def settle(error: Exception | None) -> None:
-            if not done.done():
-                done.set_result(error)
-
-        def start() -> None:
-            assert entry.sensor is not None
-            error = None
-            try:
-                entry.sensor.start()
-            except Exception as failure:
-                error = failure
-            try:
-                loop.call_soon_threadsafe(settle, error)
-            except RuntimeError:  # the loop closed meanwhile: the agent stopped
-                pass
-
-        threading.Thread(target=start, name=f"start-{entry.name}", daemon=True).start()
         try:
-            error = await done
+            error = await start_on_thread(entry.sensor, entry.name)
         finally:
             entry.task = None
         if error is not None:
