@@ -15,11 +15,11 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, config, daemon, logs
+from .config.record import Factory, FrozenRecord, Record
 
 if TYPE_CHECKING:
     import argparse  # imported by cli_parser, for any command but a plain start (plain_start)
@@ -35,20 +35,18 @@ class StartError(Exception):
     """A reason not to start; ``str()`` is the one line shown to the admin."""
 
 
-@dataclass
-class Prepared:
+class Prepared(Record):
     """What a daemon needs after detaching, checked and opened before it."""
 
     run: Callable[[asyncio.Event], Awaitable[None]]
     reload: Callable[[Any], None] = lambda new_config: None
     """Applies a new, already validated configuration to the running daemon."""
-    keep_fds: list[int] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    keep_fds: list[int] = Factory(list)
+    warnings: list[str] = Factory(list)
     """Said in the log once logging is set up."""
 
 
-@dataclass(frozen=True)
-class DaemonSpec:
+class DaemonSpec(FrozenRecord):
     program: str
     default_config: str
     default_pidfile: str
@@ -59,7 +57,7 @@ class DaemonSpec:
     """The configuration as INI text with every default filled in."""
     prepare: Callable[[Any, str], Prepared]
     """(configuration, status file path) → Prepared, or StartError."""
-    extra_actions: dict[str, Callable[[argparse.Namespace], int]] = field(default_factory=dict)
+    extra_actions: dict[str, Callable[[argparse.Namespace], int]] = Factory(dict)
     add_extra_parsers: Callable[[Any], None] = lambda subparsers: None
 
 

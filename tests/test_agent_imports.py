@@ -54,6 +54,7 @@ AGENT_NEVER = (
     "argparse", "gettext", "fructosa.cli_parser",  # a plain 'start' is read by cli.plain_start
     "pathlib", "urllib.parse", "ipaddress", "ntpath",  # the spool uses os.path
     "fructosa.config.effective",  # 'check' prints the effective configuration, 'start' does not
+    "ctypes",  # heap.give_back_free_heap calls malloc_trim through _ctypes, without the ctypes package
     # sensor modules of sensors not configured (the registry imports a module on first lookup), what they bring
     "fructosa.sensors.gpu", "fructosa.sensors.processes", "fructosa.sensors.hardware", "fructosa.sensors.prometheus",
     "fructosa.sensors.slurm", "fructosa.sensors.system", "fructosa.prometheus", "fructosa.jobs", "pynvml",
@@ -75,7 +76,10 @@ for section in cfg.sensors:
     sensor.measure()
 from fructosa.agent.facts import hello_facts
 hello_facts({})  # the first hello's facts
-print(json.dumps({"modules": sorted(name for name, module in sys.modules.items() if module is not None)}))
+from fructosa.heap import give_back_free_heap
+trimmed = give_back_free_heap()  # once settled
+print(json.dumps({"modules": sorted(name for name, module in sys.modules.items() if module is not None),
+                  "trimmed": trimmed}))
 """
 
 AGENT_RUN = """
@@ -130,7 +134,10 @@ def test_lagent_start_and_sensors_load_no_rarely_needed_module(tmp_path: Path) -
     agent's parts, asyncio) and one measurement of each of the nine sensors."""
     conf = tmp_path / "lagent.conf"
     conf.write_text(agent_ini(tmp_path, 7888, sensors={name: {"time_interval": 1} for name in NINE_SENSORS}))
-    modules = set(run_python(AGENT_START, str(conf), str(tmp_path / "lagent.pid"))["modules"])
+    outcome = run_python(AGENT_START, str(conf), str(tmp_path / "lagent.pid"))
+    modules = set(outcome["modules"])
     assert {"fructosa.agent.lagent", "asyncio", "psutil"} <= modules  # the probe did build the agent
+    glibc = "CS_GNU_LIBC_VERSION" in getattr(os, "confstr_names", {}) and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    assert outcome["trimmed"] is (sys.platform.startswith("linux") and glibc)  # malloc_trim found and called
     loaded = [name for name in modules if any(name == own or name.startswith(own + ".") for own in AGENT_NEVER)]
     assert loaded == []

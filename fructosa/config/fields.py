@@ -9,9 +9,7 @@ constructor call field by field.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import types
-import typing
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,22 +17,22 @@ NO_DEFAULT: Any = object()
 """The field has no plain default: required, or made by a factory when the object is built."""
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _dataclass_in(hint: Any) -> type | None:
-    """``LinkConfig`` from ``LinkConfig`` or ``LinkConfig | None``; None for other types."""
-    if dataclasses.is_dataclass(hint):
-        return hint
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return next((arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)), None)
-    return None
+def _dataclass_in(cls: type, name: str, annotation: Any) -> type | None:
+    """``LinkConfig`` from the annotation ``LinkConfig`` or ``LinkConfig | None`` of field ``name`` of ``cls``
+    (text under ``from __future__ import annotations``: each name looked up in the declaring class's module, as
+    ``typing.get_type_hints`` would, without evaluating every annotation of the class); None for others."""
+    if isinstance(annotation, str):
+        owner = next(base for base in cls.__mro__ if annotation is vars(base).get("__annotations__", {}).get(name))
+        names = vars(sys.modules[owner.__module__])
+        candidates = [names.get(part.strip()) for part in annotation.split("|")]
+    else:
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+    return next((hint for hint in candidates if isinstance(hint, type) and dataclasses.is_dataclass(hint)), None)
 
 
 def nested_class(cls: type, name: str) -> type:
-    nested = _dataclass_in(_hints(cls).get(name))
+    field = next((field for field in dataclasses.fields(cls) if field.name == name), None)
+    nested = None if field is None else _dataclass_in(cls, name, field.type)
     if nested is None:
         raise TypeError(f"{cls.__name__}.{name} is not a configuration dataclass")
     return nested

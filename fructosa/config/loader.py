@@ -9,16 +9,15 @@ are assembled from the ``{field path: value}`` mapping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from .fields import NO_DEFAULT, assemble, field_default
 from .reader import ConfigError, IniFile, did_you_mean
+from .record import Record
 from .schema import FROM_FIELD, NamedSection, Schema, Section, Variant
 
 
-@dataclass
-class SectionRead:
+class SectionRead(Record):
     """One section's parsed values (by field path), for the checks across its keys and for ``build``."""
 
     file: IniFile
@@ -37,7 +36,6 @@ class SectionRead:
         return self.file.missing(self.section, key, reason)
 
 
-@dataclass
 class NamedRead(SectionRead):
     """One ``[kind:NAME]`` section's parsed values, for its named section's ``build``."""
 

@@ -14,9 +14,9 @@ a file is read, so declaring them imports nothing heavy.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .record import Factory, FrozenRecord
 from .values import format_value
 
 if TYPE_CHECKING:
@@ -27,8 +27,7 @@ FROM_FIELD: Any = object()
 """Key default meaning: whatever the configuration dataclass's field defaults to."""
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(FrozenRecord):
     """One ``key = value``: its name in the file and where its value goes."""
 
     name: str
@@ -56,8 +55,7 @@ class Key:
         return (*self.aliases, self.name)
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(FrozenRecord):
     """``[name]``: keys with fixed names."""
 
     name: str
@@ -72,19 +70,17 @@ class Section:
     """Checks across keys, once all are parsed; they may add values (the secret read from its file)."""
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(FrozenRecord):
     """What one name of a named section accepts: ``[sensor:CPUPercent]`` takes ``percpu``."""
 
     name: str
     doc: str
     keys: tuple[Key, ...] = ()
-    defaults: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = Factory(dict)
     """Its own defaults of common keys, by field (each sensor's ``time_interval``)."""
 
 
-@dataclass(frozen=True)
-class NamedSection:
+class NamedSection(FrozenRecord):
     """``[kind:NAME]`` sections, any number of them, each built into one object.
 
     ``variants`` is called when a file is read (never at import): it returns
@@ -109,7 +105,7 @@ class NamedSection:
 
     def keys_of(self, variant: Variant) -> tuple[Key, ...]:
         """The common keys (with the variant's defaults), its own keys, then the optional common keys."""
-        common = [replace(key, default=variant.defaults[key.field]) if key.field in variant.defaults else key
+        common = [key.replaced(default=variant.defaults[key.field]) if key.field in variant.defaults else key
                   for key in self.common_keys]  # fmt: skip
         return (
             *(key for key in common if not key.optional),
@@ -122,8 +118,7 @@ class NamedSection:
         return self.variants() if self.variants is not None else None
 
 
-@dataclass(frozen=True)
-class ForeignSection:
+class ForeignSection(FrozenRecord):
     """A section that belongs to the other program's file: accepted, not read, reported."""
 
     name: str
@@ -136,8 +131,7 @@ class ForeignSection:
         return section.startswith(self.name) if self.name.endswith(":") else section == self.name
 
 
-@dataclass(frozen=True)
-class Schema:
+class Schema(FrozenRecord):
     """Everything one program's file may contain, in the order it is shown."""
 
     program: str

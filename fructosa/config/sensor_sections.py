@@ -8,7 +8,6 @@ importing the configuration does not import psutil.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..adaptive import (
@@ -23,6 +22,7 @@ from ..adaptive import (
 )
 from .loader import NamedRead
 from .reader import IniFile
+from .record import FrozenRecord
 from .schema import Key, NamedSection, Variant
 from .values import parse_positive_float
 
@@ -30,8 +30,7 @@ GENERIC_DOCS = dict(line.split(": ", 1) for line in GENERIC_OPTIONS_HELP)
 """The generic keys' docs, as ``lagent sensors`` shows them."""
 
 
-@dataclass(frozen=True)
-class SensorConfig:
+class SensorConfig(FrozenRecord):
     name: str
     interval: float
     settings: dict[str, Any]
