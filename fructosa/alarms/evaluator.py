@@ -2,11 +2,14 @@
 
 Cost on lmaster's hot path: which rules a block feeds is worked out once per
 block layout (:mod:`.matching`). A block no rule cares about costs one dict
-lookup; one whose matching datapoints are all fresh (one ``min`` of their
-times, picked out of the block in C) costs, per rule and key it feeds, one
-pick of its values and a dict store per value, then the evaluation of each
-node or job key it fed. A node rule with an ordering operator finds whether
-any of the node's series holds from their largest (or smallest) value.
+lookup; one whose matching datapoints are all fresh (its one time, when it
+has one throughout as lagent's blocks do, else one ``min`` of their times,
+picked out of the block in C) costs, per rule and key it feeds, one pick of
+its values and a dict store per value, then the evaluation of each node or
+job key it fed. A node rule with an ordering operator finds whether any of
+the node's series holds from their largest (or smallest) value; a node key
+that stays ``ok`` through the block keeps its state, and its values wait
+(one store for the block) until something reads its series.
 
 What is evaluated when:
 
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from operator import itemgetter
 
-from ..taps import Tap
+from ..taps import Tap, common_time
 from ..wire.blocks import Block
 from .matching import DECIDING, LayoutPlan, RuleIndex, RuleRuntime
 from .rules import JOB_IDLE, NODE_SILENT, OPERATORS, Rule, State, aggregate, step
@@ -186,7 +189,8 @@ class AlarmEvaluator(Tap):
         if plan.times_of is None:
             return
         horizon = now - self.settings.stale_after
-        if min(plan.times_of(block.times)) >= horizon:
+        same_time = common_time(block.times)  # one time throughout, as lagent's blocks have: no need to pick
+        if (min(plan.times_of(block.times)) if same_time is None else same_time) >= horizon:
             dirty = self._feed_fresh(plan, block.values, now)
         else:
             dirty = self._feed(plan, block.times, block.values, now, horizon)
@@ -198,18 +202,21 @@ class AlarmEvaluator(Tap):
         the keys to evaluate now, in the order their first datapoint came (as :meth:`_feed` gives them)."""
         dirty = []
         for runtime, key, at_once, paths, values_of in plan.groups:
-            series = runtime.series.get(key)
-            if series is None:
-                if len(runtime.series) >= self.settings.max_keys_per_rule:
-                    self.dropped_keys += len(paths)
-                    continue
-                series = runtime.series[key] = {}
             picked = values_of(values)
+            if key in runtime.series:
+                if at_once and runtime.feed_quietly(key, paths, picked, now):
+                    continue  # written into the series when something reads them
+                series = runtime.series_of(key)
+            elif len(runtime.series) >= self.settings.max_keys_per_rule:
+                self.dropped_keys += len(paths)
+                continue
+            else:
+                series = runtime.series[key] = {}
             for path, value in zip(paths, picked, strict=True):
                 series[path] = (now, value)
             if not at_once:
                 runtime.dirty.add(key)
-            elif not runtime.stays_quiet(key, picked):
+            else:
                 dirty.append((runtime, key))
         return dirty
 
@@ -225,7 +232,7 @@ class AlarmEvaluator(Tap):
                 continue
             point = (now, values[position])
             for runtime, key, at_once in targets:
-                series = runtime.series.get(key)
+                series = runtime.series_of(key)
                 if series is None:
                     if len(runtime.series) >= self.settings.max_keys_per_rule:
                         self.dropped_keys += 1
@@ -257,7 +264,7 @@ class AlarmEvaluator(Tap):
 
     def _evaluate(self, runtime: RuleRuntime, key: str, now: float) -> None:
         rule = runtime.rule
-        series = runtime.series.get(key)
+        series = runtime.series_of(key)
         if not series:
             return
         if rule.target == "node":

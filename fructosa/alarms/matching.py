@@ -41,9 +41,17 @@ class RuleRuntime:
     in ``states`` is the one before that block, unchanged but for its value, which is the value shown when
     nothing holds, their series' last value; :meth:`settle` writes it in before the states are read or the
     series change other than by a block (which evaluates the key again). Most keys of most rules never
-    fire, so most blocks then build no state at all."""
+    fire, so most blocks then build no state at all.
 
-    __slots__ = ("rule", "regex", "series", "states", "dirty", "kind", "extreme", "operator", "shown_later")
+    ``deferred`` holds, for such a key, the feed of its last quiet block not yet written into its series:
+    the block's paths for the key, their values and arrival time (:meth:`feed_quietly`). Writing them costs a dict
+    store and a tuple per value; a next quiet block of the same layout writes the same paths, so it simply
+    replaces the one deferred. Whatever reads or changes a key's series other than a quiet block takes it
+    through :meth:`series_of` or :meth:`settle`, which write the deferred feed in first."""
+
+    __slots__ = (
+        "rule", "regex", "series", "states", "dirty", "kind", "extreme", "operator", "shown_later", "deferred"
+    )  # fmt: skip
 
     def __init__(self, rule: Rule, kind: str = "threshold") -> None:
         self.rule = rule
@@ -57,11 +65,14 @@ class RuleRuntime:
         """For a node threshold rule with an ordering operator, the function (max or min) whose value alone
         decides whether the rule holds for a set of values; else None."""
         self.shown_later: set[str] = set()
+        self.deferred: dict[str, tuple[tuple[str, ...], tuple[float, ...], float]] = {}
 
-    def stays_quiet(self, key: str, values: tuple[float, ...]) -> bool:
-        """Whether the node ``key``, just fed ``values``, stays as it was but for its value; then it joins
-        :attr:`shown_later`. False when it must be evaluated: a value holds, a NaN (no extreme), an operator
-        that no extreme decides, a key new, pending or firing.
+    def feed_quietly(self, key: str, paths: tuple[str, ...], values: tuple[float, ...], now: float) -> bool:
+        """Take a block's ``values`` of ``paths`` for the node ``key`` without building its state, when it stays
+        as it was but for its value: the key joins :attr:`shown_later` and the feed is deferred (see the class
+        docstring; one deferred from the same layout's ``paths`` is replaced, another one written in first).
+        False, with nothing done, when the key must be fed and evaluated: a value holds, a NaN (no extreme), an
+        operator that no extreme decides, a key new, pending or firing.
 
         The key's other series need no look: a key is ``ok`` or ``resolved`` only after an evaluation found
         no value of its series holding, and every value fed since was judged here or evaluated, while a prune
@@ -76,10 +87,31 @@ class RuleRuntime:
         if state is None or (state.status != "ok" and state.status != "resolved"):
             return False  # (a new key: evaluated, so that it takes its place among the states as it always did)
         self.shown_later.add(key)
+        deferred = self.deferred.get(key)
+        if deferred is not None and deferred[0] is not paths:
+            self._write(key, deferred)
+        self.deferred[key] = (paths, values, now)
         return True
 
+    def series_of(self, key: str) -> dict[str, tuple[float, float]] | None:
+        """The series of ``key`` with its deferred feed written in (None for a key without series)."""
+        deferred = self.deferred.pop(key, None)
+        if deferred is not None:
+            self._write(key, deferred)
+        return self.series.get(key)
+
+    def _write(self, key: str, deferred: tuple[tuple[str, ...], tuple[float, ...], float]) -> None:
+        paths, values, now = deferred
+        series = self.series[key]
+        for path, value in zip(paths, values, strict=True):
+            series[path] = (now, value)
+
     def settle(self) -> None:
-        """Write the shown value into every state of :attr:`shown_later` (what evaluating it gave)."""
+        """Write every deferred feed into its series, then the shown value into every state of
+        :attr:`shown_later` (what evaluating it gave)."""
+        for key, deferred in self.deferred.items():
+            self._write(key, deferred)
+        self.deferred.clear()
         states, series = self.states, self.series
         for key in self.shown_later:
             states[key] = states[key]._replace(value=next(reversed(series[key].values()))[1])

@@ -23,7 +23,33 @@ task runs from lmaster's start to its stop, then :meth:`Tap.close` is awaited.
 
 from __future__ import annotations
 
+from array import array
+
 from ..wire.blocks import Block
+
+
+def common_time(times: array) -> float | None:
+    """The time of every datapoint of a block when they all have the same one, else None.
+
+    lagent stamps the samples of one tick with the tick's time, so a block it sends has one time
+    throughout (several when a backlog joins ticks). A tap that must compare a block's times with a
+    bound or with another block's can then compare one number: finding out costs a copy of the times'
+    bytes and one comparison in C (about 0.3 µs for 500 datapoints), where picking or converting the
+    times costs several µs. Equal bits are equal times; times equal as numbers but not in their bits
+    (0.0 and -0.0) count as different, which only sends the tap the long way.
+    """
+    if times is _last_asked[0]:
+        return _last_asked[1]
+    count = len(times)
+    data = times.tobytes()
+    answer = times[0] if count and data == data[:8] * count else None
+    _last_asked[:] = times, answer
+    return answer
+
+
+_last_asked: list = [None, None]
+"""The times :func:`common_time` was last asked about, and its answer: the taps of one block ask in turn, and a
+block is never changed once checked (:meth:`Tap.observe`), so the same array has the same answer."""
 
 
 class Tap:

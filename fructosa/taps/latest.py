@@ -29,14 +29,17 @@ few block layouts (keyed by the hash and length of the block's path bytes).
 Storing a block's values is one loop of array stores (about 80 µs per
 500-datapoint block), so it is deferred: each host holds its last block
 unstored, and a new block of the same layout whose every time is at least
-the held one's (:func:`lanes_not_older`: three big-integer operations on
-the bits of the two blocks' times, which lmaster's block check converted
-already, :attr:`~fructosa.wire.blocks.Block.time_lanes`) simply replaces
-it, since storing both in turn would leave what storing the new one alone
-leaves. The held block is stored before anything reads or moves the
-arrays; so a host sending the same sensors costs about 4 µs a block while
-nobody asks, and one store per read. The first block of a layout costs
-about 600 µs.
+the held one's simply replaces it, since storing both in turn would leave
+what storing the new one alone leaves. lagent stamps a tick's samples with
+one time, so both blocks mostly have one time throughout
+(:func:`~fructosa.taps.common_time`, a copy of the times' bytes and one
+comparison in C), and comparing those two numbers decides; otherwise
+:func:`lanes_not_older` does (three big-integer operations on the bits of
+the two blocks' times, which lmaster's block check converted already,
+:attr:`~fructosa.wire.blocks.Block.time_lanes`). The held block is stored
+before anything reads or moves the arrays; so a host sending the same
+sensors costs about 2 µs a block while nobody asks, and one store per read.
+The first block of a layout costs about 600 µs.
 
 History: for each main series, the points of the last ``history_seconds`` at
 the series' own rate, at most ``history_points``, at most
@@ -55,7 +58,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..wire.blocks import _SWAP, Block, _lane_masks
-from . import Tap
+from . import Tap, common_time
 
 DEFAULT_MAIN_SERIES: tuple[str, ...] = (
     "CPUPercent.*",
@@ -153,6 +156,19 @@ def lanes_not_older(newer: int | None, older: int | None, count: int) -> bool:
     return (newer + sign - older) & sign == sign
 
 
+def _supersedes(
+    times: array, lanes: int | None, same_time: float | None, held: tuple[array, array, array, int | None, float | None]
+) -> bool:
+    """Whether a block of ``times`` (its ``lanes`` or ``same_time`` where known) has every time at least the one
+    at the same position of the ``held`` block of the same layout; False may also mean "could not tell"."""
+    held_time = held[4]
+    if same_time is not None and held_time is not None:
+        return same_time >= held_time
+    newer = lanes if lanes is not None else time_lanes(times)
+    older = held[3] if held[3] is not None else time_lanes(held[1])
+    return lanes_not_older(newer, older, len(times))
+
+
 class _History:
     """Time-ordered points of one main series; old points leave from the front."""
 
@@ -188,21 +204,24 @@ class _Host:
         self.history: dict[int, _History] = {}
         self.cpu_slots: tuple[int, ...] | None = None
         self.dropped = 0
-        self.held: tuple[array, array, array, int | None] | None = None
-        """The last block, not stored yet: (its layout's slots, times, values, :func:`time_lanes` of its times);
-        see the module docstring."""
+        self.held: tuple[array, array, array, int | None, float | None] | None = None
+        """The last block, not stored yet: (its layout's slots, times, values, :func:`time_lanes` of its times or
+        None, its :func:`~fructosa.taps.common_time` or None); see the module docstring."""
 
     def hold(self, slots: array, times: array, values: array, lanes: int | None) -> None:
         """Take a block's values (positions → ``slots``), storing the one held before unless this one supersedes it.
 
         ``lanes``: the block's :func:`time_lanes` when the block check worked them out already
-        (:attr:`~fructosa.wire.blocks.Block.time_lanes`), else None (converted here)."""
+        (:attr:`~fructosa.wire.blocks.Block.time_lanes`), else None (converted here if need be). A block with
+        one time throughout keeps that time instead (its lanes are worked out again in the rare case that the
+        next block has several times)."""
         held = self.held
-        if lanes is None:
-            lanes = time_lanes(times)
-        if held is not None and not (held[0] is slots and lanes_not_older(lanes, held[3], len(times))):
+        same_time = common_time(times)
+        if same_time is not None:
+            lanes = None  # not needed while the blocks have one time each; 8 bytes a time less to keep
+        if held is not None and not (held[0] is slots and _supersedes(times, lanes, same_time, held)):
             self.store_held()
-        self.held = (slots, times, values, lanes)
+        self.held = (slots, times, values, lanes, same_time)
 
     def store_held(self) -> None:
         """Store the held block: a value goes in unless its slot already has a newer one."""
@@ -210,7 +229,7 @@ class _Host:
         if held is None:
             return
         self.held = None
-        slots, times, values, _ = held
+        slots, times, values, _, _ = held
         newest_times, newest_values = self.times, self.values
         for slot, when, value in zip(slots, times, values, strict=True):
             if slot >= 0 and when >= newest_times[slot]:
