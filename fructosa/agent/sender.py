@@ -22,7 +22,7 @@ from .. import __version__
 from ..config import AgentConfig
 from ..spool import Spool
 from ..wire import auth, protocol
-from ..wire.blocks import Block, encode_joined, split_for_frames
+from ..wire.blocks import Block, BlockFramer, encode_joined, split_for_frames
 from ..wire.session import Outbox, SendingSession, connect
 from .facts import gpu_facts, hello_facts
 from .queue import SampleQueue
@@ -67,7 +67,8 @@ class Sender(Outbox):
         """From :func:`fructosa.wire.auth.client_context_for`, as every TLS decision."""
         self.spooled = 0
         """Batches written to the spool."""
-        self._ready: deque[bytes] = deque()  # live batches encoded, not yet sent
+        self._ready: deque[bytes] = deque()  # live batches encoded (whole D frames), not yet sent
+        self._framer = BlockFramer()
         self.intervals = intervals
         """Each sensor's current interval (the adaptive plan's), for the hello's facts."""
         self._told: dict = {}
@@ -112,7 +113,8 @@ class Sender(Outbox):
         """The samples of one tick are all queued: to lmaster right away when the session can take
         them (no pass of its loop), else once it can; or to the spool while lmaster is away (or slow)."""
         self._send_soon = False
-        self.session.send_now()
+        if self.session.send_now():
+            return  # all sent: nothing to spill
         if self.spool is not None and self._spill_timer is None and self._should_spill():
             loop = asyncio.get_running_loop()
             # After the other samples of this instant: right after it when the previous spill is
@@ -136,18 +138,31 @@ class Sender(Outbox):
             config.master_host, config.master_port, self.tls, config.hostname, config.link.secret, hello, "lmaster"
         )
 
-    def next_batch(self) -> tuple[bytes, SpoolRecord | None] | None:
-        """Live samples first, then the spooled backlog."""
-        if not self._ready and len(self.queue):
-            self._ready.extend(self._new_batches(MAX_SAMPLES_PER_BATCH))
-        if self._ready:
-            return self._ready.popleft(), None
+    def next_frame(self) -> tuple[bytes, SpoolRecord | None] | None:
+        """Live samples first, then the spooled backlog. A tick's block is encoded straight into its
+        frame (:class:`~fructosa.wire.blocks.BlockFramer`); the spool keeps bodies, framed when read."""
+        ready = self._ready
+        if not ready and len(self.queue):
+            samples = self.queue.take(MAX_SAMPLES_PER_BATCH)
+            if len(samples) == 1:  # a tick's block
+                frame = self._framer.frame(samples[0], self.session.new_batch_id)
+                if frame is not None:
+                    return frame, None
+            bodies = encode_batches(samples, self.session.new_batch_id)
+            ready.extend([protocol.encode_frame(protocol.DATAPOINTS, body) for body in bodies])
+        if ready:
+            return ready.popleft(), None
         if self.spool is not None and self.spool.unread():
             record = self.spool.read_next()
             if record is not None:
                 record_id, body = record
-                return body, record_id
+                return protocol.encode_frame(protocol.DATAPOINTS, body), record_id
         return None
+
+    def next_batch(self) -> tuple[bytes, SpoolRecord | None] | None:
+        """:meth:`next_frame`'s batch, unframed."""
+        batch = self.next_frame()
+        return None if batch is None else (batch[0][protocol.PAYLOAD_START :], batch[1])
 
     def on_acknowledged(self, tag: object) -> None:
         if isinstance(tag, tuple) and self.spool is not None:  # a spool record, as next_batch made it
@@ -195,7 +210,7 @@ class Sender(Outbox):
     def spill(self) -> None:
         """Everything queued or encoded goes to the spool."""
         while self._ready:
-            self._spool_body(self._ready.popleft())
+            self._spool_body(self._ready.popleft()[protocol.PAYLOAD_START :])
         while len(self.queue):
             for body in self._new_batches(MAX_SAMPLES_PER_BATCH):
                 self._spool_body(body)
@@ -225,7 +240,7 @@ class Sender(Outbox):
         """At shutdown, after the session stopped: whatever is not acknowledged goes
         to the spool (or is counted lost)."""
         live = [body for body, record in self.session.take_in_flight() if record is None]
-        live.extend(self._ready)
+        live.extend(frame[protocol.PAYLOAD_START :] for frame in self._ready)
         self._ready.clear()
         if self.spool is None:
             if live or len(self.queue):

@@ -28,6 +28,8 @@ _LENGTH = struct.Struct("!I")
 """A frame's header (see :func:`fructosa.wire.protocol.encode_frame`)."""
 _HEADER_SIZE = protocol.HEADER_SIZE
 _ACK = protocol.ACK[0]
+_ONE_ACK = 1 + protocol.BATCH_ID_SIZE
+"""The length of an acknowledgement frame of one batch id (the usual one: an agent's tick's batch)."""
 BUFFER_SIZE = 4096
 """Bytes read at most per read: an acknowledgement frame of a full agent window (32 ids) is 773 bytes.
 A larger frame (up to the frame cap) gets a buffer of its size while it is read."""
@@ -56,12 +58,13 @@ class AckReader(asyncio.BufferedProtocol):
         self._filled = 0
         self._previous = self.transport.get_protocol()
         """The protocol of the opening (a StreamReaderProtocol): the writer's flow control still goes through it."""
-        self._fd = -1
-        """The socket's descriptor when :meth:`poll` may read it directly: plain TCP (over TLS the socket
-        carries records only the SSL transport can read)."""
+        self.fd = -1
+        """The socket's descriptor when it may be used directly (:meth:`poll` reads it, a sender may
+        write a frame to it): plain TCP (over TLS the socket carries records only the SSL transport
+        can read and write)."""
         sock = self.transport.get_extra_info("socket")
         if sock is not None and self.transport.get_extra_info("sslcontext") is None:
-            self._fd = sock.fileno()
+            self.fd = sock.fileno()
 
     @classmethod
     def take_over(
@@ -91,7 +94,7 @@ class AckReader(asyncio.BufferedProtocol):
     @property
     def can_poll(self) -> bool:
         """Whether :meth:`poll` can read (plain TCP, not closed)."""
-        return self._fd >= 0 and not self.closed
+        return self.fd >= 0 and not self.closed
 
     def poll(self) -> None:
         """Read what the peer sent that waits in the socket, without the event loop, and handle it.
@@ -100,11 +103,11 @@ class AckReader(asyncio.BufferedProtocol):
         share the stream; a no-op over TLS or once closed. A read that gets less than it asked
         for ends the poll (one system call in the usual case): an end of file right behind the
         data is seen by the next poll."""
-        if self._fd < 0:
+        if self.fd < 0:
             return
         while not self.closed:
             try:
-                data = os.read(self._fd, BUFFER_SIZE)
+                data = os.read(self.fd, BUFFER_SIZE)
             except BlockingIOError:
                 return
             except OSError as error:
@@ -172,7 +175,10 @@ class AckReader(asyncio.BufferedProtocol):
                 if data[start + _HEADER_SIZE] != _ACK:
                     kind, _ = protocol.split_frame(bytes(data[start + _HEADER_SIZE : stop]))  # an unknown kind raises
                     raise protocol.ProtocolError(f"unexpected frame {kind!r} from {self.peer_name}")
-                batch_ids = protocol.decode_acks(bytes(data[start + _HEADER_SIZE + 1 : stop]))
+                if length == _ONE_ACK:
+                    batch_ids = [bytes(data[start + _HEADER_SIZE + 1 : stop])]
+                else:
+                    batch_ids = protocol.decode_acks(bytes(data[start + _HEADER_SIZE + 1 : stop]))
                 start = stop
                 self.on_acks(batch_ids)
         except Exception as error:

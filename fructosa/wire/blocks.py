@@ -26,10 +26,11 @@ import struct
 import sys
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..graphite_paths import MAX_COMPONENT, MAX_TIMESTAMP, Datapoint
+from . import protocol
 
 _HEADER = struct.Struct("<III")
 MAX_PATH_LENGTH = 2048
@@ -150,6 +151,40 @@ def concat(blocks: Sequence[Block]) -> Block:
         times += block.times
         values += block.values
     return Block(b"\n".join(block.paths for block in blocks), times, values, sum(block.samples for block in blocks))
+
+
+class BlockFramer:
+    """A block encoded straight into the whole ``D`` frame that carries it: one join of the frame's
+    head, the batch id, the block's header and the block's own buffers (no body in between).
+
+    An agent sends one block a tick, of the same shape tick after tick: the same joined paths
+    (one object, kept by its layouts while the sensors' shapes stay), samples and datapoints.
+    The frame's head and the block's header depend on nothing else, so those of the last shape
+    are kept and a tick costs the join alone.
+    """
+
+    def __init__(self) -> None:
+        self._paths: bytes | None = None
+        self._shape = (-1, -1)
+        self._heads = (b"", b"")
+
+    def frame(self, block: Block, new_batch_id: Callable[[], bytes]) -> bytes | None:
+        """The frame, with the batch id ``new_batch_id`` gives; None (and no id taken) when the
+        block has no datapoints or does not fit one frame (or on a big-endian host, whose arrays
+        need swapping: :meth:`Block.encode` does that)."""
+        paths, times = block.paths, block.times
+        count = len(times)
+        if paths is not self._paths or self._shape != (block.samples, count):
+            size = protocol.BATCH_ID_SIZE + _HEADER.size + len(paths) + 16 * count
+            if not count or _SWAP or size + 1 > protocol.MAX_FRAME:
+                return None
+            self._paths, self._shape = paths, (block.samples, count)
+            self._heads = (
+                protocol.frame_head(protocol.DATAPOINTS, size),
+                _HEADER.pack(block.samples, count, len(paths)),
+            )
+        frame_head, block_head = self._heads
+        return b"".join((frame_head, new_batch_id(), block_head, paths, times, block.values))
 
 
 def split_for_frames(datapoints: list[Datapoint], max_bytes: int) -> list[list[Datapoint]]:

@@ -167,6 +167,8 @@ BATCH_ID_SIZE = 24
 
 _HEADER = struct.Struct("!I")
 HEADER_SIZE = _HEADER.size
+PAYLOAD_START = HEADER_SIZE + 1
+"""Where a frame's payload starts (after its length and its kind): a ``D`` frame's batch id, then its block."""
 
 
 class ProtocolError(Exception):
@@ -225,6 +227,14 @@ def encode_frame(kind: bytes, payload: bytes) -> bytes:
     if len(payload) + 1 > MAX_FRAME:
         raise ValueError(f"frame of {len(payload) + 1} bytes exceeds {MAX_FRAME}")
     return _HEADER.pack(len(payload) + 1) + kind + payload
+
+
+def frame_head(kind: bytes, payload_size: int) -> bytes:
+    """The first :data:`PAYLOAD_START` bytes of a frame whose payload has ``payload_size`` bytes
+    (for a sender that joins the payload's pieces right behind it); ValueError when over the size cap."""
+    if payload_size + 1 > MAX_FRAME:
+        raise ValueError(f"frame of {payload_size + 1} bytes exceeds {MAX_FRAME}")
+    return _HEADER.pack(payload_size + 1) + kind
 
 
 def frame_length(header: bytes) -> int:

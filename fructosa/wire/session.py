@@ -34,6 +34,7 @@ from ..backoff import Backoff
 from ..ratelog import RateLimitedLog
 from . import auth, protocol
 from .ack_reader import AckReader, LateBatches
+from .direct_write import write_frame
 
 if TYPE_CHECKING:
     import ssl  # named only: lagent without TLS keeps ssl out (wire.auth.keep_openssl_out)
@@ -46,6 +47,8 @@ CONNECT_ERRORS = (OSError, asyncio.TimeoutError, protocol.ProtocolError, asyncio
 """What a failed connection attempt (TCP, TLS or the opening) raises."""
 STREAM_ERRORS = (OSError, ConnectionError, protocol.ProtocolError, asyncio.IncompleteReadError)
 """What a session that breaks while streaming raises."""
+_BATCH_ID = slice(protocol.PAYLOAD_START, protocol.PAYLOAD_START + protocol.BATCH_ID_SIZE)
+"""Where a ``D`` frame holds its batch id."""
 
 
 class IdleTimeout(Exception):
@@ -177,9 +180,15 @@ class Outbox(abc.ABC):
     def next_batch(self) -> tuple[bytes, object] | None:
         """The next batch to send (body, tag), or None when there is nothing."""
 
+    def next_frame(self) -> tuple[bytes, object] | None:
+        """The next batch as a whole ``D`` frame (frame, tag), or None: what the session asks for.
+        An owner that can build the frame in one go (lagent's tick) says so here."""
+        batch = self.next_batch()
+        return None if batch is None else (protocol.encode_frame(protocol.DATAPOINTS, batch[0]), batch[1])
+
     @abc.abstractmethod
     def on_acknowledged(self, tag: object) -> None:
-        """The peer holds the batch safely."""
+        """The peer holds the batch safely (not told for a batch tagged None: nothing to free)."""
 
     @abc.abstractmethod
     def backlog(self) -> dict[str, int]:
@@ -195,32 +204,49 @@ class Outbox(abc.ABC):
         the owner takes them back (:meth:`SendingSession.take_in_flight`)."""
 
 
+class HeartbeatTimer:
+    """A sending stream's wait for its next heartbeat: ``wake`` is called once the loop time
+    ``due()`` has come. When the timer fires and finds it moved on (frames went meanwhile from
+    the caller, :meth:`SendingSession.send_now`), it waits on, without waking the stream."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, delay: float, due: Callable[[], float], wake: Callable[[], None]
+    ):
+        self._loop, self._due, self._wake = loop, due, wake
+        self._timer = loop.call_later(max(0.0, delay), self._fire)
+
+    def _fire(self) -> None:
+        due = self._due()
+        if due <= self._loop.time():
+            self._wake()
+        else:
+            self._timer = self._loop.call_at(due, self._fire)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 class SendingSession:
     """Numbered batches to one peer, at most ``max_in_flight`` unacknowledged.
 
-    Batches in flight are kept (in the order first sent) until the peer
-    acknowledges them; after a reconnect they go again, with the same ids and
-    before anything new. While nothing goes out for ``heartbeat_interval``
-    seconds a heartbeat carrying :meth:`Outbox.backlog` does, so the peer
-    knows we are alive. :meth:`wake` tells the session new data waits; the
-    session looks at the outbox once the callbacks running then are done, so
-    data queued at one instant travels in one batch.
+    Batches in flight are kept (in the order first sent) until the peer acknowledges them; after a reconnect they go
+    again, with the same ids and before anything new. While nothing goes out for ``heartbeat_interval`` seconds a
+    heartbeat carrying :meth:`Outbox.backlog` does, so the peer knows we are alive. :meth:`wake` tells the session
+    new data waits; the session looks at the outbox once the callbacks running then are done, so data queued at one
+    instant travels in one batch.
 
-    Acknowledgements are read where they arrive (:class:`~fructosa.wire.ack_reader.AckReader`,
-    no task). With ``defer_acks`` (an agent, whose data comes in ticks) over plain TCP, they are
-    not even waited for: while at most half the window is in flight, the transport does not read
-    the connection (the acknowledgements wait in the kernel) and every :meth:`wake` or
-    :meth:`send_now` first reads what waits there (at most once per ``ack_read_interval`` seconds
-    for :meth:`send_now`), with one non-blocking read from the caller; so the acknowledgements of
-    the ticks before, or a peer that closed the connection, are seen at a tick with no wakeup or
-    loop pass of their own. A batch that was in flight at the previous read
-    (or when the transport stopped reading) and is still unacknowledged makes the transport read
-    until it is (a late acknowledgement, or the end of a peer going away right then, is not left
-    waiting for another tick). A heartbeat reads too, so a peer that went away is
-    seen within ``heartbeat_interval`` even without ticks. With more than half the window in flight
-    (a backlog draining, a slow peer), on :meth:`flush`, without ``defer_acks`` (a relay) and over
-    TLS (whose socket only the SSL transport can read), the transport reads and each
-    acknowledgement is handled on arrival.
+    Acknowledgements are read where they arrive (:class:`~fructosa.wire.ack_reader.AckReader`, no task). With
+    ``defer_acks`` (an agent, whose data comes in ticks) over plain TCP, they are not even waited for: while at most
+    half the window is in flight, the transport does not read the connection (the acknowledgements wait in the
+    kernel) and every :meth:`wake` or :meth:`send_now` first reads what waits there (at most once per
+    ``ack_read_interval`` seconds for :meth:`send_now`), with one non-blocking read from the caller; so the
+    acknowledgements of the ticks before, or a peer that closed the connection, are seen at a tick with no wakeup or
+    loop pass of their own. A batch that was in flight at the previous read (or when the transport stopped reading)
+    and is still unacknowledged makes the transport read until it is (a late acknowledgement, or the end of a peer
+    going away right then, is not left waiting for another tick). A heartbeat reads too, so a peer that went away is
+    seen within ``heartbeat_interval`` even without ticks. With more than half the window in flight (a backlog
+    draining, a slow peer), on :meth:`flush`, without ``defer_acks`` (a relay) and over TLS (whose socket only the
+    SSL transport can read), the transport reads and each acknowledgement is handled on arrival.
     """
 
     def __init__(
@@ -241,7 +267,7 @@ class SendingSession:
         self.id = os.urandom(SESSION_ID_SIZE)
         self._last_sequence = 0
         self.in_flight: OrderedDict[bytes, tuple[bytes, object]] = OrderedDict()
-        """batch id → (body, tag), in the order first sent."""
+        """batch id → (frame, tag), in the order first sent."""
         self.connected = asyncio.Event()
         self.sent = 0
         """Batches sent for the first time (not counting resends)."""
@@ -268,7 +294,7 @@ class SendingSession:
 
     def new_batch_id(self) -> bytes:
         self._last_sequence += 1
-        return protocol.batch_id(self.id, self._last_sequence)
+        return self.id + self._last_sequence.to_bytes(8, "big")  # protocol.batch_id's format, one call less a tick
 
     @property
     def window_full(self) -> bool:
@@ -283,37 +309,40 @@ class SendingSession:
         if self._waiting is not None and not self.window_full:
             self._waiting()
 
-    def send_now(self) -> None:
-        """New data waits, all of it queued: as :meth:`wake`, but the batches go right away from
-        the caller when the stream is idle, the window has room and nothing waits in the
-        transport's buffer (a ``transport.write`` each, which then goes straight to the socket):
-        no pass of the stream's loop, no drain. Otherwise, or once the buffer holds data, the
-        stream takes over. The acknowledgements waiting are read first, unless the last read is
-        less than ``ack_read_interval`` old."""
-        loop = self._loop
-        if self._reading_paused and loop is not None and loop.time() - self._last_read >= self.ack_read_interval:
-            self._poll_acks()
-        writer, woken, acks = self._writer, self._woken, self._acks
-        if woken is None or woken.done() or writer is None or self._heartbeat_due or acks is None or acks.closed:
+    def send_now(self) -> bool:
+        """New data waits, all of it queued: as :meth:`wake`, but the batches go right away from the caller when the
+        stream is idle, the window has room and nothing waits in the transport's buffer (straight to the socket, see
+        :func:`~fructosa.wire.direct_write.write_frame`): no pass of the stream's loop, no drain. Otherwise, or once
+        the buffer holds data, the stream takes over. The acknowledgements waiting are read first, unless the last
+        read is less than ``ack_read_interval`` old. Whether everything the outbox had went here."""
+        loop, acks = self._loop, self._acks
+        if loop is None or acks is None:
             self._wake_stream()
-            return
-        transport = writer.transport
-        while not self.window_full:
+            return False
+        now = loop.time()
+        if self._reading_paused and now - self._last_read >= self.ack_read_interval:
+            self._poll_acks(now)
+        writer, woken = self._writer, self._woken
+        if woken is None or woken.done() or writer is None or self._heartbeat_due or acks.closed:
+            self._wake_stream()
+            return False
+        transport, in_flight, next_frame = writer.transport, self.in_flight, self.outbox.next_frame
+        batch: tuple[bytes, object] | None = None
+        while len(in_flight) < self.max_in_flight:
             if transport.is_closing() or transport.get_write_buffer_size():
                 self._wake_stream()  # the stream sees the break, or drains before it writes more
-                return
-            batch = self.outbox.next_batch()
+                return False
+            batch = next_frame()
             if batch is None:
                 break
-            self._send(writer, *batch)
-        self._fit_reading()
-
-    def _send(self, writer: asyncio.StreamWriter, body: bytes, tag: object) -> None:
-        """A new batch into the window and onto the wire."""
-        self.in_flight[body[: protocol.BATCH_ID_SIZE]] = (body, tag)
-        writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
-        self.sent += 1
-        self._last_sent = self._loop.time()  # type: ignore[union-attr]  # set by run() and stream()
+            frame = batch[0]
+            in_flight[frame[_BATCH_ID]] = batch
+            write_frame(transport, acks.fd, frame)
+            self.sent += 1
+            self._last_sent = now
+        if not self._reading_paused or len(in_flight) > self.max_in_flight // 2:
+            self._fit_reading()  # (a poll fits the reading itself)
+        return batch is None
 
     def heartbeat_soon(self) -> None:
         """Send a heartbeat as soon as the data waiting has gone (the backlog carries news for the peer)."""
@@ -322,22 +351,21 @@ class SendingSession:
             self._waiting()
 
     def take_in_flight(self) -> list[tuple[bytes, object]]:
-        """Forget the batches in flight and hand them back (body, tag), oldest first:
-        an owner that keeps them elsewhere (a disk spool) sends them from there."""
-        taken = list(self.in_flight.values())
+        """Forget the batches in flight and hand them back (body, tag), oldest first: an owner that keeps them
+        elsewhere (a disk spool) sends them from there."""
+        taken = [(frame[protocol.PAYLOAD_START :], tag) for frame, tag in self.in_flight.values()]
         self.in_flight.clear()
         return taken
 
     def reconnect(self) -> None:
-        """Drop the current connection (the peer's address or security changed);
-        :meth:`run` dials again at once and resends what is in flight."""
+        """Drop the current connection (the peer's address or security changed); :meth:`run` dials again at once and
+        resends what is in flight."""
         if self._writer is not None:
             self._writer.close()
 
     async def flush(self, timeout: float, unsent: Callable[[], bool], only_while_connected: bool = False) -> bool:
-        """Wait up to ``timeout`` seconds for everything to be acknowledged (nothing
-        ``unsent()``, nothing in flight); with ``only_while_connected``, give up as
-        soon as the peer is away. Returns whether everything was."""
+        """Wait up to ``timeout`` seconds for everything to be acknowledged (nothing ``unsent()``, nothing in
+        flight); with ``only_while_connected``, give up as soon as the peer is away. Returns whether everything was."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self.defer_acks = False  # the acknowledgements are what we wait for now
@@ -393,17 +421,20 @@ class SendingSession:
         acks = AckReader.take_over(reader, writer, self._acknowledged, self._connection_ended, self.outbox.peer_name)
         self._acks = acks
         loop = self._loop = asyncio.get_running_loop()
-        for body, _ in self.in_flight.values():
-            writer.write(protocol.encode_frame(protocol.DATAPOINTS, body))
+        for frame, _ in self.in_flight.values():
+            writer.write(frame)
             self.resent += 1
         await writer.drain()
         self._last_sent = loop.time()
         while True:
             if acks.closed:
                 raise acks.error or ConnectionError(f"connection closed by {self.outbox.peer_name}")
-            batch = None if self.window_full else self.outbox.next_batch()
+            batch = None if self.window_full else self.outbox.next_frame()
             if batch is not None:
-                self._send(writer, *batch)
+                self.in_flight[batch[0][_BATCH_ID]] = batch  # into the window and onto the wire
+                writer.write(batch[0])
+                self.sent += 1
+                self._last_sent = loop.time()
                 await writer.drain()
                 continue
             wait = 0.0 if self._heartbeat_due else self._last_sent + self.heartbeat_interval - loop.time()
@@ -419,10 +450,11 @@ class SendingSession:
                 self._last_sent = loop.time()
 
     async def _wait_for_work(self, timeout: float) -> None:
-        """Until an acknowledgement comes (when the window is full), new data comes (when the
-        window has room), the connection breaks, or ``timeout``. Called right after the outbox
-        had nothing or the window was full, with no await in between, so a wake-up cannot slip
-        past. One future and one timer, no task."""
+        """Until an acknowledgement comes (when the window is full), new data comes (when the window has room), the
+        connection breaks, or a heartbeat is due (in ``timeout``, unless frames went meanwhile from
+        :meth:`send_now`: the timer then waits on, without waking us). Called right after the outbox had nothing or
+        the window was full, with no await in between, so a wake-up cannot slip past. One future and one timer, no
+        task."""
         loop = self._loop
         assert loop is not None
         woken = loop.create_future()
@@ -431,7 +463,8 @@ class SendingSession:
             if not woken.done():
                 woken.set_result(None)
 
-        timer = loop.call_later(max(0.0, timeout), wake)
+        due = lambda: 0.0 if self._heartbeat_due else self._last_sent + self.heartbeat_interval  # noqa: E731
+        timer = HeartbeatTimer(loop, timeout, due, wake)
         self._waiting, self._woken = wake, woken
         self._fit_reading()
         try:
@@ -443,9 +476,9 @@ class SendingSession:
     # -- reading the acknowledgements ------------------------------------------
 
     def _reading_needed(self) -> bool:
-        """Whether the transport must read now, waking us for each acknowledgement: unless they
-        can wait for the next poll (``defer_acks``, plain TCP, at most half the window in flight,
-        no batch late: unacknowledged at two polls in a row, or at a poll after reading stopped)."""
+        """Whether the transport must read now, waking us for each acknowledgement: unless they can wait for the
+        next poll (``defer_acks``, plain TCP, at most half the window in flight, no batch late: unacknowledged at
+        two polls in a row, or at a poll after reading stopped)."""
         acks = self._acks
         if acks is None or not (self.defer_acks and acks.can_poll):
             return True
@@ -464,22 +497,27 @@ class SendingSession:
             self._late.reading_stopped(self.in_flight)
             acks.transport.pause_reading()
 
-    def _poll_acks(self) -> None:
-        """Read the acknowledgements waiting in the socket, while the transport does not."""
-        if self._reading_paused and self._acks is not None and self._loop is not None:
-            self._last_read = self._loop.time()
-            self._acks.poll()
-            self._late.polled(self.in_flight)
+    def _poll_acks(self, now: float | None = None) -> None:
+        """Read the acknowledgements waiting in the socket, while the transport does not (``now``: the loop's time)."""
+        acks, loop = self._acks, self._loop
+        if self._reading_paused and acks is not None and loop is not None:
+            self._last_read = loop.time() if now is None else now
+            acks.poll()
+            if self.in_flight:  # else none is late, and ids named before never come back: nothing to note
+                self._late.polled(self.in_flight)
+                self._fit_reading()
 
     def _acknowledged(self, batch_ids: list[bytes]) -> None:
         """The peer holds these batches: out of the window, and the owner told."""
-        was_full = self.window_full
+        in_flight = self.in_flight
+        was_full = len(in_flight) >= self.max_in_flight
         for batch_id in batch_ids:
-            entry = self.in_flight.pop(batch_id, None)
+            entry = in_flight.pop(batch_id, None)
             if entry is None:
                 continue  # acknowledged twice, or taken back after a disconnection
             self.acknowledged += 1
-            self.outbox.on_acknowledged(entry[1])
+            if entry[1] is not None:
+                self.outbox.on_acknowledged(entry[1])
         if self._waiting is None:
             return
         if was_full or not self.defer_acks:
