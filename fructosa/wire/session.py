@@ -226,6 +226,20 @@ class HeartbeatTimer:
         self._timer.cancel()
 
 
+def heartbeat_wait(
+    loop: asyncio.AbstractEventLoop, timeout: float, due: Callable[[], float]
+) -> tuple[asyncio.Future, Callable[..., None], HeartbeatTimer]:
+    """A stream's wait for work: the future that ends it, what ends it (callable any number of times, with any
+    arguments), and the :class:`HeartbeatTimer` that ends it once a heartbeat is due (cancel it after the wait)."""
+    woken = loop.create_future()
+
+    def wake(*_: object) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    return woken, wake, HeartbeatTimer(loop, timeout, due, wake)
+
+
 class SendingSession:
     """Numbered batches to one peer, at most ``max_in_flight`` unacknowledged.
 
@@ -457,14 +471,8 @@ class SendingSession:
         task."""
         loop = self._loop
         assert loop is not None
-        woken = loop.create_future()
-
-        def wake(*_: object) -> None:
-            if not woken.done():
-                woken.set_result(None)
-
         due = lambda: 0.0 if self._heartbeat_due else self._last_sent + self.heartbeat_interval  # noqa: E731
-        timer = HeartbeatTimer(loop, timeout, due, wake)
+        woken, wake, timer = heartbeat_wait(loop, timeout, due)
         self._waiting, self._woken = wake, woken
         self._fit_reading()
         try:
