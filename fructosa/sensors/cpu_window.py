@@ -35,11 +35,6 @@ _shared: tuple[float, list[Any], list[float]] = (float("-inf"), [], [])
 """When the shared reading was taken, the reading, and each CPU's :func:`total_time` in it."""
 
 
-def per_cpu_times() -> list[Any]:
-    """``psutil.cpu_times(percpu=True)``, shared by the readings within :data:`SHARED_FOR` seconds."""
-    return _shared_reading()[0]
-
-
 def _shared_reading() -> tuple[list[Any], list[float]]:
     """The shared per-CPU reading and each CPU's total time in it: summed once per reading, where it
     serves as the current reading of this tick's windows and as the previous one of the next tick's.
@@ -284,5 +279,5 @@ _ZEROS = repeat(0.0)
 
 _last_window: tuple[object, object, TupleWindow | None] = (None, None, None)
 """The last two readings :meth:`TupleWindow.of` rated over, and its window: CPUPercent and
-CPUTimesPercent measured at one tick rate over the same two shared readings (:func:`per_cpu_times`),
+CPUTimesPercent measured at one tick rate over the same two shared readings (:func:`_shared_reading`),
 so the second asks about the very same objects (kept alive here, so never another reading's)."""
