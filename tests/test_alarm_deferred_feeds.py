@@ -12,29 +12,20 @@ import math
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from fructosa.alarms import evaluator as evaluator_module
-from fructosa.alarms.evaluator import AlarmEvaluator, EvaluatorSettings, Transition
-from fructosa.alarms.rules import State, make_rule
+from fructosa.alarms.evaluator import AlarmEvaluator
+from fructosa.alarms.rules import State
 from fructosa.wire.blocks import Block
+from tests.support.alarm_reference import NODES, NOW, PROPERTIES, RULES, STALE_AFTER, engine, same
 
 pytestmark = pytest.mark.timeout(120)
 
-PROPERTIES = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-NOW = 1_800_000_000.0
-STALE_AFTER = 300.0
-NODES = ("n1", "n2")
 LAYOUTS = (("S.b", "S.a"), ("S.b", "S.a"), ("S.b",), ("S.a", "S.c", "T.a"), ("S.c", "S.b", "S.c"))
 """Paths below a node, as blocks bring them: the same layout over and over, another one with the same paths, one
 feeding part of a key's paths, one feeding several rules, and one with a path twice."""
-RULES = (
-    ("gt", "*.S.*", ">", 5.0, 0.0),
-    ("lt-for", "*.S.*", "<", 0.0, 2.0),  # pending before firing
-    ("ge", "*.*.a", ">=", 5.0, 0.0),
-    ("eq", "*.S.a", "==", 5.0, 0.0),  # not decided by an extreme: always built
-)
 quiet = st.sampled_from([0.5, 1.0, 2.0, 3.0, 4.0])
 values = st.one_of(quiet, quiet, quiet, st.sampled_from([-1.0, -0.0, 0.0, 5.0, 7.5, math.nan]))
 TIMES = ("one fresh", "one stale", "one fresh, older", "several")
@@ -50,29 +41,10 @@ step = st.one_of(
 )  # fmt: skip
 
 
-def engine(clock: list[float], deferring: bool) -> tuple[AlarmEvaluator, list[Transition]]:
-    evaluator = AlarmEvaluator(
-        [make_rule(name, metric, operator, value, for_seconds) for name, metric, operator, value, for_seconds in RULES],
-        EvaluatorSettings(node_silent=False, job_idle=False, stale_after=STALE_AFTER),
-        lambda: clock[0],
-    )
-    if not deferring:
-        for runtime in evaluator.runtimes.values():
-            runtime.extreme = None  # every key fed at once and its state built at every block
-    seen: list[Transition] = []
-    evaluator.listeners.append(seen.append)
-    return evaluator, seen
-
-
 def observe_building(evaluator: AlarmEvaluator, block: Block, host: str) -> None:
     """The reference picks the matching times of every block, never asking whether it has one time."""
     with mock.patch.object(evaluator_module, "common_time", lambda times: None):
         evaluator.observe(block, host)
-
-
-def same(left: dict[str, State], right: dict[str, State]) -> bool:
-    """Equal states in the same order, NaN equal to NaN and -0.0 told from 0.0."""
-    return list(left) == list(right) and all(repr(left[key]) == repr(right[key]) for key in left)
 
 
 def block_of(node: str, layout: int, numbers: list[float], times: str, stale: list[bool], now: float) -> Block:

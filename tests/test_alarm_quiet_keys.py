@@ -9,26 +9,16 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from fructosa.alarms.evaluator import AlarmEvaluator, EvaluatorSettings, Transition
-from fructosa.alarms.rules import State, make_rule
+from fructosa.alarms.rules import State
 from fructosa.wire.blocks import Block
+from tests.support.alarm_reference import NODES, NOW, PROPERTIES, RULES, STALE_AFTER, engine, same
 
 pytestmark = pytest.mark.timeout(120)
 
-PROPERTIES = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-NOW = 1_800_000_000.0
-STALE_AFTER = 300.0
-NODES = ("n1", "n2")
 SENSORS = ("S.a", "S.b", "S.c", "T.a")
-RULES = (
-    ("gt", "*.S.*", ">", 5.0, 0.0),
-    ("lt-for", "*.S.*", "<", 0.0, 2.0),  # pending before firing
-    ("ge", "*.*.a", ">=", 5.0, 0.0),
-    ("eq", "*.S.a", "==", 5.0, 0.0),  # not decided by an extreme: always built
-)
 values = st.sampled_from([-1.0, -0.0, 0.0, 1.0, 5.0, 7.5, math.inf, -math.inf, math.nan])
 datapoint = st.tuples(st.sampled_from(NODES), st.sampled_from(SENSORS), values, st.integers(0, 7).map(lambda n: n == 0))
 step = st.one_of(
@@ -36,25 +26,6 @@ step = st.one_of(
     st.tuples(st.just("read"), st.just(None), st.just(0)),
     st.tuples(st.just("tick"), st.just(None), st.integers(0, 200)),
 )
-
-
-def engine(clock: list[float], deferring: bool) -> tuple[AlarmEvaluator, list[Transition]]:
-    evaluator = AlarmEvaluator(
-        [make_rule(name, metric, operator, value, for_seconds) for name, metric, operator, value, for_seconds in RULES],
-        EvaluatorSettings(node_silent=False, job_idle=False, stale_after=STALE_AFTER),
-        lambda: clock[0],
-    )
-    if not deferring:
-        for runtime in evaluator.runtimes.values():
-            runtime.extreme = None  # every key evaluated and its state built at every block
-    seen: list[Transition] = []
-    evaluator.listeners.append(seen.append)
-    return evaluator, seen
-
-
-def same(left: dict[str, State], right: dict[str, State]) -> bool:
-    """Equal states in the same order, NaN equal to NaN and -0.0 told from 0.0."""
-    return list(left) == list(right) and all(repr(left[key]) == repr(right[key]) for key in left)
 
 
 @PROPERTIES
