@@ -208,18 +208,29 @@ def write_status(path: str, status: dict) -> None:
     The new content goes to a temporary file of a fresh random name next to
     ``path`` (created exclusively, never through a symlink), then is renamed
     over ``path``; rename replaces a symlink at ``path`` instead of following it.
-    Encoded without indentation: only then does :mod:`json` use its C encoder,
-    4× faster than the pure-Python one. lmaster writes a row per agent every
-    report from a worker thread, and the C encoder never lets go of the GIL:
-    long lists are therefore encoded :data:`STATUS_ITEMS_PER_CHUNK` items at a
-    time (:func:`status_json_chunks`), so the event loop gets the GIL between chunks.
+    A reader therefore sees the old file or the new one, whole, never a mix.
+
+    Encoded once, without indentation (only then does :mod:`json` use its C
+    encoder, 4× faster than the pure-Python one) and written with one
+    ``os.write``: no text-file object and its buffers for what is, for lagent,
+    one short line every report. lmaster writes a row per agent from a worker
+    thread, and the C encoder never lets go of the GIL: long lists are
+    therefore encoded :data:`STATUS_ITEMS_PER_CHUNK` items at a time
+    (:func:`status_json_chunks`), so the event loop gets the GIL between chunks.
     """
     directory, name = os.path.split(os.path.abspath(path))
+    document = {"pid": os.getpid(), "written": time.time(), **status}
+    if any(isinstance(value, list) and len(value) > STATUS_ITEMS_PER_CHUNK for value in status.values()):
+        pieces: Iterable[str] = status_json_chunks(document)
+    else:
+        pieces = (json.dumps(document, separators=COMPACT),)
     fd, temporary = create_fresh(directory, f".{name}.", ".tmp")
     try:
-        os.fchmod(fd, 0o644)  # readable by ``status`` run as another user, as before
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.writelines(status_json_chunks({"pid": os.getpid(), "written": time.time(), **status}))
+        try:
+            os.fchmod(fd, 0o644)  # readable by ``status`` run as another user, whatever the umask
+            _write_pieces(fd, pieces)
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -229,25 +240,52 @@ def write_status(path: str, status: dict) -> None:
         raise
 
 
+STATUS_WRITE_SIZE = 1 << 16
+"""Bytes of encoded pieces gathered for one ``os.write``."""
+
+
+def _write_pieces(fd: int, pieces: Iterable[str]) -> None:
+    """Write the text ``pieces`` encoded, :data:`STATUS_WRITE_SIZE` bytes or so at a time: each write
+    lets go of the GIL, and no copy of a large status is ever made whole."""
+    pending: list[str] = []
+    size = 0
+    for piece in pieces:
+        pending.append(piece)
+        size += len(piece)
+        if size >= STATUS_WRITE_SIZE:
+            _write_all(fd, "".join(pending).encode("utf-8"))
+            pending, size = [], 0
+    if pending:
+        _write_all(fd, "".join(pending).encode("utf-8"))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 STATUS_ITEMS_PER_CHUNK = 250
 """Items of a list in the status file encoded by one call of the C encoder (~1 ms)."""
+
+COMPACT = (",", ":")
+"""JSON separators without spaces."""
 
 
 def status_json_chunks(status: dict) -> Iterator[str]:
     """``json.dumps(status, separators=(",", ":"))`` in pieces: each top-level value, and the
     lists among them :data:`STATUS_ITEMS_PER_CHUNK` items at a time."""
-    compact = (",", ":")
     yield "{"
     for index, (key, value) in enumerate(status.items()):
         yield f"{',' if index else ''}{json.dumps(str(key))}:"
         if isinstance(value, list):
             yield "["
             for start in range(0, len(value), STATUS_ITEMS_PER_CHUNK):
-                chunk = json.dumps(value[start : start + STATUS_ITEMS_PER_CHUNK], separators=compact)
+                chunk = json.dumps(value[start : start + STATUS_ITEMS_PER_CHUNK], separators=COMPACT)
                 yield f"{',' if start else ''}{chunk[1:-1]}"
             yield "]"
         else:
-            yield json.dumps(value, separators=compact)
+            yield json.dumps(value, separators=COMPACT)
     yield "}"
 
 
