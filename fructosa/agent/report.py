@@ -1,5 +1,15 @@
 """lagent's view of itself: self-metrics (``HOST.fructosa.agent.*`` in Graphite)
-and the status file that ``lagent status`` reads."""
+and the status file that ``lagent status`` reads.
+
+Both come from one measurement every ``self metrics interval``. The self-metrics
+go out every time; the status file, read only when someone runs ``lagent status``,
+is rewritten at every report for :data:`STATUS_MAX_AGE` seconds after a start or
+a reload (when someone is likely checking that the agent came up right), at a
+report that finds what it tells about trouble changed (:data:`STATUS_WATCHED`),
+and otherwise once every :data:`STATUS_MAX_AGE` seconds: replacing a file costs
+three times what the measurement does, and each report is paid for every 10 s
+on every compute node.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +30,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__package__)
 
+
+STATUS_MAX_AGE = 60.0
+"""Seconds: the status file is rewritten at least every this many seconds' worth of reports
+(every report when ``self metrics interval`` is longer), even when nothing in
+:data:`STATUS_WATCHED` changed, so the rates, counts and CPU/RSS it shows are at most this old."""
+
+STATUS_WATCHED = ("connected", "reconnects", "dropped_samples", "spool_batches", "interval")
+"""Self-metrics that tell of trouble or of a change of plan: the status file is rewritten at
+the first report (at most ``self metrics interval`` later) that finds any of them changed."""
 
 RIDE_MARGIN = 0.0005
 """Seconds the report's own timer waits past its grid point: a tick of the sensors at that point
@@ -44,6 +63,16 @@ class Reporter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous = (0, 0.0)
         """Samples counted and monotonic time at the previous report."""
+        self._status_watched: tuple | None = None
+        """The :data:`STATUS_WATCHED` values in the status file last written; None: not written (yet)."""
+        self._reports_unwritten = 0
+        """Reports since the status file was last written."""
+        self._config_seen: object = None
+        """The configuration at the previous report: another one means a reload."""
+        self._eager_reports = 0
+        """Reports left that write the status file whatever they find (after a start or a reload)."""
+        self._intervals: tuple[tuple, dict[str, float]] = ((), {})
+        """(what the sensors' intervals were computed from, those intervals): see :meth:`intervals`."""
 
     async def run(self) -> None:
         """Report until cancelled (the agent stops)."""
@@ -100,12 +129,32 @@ class Reporter:
             return False
         if agent.config.self_metrics:
             record("fructosa", {"agent": metrics})
-        if self.status_file:
+        if self.status_file and self._status_due(metrics):
             try:
                 write_status(self.status_file, {"agent": metrics, "report": self.report(metrics)})
             except OSError as error:
                 log.debug("cannot write status file %s: %s", self.status_file, error)
+                self._status_watched = None  # the next report tries again
         return agent.config.self_metrics
+
+    def _status_due(self, metrics: dict) -> bool:
+        """Whether this report rewrites the status file: each one in the first :data:`STATUS_MAX_AGE`
+        seconds after a start or a reload, one that finds a :data:`STATUS_WATCHED` value changed, and
+        otherwise one in every :data:`STATUS_MAX_AGE` seconds' worth of reports. Counted in reports,
+        not read off a clock: the reports keep to their grid, and a count cannot be off by a clock's
+        jitter at the boundary."""
+        config = self.agent.config
+        reports_per_write = max(1, int(STATUS_MAX_AGE // config.self_metrics_interval))
+        if config is not self._config_seen:
+            self._config_seen, self._eager_reports = config, reports_per_write
+        watched = tuple([metrics[name] for name in STATUS_WATCHED])
+        self._reports_unwritten += 1
+        if self._eager_reports:
+            self._eager_reports -= 1
+        elif watched == self._status_watched and self._reports_unwritten < reports_per_write:
+            return False
+        self._status_watched, self._reports_unwritten = watched, 0
+        return True
 
     def self_metrics(self, samples_per_second: float) -> dict:
         """The agent's health: ``HOST.fructosa.agent.*`` in Graphite."""
@@ -124,8 +173,19 @@ class Reporter:
             "connected": sender.session.connected.is_set(),
             "cpu_percent": usage["cpu_percent"],
             "rss_bytes": usage["rss_bytes"],
-            "interval": {name: agent.plan.interval(sensor) for name, (sensor, _) in agent.scheduler.running.items()},
+            "interval": self.intervals(),
         }
+
+    def intervals(self) -> dict[str, float]:
+        """Each running sensor's current interval, recomputed only when the running sensors
+        (a reload) or an adaptive sensor's interval (a switch) changed since the previous report:
+        their fingerprint, two tuples built in C, costs less than asking the plan per sensor."""
+        agent = self.agent
+        running, schedules = agent.scheduler.running, agent.plan.schedules
+        basis = (tuple(running.values()), tuple([schedule.interval for schedule in schedules.values()]))
+        if basis != self._intervals[0]:
+            self._intervals = (basis, {name: agent.plan.interval(sensor) for name, (sensor, _) in running.items()})
+        return self._intervals[1]
 
     def report(self, metrics: dict) -> str:
         """One line for ``lagent status``."""

@@ -76,7 +76,8 @@ LAGENT = Section(
             "send the agent's own health under HOST.fructosa.agent.* (samples/s, queue, spool, drops,"
             " reconnects, CPU, RSS, sensor intervals)"),
         Key("self metrics interval", "self_metrics_interval", parse_positive_float,
-            "seconds between two of those, and between two updates of the status file"),
+            "seconds between two of those; the status file is rewritten at most this often,"
+            " and at least once a minute or once a report, whichever is rarer"),
         *spool_keys(DEFAULT_AGENT_SPOOL, 64 << 20, "samples not yet acknowledged by lmaster"),
         Key("journal file", "journal_file", parse_path,
             "debugging: append every value measured to this file, as Graphite plaintext lines",
