@@ -23,7 +23,7 @@ import pytest
 from fructosa import daemon
 from fructosa.agent import Agent
 from fructosa.agent import report as report_module
-from fructosa.agent.report import STATUS_MAX_AGE, STATUS_WATCHED
+from fructosa.agent.report import STATUS_EAGER_REPORTS, STATUS_MAX_AGE, STATUS_WATCHED
 from fructosa.config import load_agent_config
 from fructosa.selfstats import ProcessUsage, seconds_since_start
 
@@ -105,35 +105,41 @@ def reports_that_write(agent: Agent, status_file: Path, reports: int) -> list[in
     return written_by
 
 
+def expected_writes(reports: int, most: int) -> list[int]:
+    """The reports that write, from a start or reload on, with nothing watched changing: the first
+    STATUS_EAGER_REPORTS, then one every ``most``."""
+    last_eager = STATUS_EAGER_REPORTS - 1
+    return [index for index in range(reports) if index <= last_eager or (index - last_eager) % most == 0]
+
+
 @pytest.mark.parametrize("self_metrics_interval", [1, 7, 10, 30, 60, 100])
 def test_the_status_file_is_never_older_than_its_promise(tmp_path: Path, self_metrics_interval: float) -> None:
-    """Every report in the first STATUS_MAX_AGE seconds writes the file; after that, with nothing
-    watched changing, a report rewrites it once its age would pass STATUS_MAX_AGE (or one interval,
-    when that is longer), and the reports in between leave it alone."""
+    """The first reports after the start write the file; after them, with nothing watched changing,
+    a report rewrites it once its age would pass STATUS_MAX_AGE (or one interval, when that is
+    longer), and the reports in between leave it alone."""
     most = max(1, int(STATUS_MAX_AGE // self_metrics_interval))
+    assert most * self_metrics_interval <= max(STATUS_MAX_AGE, self_metrics_interval)
+    assert STATUS_EAGER_REPORTS >= 1
 
     def scenario(agent: Agent, status_file: Path) -> None:
-        written_by = reports_that_write(agent, status_file, 4 * most)
-        assert written_by[:most] == list(range(most)), "each report of the first minute writes the file"
-        steady = written_by[most - 1 :]
-        gaps = {later - earlier for earlier, later in zip(steady, steady[1:], strict=False)}
-        assert gaps == {most}, written_by
-        assert most * self_metrics_interval <= max(STATUS_MAX_AGE, self_metrics_interval)
+        written_by = reports_that_write(agent, status_file, STATUS_EAGER_REPORTS + 3 * most)
+        assert written_by == expected_writes(STATUS_EAGER_REPORTS + 3 * most, most)
+        gaps = {later - earlier for earlier, later in zip(written_by, written_by[1:], strict=False)}
+        assert max(gaps) == most, "never longer than STATUS_MAX_AGE between two writes"
 
     with_agent(tmp_path, self_metrics_interval, scenario)
 
 
-def test_after_a_reload_every_report_writes_the_status_file_for_a_while(tmp_path: Path) -> None:
+def test_a_reload_writes_the_status_file_at_its_first_reports(tmp_path: Path) -> None:
     most = int(STATUS_MAX_AGE // 10)
+    reports = STATUS_EAGER_REPORTS + 2 * most
     (tmp_path / "again").mkdir()
     again = agent_config(tmp_path / "again", 10)
 
     def scenario(agent: Agent, status_file: Path) -> None:
-        assert reports_that_write(agent, status_file, 2 * most) == [*range(most), 2 * most - 1]
-        assert reports_that_write(agent, status_file, most) == [most - 1]  # steady: one write in most reports
+        assert reports_that_write(agent, status_file, reports) == expected_writes(reports, most)
         agent.reload(again)
-        assert reports_that_write(agent, status_file, most) == list(range(most))
-        assert reports_that_write(agent, status_file, most) == [most - 1]
+        assert reports_that_write(agent, status_file, reports) == expected_writes(reports, most)
 
     with_agent(tmp_path, 10, scenario)
 
@@ -142,7 +148,7 @@ def test_a_watched_change_is_in_the_status_file_at_the_next_report(tmp_path: Pat
     assert {"connected", "reconnects", "dropped_samples", "spool_batches", "interval"} <= set(STATUS_WATCHED)
 
     def scenario(agent: Agent, status_file: Path) -> None:
-        reports_that_write(agent, status_file, int(STATUS_MAX_AGE // 10) + 1)  # past the first minute
+        reports_that_write(agent, status_file, STATUS_EAGER_REPORTS + 1)  # past the first reports
         first = written_at(status_file)
         report(agent)
         assert written_at(status_file) == first, "nothing watched changed: the file stays"
@@ -169,7 +175,7 @@ def test_a_status_file_that_could_not_be_written_is_written_at_the_next_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def scenario(agent: Agent, status_file: Path) -> None:
-        reports_that_write(agent, status_file, int(STATUS_MAX_AGE // 10) + 1)  # past the first minute
+        reports_that_write(agent, status_file, STATUS_EAGER_REPORTS + 1)  # past the first reports
         before = written_at(status_file)
         real_write = report_module.write_status
 

@@ -3,7 +3,7 @@ and the status file that ``lagent status`` reads.
 
 Both come from one measurement every ``self metrics interval``. The self-metrics
 go out every time; the status file, read only when someone runs ``lagent status``,
-is rewritten at every report for :data:`STATUS_MAX_AGE` seconds after a start or
+is rewritten by the first :data:`STATUS_EAGER_REPORTS` reports after a start or
 a reload (when someone is likely checking that the agent came up right), at a
 report that finds what it tells about trouble changed (:data:`STATUS_WATCHED`),
 and otherwise once every :data:`STATUS_MAX_AGE` seconds: replacing a file costs
@@ -39,6 +39,10 @@ STATUS_MAX_AGE = 60.0
 STATUS_WATCHED = ("connected", "reconnects", "dropped_samples", "spool_batches", "interval")
 """Self-metrics that tell of trouble or of a change of plan: the status file is rewritten at
 the first report (at most ``self metrics interval`` later) that finds any of them changed."""
+
+STATUS_EAGER_REPORTS = 2
+"""Reports after a start or a reload that write the status file whatever they find: the first one's
+rates cover only the part of an interval since then, the second is the first with a whole interval's."""
 
 RIDE_MARGIN = 0.0005
 """Seconds the report's own timer waits past its grid point: a tick of the sensors at that point
@@ -138,15 +142,15 @@ class Reporter:
         return agent.config.self_metrics
 
     def _status_due(self, metrics: dict) -> bool:
-        """Whether this report rewrites the status file: each one in the first :data:`STATUS_MAX_AGE`
-        seconds after a start or a reload, one that finds a :data:`STATUS_WATCHED` value changed, and
-        otherwise one in every :data:`STATUS_MAX_AGE` seconds' worth of reports. Counted in reports,
+        """Whether this report rewrites the status file: the first :data:`STATUS_EAGER_REPORTS` after a
+        start or a reload, one that finds a :data:`STATUS_WATCHED` value changed, and otherwise one in
+        every :data:`STATUS_MAX_AGE` seconds' worth of reports. Counted in reports,
         not read off a clock: the reports keep to their grid, and a count cannot be off by a clock's
         jitter at the boundary."""
         config = self.agent.config
         reports_per_write = max(1, int(STATUS_MAX_AGE // config.self_metrics_interval))
         if config is not self._config_seen:
-            self._config_seen, self._eager_reports = config, reports_per_write
+            self._config_seen, self._eager_reports = config, STATUS_EAGER_REPORTS
         watched = tuple([metrics[name] for name in STATUS_WATCHED])
         self._reports_unwritten += 1
         if self._eager_reports:
