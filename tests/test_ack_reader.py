@@ -70,9 +70,10 @@ class Recorded:
         self.reader = AckReader(FakeWriter(self.transport), self.on_acks, self.on_closed, "test peer")  # type: ignore[arg-type]
 
     def on_acks(self, batch_ids: list[bytes]) -> None:
-        if self.fail_on in batch_ids:
-            raise RuntimeError("the owner failed")
-        self.acknowledged.extend(batch_ids)
+        for batch_id in batch_ids:  # in order, as the session takes them, failing at ``fail_on``
+            if batch_id == self.fail_on:
+                raise RuntimeError("the owner failed")
+            self.acknowledged.append(batch_id)
 
     def on_closed(self, reader: AckReader) -> None:
         assert reader is self.reader
@@ -210,6 +211,18 @@ def test_poll_sees_the_peer_gone_after_its_last_acknowledgements(
     recorded.reader.poll()  # one read per poll while it gets less than it asked for: the end at the next
     assert recorded.reader.closed and recorded.ends == 1 and recorded.reader.error is None
     assert not recorded.reader.can_poll
+
+
+def test_the_end_of_the_connection_first_reads_the_acknowledgements_waiting_in_the_socket(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peers = socket_pair
+    recorded = Recorded(ours)
+    peers.sendall(ack_frames([ids(1), ids(1, 1), ids(3, 2)]))  # never polled: they wait in the socket
+    recorded.reader.connection_lost(BrokenPipeError("a write found it broken"))
+    assert recorded.acknowledged == ids(5) and recorded.ends == 1
+    assert isinstance(recorded.reader.error, BrokenPipeError)  # the transport's reason, with data waiting
+    assert recorded.transport.opening.calls == ["lost a write found it broken"]
 
 
 def test_over_tls_the_reader_never_reads_the_socket_itself(socket_pair: tuple[socket.socket, socket.socket]) -> None:

@@ -112,6 +112,36 @@ def test_sensors_due_together_are_measured_together_cheap_ones_on_the_loop_threa
 
 
 @pytest.mark.usefixtures("test_sensors")
+def test_the_samples_measured_on_the_loop_at_one_tick_are_handed_over_in_one_call_in_order() -> None:
+    """``record_all`` gets each tick's on-loop samples together; the lane's come one by one to ``record``;
+    a ``record_all`` that raises is logged and the ticks go on."""
+    handed: list[list[str]] = []
+    one_by_one: list[str] = []
+
+    def record_all(samples: list[tuple[str, object]]) -> None:
+        handed.append([name for name, _ in samples])
+        if len(handed) == 2:
+            raise RuntimeError("the second tick's samples are refused")
+
+    async def scenario() -> None:
+        scheduler = SensorScheduler(AdaptivePlan(), lambda name, value: one_by_one.append(name), None, record_all)
+        scheduler.apply(
+            [
+                SensorConfig("OnLoopTestSensor", 0.2, {}),
+                SensorConfig("OnThreadTestSensor", 0.2, {}),
+                SensorConfig("AlsoOnLoopTestSensor", 0.2, {}),
+            ]
+        )
+        await run_until(scheduler, lambda: len(handed) >= 5 and len(one_by_one) >= 4)
+
+    asyncio.run(scenario())
+    # The first two may hold one each (started a moment apart, on a loaded machine); then both, in order.
+    assert all(names == ["OnLoopTestSensor", "AlsoOnLoopTestSensor"] for names in handed[2:]), handed
+    assert {name for names in handed[:2] for name in names} == {"OnLoopTestSensor", "AlsoOnLoopTestSensor"}
+    assert set(one_by_one) == {"OnThreadTestSensor"}
+
+
+@pytest.mark.usefixtures("test_sensors")
 def test_a_hung_sensor_stalls_nobody() -> None:
     async def scenario() -> None:
         scheduler = SensorScheduler(AdaptivePlan(), lambda name, value: None)

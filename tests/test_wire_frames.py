@@ -65,17 +65,17 @@ def test_write_frame_goes_straight_to_the_socket_and_hands_the_rest_to_the_trans
     with ours, theirs:
         ours.setblocking(False)
         transport = RecordingTransport()
-        write_frame(transport, ours.fileno(), b"abc")  # type: ignore[arg-type]
+        assert write_frame(transport, ours.fileno(), b"abc")  # type: ignore[arg-type]
         assert theirs.recv(10) == b"abc" and transport.written == []
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         big = os.urandom(1 << 20)
-        write_frame(transport, ours.fileno(), big)  # type: ignore[arg-type]
+        assert not write_frame(transport, ours.fileno(), big)  # type: ignore[arg-type]
         assert len(transport.written) == 1 and 0 < len(transport.written[0]) < len(big)
         sent = len(big) - len(transport.written[0])
         assert big[sent:] == transport.written[0]
-        write_frame(transport, ours.fileno(), b"full")  # type: ignore[arg-type]
+        assert not write_frame(transport, ours.fileno(), b"full")  # type: ignore[arg-type]
         assert transport.written[-1] == b"full"  # nothing taken (the socket is full): all to the transport
-        write_frame(transport, -1, b"tls")  # type: ignore[arg-type]
+        assert not write_frame(transport, -1, b"tls")  # type: ignore[arg-type]
         assert transport.written[-1] == b"tls"
 
 
@@ -85,7 +85,7 @@ def test_write_frame_after_an_error_hands_the_whole_frame_to_the_transport() -> 
         ours.setblocking(False)
         theirs.close()
         transport = RecordingTransport()
-        write_frame(transport, ours.fileno(), b"lost")  # type: ignore[arg-type]
+        assert not write_frame(transport, ours.fileno(), b"lost")  # type: ignore[arg-type]
         assert transport.written == [b"lost"]
 
 

@@ -68,7 +68,9 @@ class Agent:
         self._taken_at = 0.0
         """When the first of them was taken."""
         self._sample_errors = RateLimitedLog(log, period=600.0)
-        self.scheduler = SensorScheduler(self.plan, self.take, self.tick_recorded)
+        self._gpu = _has_gpu(config)
+        """A GPU sensor is configured: its samples may bring NVML's news of the GPUs (see :meth:`queue_taken`)."""
+        self.scheduler = SensorScheduler(self.plan, self.take, self.tick_recorded, self.take_all)
         self.reporter = Reporter(self, status_file)
         self._journal: IO[str] | None = None
 
@@ -149,6 +151,7 @@ class Agent:
             was = old.link  # TLS to lmaster stays off; a new secret still applies
             link = replace(link, tls=was.tls, tls_cert=was.tls_cert, tls_key=was.tls_key, tls_ca=was.tls_ca)
         self.config = replace(new, spool=old.spool, journal_file=old.journal_file, link=link)
+        self._gpu = _has_gpu(self.config)
         self.plan.update(new.sensors)
         self.scheduler.apply(new.sensors)
         self.sender.reconfigure(self.config)
@@ -176,6 +179,16 @@ class Agent:
         if not self._taken:
             self._taken_at = time.time()
         self._taken.append((sensor, value))
+
+    def take_all(self, samples: list[tuple[str, object]]) -> None:
+        """:meth:`take` of each of ``samples``, in order, in one call: the scheduler hands over the
+        samples it measured on the loop at one tick so (the list becomes the agent's). Stamped when
+        handed over, unless samples were taken before them."""
+        if self._taken:
+            self._taken += samples
+        else:
+            self._taken = samples
+            self._taken_at = time.time()
 
     def tick_recorded(self) -> None:
         """The samples of one tick (or of a late lane) are all taken: queue them, and send."""
@@ -210,7 +223,7 @@ class Agent:
             except Exception as error:  # one bad sample must not keep the others from lmaster
                 self._sample_errors.log(logging.ERROR, sensor, "sample of sensor %s not queued: %s: %s",
                                         sensor, type(error).__name__, error)  # fmt: skip
-        if self.plan.schedules or any(sensor == "GPU" for sensor, _ in taken):
+        if self.plan.schedules or (self._gpu and any(sensor == "GPU" for sensor, _ in taken)):
             self.sender.note_facts()  # an interval may have changed; NVML may know the GPUs now
 
     def _queue_one(self, host: str, now: float, sensor: str, value: object) -> None:
@@ -230,3 +243,7 @@ class Agent:
                 self.scheduler.wake(name)
         if self._journal is not None:  # debug option: what was measured, for loss checks
             self._journal.writelines(f"{path} {number!r} {when!r}\n" for path, (when, number) in block.datapoints())
+
+
+def _has_gpu(config: AgentConfig) -> bool:
+    return any(sensor.name == "GPU" for sensor in config.sensors)

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from ..adaptive import AdaptivePlan, next_due
@@ -78,6 +79,27 @@ def _not_started() -> object:
     raise RuntimeError("measured before it started")
 
 
+def watch(entry: ScheduledSensor, now: float) -> None:
+    """The watchdog, at every tick: a measurement stuck on its thread is logged once."""
+    assert entry.busy_since is not None
+    if not entry.hung_logged and now - entry.busy_since >= HUNG_AFTER:
+        entry.hung_logged = True
+        log.warning(
+            "sensor %s has not returned for %.0f s (hung? a dead network file system?); "
+            "it is skipped until it does, the other sensors go on", entry.name, now - entry.busy_since,
+        )  # fmt: skip
+
+
+def failed(entry: ScheduledSensor, error: Exception) -> None:
+    """``entry``'s measurement raised ``error``: logged (rate-limited); an unsupported sensor goes idle."""
+    if isinstance(error, SensorUnsupported):
+        log.warning("sensor %s is not supported on this host (%s); it stays idle", entry.name, error)
+        entry.sensor = None
+        entry.due = math.inf
+        return
+    entry.errors.log(logging.ERROR, "measure", "sensor %s failed: %s: %s", entry.name, type(error).__name__, error)
+
+
 async def start_on_thread(sensor: Sensor, name: str) -> Exception | None:
     """Run ``sensor.start()`` on a passing daemon thread and return what it raised, if anything.
 
@@ -105,7 +127,8 @@ async def start_on_thread(sensor: Sensor, name: str) -> Exception | None:
 
 
 class SensorScheduler:
-    """Runs the configured sensors and hands each measurement to ``record(sensor name, value)``.
+    """Runs the configured sensors and hands each measurement to ``record(sensor name, value)``,
+    or those measured on the loop at one tick all at once to ``record_all([(name, value), …])``.
 
     A sensor whose ``measure()`` returns None has nothing to report this time
     (a rate's first reading): nothing is recorded for it.
@@ -116,9 +139,13 @@ class SensorScheduler:
         plan: AdaptivePlan,
         record: Callable[[str, object], None],
         recorded: Callable[[], None] | None = None,
+        record_all: Callable[[list[tuple[str, object]]], None] | None = None,
     ) -> None:
         self.plan = plan
         self.record = record
+        self.record_all = record_all or self._record_each
+        """Takes the samples measured on the loop at one tick, in order, with one call (one function
+        to fetch into cold caches once a second, not one call a sample); by default ``record`` each."""
         self.recorded = recorded
         """Called once after the samples of one tick (or of one lane) were recorded, if any were:
         whoever sends them is woken once per tick, not once per sample."""
@@ -126,6 +153,9 @@ class SensorScheduler:
         self.origin: float | None = None
         """The loop time every sensor's grid starts from (set when the first sensor starts)."""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] = time.monotonic
+        """The loop's clock: ``time.monotonic`` itself where the loop's ``time()`` is asyncio's,
+        which returns it (a tick reads it after every sensor: no Python method in between)."""
         self._timer: asyncio.TimerHandle | None = None
         """The next tick: one timer for all the sensors, armed for the earliest due time. Its
         callback measures them (no task, no event: one loop iteration per tick)."""
@@ -144,6 +174,7 @@ class SensorScheduler:
     def start(self, config: SensorConfig) -> None:
         """Start ``config``'s sensor and measure it at once (then on the grid)."""
         loop = self._loop = asyncio.get_running_loop()
+        self._clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         if self.origin is None:
             self.origin = loop.time()
         self._stopped = False
@@ -236,7 +267,10 @@ class SensorScheduler:
                 due = entry.due
         if due == self._armed:
             return
-        self._disarm()
+        if self._timer is not None:  # _disarm, inline: a tick re-arms once a second
+            self._timer.cancel()
+            self._timer = None
+        self._armed = math.inf
         if due != math.inf:
             self._armed = due
             self._timer = self._loop.call_at(due, self._on_timer)
@@ -248,27 +282,29 @@ class SensorScheduler:
         self._armed = math.inf
 
     def _on_timer(self) -> None:
-        assert self._loop is not None
         self._timer, self._armed = None, math.inf
         self._ticking = True
         try:
-            self._tick(self._loop)
+            self._tick()
         finally:
             self._ticking = False
             self._arm()
 
-    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _tick(self) -> None:
         """Measure every sensor due now: those that may block in one lane, the others on the loop."""
-        now = loop.time()
+        clock = self._clock
+        now = clock()
         lane = []
-        schedules, origin, record = self.plan.schedules, self.origin, self.record
+        taken: list[tuple[str, object]] = []
+        """The samples measured on the loop, handed over together (``record_all``)."""
+        schedules, origin = self.plan.schedules, self.origin
         assert origin is not None
         upcoming: dict[float, float] = {}
         """Interval → the grid point a sensor measured now is next due at (the steady state's
         shortcut: see below)."""
         for _, entry in list(self.running.values()):
             if entry.busy_since is not None:
-                self._watch(entry, now)
+                watch(entry, now)
             if entry.due > now + SAME_TICK:
                 continue
             if entry.on_thread:
@@ -280,25 +316,20 @@ class SensorScheduler:
             try:
                 value = entry.read()  # the sensor's measure_compact, or its psutil call itself
             except Exception as error:
-                self._failed(entry, error)
-                self._reschedule(entry, loop.time())
+                failed(entry, error)
+                self._reschedule(entry, clock())
                 continue
             if value is None or entry.hung_logged:
                 self._recorded(entry, value)
             else:  # _recorded's usual case
-                self._any_recorded = True
-                try:
-                    record(name, value)
-                except Exception as error:  # one bad sample must not stop the ticks
-                    self._record_errors.log(logging.ERROR, name, "sample of sensor %s not recorded: %s: %s",
-                                            name, type(error).__name__, error)  # fmt: skip
+                taken.append((name, value))
             if name in schedules:  # adaptive: the plan may change its interval
-                self._reschedule(entry, loop.time())
+                self._reschedule(entry, clock())
                 continue
             # _reschedule of a sensor at its configured interval. The first grid point after the
             # time a sensor finished is also the first after the time a later one finished as long
             # as it lies ahead of that time: the sensors of one interval share it.
-            finished, interval = loop.time(), entry.interval
+            finished, interval = clock(), entry.interval
             due = upcoming.get(interval, -math.inf)
             if due <= finished:
                 due = upcoming[interval] = next_due(origin, interval, finished)
@@ -306,11 +337,18 @@ class SensorScheduler:
             entry.due = due
             if earlier:
                 self._arm()
+        if taken:
+            self._any_recorded = True
+            try:
+                self.record_all(taken)
+            except Exception as error:  # the samples of a tick must not stop the ticks
+                self._record_errors.log(logging.ERROR, "tick", "samples of a tick not recorded: %s: %s",
+                                        type(error).__name__, error)  # fmt: skip
         if lane:  # after the loop's own, so that the two do not contend for the GIL
             # The loop has nothing else to do until the next tick: it waits for the lane (up to
             # LANE_PATIENCE), so that no two threads fight for the GIL and the samples leave together.
             after = min((entry.due for _, entry in self.running.values()), default=math.inf)
-            self.lanes.start(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - loop.time())))
+            self.lanes.start(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - clock())))
         for rider in self.riders:
             try:
                 if rider(now):
@@ -319,6 +357,15 @@ class SensorScheduler:
                 self._record_errors.log(logging.ERROR, "rider", "work riding on a tick failed: %s: %s",
                                         type(error).__name__, error)  # fmt: skip
         self._tick_recorded()
+
+    def _record_each(self, samples: list[tuple[str, object]]) -> None:
+        """``record_all`` when none was given: ``record`` one sample after the other."""
+        for name, value in samples:
+            try:
+                self.record(name, value)
+            except Exception as error:  # one bad sample must not stop the ticks
+                self._record_errors.log(logging.ERROR, name, "sample of sensor %s not recorded: %s: %s",
+                                        name, type(error).__name__, error)  # fmt: skip
 
     def _tick_recorded(self) -> None:
         """Samples were recorded since the last call: tell ``recorded`` once."""
@@ -337,22 +384,12 @@ class SensorScheduler:
             if self.running.get(entry.name, (None, None))[1] is not entry:
                 continue  # removed by a reload meanwhile
             if error is not None:
-                self._failed(entry, error)
+                failed(entry, error)
             else:
                 self._recorded(entry, value)
             self._reschedule(entry, now)
         if not self._ticking:  # a lane that finished after its tick
             self._tick_recorded()
-
-    def _watch(self, entry: ScheduledSensor, now: float) -> None:
-        """The watchdog, at every tick: a measurement stuck on its thread is logged once."""
-        assert entry.busy_since is not None
-        if not entry.hung_logged and now - entry.busy_since >= HUNG_AFTER:
-            entry.hung_logged = True
-            log.warning(
-                "sensor %s has not returned for %.0f s (hung? a dead network file system?); "
-                "it is skipped until it does, the other sensors go on", entry.name, now - entry.busy_since,
-            )  # fmt: skip
 
     def _recorded(self, entry: ScheduledSensor, value: object) -> None:
         if entry.hung_logged:
@@ -366,14 +403,6 @@ class SensorScheduler:
         except Exception as error:  # one bad sample must not stop the ticks
             self._record_errors.log(logging.ERROR, entry.name, "sample of sensor %s not recorded: %s: %s",
                                     entry.name, type(error).__name__, error)  # fmt: skip
-
-    def _failed(self, entry: ScheduledSensor, error: Exception) -> None:
-        if isinstance(error, SensorUnsupported):
-            log.warning("sensor %s is not supported on this host (%s); it stays idle", entry.name, error)
-            entry.sensor = None
-            entry.due = math.inf
-            return
-        entry.errors.log(logging.ERROR, "measure", "sensor %s failed: %s: %s", entry.name, type(error).__name__, error)
 
     def _reschedule(self, entry: ScheduledSensor, now: float) -> None:
         """Its next grid point of the current interval (slowing down first if the plan says so)."""

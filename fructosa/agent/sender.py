@@ -35,11 +35,14 @@ log = logging.getLogger(__package__)
 MAX_SAMPLES_PER_BATCH = 1000
 MAX_UNACKNOWLEDGED = 32
 """Batches in flight before the agent waits for acknowledgements."""
-ACK_READ_INTERVAL = 3.5
-"""Seconds at least between two reads of lmaster's acknowledgements from a tick (every fourth tick
-of sensors at 1 s): each read is a system call, and the window holds many ticks. A lmaster that
-went away is seen by then (or by the second write after it closed the connection, or a heartbeat);
-the batches it had not acknowledged go again after the reconnect."""
+ACK_POLL_BATCHES = MAX_UNACKNOWLEDGED // 4
+"""Batches in flight at which a tick first reads lmaster's acknowledgements (every eighth tick of
+sensors at 1 s). Each read is a system call and parsing, paid by a tick; the acknowledgements
+wait in the socket meanwhile. The batches they free stay in memory until then (eight ticks' frames,
+a few KB each), well under the half window at which the transport reads on arrival. A lmaster that
+went away is seen by the second write after it closed the connection (or a heartbeat), and the
+acknowledgements waiting in the socket are read then too (the connection's end reads them): only
+the batches lmaster had not acknowledged go again after the reconnect."""
 SPILL_INTERVAL = 1.0
 """While lmaster is away, queued samples go to the spool within this many
 seconds of being measured, so a killed agent loses at most this much."""
@@ -81,7 +84,7 @@ class Sender(Outbox):
             MAX_UNACKNOWLEDGED,
             config.heartbeat_interval,
             defer_acks=True,
-            ack_read_interval=ACK_READ_INTERVAL,
+            ack_poll_batches=ACK_POLL_BATCHES,
         )
         self._spill_timer: asyncio.TimerHandle | None = None
         self._send_soon = False

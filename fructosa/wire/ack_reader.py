@@ -9,7 +9,10 @@ An agent, whose data comes in ticks, need not be woken for each acknowledgement 
 plain TCP connection whose transport is told not to read, :meth:`AckReader.poll` reads what waits
 in the socket directly (one non-blocking ``read``), from the agent's own tick, so the previous
 tick's acknowledgement costs neither a wakeup nor a pass of the event loop. A peer that closed
-the connection or reset it is seen by that read too (end of file, or the error).
+the connection or reset it is seen by that read too (end of file, or the error). When the
+connection ends otherwise (a write finds it broken, or the sender closes it), what waits in
+the socket is read once more before it closes: the batches the peer acknowledged are not sent
+again, however many acknowledgements waited for the next poll.
 
 Writing stays with the transport and its ``StreamWriter``: the flow-control calls (and the
 connection's end) are passed on to the protocol the reader replaced, so ``writer.drain()`` still works.
@@ -99,8 +102,8 @@ class AckReader(asyncio.BufferedProtocol):
     def poll(self) -> None:
         """Read what the peer sent that waits in the socket, without the event loop, and handle it.
 
-        Only while the transport itself does not read (its reading paused), so the two never
-        share the stream; a no-op over TLS or once closed. A read that gets less than it asked
+        Only while the transport itself does not read (its reading paused, or its connection
+        lost), so the two never share the stream; a no-op over TLS or once closed. A read that gets less than it asked
         for ends the poll (one system call in the usual case): an end of file right behind the
         data is seen by the next poll."""
         if self.fd < 0:
@@ -139,6 +142,8 @@ class AckReader(asyncio.BufferedProtocol):
         return False  # the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.fd >= 0 and not self.closed:
+            self.poll()  # the transport is done with the socket, not yet closed: what waits there still counts
         self._close(exc)
         self._previous.connection_lost(exc)  # ends the writer's drain
 
@@ -164,28 +169,37 @@ class AckReader(asyncio.BufferedProtocol):
         them once the connection is over: a frame other than an acknowledgement, a length
         outside the cap, or ``on_acks`` failing end it)."""
         start = 0
+        batch_ids: list[bytes] = []  # those of consecutive frames go on together: one call for a poll's frames
         try:
             while end - start >= _HEADER_SIZE and not self.closed:
                 (length,) = _LENGTH.unpack_from(data, start)
                 if not 0 < length <= protocol.MAX_FRAME:
+                    self._hand_on(batch_ids)
                     protocol.frame_length(bytes(data[start : start + _HEADER_SIZE]))  # raises why
                 stop = start + _HEADER_SIZE + length
                 if stop > end:
                     break
                 if data[start + _HEADER_SIZE] != _ACK:
+                    self._hand_on(batch_ids)
                     kind, _ = protocol.split_frame(bytes(data[start + _HEADER_SIZE : stop]))  # an unknown kind raises
                     raise protocol.ProtocolError(f"unexpected frame {kind!r} from {self.peer_name}")
                 if length == _ONE_ACK:
-                    batch_ids = [bytes(data[start + _HEADER_SIZE + 1 : stop])]
-                else:
+                    batch_ids.append(bytes(data[start + _HEADER_SIZE + 1 : stop]))
+                else:  # (those before first: this one may be malformed)
+                    self._hand_on(batch_ids)
                     batch_ids = protocol.decode_acks(bytes(data[start + _HEADER_SIZE + 1 : stop]))
                 start = stop
-                self.on_acks(batch_ids)
+            self._hand_on(batch_ids)
         except Exception as error:
             self._close(error)
             self.transport.close()
             return end
         return start
+
+    def _hand_on(self, batch_ids: list[bytes]) -> None:
+        """The acknowledgements taken (before the end of the data, or a frame that ends the connection)."""
+        if batch_ids:
+            self.on_acks(batch_ids)
 
     def _keep_partial(self, taken: int) -> None:
         """Move the partial frame after the ``taken`` bytes to the buffer's start, with room for all of it."""

@@ -15,9 +15,11 @@ import asyncio
 import os
 
 
-def write_frame(transport: asyncio.WriteTransport, fd: int, frame: bytes) -> None:
+def write_frame(transport: asyncio.WriteTransport, fd: int, frame: bytes) -> bool:
     """``transport.write(frame)`` into a transport whose buffer is empty (the caller checked),
-    straight to its socket ``fd`` (``fd`` < 0: over TLS, where only the transport can write)."""
+    straight to its socket ``fd`` (``fd`` < 0: over TLS, where only the transport can write).
+    Whether the socket took all of it here: the transport is as it was, still empty and open,
+    so the caller may write the next frame the same way without asking it again."""
     if fd >= 0:
         try:
             sent = os.write(fd, frame)
@@ -25,8 +27,9 @@ def write_frame(transport: asyncio.WriteTransport, fd: int, frame: bytes) -> Non
             sent = 0
         except OSError:
             transport.write(frame)  # tried again, and an error handled as the transport handles it
-            return
+            return False
         if sent == len(frame):
-            return
+            return True
         frame = frame[sent:]
     transport.write(frame)
+    return False

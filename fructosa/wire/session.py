@@ -252,8 +252,8 @@ class SendingSession:
     Acknowledgements are read where they arrive (:class:`~fructosa.wire.ack_reader.AckReader`, no task). With
     ``defer_acks`` (an agent, whose data comes in ticks) over plain TCP, they are not even waited for: while at most
     half the window is in flight, the transport does not read the connection (the acknowledgements wait in the
-    kernel) and every :meth:`wake` or :meth:`send_now` first reads what waits there (at most once per
-    ``ack_read_interval`` seconds for :meth:`send_now`), with one non-blocking read from the caller; so the
+    kernel) and every :meth:`wake` or :meth:`send_now` first reads what waits there (:meth:`send_now` once
+    ``ack_poll_batches`` batches are in flight), with one non-blocking read from the caller; so the
     acknowledgements of the ticks before, or a peer that closed the connection, are seen at a tick with no wakeup or
     loop pass of their own. A batch that was in flight at the previous read (or when the transport stopped reading)
     and is still unacknowledged makes the transport read until it is (a late acknowledgement, or the end of a peer
@@ -270,11 +270,11 @@ class SendingSession:
         max_in_flight: int,
         heartbeat_interval: float,
         defer_acks: bool = False,
-        ack_read_interval: float = 0.0,
+        ack_poll_batches: int = 0,
     ) -> None:
         self.outbox = outbox
         self.defer_acks = defer_acks
-        self.ack_read_interval = ack_read_interval
+        self.ack_poll_batches = ack_poll_batches
         self.log = log
         self.max_in_flight = max_in_flight
         self.heartbeat_interval = heartbeat_interval
@@ -301,8 +301,6 @@ class SendingSession:
         """The current connection's acknowledgement reader."""
         self._reading_paused = False
         """Whether the transport is told not to read (the acknowledgements are polled instead)."""
-        self._last_read = float("-inf")
-        """Loop time of the last poll."""
         self._late = LateBatches()
         self._connect_log = RateLimitedLog(log, period=300.0)
 
@@ -327,33 +325,35 @@ class SendingSession:
         """New data waits, all of it queued: as :meth:`wake`, but the batches go right away from the caller when the
         stream is idle, the window has room and nothing waits in the transport's buffer (straight to the socket, see
         :func:`~fructosa.wire.direct_write.write_frame`): no pass of the stream's loop, no drain. Otherwise, or once
-        the buffer holds data, the stream takes over. The acknowledgements waiting are read first, unless the last
-        read is less than ``ack_read_interval`` old. Whether everything the outbox had went here."""
+        the buffer holds data, the stream takes over. The acknowledgements waiting are read first, once
+        ``ack_poll_batches`` batches are in flight. Whether everything the outbox had went here."""
         loop, acks = self._loop, self._acks
         if loop is None or acks is None:
             self._wake_stream()
             return False
         now = loop.time()
-        if self._reading_paused and now - self._last_read >= self.ack_read_interval:
-            self._poll_acks(now)
+        if self._reading_paused and len(self.in_flight) >= self.ack_poll_batches:
+            self._poll_acks()
         writer, woken = self._writer, self._woken
         if woken is None or woken.done() or writer is None or self._heartbeat_due or acks.closed:
             self._wake_stream()
             return False
         transport, in_flight, next_frame = writer.transport, self.in_flight, self.outbox.next_frame
+        if transport.is_closing() or transport.get_write_buffer_size():
+            self._wake_stream()  # the stream sees the break, or drains before it writes more
+            return False
         batch: tuple[bytes, object] | None = None
         while len(in_flight) < self.max_in_flight:
-            if transport.is_closing() or transport.get_write_buffer_size():
-                self._wake_stream()  # the stream sees the break, or drains before it writes more
-                return False
             batch = next_frame()
             if batch is None:
                 break
             frame = batch[0]
             in_flight[frame[_BATCH_ID]] = batch
-            write_frame(transport, acks.fd, frame)
             self.sent += 1
             self._last_sent = now
+            if not write_frame(transport, acks.fd, frame):  # the transport holds it now: as above
+                self._wake_stream()
+                return False
         if not self._reading_paused or len(in_flight) > self.max_in_flight // 2:
             self._fit_reading()  # (a poll fits the reading itself)
         return batch is None
@@ -426,7 +426,6 @@ class SendingSession:
                 self._acks = None
                 self._reading_paused = False
                 self._late = LateBatches()
-                self._last_read = float("-inf")
                 writer.close()
                 outbox.on_disconnected()
 
@@ -505,11 +504,10 @@ class SendingSession:
             self._late.reading_stopped(self.in_flight)
             acks.transport.pause_reading()
 
-    def _poll_acks(self, now: float | None = None) -> None:
-        """Read the acknowledgements waiting in the socket, while the transport does not (``now``: the loop's time)."""
-        acks, loop = self._acks, self._loop
-        if self._reading_paused and acks is not None and loop is not None:
-            self._last_read = loop.time() if now is None else now
+    def _poll_acks(self) -> None:
+        """Read the acknowledgements waiting in the socket, while the transport does not."""
+        acks = self._acks
+        if self._reading_paused and acks is not None:
             acks.poll()
             if self.in_flight:  # else none is late, and ids named before never come back: nothing to note
                 self._late.polled(self.in_flight)
