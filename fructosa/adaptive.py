@@ -25,8 +25,9 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from .config.record import FrozenRecord
 
 if TYPE_CHECKING:  # the configuration parses these options with this module: no import at run time
     from .config import SensorConfig
@@ -63,8 +64,7 @@ _CLAUSE = re.compile(r"^\s*(?P<path>[^\s<>=!]+)\s*(?P<op>[<>=!]+)\s*(?P<number>\
 _PATH = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$")
 
 
-@dataclass(frozen=True)
-class Clause:
+class Clause(FrozenRecord):
     """``Sensor.metric.path OP threshold``."""
 
     metric: str
@@ -83,8 +83,7 @@ class Clause:
         return f"{self.metric} {self.op} {short if float(short) == self.threshold else repr(self.threshold)}"
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(FrozenRecord):
     clauses: tuple[Clause, ...]
     joiner: str = "and"
     """``and`` or ``or``; irrelevant for a single clause."""
@@ -118,8 +117,7 @@ class Condition:
         return f" {self.joiner} ".join(str(clause) for clause in self.clauses)
 
 
-@dataclass(frozen=True)
-class FastSampling:
+class FastSampling(FrozenRecord):
     """A sensor's fast schedule: ``interval`` while ``when`` holds, plus ``hold`` seconds."""
 
     interval: float
