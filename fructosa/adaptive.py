@@ -25,9 +25,8 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from .config.record import FrozenRecord
 
 if TYPE_CHECKING:  # the configuration parses these options with this module: no import at run time
     from .config import SensorConfig
@@ -64,7 +63,8 @@ _CLAUSE = re.compile(r"^\s*(?P<path>[^\s<>=!]+)\s*(?P<op>[<>=!]+)\s*(?P<number>\
 _PATH = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$")
 
 
-class Clause(FrozenRecord):
+@dataclass(frozen=True)
+class Clause:
     """``Sensor.metric.path OP threshold``."""
 
     metric: str
@@ -83,7 +83,8 @@ class Clause(FrozenRecord):
         return f"{self.metric} {self.op} {short if float(short) == self.threshold else repr(self.threshold)}"
 
 
-class Condition(FrozenRecord):
+@dataclass(frozen=True)
+class Condition:
     clauses: tuple[Clause, ...]
     joiner: str = "and"
     """``and`` or ``or``; irrelevant for a single clause."""
@@ -117,7 +118,8 @@ class Condition(FrozenRecord):
         return f" {self.joiner} ".join(str(clause) for clause in self.clauses)
 
 
-class FastSampling(FrozenRecord):
+@dataclass(frozen=True)
+class FastSampling:
     """A sensor's fast schedule: ``interval`` while ``when`` holds, plus ``hold`` seconds."""
 
     interval: float
