@@ -1,11 +1,16 @@
 """Giving the C heap's free memory back to the system, once a daemon has settled.
 
-Start-up (imports, compiling modules when no bytecode cache is written,
-parsing the configuration, building the sensors) leaves several hundred KB
-of freed but still resident memory in glibc's heap: free chunks below the
-top of the heap, which ``free()`` alone never returns. ``malloc_trim(0)``
-returns every free page of it. Called once after start-up and after a
-reload, never per tick.
+Compiling modules at start-up (no bytecode cache to read: a read-only
+install, ``PYTHONDONTWRITEBYTECODE``, the first start after an install that
+wrote none) leaves about a megabyte of freed but still resident memory in
+glibc's heap: free chunks below the top of the heap, which ``free()`` alone
+never returns. ``malloc_trim(0)`` returns every free page of it. Called once
+after start-up and after a reload, never per tick.
+
+A start-up that read every module from its bytecode cache (a regular
+install) leaves almost nothing there: the trim would give back less than
+loading ``_ctypes`` (its library and the types below, ~0.2 MB) costs, so it
+is skipped unless one of the program's modules was compiled by this process.
 
 The call goes through ``_ctypes``, the C half of :mod:`ctypes`, with the two
 C types it needs declared here: the :mod:`ctypes` package itself defines
@@ -16,6 +21,7 @@ here, the package is used after all.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -57,11 +63,43 @@ def _malloc_trim_from_ctypes() -> Callable[[int], int]:
     return trim
 
 
+def _process_start() -> float:
+    """When this process started (epoch seconds, to 1 s): boot time plus the start in clock ticks since boot."""
+    with open("/proc/self/stat", encoding="ascii") as stream:
+        after_name = stream.read().rpartition(")")[2].split()
+    with open("/proc/stat", encoding="ascii") as stream:
+        boot = next(int(line.split()[1]) for line in stream if line.startswith("btime "))
+    return boot + int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime; the list begins at 3
+
+
+def compiled_at_start_up(package: str = __name__.partition(".")[0]) -> bool:
+    """Whether this process compiled a module of ``package`` from source: its bytecode cache is missing, or was
+    written since the process started (unreadable ``/proc``: assumed so)."""
+    try:
+        started = _process_start()
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        if not (name == package or name.startswith(package + ".")) or spec is None or not spec.origin:
+            continue
+        if not spec.origin.endswith(".py"):
+            continue  # an extension or a module without source: nothing compiled
+        try:
+            if os.stat(spec.cached).st_mtime >= started - 1:  # btime is whole seconds
+                return True
+        except (OSError, TypeError):  # no cache file (or none can be named): compiled, not written
+            return True
+    return False
+
+
 def give_back_free_heap() -> bool:
-    """``malloc_trim(0)`` on glibc (Linux); elsewhere, or when it cannot be
-    called, nothing. Returns whether it ran."""
+    """``malloc_trim(0)`` on glibc (Linux) when start-up compiled modules; elsewhere, after a start-up that read
+    them all from bytecode, or when it cannot be called, nothing. Returns whether it ran."""
     global _trim
     if not sys.platform.startswith("linux"):
+        return False
+    if _trim is None and not compiled_at_start_up():
         return False
     if _trim is None:
         for find in (_malloc_trim_from_ctypes_core, _malloc_trim_from_ctypes):

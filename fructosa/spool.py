@@ -48,9 +48,9 @@ import stat
 import struct
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import BinaryIO
 
+from .config.record import Record
 from .fresh_files import create_fresh
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,7 @@ RecordId = tuple[int, int]
 """(segment number, offset of the record's header in that segment)."""
 
 
-@dataclass
-class _Segment:
+class _Segment(Record):
     number: int
     path: str
     size: int

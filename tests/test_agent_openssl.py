@@ -17,13 +17,13 @@ import json
 import ssl
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from fructosa.agent import lagent
 from fructosa.config import LinkConfig, SensorConfig
+from fructosa.config.record import replace
 from fructosa.wire import auth
 from tests.support.carbon import free_ports
 from tests.support.configs import agent_ini, master_ini, options_of

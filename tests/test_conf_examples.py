@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from fructosa.config import (
 )
 from fructosa.config.effective import declared_default
 from fructosa.config.examples import EXAMPLES, main, render
+from fructosa.config.record import replace
 from fructosa.config.schema import Key, Schema
 from fructosa.dashboards import metrics
 
@@ -92,8 +92,8 @@ def test_key_names_are_unique_per_section() -> None:
 
 def _comparable(cfg: Any) -> Any:
     """Without what the effective text cannot carry: where it came from, and whether the spool was set."""
-    spool = dataclasses.replace(cfg.spool, explicit=False)
-    return dataclasses.replace(cfg, path="", warnings=(), notices=(), spool=spool)
+    spool = replace(cfg.spool, explicit=False)
+    return replace(cfg, path="", warnings=(), notices=(), spool=spool)
 
 
 FULL_AGENT = """

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from typing import IO, TYPE_CHECKING
 
 from .. import __version__
 from ..adaptive import AdaptivePlan
 from ..cancelling import cancel_until_done
 from ..config import AgentConfig, SensorConfig
+from ..config.record import replace
 from ..graphite_paths import SampleError, sample_to_datapoints
 from ..heap import give_back_free_heap
 from ..ratelog import RateLimitedLog

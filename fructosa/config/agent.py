@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
 
 from ..graphite_paths import short_hostname
 from ..logs import LoggingConfig
@@ -19,6 +18,7 @@ from .common import (
 )
 from .loader import load
 from .locations import DEFAULT_AGENT_CONFIG
+from .record import Factory, FrozenRecord
 from .schema import ForeignSection, Key, Schema, Section
 from .sensor_sections import SENSORS, SensorConfig, warn_unconfigured_conditions
 from .values import parse_bool, parse_path, parse_positive_float, parse_positive_int
@@ -26,12 +26,18 @@ from .values import parse_bool, parse_path, parse_positive_float, parse_positive
 DEFAULT_AGENT_SPOOL = "/var/lib/fructosa/lagent"
 
 
-@dataclass(frozen=True)
-class AgentConfig:
+def local_hostname() -> str:
+    return short_hostname(socket.gethostname())
+
+
+class AgentConfig(FrozenRecord):
+    """lagent's whole configuration: a record, not a dataclass, to keep the generated code out of the agent's
+    memory (:mod:`.record`); copy one with :func:`.record.replace`."""
+
     path: str
     master_host: str = "127.0.0.1"
     master_port: int = 7888
-    hostname: str = field(default_factory=lambda: short_hostname(socket.gethostname()))
+    hostname: str = Factory(local_hostname)
     max_queued_samples: int = 20_000
     heartbeat_interval: float = 30.0
     self_metrics: bool = True

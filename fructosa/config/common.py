@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..wire import auth
 from .loader import SectionRead
+from .record import FrozenRecord
 from .schema import Key, Section
 from .values import (
     format_log_file,
@@ -25,8 +25,7 @@ from .values import (
 MIN_SPOOL_SIZE = 64 << 10
 
 
-@dataclass(frozen=True)
-class LinkConfig:
+class LinkConfig(FrozenRecord):
     """Security of the agent ↔ master connection (``[lmaster]`` in both files)."""
 
     secret: bytes | None = None
@@ -37,8 +36,7 @@ class LinkConfig:
     tls_ca: str | None = None
 
 
-@dataclass(frozen=True)
-class SpoolConfig:
+class SpoolConfig(FrozenRecord):
     directory: str
     max_bytes: int
     explicit: bool = False

@@ -23,7 +23,7 @@ def ini_block(header: str, lines: list[str]) -> str:
 
 
 def declared_default(root: type | None, key: Key) -> Any:
-    """The value an absent key gets; None where the dataclass makes it (hostname) or has none.
+    """The value an absent key gets; None where the configuration class makes it (hostname) or has none.
 
     ``root`` is the class ``key.field`` starts from, needed only for FROM_FIELD defaults."""
     if key.default is not FROM_FIELD:

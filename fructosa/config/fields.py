@@ -1,9 +1,11 @@
-"""Dotted field paths (``link.tls``) into the typed configuration dataclasses.
+"""Dotted field paths (``link.tls``) into the typed configuration classes.
 
 Keys name the field they fill by such a path; these helpers find a field's
 default, read a value back for printing, and build the nested frozen
-dataclasses from a flat ``{path: value}`` mapping, so no loader spells out a
-constructor call field by field.
+objects from a flat ``{path: value}`` mapping, so no loader spells out a
+constructor call field by field. The classes are records (lagent's
+configuration, see :mod:`.record`) or dataclasses (lmaster's, ``LoggingConfig``):
+both declare their fields as annotations in order, with class-level defaults.
 """
 
 from __future__ import annotations
@@ -13,28 +15,49 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from .record import REQUIRED, Factory, Record
+
 NO_DEFAULT: Any = object()
 """The field has no plain default: required, or made by a factory when the object is built."""
 
 
-def _dataclass_in(cls: type, name: str, annotation: Any) -> type | None:
+def _is_declaration(hint: Any) -> bool:
+    return isinstance(hint, type) and (issubclass(hint, Record) or dataclasses.is_dataclass(hint))
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """``{field name: default or NO_DEFAULT}`` of a record or dataclass, in declaration order."""
+    if issubclass(cls, Record):
+        return {
+            name: NO_DEFAULT if default is REQUIRED or isinstance(default, Factory) else default
+            for name, default in cls._defaults.items()
+        }
+    return {
+        field.name: NO_DEFAULT if field.default is dataclasses.MISSING else field.default
+        for field in dataclasses.fields(cls)
+    }
+
+
+def _declared_in(cls: type, name: str) -> Any:
     """``LinkConfig`` from the annotation ``LinkConfig`` or ``LinkConfig | None`` of field ``name`` of ``cls``
     (text under ``from __future__ import annotations``: each name looked up in the declaring class's module, as
     ``typing.get_type_hints`` would, without evaluating every annotation of the class); None for others."""
+    owner = next((base for base in cls.__mro__ if name in vars(base).get("__annotations__", {})), None)
+    if owner is None:
+        return None
+    annotation = vars(owner)["__annotations__"][name]
     if isinstance(annotation, str):
-        owner = next(base for base in cls.__mro__ if annotation is vars(base).get("__annotations__", {}).get(name))
         names = vars(sys.modules[owner.__module__])
         candidates = [names.get(part.strip()) for part in annotation.split("|")]
     else:
         candidates = [annotation, *getattr(annotation, "__args__", ())]
-    return next((hint for hint in candidates if isinstance(hint, type) and dataclasses.is_dataclass(hint)), None)
+    return next((hint for hint in candidates if _is_declaration(hint)), None)
 
 
 def nested_class(cls: type, name: str) -> type:
-    field = next((field for field in dataclasses.fields(cls) if field.name == name), None)
-    nested = None if field is None else _dataclass_in(cls, name, field.type)
+    nested = _declared_in(cls, name) if name in _defaults(cls) else None
     if nested is None:
-        raise TypeError(f"{cls.__name__}.{name} is not a configuration dataclass")
+        raise TypeError(f"{cls.__name__}.{name} is not a configuration class")
     return nested
 
 
@@ -43,10 +66,10 @@ def field_default(cls: type, path: str) -> Any:
     head, _, rest = path.partition(".")
     if rest:
         return field_default(nested_class(cls, head), rest)
-    field = next((field for field in dataclasses.fields(cls) if field.name == head), None)
-    if field is None:
+    defaults = _defaults(cls)
+    if head not in defaults:
         raise TypeError(f"{cls.__name__} has no field {head!r}")
-    return NO_DEFAULT if field.default is dataclasses.MISSING else field.default
+    return defaults[head]
 
 
 def value_at(obj: Any, path: str, past_none: Any = None) -> Any:

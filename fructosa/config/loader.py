@@ -3,7 +3,7 @@
 Every declared section is read (absent ones give their defaults, except
 optional ones, which leave their field alone), every key parsed by its
 declaration; unknown sections and keys become warnings with the closest
-declared name; then the checks across keys run and the nested dataclasses
+declared name; then the checks across keys run and the nested configuration objects
 are assembled from the ``{field path: value}`` mapping.
 """
 

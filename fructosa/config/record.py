@@ -13,14 +13,19 @@ fields, and (:class:`FrozenRecord`) assignment refused with
 :class:`dataclasses.FrozenInstanceError`.
 
 Used for the configuration's own machinery (the schema's declarations, the
-loader's section values, the command line's daemon descriptions). The typed
-configuration objects themselves (``AgentConfig`` and its parts) stay
-dataclasses: :mod:`.fields` and users of the package introspect them with
-:mod:`dataclasses`.
+loader's section values, the command line's daemon descriptions), lagent's
+typed configuration (``AgentConfig`` and the link and spool parts both daemons
+share) and other small value classes on lagent's path (a sensor's options, a
+spool segment; adaptive.py stays with dataclasses: the configuration imports
+it while this package is being initialised). :func:`replace` copies a
+record or a dataclass alike, and :mod:`.fields` reads either's declaration,
+so code that handles both (lmaster's configuration, ``LoggingConfig``, stay
+dataclasses) needs no second spelling.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError
 from typing import Any
@@ -35,7 +40,8 @@ class Factory:
         self.make = make
 
 
-_REQUIRED: Any = object()
+REQUIRED: Any = object()
+"""The default of a field that has none (the caller must give it)."""
 
 
 class Record:
@@ -49,7 +55,7 @@ class Record:
         own = [name for name in cls.__dict__.get("__annotations__", {}) if name not in cls._fields]
         cls._fields = (*cls._fields, *own)
         cls._defaults = {
-            name: cls.__dict__[name] if name in cls.__dict__ else cls._defaults.get(name, _REQUIRED)
+            name: cls.__dict__[name] if name in cls.__dict__ else cls._defaults.get(name, REQUIRED)
             for name in cls._fields
         }
         for name, default in cls._defaults.items():
@@ -69,7 +75,7 @@ class Record:
                 value = kwargs.pop(name)
             else:
                 value = self._defaults[name]
-                if value is _REQUIRED:
+                if value is REQUIRED:
                     raise TypeError(f"{type(self).__name__}() missing required argument: {name!r}")
                 if isinstance(value, Factory):
                     value = value.make()
@@ -107,3 +113,11 @@ class FrozenRecord(Record):
 
     def __hash__(self) -> int:
         return hash(self._values())
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """A copy of ``obj`` with ``changes``: :meth:`Record.replaced` for a record, ``dataclasses.replace`` for a
+    dataclass (lmaster's configuration, ``LoggingConfig``)."""
+    if isinstance(obj, Record):
+        return obj.replaced(**changes)
+    return dataclasses.replace(obj, **changes)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .reader import IniFile
 
 FROM_FIELD: Any = object()
-"""Key default meaning: whatever the configuration dataclass's field defaults to."""
+"""Key default meaning: whatever the configuration class's field defaults to."""
 
 
 class Key(FrozenRecord):
@@ -36,7 +36,7 @@ class Key(FrozenRecord):
     parse: Callable[[str], Any]
     doc: str
     default: Any = FROM_FIELD
-    """The value when the key is absent; FROM_FIELD leaves it to the dataclass (a factory such as hostname)."""
+    """The value when the key is absent; FROM_FIELD leaves it to the configuration class (a factory: hostname)."""
     format: Callable[[Any], str | None] = format_value
     """INI text of a value, None for unset (written ``#key =``); must read back through ``parse``."""
     example: str = ""
@@ -64,7 +64,7 @@ class Section(FrozenRecord):
     aliases: tuple[str, ...] = ()
     """Older names of the section (``[qmaster]``); the canonical name wins when both are present."""
     optional_field: str = ""
-    """Non-empty: absent means this field keeps its dataclass default (None: no ``[upstream]``) and the
+    """Non-empty: absent means this field keeps its class default (None: no ``[upstream]``) and the
     section is commented out in the example; present means its keys' defaults apply."""
     checks: tuple[Callable[[SectionRead], None], ...] = ()
     """Checks across keys, once all are parsed; they may add values (the secret read from its file)."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..config.record import FrozenRecord
 from ..config.sensor_sections import TIME_INTERVAL
 from ..config.values import format_value, parse_bool, parse_positive_float, parse_positive_int, parse_word_list
 
@@ -30,8 +30,7 @@ PARSERS: dict[type, Callable[[str], Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(FrozenRecord):
     """One ``key = value`` a sensor accepts in its ``[sensor:NAME]`` section."""
 
     key: str
