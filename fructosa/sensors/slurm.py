@@ -173,6 +173,12 @@ class SlurmJobs(Sensor):
         return shaped
 
 
+NEWBORN_AGE = 0.5
+"""Seconds a process must have lived before its rates since start are reported: CPU time is counted in
+10-ms clock ticks and create_time is rounded to them, so a process a few ticks old would show a busy CPU
+as 0 % (or as several hundred). Its first figures then come with the next read."""
+
+
 def _rate(
     value: float | None,
     before: float | None,
@@ -191,5 +197,7 @@ def _rate(
         since_start = now_wall - process.create_time()
     except psutil.Error:
         return None
+    if since_start < NEWBORN_AGE:
+        return None  # a few clock ticks of life: its counters say nothing yet (a busy loop would read 0 %)
     # create_time is derived from the boot time in whole clock ticks: never count more than elapsed
-    return value / min(max(since_start, 0.01), elapsed) * scale
+    return value / min(since_start, elapsed) * scale
