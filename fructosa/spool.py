@@ -50,7 +50,6 @@ import time
 from collections import OrderedDict
 from typing import BinaryIO
 
-from .config.record import Record
 from .fresh_files import create_fresh
 
 log = logging.getLogger(__name__)
@@ -66,11 +65,22 @@ RecordId = tuple[int, int]
 """(segment number, offset of the record's header in that segment)."""
 
 
-class _Segment(Record):
-    number: int
-    path: str
-    size: int
-    records: int
+class _Segment:
+    """One segment file of the spool: its number, path, bytes and records written.
+
+    A plain slotted class (not a dataclass, not a configuration record): the spool sits below the
+    configuration package, which relay-only code never imports."""
+
+    __slots__ = ("number", "path", "size", "records")
+
+    def __init__(self, number: int, path: str, size: int, records: int) -> None:
+        self.number = number
+        self.path = path
+        self.size = size
+        self.records = records
+
+    def __repr__(self) -> str:
+        return f"_Segment({self.number}, {self.path!r}, size={self.size}, records={self.records})"
 
     @property
     def name(self) -> str:

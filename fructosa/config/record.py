@@ -15,9 +15,10 @@ fields, and (:class:`FrozenRecord`) assignment refused with
 Used for the configuration's own machinery (the schema's declarations, the
 loader's section values, the command line's daemon descriptions), lagent's
 typed configuration (``AgentConfig`` and the link and spool parts both daemons
-share) and other small value classes on lagent's path (a sensor's options, a
-spool segment; adaptive.py stays with dataclasses: the configuration imports
-it while this package is being initialised). :func:`replace` copies a
+share) and other small value classes on lagent's path (a sensor's options; adaptive.py stays
+with dataclasses: the configuration imports it while this package is being
+initialised; the spool's segments are plain slotted objects, the spool being
+below the configuration). :func:`replace` copies a
 record or a dataclass alike, and :mod:`.fields` reads either's declaration,
 so code that handles both (lmaster's configuration, ``LoggingConfig``, stay
 dataclasses) needs no second spelling.
