@@ -138,7 +138,7 @@ def show_agent(result: dict) -> str:
     if records:
         lines.append(f"  lagent, collectd and the loop: side by side at once on core 0, {len(records)} rounds; each "
                      "figure the median of the rounds (shipped conf: alone, one window)")  # fmt: skip
-        labels = list(records[0]["agents"])
+        labels = sorted(records[0]["agents"], key=lambda label: (label != "lagent", label))  # lagent first, always
         per_round = [
             [str(record["round"]), ", ".join(record["start_order"]),
              " / ".join(f"{record['phase_ms'][label]:.0f}" for label in labels),
