@@ -25,6 +25,19 @@ async def until(condition: object, what: str, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def tick_until_reconnected(outbox: ListOutbox) -> list[bytes]:
+    """Ticks of one batch each, until a write finds the peer's connection gone and the session reconnects
+    (within 10 s); the batches they queued."""
+    session, later = outbox.session, []
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while session.connects < 2:
+        assert asyncio.get_running_loop().time() < deadline, "the broken connection was not seen"
+        later += queued(outbox, 1)
+        session.send_now()
+        await asyncio.sleep(0.05)
+    return later
+
+
 def test_a_tick_reads_the_acknowledgements_once_enough_batches_are_in_flight_and_a_wake_always() -> None:
     async def scenario(peer: Peer, outbox: ListOutbox) -> None:
         session = outbox.session
@@ -77,12 +90,7 @@ def test_a_peer_gone_between_reads_is_seen_by_the_next_ticks_writes_and_the_batc
         peer.acknowledge(*first)
         await until(lambda: outbox.acknowledged == [0], "the acknowledgement was not read")
         peer.writers[0].close()
-        deadline = asyncio.get_running_loop().time() + 10.0
-        while session.connects < 2:  # ticks, until a write finds the connection gone
-            assert asyncio.get_running_loop().time() < deadline, "the broken connection was not seen"
-            later += queued(outbox, 1)
-            session.send_now()
-            await asyncio.sleep(0.05)
+        later += await tick_until_reconnected(outbox)
         await peer.wait_for(lambda: len(peer.connections) == 2 and set(later) <= set(peer.batches()), timeout=10)
         resent = peer.batches()
         assert resent == sorted(resent, key=later.index) and resent[-1] == later[-1]  # in order, none lost
@@ -127,13 +135,7 @@ def test_acknowledgements_left_in_the_socket_are_read_when_the_connection_ends_a
         await asyncio.sleep(0.3)  # the acknowledgements wait in the socket (the duration under test)
         assert outbox.acknowledged == [] and list(session.in_flight) == [*first, *second]
         peer.writers[0].close()
-        later: list[bytes] = []
-        deadline = asyncio.get_running_loop().time() + 10.0
-        while session.connects < 2:  # ticks, until a write finds the connection gone
-            assert asyncio.get_running_loop().time() < deadline, "the broken connection was not seen"
-            later += queued(outbox, 1)
-            session.send_now()
-            await asyncio.sleep(0.05)
+        later = await tick_until_reconnected(outbox)
         assert outbox.acknowledged[:2] == [0, 1]  # read at the connection's end
         await peer.wait_for(lambda: len(peer.connections) == 2 and set(later) <= set(peer.batches()), timeout=10)
         resent = peer.batches()
