@@ -40,3 +40,21 @@ def test_answers_are_those_of_storing_every_block_in_turn(sequence: list) -> Non
             assert store.latest("node1") == expected
     assert store.latest("node1") == expected
     assert store.get("node1", "S.a") == expected.get("node1.S.a")
+
+
+def test_held_blocks_stored_in_slices_pause_between_slices_and_answer_the_same() -> None:
+    from fructosa.taps import latest
+
+    store, twin = LatestValues(), LatestValues()
+    per_host = 100
+    hosts = [f"node{index:03d}" for index in range(3 * latest.SLICE_VALUES // per_host)]
+    for number in range(2):  # the second block of each host is held, the first stored
+        for host in hosts:
+            block = Block.of([(f"{host}.S.v{i}", (1000.0 + number, float(number * i))) for i in range(per_host)])
+            store.observe(block, host)
+            twin.observe(block, host)
+    pauses = sum(1 for _ in store.store_held_in_slices())
+    assert pauses == 3  # one after every SLICE_VALUES values
+    assert all(store._hosts[host].held is None for host in hosts)
+    assert store.snapshot() == twin.snapshot()  # the twin stores what it holds inside snapshot()
+    assert list(store.store_held_in_slices(["unknown", hosts[0]])) == []  # nothing held, unknown host skipped

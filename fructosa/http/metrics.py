@@ -114,6 +114,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     exposition = request.app[METRICS]
     openmetrics = wants_openmetrics(request.headers.get("Accept"))
     gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    await exposition.settle(pattern)  # the held latest values stored in slices: no long stall of the loop
     snapshot = exposition.snapshot(time.time(), pattern)
     chunks = exposition.render(snapshot, openmetrics=openmetrics, gzip=gzip)
     response = web.StreamResponse(

@@ -27,6 +27,7 @@ which the handler streams (:mod:`fructosa.http.metrics`).
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import re
 import threading
@@ -175,13 +176,21 @@ class MetricsExposition:
         counters are shared."""
 
     def snapshot(self, now: float, host_pattern: str | None = None) -> Snapshot:
-        """Copies of what to write (cheap: on the event loop); ``host_pattern`` see :func:`host_pattern_problem`."""
-        hosts = None
-        if host_pattern is not None:
-            hosts = fnmatch.filter(self.store.hosts(), host_pattern)
-        names, copies = self.store.snapshot(hosts)
+        """Copies of what to write (cheap on the event loop once :meth:`settle` ran); ``host_pattern`` see
+        :func:`host_pattern_problem`."""
+        names, copies = self.store.snapshot(self._hosts(host_pattern))
         own = dict(self.self_metrics()) if self.self_metrics is not None else {}
         return Snapshot(names, copies, now, own)
+
+    async def settle(self, host_pattern: str | None = None) -> None:
+        """Store the latest values still held for the hosts a scrape will copy, a slice at a time with the
+        event loop free between slices (:meth:`~fructosa.taps.latest.LatestValues.store_held_in_slices`)."""
+        for _ in self.store.store_held_in_slices(self._hosts(host_pattern)):
+            await asyncio.sleep(0)
+
+    def _hosts(self, host_pattern: str | None) -> list[str] | None:
+        """The hosts matching ``host_pattern``; None (all hosts) without one."""
+        return None if host_pattern is None else fnmatch.filter(self.store.hosts(), host_pattern)
 
     def render(self, snapshot: Snapshot, openmetrics: bool = False, gzip: bool = False) -> Iterator[bytes]:
         """The body in chunks of about :data:`CHUNK_BYTES` (run it in a worker thread)."""
