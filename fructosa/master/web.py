@@ -161,6 +161,8 @@ class HttpFace:
         try:
             while True:
                 await asyncio.sleep(PRUNE_INTERVAL)
+                for _ in self.latest.store_held_in_slices():  # not all hosts' held blocks in one stall
+                    await asyncio.sleep(0)
                 removed = self.latest.prune(time.time())
                 if removed:
                     log.debug("latest values: %d series without news pruned", removed)

@@ -39,8 +39,8 @@ the two blocks' times, which lmaster's block check converted already,
 :attr:`~fructosa.wire.blocks.Block.time_lanes`). The held block is stored
 before anything reads or moves the arrays; so a host sending the same
 sensors costs about 2 µs a block while nobody asks, and one store per read.
-A reader of every host (a ``/metrics`` scrape) has them stored a slice at a
-time first (:meth:`LatestValues.store_held_in_slices`): 5,000 hosts' held
+A reader of every host (a ``/metrics`` scrape, the minutely prune) has them
+stored a slice at a time first (:meth:`LatestValues.store_held_in_slices`): 5,000 hosts' held
 blocks in one go would keep the event loop from everything else for a
 quarter of a second.
 The first block of a layout costs about 600 µs.
