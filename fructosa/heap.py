@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
+
+from .selfstats import seconds_since_start
 
 _trim: Callable[[int], int] | None = None
 """``malloc_trim``, looked up on first use."""
@@ -63,21 +66,12 @@ def _malloc_trim_from_ctypes() -> Callable[[int], int]:
     return trim
 
 
-def _process_start() -> float:
-    """When this process started (epoch seconds, to 1 s): boot time plus the start in clock ticks since boot."""
-    with open("/proc/self/stat", encoding="ascii") as stream:
-        after_name = stream.read().rpartition(")")[2].split()
-    with open("/proc/stat", encoding="ascii") as stream:
-        boot = next(int(line.split()[1]) for line in stream if line.startswith("btime "))
-    return boot + int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime; the list begins at 3
-
-
 def compiled_at_start_up(package: str = __name__.partition(".")[0]) -> bool:
     """Whether this process compiled a module of ``package`` from source: its bytecode cache is missing, or was
     written since the process started (unreadable ``/proc``: assumed so)."""
     try:
-        started = _process_start()
-    except (OSError, ValueError, IndexError, StopIteration):
+        started = time.time() - seconds_since_start()
+    except (OSError, ValueError, IndexError):
         return True
     for name, module in list(sys.modules.items()):
         spec = getattr(module, "__spec__", None)
@@ -86,7 +80,7 @@ def compiled_at_start_up(package: str = __name__.partition(".")[0]) -> bool:
         if not spec.origin.endswith(".py"):
             continue  # an extension or a module without source: nothing compiled
         try:
-            if os.stat(spec.cached).st_mtime >= started - 1:  # btime is whole seconds
+            if os.stat(spec.cached).st_mtime >= started - 1:  # the start is known to a clock tick; a second's margin
                 return True
         except (OSError, TypeError):  # no cache file (or none can be named): compiled, not written
             return True
