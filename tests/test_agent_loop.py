@@ -10,9 +10,12 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +26,10 @@ from fructosa.agent.lean_loop import LeanEventLoop, LeanLoopUnsupported, agent_e
 from fructosa.agent.scheduler import SensorScheduler
 from fructosa.config import SensorConfig
 from fructosa.sensors import REGISTRY, Sensor, register
+from tests.support.configs import agent_ini
 
 TIMEOUT = 20.0
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -373,3 +378,34 @@ def test_an_asyncio_without_the_expected_private_parts_gives_lagent_the_standard
         standard.close()
     lines = [record for record in caplog.records if "standard event loop" in record.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO
+
+
+# -- lagent itself ---------------------------------------------------------------
+
+START_AND_TICK = """
+import os, signal, sys
+from fructosa import cli, programs
+from fructosa.agent import lean_loop
+ticks = []
+tick_on = lean_loop.LeanEventLoop._run_tick
+def counted_tick(loop):
+    ticks.append(type(loop).__name__)
+    tick_on(loop)
+    if len(ticks) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)  # stop: start() returns
+lean_loop.LeanEventLoop._run_tick = counted_tick
+status = cli.start(programs.AGENT, sys.argv[1], sys.argv[2], foreground=True)
+print("exit", status, "ticks", *ticks)
+"""
+
+
+def test_lagent_runs_its_ticks_on_the_lean_loop(tmp_path: Path) -> None:
+    """A real ``lagent start -f`` (its master away: it only ticks and spools), through cli.start."""
+    conf = tmp_path / "lagent.conf"
+    conf.write_text(agent_ini(tmp_path, 9, sensors={"CPUPercent": {"time_interval": 0.2}}))
+    result = subprocess.run(
+        [sys.executable, "-c", START_AND_TICK, str(conf), str(tmp_path / "lagent.pid")],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["exit", "0", "ticks", "LeanEventLoop", "LeanEventLoop"], result.stdout
