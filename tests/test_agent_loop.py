@@ -258,6 +258,35 @@ def test_the_tick_slot_fires_at_its_time_rearms_and_disarms(loop: LeanEventLoop)
     assert loop.claim_tick_slot(lambda: None) is not None
 
 
+def test_the_tick_runs_in_time_order_among_the_timers_due_in_its_turn(loop: LeanEventLoop) -> None:
+    """As a timer would: after a timer due before it, before one due after it, which it may cancel (the
+    agent's report rides on the tick and cancels its own timer, due just after)."""
+    order: list[str] = []
+    timers: dict[str, asyncio.TimerHandle] = {}
+
+    def tick() -> None:
+        order.append("tick")
+        timers["cancelled by the tick"].cancel()
+
+    slot = loop.claim_tick_slot(tick)
+    assert slot is not None
+
+    def arm_all_in_the_past() -> None:  # one callback: all due in the same later turn
+        now = loop.time()
+        loop.call_at(now - 0.003, order.append, "before")
+        slot.arm(now - 0.002)
+        timers["cancelled by the tick"] = loop.call_at(now - 0.0015, order.append, "cancelled by the tick")
+        loop.call_at(now - 0.001, order.append, "after")
+
+    async def scenario() -> None:
+        loop.call_soon(arm_all_in_the_past)
+        await until(lambda: len(order) == 3, "the timers and the tick")
+        await asyncio.sleep(0.01)
+
+    run(loop, scenario)
+    assert order == ["before", "tick", "after"]
+
+
 def test_a_failing_tick_goes_to_the_exception_handler_and_the_next_tick_still_comes(loop: LeanEventLoop) -> None:
     handled: list[dict[str, Any]] = []
     ticks: list[int] = []

@@ -55,9 +55,10 @@ class LeanLoopUnsupported(RuntimeError):
 
 class TickSlot:
     """The loop's one "next tick": :meth:`arm` for a loop time, :meth:`disarm`; the callback given when the
-    slot was claimed runs (once per arming) in the first turn at or after that time, after the turn's ready
-    handles, in the loop's own context (not a copy). What it raises goes to the loop's exception handler,
-    as a handle's would, and the slot stays usable."""
+    slot was claimed runs (once per arming) in the first turn at or after that time, where a timer due then
+    would run: after the handles ready before it and the timers due before it, before the timers due after
+    it (a timer it cancels then never runs); in the loop's own context (not a copy). What it raises goes to
+    the loop's exception handler, as a handle's would, and the slot stays usable."""
 
     __slots__ = ("_loop",)
 
@@ -83,9 +84,10 @@ class LeanEventLoop(asyncio.SelectorEventLoop):
     heap is rebuilt once more than half of it (over 100 timers) is cancelled; the wait is 0 with handles
     ready or the loop stopping, else until the earliest timer or the tick (at most
     ``MAXIMUM_SELECT_TIMEOUT``), and unbounded with neither; timers due within the clock's resolution
-    become ready after the handles of the files that are; the handles ready at the start of the
-    callbacks run in order (those they schedule run in the next turn); debug mode times each one as
-    asyncio does. Raises :class:`LeanLoopUnsupported` when this asyncio lacks a part the turn uses."""
+    become ready after the handles of the files that are, and the tick takes its place in time order
+    among them; the handles ready at the start of the callbacks run in order (those they schedule run in
+    the next turn); debug mode times each one as asyncio does. Raises :class:`LeanLoopUnsupported` when
+    this asyncio lacks a part the turn uses."""
 
     def __init__(self) -> None:
         epoll_selector = getattr(selectors, "EpollSelector", None)
@@ -166,19 +168,25 @@ class LeanEventLoop(asyncio.SelectorEventLoop):
             fd_events = None  # asyncio's: no cycle through a traceback
 
         end_time = monotonic() + self._clock_resolution
+        tick_when = self._tick_when
+        after_tick = None
         while scheduled:
             handle = scheduled[0]
             if handle._when >= end_time:
                 break
             heapq.heappop(scheduled)
             handle._scheduled = False
-            ready.append(handle)
-        tick_due = self._tick_when < end_time
+            if handle._when > tick_when:  # due after the tick: run after it, in time order as asyncio's heap has them
+                if after_tick is None:
+                    after_tick = []
+                after_tick.append(handle)
+            else:
+                ready.append(handle)
 
         count = len(ready)
         if count:
             if self._debug:
-                self._run_ready_debug(count)
+                self._run_handles([ready.popleft() for _ in range(count)])
             else:
                 popleft = ready.popleft
                 for _ in range(count):
@@ -186,8 +194,10 @@ class LeanEventLoop(asyncio.SelectorEventLoop):
                     if not handle._cancelled:
                         handle._run()
             handle = None  # asyncio's: no cycle through a traceback
-        if tick_due and self._tick_when < end_time:  # still armed after the handles ran
+        if tick_when < end_time and self._tick_when == tick_when:  # due, and not moved by a handle just run
             self._run_tick()
+        if after_tick is not None:
+            self._run_handles(after_tick)
 
     def _selected(self, fd_events: list[tuple[int, int]]) -> list[tuple[selectors.SelectorKey, int]]:
         """``EpollSelector.select``'s translation of epoll's events to (key, mask)."""
@@ -231,12 +241,14 @@ class LeanEventLoop(asyncio.SelectorEventLoop):
         self._timer_cancelled_count = 0
         return kept
 
-    def _run_ready_debug(self, count: int) -> None:
-        """The ready handles in debug mode, each timed as asyncio times them."""
-        ready = self._ready
-        for _ in range(count):
-            handle = ready.popleft()
+    def _run_handles(self, handles: list) -> None:
+        """``handles`` in order, those cancelled meanwhile left out; in debug mode each timed as asyncio times
+        them. (The ready handles in debug mode, and the timers due after the tick in a turn that runs it.)"""
+        for handle in handles:
             if handle._cancelled:
+                continue
+            if not self._debug:
+                handle._run()
                 continue
             try:
                 self._current_handle = handle
