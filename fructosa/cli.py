@@ -41,6 +41,8 @@ class Prepared(Record):
     run: Callable[[asyncio.Event], Awaitable[None]]
     reload: Callable[[Any], None] = lambda new_config: None
     """Applies a new, already validated configuration to the running daemon."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    """The event loop the daemon runs on (``asyncio.Runner``'s ``loop_factory``); None: asyncio's default."""
     keep_fds: list[int] = Factory(list)
     warnings: list[str] = Factory(list)
     """Said in the log once logging is set up."""
@@ -232,7 +234,8 @@ def start(spec: DaemonSpec, config_path: str, pidfile_path: str, foreground: boo
 
         import asyncio  # after prepare(): see the TYPE_CHECKING import above
 
-        asyncio.run(_serve(prepared.run, reload_configuration, early_signals))
+        with asyncio.Runner(loop_factory=prepared.loop_factory) as runner:  # asyncio.run, on the daemon's loop
+            runner.run(_serve(prepared.run, reload_configuration, early_signals))
     except Exception as error:  # a bug: keep the traceback in the log, one line on the terminal
         log.critical("%s crashed", spec.program, exc_info=True)
         return _fail(spec.program, f"crashed: {type(error).__name__}: {error} (traceback in the log)", EXIT_FAILURE)

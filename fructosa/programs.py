@@ -61,6 +61,7 @@ def prepare_agent(cfg: config.AgentConfig, status_file: str) -> Prepared:
         auth.keep_openssl_out()
     from .agent import Agent
     from .agent.batch_policy import schedule_as_batch
+    from .agent.lean_loop import agent_event_loop
 
     schedule_as_batch()  # before any thread starts: they all inherit it
 
@@ -71,7 +72,7 @@ def prepare_agent(cfg: config.AgentConfig, status_file: str) -> Prepared:
         tls = auth.client_context_for(cfg.link)
     except OSError as error:  # ssl.SSLError is an OSError
         raise _tls_error(cfg, error) from None
-    prepared = Prepared(run=lambda stop: stop.wait())
+    prepared = Prepared(run=lambda stop: stop.wait(), loop_factory=agent_event_loop)
     agent = Agent(cfg, open_spool(cfg, "lagent", prepared), tls, status_file)
     prepared.run, prepared.reload = agent.run, agent.reload
     return prepared

@@ -33,12 +33,16 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ..adaptive import AdaptivePlan, next_due
 from ..config import SensorConfig
 from ..ratelog import RateLimitedLog
 from ..sensors import REGISTRY, Sensor, SensorUnsupported
 from .lanes import LANE_PATIENCE, LaneRunner
+
+if TYPE_CHECKING:
+    from .lean_loop import TickSlot
 
 log = logging.getLogger(__package__)
 
@@ -159,8 +163,10 @@ class SensorScheduler:
         self._timer: asyncio.TimerHandle | None = None
         """The next tick: one timer for all the sensors, armed for the earliest due time. Its
         callback measures them (no task, no event: one loop iteration per tick)."""
+        self._slot: TickSlot | None = None
+        """Instead of ``_timer``, where the loop offers one: its tick slot (no timer handle per tick)."""
         self._armed = math.inf
-        """Loop time ``_timer`` is armed for."""
+        """Loop time the next tick is armed for."""
         self._ticking = False
         self._stopped = False
         self._any_recorded = False
@@ -173,8 +179,9 @@ class SensorScheduler:
 
     def start(self, config: SensorConfig) -> None:
         """Start ``config``'s sensor and measure it at once (then on the grid)."""
-        loop = self._loop = asyncio.get_running_loop()
-        self._clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._adopt(loop)
         if self.origin is None:
             self.origin = loop.time()
         self._stopped = False
@@ -257,6 +264,16 @@ class SensorScheduler:
 
     # -- the ticks -----------------------------------------------------------
 
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Tick on ``loop``: in its tick slot where it offers one (:mod:`~fructosa.agent.lean_loop`), else by
+        ``call_at``."""
+        self._disarm()
+        if self._slot is not None:
+            self._slot.release()
+        self._loop, claim = loop, getattr(loop, "claim_tick_slot", None)
+        self._slot = claim(self._on_timer) if claim is not None else None
+        self._clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+
     def _arm(self) -> None:
         """Arm the timer for the earliest due time (a tick re-arms it once it is over)."""
         if self._ticking or self._stopped or self._loop is None:
@@ -267,6 +284,11 @@ class SensorScheduler:
                 due = entry.due
         if due == self._armed:
             return
+        slot = self._slot
+        if slot is not None:  # lagent's loop: one slot, re-armed in place (for math.inf: disarmed)
+            self._armed = due
+            slot.arm(due)
+            return
         if self._timer is not None:  # _disarm, inline: a tick re-arms once a second
             self._timer.cancel()
             self._timer = None
@@ -276,6 +298,8 @@ class SensorScheduler:
             self._timer = self._loop.call_at(due, self._on_timer)
 
     def _disarm(self) -> None:
+        if self._slot is not None:
+            self._slot.disarm()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
