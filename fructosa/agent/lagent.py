@@ -175,7 +175,7 @@ class Agent:
 
     def take(self, sensor: str, value: object) -> None:
         """One measurement of ``sensor``, taken now, held until :meth:`queue_taken`: the
-        scheduler hands over every sample of a tick, then calls :meth:`tick_recorded`. They
+        scheduler hands over every sample of a tick, then calls :meth:`queue_taken` to send them. They
         are all stamped with the time the first was taken: the tick's (not the time the loop
         stopped waiting for a lane)."""
         if not self._taken:
@@ -193,7 +193,8 @@ class Agent:
             self._taken_at = time.time()
 
     def tick_recorded(self) -> None:
-        """The samples of one tick (or of a late lane) are all taken: queue them, and send."""
+        """The samples of one tick (or of a late lane) are all taken: queue them, and send (what the
+        scheduler calls at a tick's end, as :meth:`queue_taken` with ``send`` directly)."""
         self.queue_taken(True)
 
     def queue_taken(self, send: bool = False) -> None:
