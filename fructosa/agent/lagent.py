@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import IO, TYPE_CHECKING
 
 from .. import __version__
@@ -70,7 +71,8 @@ class Agent:
         self._sample_errors = RateLimitedLog(log, period=600.0)
         self._gpu = _has_gpu(config)
         """A GPU sensor is configured: its samples may bring NVML's news of the GPUs (see :meth:`queue_taken`)."""
-        self.scheduler = SensorScheduler(self.plan, self.take, self.tick_recorded, self.take_all)
+        # The tick's end (``recorded``) is queue_taken itself, sending: no frame of a method in between.
+        self.scheduler = SensorScheduler(self.plan, self.take, partial(self.queue_taken, True), self.take_all)
         self.reporter = Reporter(self, status_file)
         self._journal: IO[str] | None = None
 
@@ -173,7 +175,7 @@ class Agent:
 
     def take(self, sensor: str, value: object) -> None:
         """One measurement of ``sensor``, taken now, held until :meth:`queue_taken`: the
-        scheduler hands over every sample of a tick, then calls :meth:`tick_recorded`. They
+        scheduler hands over every sample of a tick, then calls :meth:`queue_taken` to send them. They
         are all stamped with the time the first was taken: the tick's (not the time the loop
         stopped waiting for a lane)."""
         if not self._taken:
@@ -191,18 +193,22 @@ class Agent:
             self._taken_at = time.time()
 
     def tick_recorded(self) -> None:
-        """The samples of one tick (or of a late lane) are all taken: queue them, and send."""
-        self.queue_taken()
-        self.sender.send_now()
+        """The samples of one tick (or of a late lane) are all taken: queue them, and send (what the
+        scheduler calls at a tick's end, as :meth:`queue_taken` with ``send`` directly)."""
+        self.queue_taken(True)
 
-    def queue_taken(self) -> None:
+    def queue_taken(self, send: bool = False) -> None:
         """Queue the samples taken since the last call, flattened once: those of the same
         shape as before in one block (:meth:`LayoutCache.tick_block`), any other one
         by one. The block serves everything after: the batches sent to lmaster, the
         adaptive plan and the journal (whose samples go one by one, to read their own
-        datapoints)."""
+        datapoints). With ``send`` (the samples of one tick, or of a late lane, are all taken),
+        they then go to lmaster: a tick block that holds them all is handed to the sender
+        itself (:meth:`Sender.send_tick`: straight into its frame when nothing waits before it)."""
         taken, self._taken = self._taken, []
         if not taken:
+            if send:
+                self.sender.send_now()
             return
         self.counters["samples"] += len(taken)
         host, now = self.config.hostname, self._taken_at
@@ -213,10 +219,15 @@ class Agent:
             tick, one_by_one = self.layouts.tick_block(
                 host, now, [sample for sample in taken if not plan.watches(sample[0])] if watching else taken
             )
-            if tick is not None:
-                self.queue.put(tick, tick.samples)
             if watching:
                 one_by_one += [sample for sample in taken if plan.watches(sample[0])]
+            if tick is not None:
+                if send and not one_by_one:  # the steady state: the tick's one block
+                    if plan.schedules or (self._gpu and any(sensor == "GPU" for sensor, _ in taken)):
+                        self.sender.note_facts()  # as below, before the block goes
+                    self.sender.send_tick(tick)
+                    return
+                self.queue.put(tick, tick.samples)
         for sensor, value in one_by_one:
             try:
                 self._queue_one(host, now, sensor, value)
@@ -225,6 +236,8 @@ class Agent:
                                         sensor, type(error).__name__, error)  # fmt: skip
         if self.plan.schedules or (self._gpu and any(sensor == "GPU" for sensor, _ in taken)):
             self.sender.note_facts()  # an interval may have changed; NVML may know the GPUs now
+        if send:
+            self.sender.send_now()
 
     def _queue_one(self, host: str, now: float, sensor: str, value: object) -> None:
         """One sample in a block of its own: queued for lmaster, shown to the adaptive plan and journaled."""

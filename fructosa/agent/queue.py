@@ -28,7 +28,8 @@ class SampleQueue(Generic[Sample]):
     def __init__(self, max_samples: int) -> None:
         self.max_samples = max_samples
         self._entries: deque[tuple[Sample, int]] = deque()
-        self._count = 0
+        self.queued = 0
+        """Samples queued (what ``len`` says, read as an attribute on the tick's path: no method to call)."""
         self.dropped = 0
         self._nonempty: asyncio.Event | None = None
         self._drop_log = RateLimitedLog(log, period=60.0)
@@ -46,13 +47,13 @@ class SampleQueue(Generic[Sample]):
 
     def __len__(self) -> int:
         """Samples queued."""
-        return self._count
+        return self.queued
 
     def put(self, sample: Sample, samples: int = 1) -> None:
         """Queue ``sample``, an entry holding ``samples`` samples."""
         self._entries.append((sample, samples))
-        self._count += samples
-        if self._count > self.max_samples:
+        self.queued += samples
+        if self.queued > self.max_samples:
             self._drop_oldest()
         if self._nonempty is not None:
             self._nonempty.set()
@@ -60,9 +61,9 @@ class SampleQueue(Generic[Sample]):
     def _drop_oldest(self) -> None:
         if len(self._entries) < 2:
             return  # the newest entry stays
-        while self._count > self.max_samples and len(self._entries) > 1:
+        while self.queued > self.max_samples and len(self._entries) > 1:
             _, count = self._entries.popleft()
-            self._count -= count
+            self.queued -= count
             self.dropped += count
         self._drop_log.log(
             logging.WARNING, "full",
@@ -80,7 +81,7 @@ class SampleQueue(Generic[Sample]):
             sample, count = entries.popleft()
             batch.append(sample)
             taken += count
-        self._count -= taken
+        self.queued -= taken
         if not entries and self._nonempty is not None:
             self._nonempty.clear()
         return batch

@@ -61,8 +61,8 @@ class Reporter:
         self.agent = agent
         self.status_file = status_file
         self._usage = ProcessUsage()
-        self._due = math.inf
-        """Loop time of the next report."""
+        self.due = math.inf
+        """Loop time of the next report (a tick of the sensors from then on takes it along: :meth:`ride`)."""
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous = (0, 0.0)
@@ -84,11 +84,11 @@ class Reporter:
         self._previous = (self.agent.counters["samples"], time.monotonic())
         self._arm(loop, loop.time())
         scheduler = self.agent.scheduler
-        scheduler.riders.append(self.ride)
+        scheduler.riders.append(self)
         try:
             await loop.create_future()  # the reports run from the timer or the ticks
         finally:
-            scheduler.riders.remove(self.ride)
+            scheduler.riders.remove(self)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -96,7 +96,7 @@ class Reporter:
     def ride(self, now: float) -> bool:
         """At a tick of the sensors (loop time ``now``): report now if due, its sample taken
         with the tick's. Whether a sample was taken."""
-        if now + SAME_TICK < self._due:
+        if now + SAME_TICK < self.due:
             return False
         if self._timer is not None:
             self._timer.cancel()
@@ -116,8 +116,8 @@ class Reporter:
     def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         self._loop = loop
         origin = self.agent.scheduler.origin
-        self._due = next_due(now if origin is None else origin, self.agent.config.self_metrics_interval, now)
-        self._timer = loop.call_at(self._due + RIDE_MARGIN, self._on_timer)
+        self.due = next_due(now if origin is None else origin, self.agent.config.self_metrics_interval, now)
+        self._timer = loop.call_at(self.due + RIDE_MARGIN, self._on_timer)
 
     def _report(self, record: Callable[[str, object], None]) -> bool:
         """Measure the agent, hand its sample to ``record``, write the status file; whether a sample was recorded."""

@@ -33,7 +33,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..adaptive import AdaptivePlan, next_due
 from ..config import SensorConfig
@@ -130,6 +130,18 @@ async def start_on_thread(sensor: Sensor, name: str) -> Exception | None:
     return await done
 
 
+class Rider(Protocol):
+    """Work on the sensors' grid that rides on their ticks (:attr:`SensorScheduler.riders`)."""
+
+    due: float
+    """Loop time of its next grid point: the ticks before it do not call :meth:`ride` (a tick a second
+    with nothing to do for it costs no call)."""
+
+    def ride(self, now: float) -> bool:
+        """At a tick at loop time ``now``, on or after ``due``: do the work; whether it recorded a sample."""
+        ...
+
+
 class SensorScheduler:
     """Runs the configured sensors and hands each measurement to ``record(sensor name, value)``,
     or those measured on the loop at one tick all at once to ``record_all([(name, value), …])``.
@@ -170,10 +182,9 @@ class SensorScheduler:
         self._ticking = False
         self._stopped = False
         self._any_recorded = False
-        self.riders: list[Callable[[float], bool]] = []
-        """Called at every tick with its loop time, after the sensors and before their samples are
-        passed on: work due at the same grid point (the agent's self-report) rides on the tick.
-        Each says whether it recorded a sample."""
+        self.riders: list[Rider] = []
+        """Work due at the same grid point as a tick (the agent's self-report) rides on it: called at
+        the ticks from its ``due`` time on, after the sensors and before their samples are passed on."""
         self.lanes = LaneRunner(self._settle)
         self._record_errors = RateLimitedLog(log, period=600.0)
 
@@ -374,13 +385,22 @@ class SensorScheduler:
             after = min((entry.due for _, entry in self.running.values()), default=math.inf)
             self.lanes.start(lane, min(LANE_PATIENCE, max(0.0, after - SAME_TICK - clock())))
         for rider in self.riders:
+            if now + SAME_TICK < rider.due:
+                continue  # not its grid point: not called (most ticks)
             try:
-                if rider(now):
+                if rider.ride(now):
                     self._any_recorded = True
             except Exception as error:  # the tick goes on
                 self._record_errors.log(logging.ERROR, "rider", "work riding on a tick failed: %s: %s",
                                         type(error).__name__, error)  # fmt: skip
-        self._tick_recorded()
+        if self._any_recorded:  # _tick_recorded, here: one function less per tick
+            self._any_recorded = False
+            if self.recorded is not None:
+                try:
+                    self.recorded()
+                except Exception as error:  # the next tick must come all the same
+                    self._record_errors.log(logging.ERROR, "recorded", "samples of a tick not passed on: %s: %s",
+                                            type(error).__name__, error)  # fmt: skip
 
     def _record_each(self, samples: list[tuple[str, object]]) -> None:
         """``record_all`` when none was given: ``record`` one sample after the other."""

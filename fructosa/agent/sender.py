@@ -71,6 +71,9 @@ class Sender(Outbox):
         self.spooled = 0
         """Batches written to the spool."""
         self._ready: deque[bytes] = deque()  # live batches encoded (whole D frames), not yet sent
+        self._lead: Block | None = None
+        """A tick's block handed over by :meth:`send_tick` while the session sends: the next batch, ahead of an
+        empty queue (see there). None at any other time."""
         self._framer = BlockFramer()
         self.intervals = intervals
         """Each sensor's current interval (the adaptive plan's), for the hello's facts."""
@@ -116,8 +119,35 @@ class Sender(Outbox):
         """The samples of one tick are all queued: to lmaster right away when the session can take
         them (no pass of its loop), else once it can; or to the spool while lmaster is away (or slow)."""
         self._send_soon = False
-        if self.session.send_now():
-            return  # all sent: nothing to spill
+        if not self.session.send_now():
+            self._spill_soon()
+
+    def send_tick(self, block: Block) -> None:
+        """A tick's block, holding all its samples, not queued yet: as :meth:`queue.put <SampleQueue.put>` of it
+        then :meth:`send_now`, without entering and leaving the queue when nothing waits before it (the steady
+        state): the session then takes it as its next batch (:meth:`next_frame`) and it goes straight into its
+        frame and to the socket. When the session does not take it (lmaster away, the window full, the stream
+        busy), it is queued right after, before anything else can run, and all goes on as if it had been: the
+        queue, its bound and drop count, the spill to the spool and the batches are exactly those of the
+        queued path."""
+        queue = self.queue
+        if self._ready or queue.queued:  # others wait before it: in its turn
+            queue.put(block, block.samples)
+            self.send_now()
+            return
+        self._send_soon = False
+        self._lead = block
+        try:
+            sent = self.session.send_now()
+        finally:
+            if self._lead is not None:  # not taken: queued, as it would have been before
+                self._lead = None
+                queue.put(block, block.samples)
+        if not sent:
+            self._spill_soon()
+
+    def _spill_soon(self) -> None:
+        """What the session could not send goes to the spool while lmaster is away (or slow)."""
         if self.spool is not None and self._spill_timer is None and self._should_spill():
             loop = asyncio.get_running_loop()
             # After the other samples of this instant: right after it when the previous spill is
@@ -144,8 +174,15 @@ class Sender(Outbox):
     def next_frame(self) -> tuple[bytes, SpoolRecord | None] | None:
         """Live samples first, then the spooled backlog. A tick's block is encoded straight into its
         frame (:class:`~fructosa.wire.blocks.BlockFramer`); the spool keeps bodies, framed when read."""
+        lead = self._lead
+        if lead is not None:  # a tick's block, ahead of an empty queue (send_tick)
+            self._lead = None
+            frame = self._framer.frame(lead, self.session.new_batch_id)
+            if frame is not None:
+                return frame, None
+            self.queue.put(lead, lead.samples)  # too big for one frame: the queued path splits it
         ready = self._ready
-        if not ready and len(self.queue):
+        if not ready and self.queue.queued:
             samples = self.queue.take(MAX_SAMPLES_PER_BATCH)
             if len(samples) == 1:  # a tick's block
                 frame = self._framer.frame(samples[0], self.session.new_batch_id)
@@ -212,6 +249,9 @@ class Sender(Outbox):
 
     def spill(self) -> None:
         """Everything queued or encoded goes to the spool."""
+        if self._lead is not None:  # (only while the session sends: send_tick)
+            self.queue.put(self._lead, self._lead.samples)
+            self._lead = None
         while self._ready:
             self._spool_body(self._ready.popleft()[protocol.PAYLOAD_START :])
         while len(self.queue):

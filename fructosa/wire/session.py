@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
@@ -47,6 +48,8 @@ CONNECT_ERRORS = (OSError, asyncio.TimeoutError, protocol.ProtocolError, asyncio
 """What a failed connection attempt (TCP, TLS or the opening) raises."""
 STREAM_ERRORS = (OSError, ConnectionError, protocol.ProtocolError, asyncio.IncompleteReadError)
 """What a session that breaks while streaming raises."""
+_ASYNCIO_TIME = asyncio.BaseEventLoop.time
+_monotonic = time.monotonic
 _BATCH_ID = slice(protocol.PAYLOAD_START, protocol.PAYLOAD_START + protocol.BATCH_ID_SIZE)
 """Where a ``D`` frame holds its batch id."""
 
@@ -331,14 +334,16 @@ class SendingSession:
         if loop is None or acks is None:
             self._wake_stream()
             return False
-        now = loop.time()
+        # asyncio's loop time is time.monotonic's: read here without its Python method (a tick a second)
+        now = _monotonic() if type(loop).time is _ASYNCIO_TIME else loop.time()
         if self._reading_paused and len(self.in_flight) >= self.ack_poll_batches:
             self._poll_acks()
         writer, woken = self._writer, self._woken
         if woken is None or woken.done() or writer is None or self._heartbeat_due or acks.closed:
             self._wake_stream()
             return False
-        transport, in_flight, next_frame = writer.transport, self.in_flight, self.outbox.next_frame
+        # the connection's transport, as the writer's (whose property is one more method to call)
+        transport, in_flight, next_frame = acks.transport, self.in_flight, self.outbox.next_frame
         if transport.is_closing() or transport.get_write_buffer_size():
             self._wake_stream()  # the stream sees the break, or drains before it writes more
             return False
