@@ -33,6 +33,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from ..adaptive import AdaptivePlan, next_due
@@ -104,6 +105,24 @@ def failed(entry: ScheduledSensor, error: Exception) -> None:
     entry.errors.log(logging.ERROR, "measure", "sensor %s failed: %s: %s", entry.name, type(error).__name__, error)
 
 
+def drop(entry: ScheduledSensor) -> None:
+    """Stop ``entry``: its start is cancelled; a measurement in a lane is left to finish, unrecorded."""
+    entry.due = math.inf
+    if entry.task is not None:
+        entry.task.cancel()
+
+
+def record_each(record: Callable[[str, object], None], errors: RateLimitedLog,
+                samples: list[tuple[str, object]]) -> None:  # fmt: skip
+    """A scheduler's ``record_all`` when none was given: ``record`` one sample after the other."""
+    for name, value in samples:
+        try:
+            record(name, value)
+        except Exception as error:  # one bad sample must not stop the ticks
+            errors.log(logging.ERROR, name, "sample of sensor %s not recorded: %s: %s", name, type(error).__name__,
+                       error)  # fmt: skip
+
+
 async def start_on_thread(sensor: Sensor, name: str) -> Exception | None:
     """Run ``sensor.start()`` on a passing daemon thread and return what it raised, if anything.
 
@@ -159,7 +178,8 @@ class SensorScheduler:
     ) -> None:
         self.plan = plan
         self.record = record
-        self.record_all = record_all or self._record_each
+        self._record_errors = RateLimitedLog(log, period=600.0)
+        self.record_all = record_all or partial(record_each, record, self._record_errors)
         """Takes the samples measured on the loop at one tick, in order, with one call (one function
         to fetch into cold caches once a second, not one call a sample); by default ``record`` each."""
         self.recorded = recorded
@@ -170,23 +190,19 @@ class SensorScheduler:
         """The loop time every sensor's grid starts from (set when the first sensor starts)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: Callable[[], float] = time.monotonic
-        """The loop's clock: ``time.monotonic`` itself where the loop's ``time()`` is asyncio's,
-        which returns it (a tick reads it after every sensor: no Python method in between)."""
-        self._timer: asyncio.TimerHandle | None = None
-        """The next tick: one timer for all the sensors, armed for the earliest due time. Its
-        callback measures them (no task, no event: one loop iteration per tick)."""
+        """The loop's clock: ``time.monotonic`` where the loop's ``time()`` is asyncio's (no method per read)."""
         self._slot: TickSlot | None = None
-        """Instead of ``_timer``, where the loop offers one: its tick slot (no timer handle per tick)."""
+        """The next tick, armed for the earliest due time of all the sensors: the loop's tick slot where it
+        offers one (no timer handle per tick), else ``_timer``. No task, no event: one loop turn per tick."""
+        self._timer: asyncio.TimerHandle | None = None
         self._armed = math.inf
         """Loop time the next tick is armed for."""
         self._ticking = False
         self._stopped = False
         self._any_recorded = False
         self.riders: list[Rider] = []
-        """Work due at the same grid point as a tick (the agent's self-report) rides on it: called at
-        the ticks from its ``due`` time on, after the sensors and before their samples are passed on."""
+        """Work riding on the ticks from its ``due`` on (the self-report), after the sensors, before sending."""
         self.lanes = LaneRunner(self._settle)
-        self._record_errors = RateLimitedLog(log, period=600.0)
 
     def start(self, config: SensorConfig) -> None:
         """Start ``config``'s sensor and measure it at once (then on the grid)."""
@@ -213,7 +229,7 @@ class SensorScheduler:
         wanted = {sensor.name: sensor for sensor in sensors}
         for name, (running, entry) in list(self.running.items()):
             if wanted.get(name) != running:
-                self._drop(entry)
+                drop(entry)
                 del self.running[name]
                 if name not in wanted:
                     log.info("reload: sensor %s removed", name)
@@ -266,12 +282,6 @@ class SensorScheduler:
         log.info("sensor %s started, every %g s", entry.name, entry.config.interval)
         entry.due = asyncio.get_running_loop().time()  # its first measurement: at once
         self._arm()
-
-    def _drop(self, entry: ScheduledSensor) -> None:
-        """Stop ``entry``: its start is cancelled; a measurement in a lane is left to finish, unrecorded."""
-        entry.due = math.inf
-        if entry.task is not None:
-            entry.task.cancel()
 
     # -- the ticks -----------------------------------------------------------
 
@@ -401,15 +411,6 @@ class SensorScheduler:
                 except Exception as error:  # the next tick must come all the same
                     self._record_errors.log(logging.ERROR, "recorded", "samples of a tick not passed on: %s: %s",
                                             type(error).__name__, error)  # fmt: skip
-
-    def _record_each(self, samples: list[tuple[str, object]]) -> None:
-        """``record_all`` when none was given: ``record`` one sample after the other."""
-        for name, value in samples:
-            try:
-                self.record(name, value)
-            except Exception as error:  # one bad sample must not stop the ticks
-                self._record_errors.log(logging.ERROR, name, "sample of sensor %s not recorded: %s: %s",
-                                        name, type(error).__name__, error)  # fmt: skip
 
     def _tick_recorded(self) -> None:
         """Samples were recorded since the last call: tell ``recorded`` once."""
