@@ -30,6 +30,7 @@ from fructosa.graphite_paths import short_hostname
 from fructosa.sensors import REGISTRY
 from tests.support.carbon import CarbonCache, free_ports
 from tests.support.daemons import Daemon, seed_configs
+from tests.support.journal import complete_lines
 
 HOST = short_hostname(__import__("socket").gethostname())
 SENSORS = sorted(REGISTRY)
@@ -185,7 +186,7 @@ def _from(carbon: CarbonCache, path: str, since: int, count: int, timeout: float
 
 def _journaled(journal: Path, path: str, since: int) -> list[float]:
     """The agent's own timestamps of ``path`` at or after ``since``, from its journal."""
-    lines = [line.split() for line in journal.read_text().splitlines()]
+    lines = [line.split() for line in complete_lines(journal)]
     return sorted(float(fields[2]) for fields in lines if len(fields) == 3 and fields[0] == path
                   and float(fields[2]) >= since)  # fmt: skip
 

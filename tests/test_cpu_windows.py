@@ -33,6 +33,7 @@ from fructosa.selfstats import ProcessUsage
 from fructosa.sensors import REGISTRY, Sensor
 from tests.support.carbon import free_ports
 from tests.support.daemons import Daemon
+from tests.support.journal import complete_lines
 
 CPUS = psutil.cpu_count() or 1
 IGNORED_FIELDS = ("guest", "guest_nice")
@@ -271,7 +272,7 @@ def journal_samples(path: Path, host: str) -> dict[str, dict[float, dict[str, fl
     samples: dict[str, dict[float, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     if not path.exists():
         return samples
-    for line in path.read_text().splitlines():
+    for line in complete_lines(path):
         metric, value, when = line.split()
         prefix, sensor, rest = metric.split(".", 2)
         assert prefix == host, line

@@ -403,14 +403,7 @@ class SensorScheduler:
             except Exception as error:  # the tick goes on
                 self._record_errors.log(logging.ERROR, "rider", "work riding on a tick failed: %s: %s",
                                         type(error).__name__, error)  # fmt: skip
-        if self._any_recorded:  # _tick_recorded, here: one function less per tick
-            self._any_recorded = False
-            if self.recorded is not None:
-                try:
-                    self.recorded()
-                except Exception as error:  # the next tick must come all the same
-                    self._record_errors.log(logging.ERROR, "recorded", "samples of a tick not passed on: %s: %s",
-                                            type(error).__name__, error)  # fmt: skip
+        self._tick_recorded()
 
     def _tick_recorded(self) -> None:
         """Samples were recorded since the last call: tell ``recorded`` once."""

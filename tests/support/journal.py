@@ -10,12 +10,22 @@ from whisper import CorruptWhisperFile
 from .carbon import CarbonCache
 
 
+def complete_lines(path: Path) -> list[str]:
+    """The journal's lines, without a last one the agent is still writing (read while it runs, the file may end
+    in the middle of a line: the agent writes a sample's lines in one call, flushed in buffer-sized pieces)."""
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()
+    return lines
+
+
 def journaled(path: Path) -> dict[str, set[int]]:
     """Metric path → whisper seconds the agent produced a value for."""
     produced: dict[str, set[int]] = defaultdict(set)
     if not path.exists():
         return produced
-    for line in path.read_text().splitlines():
+    for line in complete_lines(path):
         metric, _value, when = line.split()
         produced[metric].add(int(float(when)))
     return produced
@@ -29,7 +39,7 @@ def timestamps(path: Path, metric: str) -> list[float]:
     """
     if not path.exists():
         return []
-    fields = (line.split() for line in path.read_text().splitlines())
+    fields = (line.split() for line in complete_lines(path))
     return sorted(float(when) for name, _value, when in fields if name == metric)
 
 
