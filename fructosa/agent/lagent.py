@@ -192,11 +192,6 @@ class Agent:
             self._taken = samples
             self._taken_at = time.time()
 
-    def tick_recorded(self) -> None:
-        """The samples of one tick (or of a late lane) are all taken: queue them, and send (what the
-        scheduler calls at a tick's end, as :meth:`queue_taken` with ``send`` directly)."""
-        self.queue_taken(True)
-
     def queue_taken(self, send: bool = False) -> None:
         """Queue the samples taken since the last call, flattened once: those of the same
         shape as before in one block (:meth:`LayoutCache.tick_block`), any other one
