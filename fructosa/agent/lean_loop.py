@@ -37,6 +37,8 @@ from collections import deque
 from collections.abc import Callable
 from time import monotonic
 
+from ..loop_clock import loop_clock
+
 log = logging.getLogger(__package__)
 
 _MIN_SCHEDULED_TIMER_HANDLES = getattr(base_events, "_MIN_SCHEDULED_TIMER_HANDLES", None)
@@ -289,7 +291,7 @@ def private_parts_problem(loop: asyncio.AbstractEventLoop) -> str | None:
             return f"{name} is {type(value).__name__}, not as expected"
     if not callable(getattr(loop, "_process_events", None)):
         return "loop._process_events is missing"
-    if type(loop).time is not asyncio.BaseEventLoop.time:
+    if loop_clock(loop) is not monotonic:
         return "the loop's time() is not asyncio's (time.monotonic)"
     handle_slots = set(getattr(events.TimerHandle, "__slots__", ())) | set(getattr(events.Handle, "__slots__", ()))
     missing = {"_when", "_scheduled", "_cancelled", "_run"} - handle_slots - set(dir(events.TimerHandle))

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..adaptive import AdaptivePlan, next_due
 from ..config import SensorConfig
+from ..loop_clock import loop_clock
 from ..ratelog import RateLimitedLog
 from ..sensors import REGISTRY, Sensor, SensorUnsupported
 from .lanes import LANE_PATIENCE, LaneRunner
@@ -293,7 +294,7 @@ class SensorScheduler:
             self._slot.release()
         self._loop, claim = loop, getattr(loop, "claim_tick_slot", None)
         self._slot = claim(self._on_timer) if claim is not None else None
-        self._clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self._clock = loop_clock(loop)
 
     def _arm(self) -> None:
         """Arm the timer for the earliest due time (a tick re-arms it once it is over)."""

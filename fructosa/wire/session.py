@@ -32,6 +32,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from ..backoff import Backoff
+from ..loop_clock import loop_clock
 from ..ratelog import RateLimitedLog
 from . import auth, protocol
 from .ack_reader import AckReader, LateBatches
@@ -48,8 +49,6 @@ CONNECT_ERRORS = (OSError, asyncio.TimeoutError, protocol.ProtocolError, asyncio
 """What a failed connection attempt (TCP, TLS or the opening) raises."""
 STREAM_ERRORS = (OSError, ConnectionError, protocol.ProtocolError, asyncio.IncompleteReadError)
 """What a session that breaks while streaming raises."""
-_ASYNCIO_TIME = asyncio.BaseEventLoop.time
-_monotonic = time.monotonic
 _BATCH_ID = slice(protocol.PAYLOAD_START, protocol.PAYLOAD_START + protocol.BATCH_ID_SIZE)
 """Where a ``D`` frame holds its batch id."""
 
@@ -299,6 +298,8 @@ class SendingSession:
         self._last_sent = 0.0
         """Loop time the last frame went (a heartbeat is due ``heartbeat_interval`` after it)."""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] = time.monotonic
+        """The loop's clock (:func:`~fructosa.loop_clock.loop_clock`), read where a tick sends."""
         self._writer: asyncio.StreamWriter | None = None
         self._acks: AckReader | None = None
         """The current connection's acknowledgement reader."""
@@ -334,8 +335,7 @@ class SendingSession:
         if loop is None or acks is None:
             self._wake_stream()
             return False
-        # asyncio's loop time is time.monotonic's: read here without its Python method (a tick a second)
-        now = _monotonic() if type(loop).time is _ASYNCIO_TIME else loop.time()
+        now = self._clock()
         if self._reading_paused and len(self.in_flight) >= self.ack_poll_batches:
             self._poll_acks()
         writer, woken = self._writer, self._woken
@@ -439,6 +439,7 @@ class SendingSession:
         acks = AckReader.take_over(reader, writer, self._acknowledged, self._connection_ended, self.outbox.peer_name)
         self._acks = acks
         loop = self._loop = asyncio.get_running_loop()
+        self._clock = loop_clock(loop)
         for frame, _ in self.in_flight.values():
             writer.write(frame)
             self.resent += 1
